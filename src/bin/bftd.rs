@@ -1,0 +1,2 @@
+//! `bftd`: the node daemon and its tools.
+fn main() {}

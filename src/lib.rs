@@ -1,0 +1,18 @@
+//! bftd: a Byzantine-fault-tolerant replicated key-value store.
+//!
+//! The crate is laid out the way the node is built (see `ARCHITECTURE` in the README):
+//! - [`types`] and [`codec`]: the protocol's data and its one validated wire/disk encoding;
+//! - [`crypto`]: Ed25519 keys, domain-separated signing, the batch verifier;
+//! - [`consensus`]: the sans-I/O chained-HotStuff core (no I/O, no clock, no RNG);
+//! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
+//! - [`sim`]: the deterministic simulator that drives many cores with faults and checks safety.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod codec;
+pub mod consensus;
+pub mod crypto;
+pub mod kv;
+pub mod sim;
+pub mod storage;
+pub mod types;

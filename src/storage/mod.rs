@@ -1,0 +1,1 @@
+//! The crash-safe storage engine: WAL, memtable, SSTables, manifest, compaction.

@@ -1,1 +1,33 @@
-//! consensus (being built).
+//! The sans-I/O consensus core: chained HotStuff with a 2-chain commit (Jolteon family).
+//!
+//! [`Core::handle`] takes the time and one [`Event`] and returns [`Action`]s. The core does no
+//! I/O, reads no clock, spawns no thread and draws no randomness: the same code runs in the
+//! daemon and in the deterministic simulator. It imports only `types`, `crypto` and `codec`.
+//!
+//! Safety rests on three rules, each in one place:
+//! - voting ([`safety`]): vote once per round, only for a block whose QC (or TC) justifies it;
+//! - committing ([`Core`]): a QC for `B` commits `B`'s parent when their rounds are consecutive;
+//! - persist before speaking: a vote, timeout or proposal leaves only after the runtime
+//!   reported the safety state it implies durable ([`Event::Persisted`]).
+
+mod block_tree;
+mod config;
+mod core;
+mod events;
+mod mempool;
+mod pacemaker;
+mod safety;
+mod stats;
+mod sync;
+mod timeouts;
+mod votes;
+
+pub use self::core::Core;
+pub use block_tree::BlockTree;
+pub use config::CoreConfig;
+pub use events::{Action, DurableState, Event, PersistItem, RejectReason};
+pub use safety::SafetyData;
+pub use stats::CoreStats;
+
+/// Milliseconds on the runtime's monotonic clock (the simulator's clock in `bftd sim`).
+pub type TimeMs = u64;

@@ -1,1 +1,19 @@
-//! crypto (being built).
+//! Keys, domain-separated signing, and verification of everything that enters the core.
+//!
+//! Every signed payload is `len(tag) || tag || cluster_id || body` (see [`domain`]), so a
+//! signature made for one message kind or one cluster never verifies as another. Acceptance
+//! follows `verify_strict` on every path: canonical `s`, no small-order `R`, no weak keys
+//! (weak keys are refused when a committee or client key is registered).
+
+pub mod domain;
+mod keys;
+mod seen_cache;
+mod sig_batch;
+mod verifier;
+
+pub use keys::{Committee, CommitteeError, Signer};
+pub use sig_batch::SigBatch;
+pub use seen_cache::SeenCache;
+pub use verifier::{
+    ClientPolicy, Verified, VerifiedMessage, VerifyError, Verifier, VerifierLimits,
+};

@@ -1,0 +1,53 @@
+//! Operator-tunable limits and timings of the core. Every queue and map in the core is bounded
+//! by one of these.
+
+/// Tunables of one consensus core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// First round timeout; doubles on each consecutive timeout.
+    pub round_timeout_base_ms: u64,
+    /// Upper bound of the backed-off round timeout.
+    pub round_timeout_max_ms: u64,
+    /// Requests per proposed block.
+    pub block_requests_max: usize,
+    /// Payload bytes per proposed block.
+    pub block_bytes_max: usize,
+    /// Requests waiting in the mempool; more get a `busy` rejection.
+    pub mempool_requests_max: usize,
+    /// Bytes waiting in the mempool.
+    pub mempool_bytes_max: usize,
+    /// Uncertified messages (votes, timeouts) more than this many rounds ahead are dropped.
+    pub round_window: u64,
+    /// Committed blocks kept in memory to serve peers that sync.
+    pub committed_blocks_retained: usize,
+    /// Uncommitted blocks held; more are dropped until a commit prunes forks.
+    pub uncommitted_blocks_max: usize,
+    /// Blocks held while their parent is being fetched.
+    pub orphan_blocks_max: usize,
+    /// Blocks asked for in one sync request.
+    pub sync_blocks_max: u32,
+    /// How long to wait for a sync response before asking another peer.
+    pub sync_retry_ms: u64,
+    /// (client, seq) pairs remembered after commit, to drop late duplicates.
+    pub committed_requests_remembered: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            round_timeout_base_ms: 1_000,
+            round_timeout_max_ms: 30_000,
+            block_requests_max: 1_000,
+            block_bytes_max: 4 * 1024 * 1024,
+            mempool_requests_max: 50_000,
+            mempool_bytes_max: 64 * 1024 * 1024,
+            round_window: 100,
+            committed_blocks_retained: 10_000,
+            uncommitted_blocks_max: 1_000,
+            orphan_blocks_max: 64,
+            sync_blocks_max: 64,
+            sync_retry_ms: 500,
+            committed_requests_remembered: 100_000,
+        }
+    }
+}

@@ -1,0 +1,766 @@
+//! [`Core`]: one node's consensus state machine. See the module docs of [`super`] for the
+//! rules; this file wires them to events and actions.
+//!
+//! Flow of one `handle` call: apply the event (certificates first, then the message itself),
+//! try to propose, flush the persist batch built during the call as one `Persist` action, and
+//! set the timer. Messages that depend on that batch wait in `deferred` until the runtime
+//! reports the ticket durable.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::block_tree::{BlockTree, InsertOutcome};
+use super::mempool::{AddOutcome, Mempool};
+use super::pacemaker::Pacemaker;
+use super::sync::SyncState;
+use super::timeouts::TimeoutAggregator;
+use super::votes::{VoteAggregator, VoteOutcome};
+use super::{
+    Action, CoreConfig, CoreStats, DurableState, Event, PersistItem, RejectReason, SafetyData,
+    TimeMs,
+};
+use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
+use crate::types::{
+    Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig,
+    SyncInfo, SyncRequest, Timeout, TimeoutCert, Vote,
+};
+
+/// A message that may leave only once the safety state it depends on is durable.
+#[derive(Debug)]
+enum Deferred {
+    Send(NodeId, Message),
+    Broadcast(Message),
+    /// This node is the next leader: count its own vote.
+    OwnVote(Vote),
+    /// Count this node's own timeout.
+    OwnTimeout(Timeout),
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    committee: Arc<Committee>,
+    signer: Signer,
+    me: NodeId,
+    safety: SafetyData,
+    round: Round,
+    tree: BlockTree,
+    votes: VoteAggregator,
+    timeouts: TimeoutAggregator,
+    pacemaker: Pacemaker,
+    mempool: Mempool,
+    sync: SyncState,
+    /// The first proposal seen for each recent round (equivocation shows as a second one).
+    proposals_seen: BTreeMap<Round, BlockId>,
+    /// Ticket of the persist batch being built in this call.
+    next_ticket: u64,
+    durable_ticket: u64,
+    persist_buf: Vec<PersistItem>,
+    safety_dirty: bool,
+    deferred: VecDeque<(u64, Deferred)>,
+    timer_set: Option<TimeMs>,
+    now: TimeMs,
+    out: Vec<Action>,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// A core for a fresh node (no durable state) or a restarted one.
+    pub fn new(
+        cfg: CoreConfig,
+        committee: Arc<Committee>,
+        signer: Signer,
+        me: NodeId,
+        durable: Option<DurableState>,
+    ) -> Self {
+        assert!(committee.contains(me), "{me} is not a member of the committee");
+        let cluster = *committee.cluster();
+        let (safety, root, blocks) = match durable {
+            Some(d) => (d.safety, d.committed, d.blocks),
+            None => (SafetyData::genesis(&cluster), Block::genesis_header(&cluster), Vec::new()),
+        };
+        let orphans_max = cfg.orphan_blocks_max.max(cfg.sync_blocks_max as usize * 2);
+        let mut core = Self {
+            round: safety.resume_round(),
+            tree: BlockTree::new(root, cfg.committed_blocks_retained, cfg.uncommitted_blocks_max),
+            votes: VoteAggregator::default(),
+            timeouts: TimeoutAggregator::default(),
+            pacemaker: Pacemaker::new(cfg.round_timeout_base_ms, cfg.round_timeout_max_ms),
+            mempool: Mempool::new(
+                cfg.mempool_requests_max,
+                cfg.mempool_bytes_max,
+                cfg.committed_requests_remembered,
+            ),
+            sync: SyncState::new(orphans_max, cfg.sync_retry_ms),
+            proposals_seen: BTreeMap::new(),
+            next_ticket: 1,
+            durable_ticket: 0,
+            persist_buf: Vec::new(),
+            safety_dirty: false,
+            deferred: VecDeque::new(),
+            timer_set: None,
+            now: 0,
+            out: Vec::new(),
+            stats: CoreStats::default(),
+            cfg,
+            committee,
+            signer,
+            me,
+            safety,
+        };
+        let mut blocks = blocks;
+        blocks.sort_by_key(|(_, b)| b.height);
+        for (id, block) in blocks {
+            // Restored blocks were durable already; a failure only means a pruned fork.
+            let _ = core.tree.insert(id, block);
+        }
+        core
+    }
+
+    /// First actions after construction: re-derive commits above the restored tip, fetch what
+    /// is missing, and set the timer.
+    pub fn start(&mut self, now: TimeMs) -> Vec<Action> {
+        self.now = now;
+        let high_qc = self.safety.high_qc.clone();
+        self.process_qc(&high_qc, None);
+        if self.has_work() {
+            self.pacemaker.restart(now);
+        }
+        self.finish()
+    }
+
+    /// Applies one event at time `now` and returns what the runtime must do, in order.
+    pub fn handle(&mut self, now: TimeMs, event: Event) -> Vec<Action> {
+        self.now = now.max(self.now);
+        match event {
+            Event::MessageReceived { from, msg } => self.on_message(from, msg),
+            Event::RequestReceived(req) => self.on_request(req.into_inner()),
+            Event::TimerFired => {
+                if self.pacemaker.is_due(self.now) {
+                    self.on_round_timer();
+                }
+            }
+            Event::Persisted { ticket } => self.on_persisted(ticket),
+        }
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Vec<Action> {
+        self.retry_sync();
+        self.try_propose();
+        self.flush_persist();
+        self.update_timer();
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- accessors for the runtime, the simulator and tests -----
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    pub fn committed(&self) -> BlockHeader {
+        *self.tree.root()
+    }
+
+    pub fn safety(&self) -> &SafetyData {
+        &self.safety
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.len()
+    }
+
+    pub fn leader(&self) -> NodeId {
+        self.committee.leader(self.round)
+    }
+
+    // ----- events -----
+
+    fn on_message(&mut self, from: NodeId, msg: Verified<VerifiedMessage>) {
+        match msg.into_inner() {
+            VerifiedMessage::Proposal { id, block } => self.on_proposal(from, id, block),
+            VerifiedMessage::Vote(v) => self.on_vote(v),
+            VerifiedMessage::Timeout(t) => self.on_timeout(from, t),
+            VerifiedMessage::SyncInfo(s) => self.on_sync_info(from, s),
+            VerifiedMessage::SyncRequest(r) => self.on_sync_request(from, r),
+            VerifiedMessage::SyncResponse { blocks } => self.on_sync_response(from, blocks),
+        }
+    }
+
+    fn on_request(&mut self, req: ClientRequest) {
+        let (client, seq) = (req.client, req.seq);
+        match self.mempool.add(req) {
+            AddOutcome::Added => self.pacemaker.arm(self.now),
+            AddOutcome::Duplicate => self.stats.requests_duplicate += 1,
+            AddOutcome::Full => {
+                self.stats.requests_rejected_busy += 1;
+                self.out.push(Action::RejectRequest {
+                    client,
+                    seq,
+                    reason: RejectReason::Busy,
+                });
+            }
+        }
+    }
+
+    fn on_persisted(&mut self, ticket: u64) {
+        self.durable_ticket = self.durable_ticket.max(ticket);
+        while let Some((t, _)) = self.deferred.front() {
+            if *t > self.durable_ticket {
+                break;
+            }
+            if let Some((_, d)) = self.deferred.pop_front() {
+                self.release(d);
+            }
+        }
+    }
+
+    fn on_proposal(&mut self, from: NodeId, id: BlockId, block: Block) {
+        // Certificates first: they are verified facts and may move us forward or commit.
+        if let Some(tc) = &block.tc {
+            self.process_tc(tc, Some(from));
+        }
+        self.process_qc(&block.qc, Some(from));
+        if block.round < self.round {
+            self.stats.dropped_stale += 1;
+            return;
+        }
+        match self.proposals_seen.get(&block.round) {
+            Some(seen) if *seen != id => {
+                self.stats.equivocations_seen += 1;
+                return;
+            }
+            Some(_) => {
+                // A re-delivered proposal: re-send our stored vote if we cast one.
+                self.maybe_vote(&id);
+                return;
+            }
+            None => {}
+        }
+        self.proposals_seen.insert(block.round, id);
+        if self.insert_block(from, id, block) {
+            self.maybe_vote(&id);
+        }
+    }
+
+    fn on_vote(&mut self, vote: Vote) {
+        if self.committee.leader(vote.round + 1) != self.me {
+            self.stats.dropped_not_leader += 1;
+            return;
+        }
+        if vote.round + 1 < self.round {
+            self.stats.dropped_stale += 1;
+            return;
+        }
+        if vote.round > self.round + self.cfg.round_window {
+            self.stats.dropped_far_future += 1;
+            return;
+        }
+        self.add_vote(&vote);
+    }
+
+    fn on_timeout(&mut self, from: NodeId, t: Timeout) {
+        self.process_qc(&t.high_qc, Some(from));
+        if t.round < self.round {
+            // The sender lags: hand it the certificates that let it catch up.
+            self.stats.dropped_stale += 1;
+            if from != self.me {
+                self.send(from, Message::SyncInfo(self.sync_info()));
+            }
+            return;
+        }
+        if t.round > self.round + self.cfg.round_window {
+            self.stats.dropped_far_future += 1;
+            return;
+        }
+        self.add_timeout(&t);
+    }
+
+    fn on_sync_info(&mut self, from: NodeId, s: SyncInfo) {
+        if let Some(tc) = &s.high_tc {
+            self.process_tc(tc, Some(from));
+        }
+        self.process_qc(&s.high_qc, Some(from));
+    }
+
+    fn on_sync_request(&mut self, from: NodeId, r: SyncRequest) {
+        let max = r.max_blocks.min(self.cfg.sync_blocks_max) as usize;
+        let blocks = self.tree.chain_segment(&r.target, r.committed_height, max);
+        if !blocks.is_empty() {
+            self.send(from, Message::SyncResponse(crate::types::SyncResponse { blocks }));
+        }
+    }
+
+    fn on_sync_response(&mut self, from: NodeId, blocks: Vec<(BlockId, Block)>) {
+        let Some((_, first)) = blocks.first() else {
+            return;
+        };
+        if !self.sync_wanted_from(from) || !self.tree.contains(&first.parent_id()) {
+            self.stats.unsolicited_sync += 1;
+            return;
+        }
+        let mut last_height = None;
+        for (id, block) in blocks {
+            let height = block.height;
+            if self.tree.contains(&id) {
+                last_height = Some(height);
+                continue;
+            }
+            if !self.insert_block(from, id, block) {
+                break;
+            }
+            last_height = Some(height);
+        }
+        // Keep going toward every target this peer was asked for.
+        let Some(above) = last_height else { return };
+        let targets: Vec<BlockId> = self
+            .sync
+            .overdue(TimeMs::MAX)
+            .into_iter()
+            .filter(|(_, peer)| *peer == from)
+            .map(|(t, _)| t)
+            .collect();
+        for target in targets {
+            if self.tree.contains(&target) {
+                self.sync.done(&target);
+            } else {
+                self.sync.progressed(&target, self.now);
+                self.send_sync_request(from, target, above);
+            }
+        }
+    }
+
+    fn on_round_timer(&mut self) {
+        self.pacemaker.on_expired();
+        self.time_out_current_round();
+        if self.has_work() {
+            self.pacemaker.restart(self.now);
+        } else {
+            self.pacemaker.disarm();
+        }
+    }
+
+    // ----- certificates, rounds and commits -----
+
+    fn process_qc(&mut self, qc: &QuorumCert, hint: Option<NodeId>) {
+        self.safety.observe_qc(qc);
+        if !self.tree.contains(&qc.block_id) {
+            if qc.round > self.tree.root().round {
+                let peer = hint.or_else(|| qc.votes.iter().map(|v| v.node).find(|n| *n != self.me));
+                self.request_sync(qc.block_id, peer);
+            }
+        } else {
+            self.try_commit(qc);
+        }
+        if qc.round >= self.round {
+            self.enter_round(qc.round + 1, true);
+        }
+    }
+
+    fn process_tc(&mut self, tc: &TimeoutCert, hint: Option<NodeId>) {
+        self.safety.observe_tc(tc);
+        self.process_qc(&tc.high_qc, hint);
+        if tc.round >= self.round {
+            self.enter_round(tc.round + 1, false);
+        }
+    }
+
+    /// The 2-chain rule: a QC for `b` whose parent is from the round just before commits the
+    /// parent and its ancestors. Returns whether anything was committed.
+    fn try_commit(&mut self, qc: &QuorumCert) -> bool {
+        let Some(b) = self.tree.get(&qc.block_id) else {
+            return false;
+        };
+        let parent_id = b.parent_id();
+        let b_round = b.round;
+        let Some(parent) = self.tree.header(&parent_id) else {
+            return false;
+        };
+        if parent.round + 1 != b_round || parent.height <= self.tree.root().height {
+            return false;
+        }
+        let committed = self.tree.commit(&parent_id);
+        for (id, block) in committed {
+            self.mempool.remove_committed(&block.payload);
+            self.stats.blocks_committed += 1;
+            self.stats.requests_committed += block.payload.len() as u64;
+            self.out.push(Action::Commit { id, block });
+        }
+        self.sync.prune_orphans(self.tree.root().height);
+        true
+    }
+
+    fn enter_round(&mut self, round: Round, by_qc: bool) {
+        if round <= self.round {
+            return;
+        }
+        self.round = round;
+        if by_qc {
+            self.pacemaker.on_progress();
+        } else {
+            self.stats.view_changes += 1;
+        }
+        self.votes.prune_below(round.saturating_sub(1));
+        self.timeouts.prune_below(round);
+        let keep_from = round.saturating_sub(self.cfg.round_window);
+        self.proposals_seen = self.proposals_seen.split_off(&keep_from);
+        if self.has_work() {
+            self.pacemaker.restart(self.now);
+        } else {
+            self.pacemaker.disarm();
+        }
+    }
+
+    /// Is there anything the cluster still has to order or commit, as far as we know?
+    fn has_work(&self) -> bool {
+        let high = &self.safety.high_qc.block_id;
+        !self.mempool.is_empty()
+            || !self.tree.contains(high)
+            || self
+                .tree
+                .uncommitted_ancestry(high)
+                .any(|b| !b.payload.is_empty())
+    }
+
+    fn sync_info(&self) -> SyncInfo {
+        SyncInfo {
+            high_qc: self.safety.high_qc.clone(),
+            high_tc: self.safety.high_tc.clone(),
+        }
+    }
+
+    // ----- votes and timeouts -----
+
+    fn maybe_vote(&mut self, id: &BlockId) {
+        let Some(block) = self.tree.get(id) else {
+            return;
+        };
+        let next_leader = self.committee.leader(block.round + 1);
+        if let Some(v) = &self.safety.last_vote {
+            if v.round == block.round && v.block_id == *id {
+                // Asked again in the same round: re-send the stored vote, never re-sign.
+                let v = v.clone();
+                self.send_vote(next_leader, v);
+                return;
+            }
+        }
+        if !self.safety.may_vote(block, self.round) {
+            return;
+        }
+        let round = block.round;
+        let signature = self.signer.sign(domain::VOTE, &domain::vote_body(id, round));
+        let vote = Vote {
+            block_id: *id,
+            round,
+            voter: self.me,
+            signature,
+        };
+        self.safety.record_vote(&vote);
+        self.safety_dirty = true;
+        self.stats.votes_sent += 1;
+        self.send_vote(next_leader, vote);
+    }
+
+    fn send_vote(&mut self, leader: NodeId, vote: Vote) {
+        if leader == self.me {
+            self.defer(Deferred::OwnVote(vote));
+        } else {
+            self.defer(Deferred::Send(leader, Message::Vote(vote)));
+        }
+    }
+
+    fn add_vote(&mut self, vote: &Vote) {
+        match self.votes.add(vote, self.committee.quorum()) {
+            VoteOutcome::QuorumFormed(qc) => {
+                self.stats.qcs_formed += 1;
+                let before = self.tree.root().height;
+                self.process_qc(&qc, None);
+                if self.tree.root().height > before {
+                    // Fast commit: everyone can commit now, without waiting for a proposal.
+                    self.broadcast(Message::SyncInfo(SyncInfo {
+                        high_qc: qc,
+                        high_tc: None,
+                    }));
+                }
+            }
+            VoteOutcome::Counted => {}
+            VoteOutcome::Duplicate => self.stats.duplicate_votes += 1,
+            VoteOutcome::Equivocation => self.stats.equivocations_seen += 1,
+        }
+    }
+
+    /// Signs (once per round) and broadcasts a timeout for the current round, or re-sends the
+    /// one already signed.
+    fn time_out_current_round(&mut self) {
+        let round = self.round;
+        if self.safety.may_time_out(round) {
+            let high_qc = self.safety.high_qc.clone();
+            let body = domain::timeout_body(round, high_qc.round);
+            let timeout = Timeout {
+                round,
+                high_qc,
+                author: self.me,
+                signature: self.signer.sign(domain::TIMEOUT, &body),
+            };
+            self.safety.record_timeout(&timeout);
+            self.safety_dirty = true;
+            self.stats.timeouts_sent += 1;
+            self.defer(Deferred::Broadcast(Message::Timeout(timeout.clone())));
+            self.defer(Deferred::OwnTimeout(timeout));
+        } else if let Some(t) = self.safety.last_timeout.clone().filter(|t| t.round == round) {
+            self.defer(Deferred::Broadcast(Message::Timeout(t)));
+        }
+    }
+
+    fn add_timeout(&mut self, t: &Timeout) {
+        let outcome = self.timeouts.add(t, self.committee.quorum());
+        if let Some(tc) = outcome.tc {
+            self.stats.tcs_formed += 1;
+            self.process_tc(&tc, None);
+            return;
+        }
+        // f + 1 timeouts include an honest node's: join that round and time out with it.
+        if outcome.signers >= self.committee.join_threshold()
+            && t.round >= self.round
+            && self.safety.may_time_out(t.round)
+        {
+            self.enter_round(t.round, false);
+            self.time_out_current_round();
+        }
+    }
+
+    // ----- proposing -----
+
+    fn try_propose(&mut self) {
+        let round = self.round;
+        if self.committee.leader(round) != self.me || self.safety.highest_proposed_round >= round {
+            return;
+        }
+        let qc = self.safety.high_qc.clone();
+        let tc = if qc.round + 1 == round {
+            None
+        } else {
+            match &self.safety.high_tc {
+                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                _ => return,
+            }
+        };
+        let Some(parent) = self.tree.header(&qc.block_id) else {
+            return; // still fetching the block our QC certifies
+        };
+        let mut in_chain = HashSet::new();
+        let mut chain_pending = false;
+        for b in self.tree.uncommitted_ancestry(&qc.block_id) {
+            chain_pending |= !b.payload.is_empty();
+            in_chain.extend(b.payload.iter().map(|r| (r.client, r.seq)));
+        }
+        let payload =
+            self.mempool
+                .batch(&in_chain, self.cfg.block_requests_max, self.cfg.block_bytes_max);
+        if payload.is_empty() && !chain_pending {
+            return; // nothing to order: let the cluster idle
+        }
+        let mut block = Block {
+            round,
+            height: parent.height + 1,
+            qc,
+            tc,
+            payload,
+            author: self.me,
+            signature: Sig::ZERO,
+        };
+        let id = block.compute_id();
+        block.signature = self.signer.sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        if self.tree.insert(id, block.clone()) != InsertOutcome::Inserted {
+            self.stats.blocks_rejected += 1;
+            return;
+        }
+        self.safety.highest_proposed_round = round;
+        self.safety_dirty = true;
+        self.stats.proposals_made += 1;
+        self.proposals_seen.insert(round, id);
+        self.persist_buf.push(PersistItem::Block {
+            id,
+            block: block.clone(),
+        });
+        self.defer(Deferred::Broadcast(Message::Proposal(block)));
+        self.maybe_vote(&id);
+    }
+
+    // ----- blocks and sync -----
+
+    /// Inserts a verified block, persists it, and processes what it unlocks. Returns true if
+    /// the block is now in the tree.
+    fn insert_block(&mut self, from: NodeId, id: BlockId, block: Block) -> bool {
+        let parent = block.parent_id();
+        match self.tree.insert(id, block.clone()) {
+            InsertOutcome::Inserted => {}
+            InsertOutcome::Known => return self.tree.contains(&id),
+            InsertOutcome::MissingParent => {
+                let (_, evicted) = self.sync.hold_orphan(id, block);
+                if evicted {
+                    self.stats.orphans_dropped += 1;
+                }
+                self.request_sync(parent, Some(from));
+                return false;
+            }
+            InsertOutcome::Rejected(_) => {
+                self.stats.blocks_rejected += 1;
+                return false;
+            }
+        }
+        self.persist_buf.push(PersistItem::Block { id, block });
+        self.after_insert(id);
+        true
+    }
+
+    /// A block joined the tree: its QC may commit, held children may now fit, and our high
+    /// QC may now be usable.
+    fn after_insert(&mut self, id: BlockId) {
+        let mut ready = vec![id];
+        while let Some(id) = ready.pop() {
+            self.sync.done(&id);
+            if let Some(qc) = self.tree.get(&id).map(|b| b.qc.clone()) {
+                self.try_commit(&qc);
+            }
+            for (child_id, child) in self.sync.take_children_of(&id) {
+                if self.tree.insert(child_id, child.clone()) == InsertOutcome::Inserted {
+                    self.persist_buf.push(PersistItem::Block {
+                        id: child_id,
+                        block: child,
+                    });
+                    ready.push(child_id);
+                    self.maybe_vote(&child_id);
+                }
+            }
+        }
+        let high = self.safety.high_qc.clone();
+        self.try_commit(&high);
+    }
+
+    fn request_sync(&mut self, target: BlockId, hint: Option<NodeId>) {
+        if self.tree.contains(&target) {
+            return;
+        }
+        let peer = match hint.filter(|p| *p != self.me && self.committee.contains(*p)) {
+            Some(p) => p,
+            None => self.next_peer(self.me),
+        };
+        if self.sync.want(target, peer, self.now) {
+            let above = self.tree.root().height;
+            self.send_sync_request(peer, target, above);
+        }
+    }
+
+    fn send_sync_request(&mut self, peer: NodeId, target: BlockId, above: u64) {
+        self.stats.sync_requests_sent += 1;
+        self.send(
+            peer,
+            Message::SyncRequest(SyncRequest {
+                target,
+                committed_height: above,
+                max_blocks: self.cfg.sync_blocks_max,
+            }),
+        );
+    }
+
+    fn retry_sync(&mut self) {
+        for (target, asked) in self.sync.overdue(self.now) {
+            if self.tree.contains(&target) {
+                self.sync.done(&target);
+                continue;
+            }
+            let peer = self.next_peer(asked);
+            if self.sync.want(target, peer, self.now) {
+                let above = self.tree.root().height;
+                self.send_sync_request(peer, target, above);
+            }
+        }
+    }
+
+    fn sync_wanted_from(&self, from: NodeId) -> bool {
+        self.sync
+            .overdue(TimeMs::MAX)
+            .iter()
+            .any(|(_, peer)| *peer == from)
+    }
+
+    fn next_peer(&self, after: NodeId) -> NodeId {
+        let n = self.committee.n() as u16;
+        let mut p = NodeId((after.0 + 1) % n);
+        if p == self.me {
+            p = NodeId((p.0 + 1) % n);
+        }
+        p
+    }
+
+    // ----- output plumbing -----
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.out.push(Action::Send { to, msg });
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        self.out.push(Action::Broadcast { msg });
+    }
+
+    /// Queues `d` behind the persist batch it depends on (the one being built, or the last one
+    /// emitted), or releases it now if that is already durable.
+    fn defer(&mut self, d: Deferred) {
+        let building = self.safety_dirty || !self.persist_buf.is_empty();
+        let ticket = if building { self.next_ticket } else { self.next_ticket - 1 };
+        if ticket <= self.durable_ticket {
+            self.release(d);
+        } else {
+            self.deferred.push_back((ticket, d));
+        }
+    }
+
+    fn release(&mut self, d: Deferred) {
+        match d {
+            Deferred::Send(to, msg) => self.send(to, msg),
+            Deferred::Broadcast(msg) => self.broadcast(msg),
+            Deferred::OwnVote(v) => self.add_vote(&v),
+            Deferred::OwnTimeout(t) => self.add_timeout(&t),
+        }
+    }
+
+    fn flush_persist(&mut self) {
+        if self.safety_dirty {
+            self.persist_buf.push(PersistItem::Safety(self.safety.clone()));
+            self.safety_dirty = false;
+        }
+        if self.persist_buf.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.persist_buf);
+        self.out.push(Action::Persist {
+            ticket: self.next_ticket,
+            items,
+        });
+        self.next_ticket += 1;
+    }
+
+    fn update_timer(&mut self) {
+        let want = match (self.pacemaker.deadline(), self.sync.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(deadline) = want {
+            if self.timer_set != Some(deadline) {
+                self.timer_set = Some(deadline);
+                self.out.push(Action::SetTimer {
+                    deadline_ms: deadline,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! What goes into the core ([`Event`], past-tense facts) and what comes out ([`Action`],
+//! imperatives for the runtime), plus the durable state a restarted core resumes from.
+
+use super::SafetyData;
+use crate::crypto::{Verified, VerifiedMessage};
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, ClientRequest, Message, NodeId};
+
+/// An input to [`super::Core::handle`].
+#[derive(Debug)]
+pub enum Event {
+    /// A peer's message passed the verifier.
+    MessageReceived {
+        from: NodeId,
+        msg: Verified<VerifiedMessage>,
+    },
+    /// A client's request passed the verifier.
+    RequestReceived(Verified<ClientRequest>),
+    /// The timer the core last set is due (the core re-checks the deadline itself).
+    TimerFired,
+    /// Everything in `Persist` actions up to and including `ticket` is durable.
+    Persisted { ticket: u64 },
+}
+
+/// Something the runtime must do. Order within one `handle` result matters: execute in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Send { to: NodeId, msg: Message },
+    /// Send to every other member.
+    Broadcast { msg: Message },
+    /// Make `items` durable, in ticket order, then report `Event::Persisted { ticket }`.
+    Persist { ticket: u64, items: Vec<PersistItem> },
+    /// `block` is committed at `block.height`; commits come in height order, each once per
+    /// run of the core (a restarted core may repeat commits above the tip it was given).
+    Commit { id: BlockId, block: Block },
+    /// Deliver `Event::TimerFired` at or after `deadline_ms` (replaces any earlier timer).
+    SetTimer { deadline_ms: u64 },
+    /// The request was not accepted; tell the client why.
+    RejectRequest {
+        client: ClientKey,
+        seq: u64,
+        reason: RejectReason,
+    },
+}
+
+/// What to make durable.
+#[derive(Debug, Clone)]
+pub enum PersistItem {
+    /// The latest safety state (replaces the previous one).
+    Safety(SafetyData),
+    /// A block the core holds (before it votes for it or proposes it).
+    Block { id: BlockId, block: Block },
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The mempool is full: try again later.
+    Busy,
+}
+
+/// What a restarted core resumes from: its last durable safety state, the blocks it persisted,
+/// and the tip of what the state machine has durably applied.
+#[derive(Debug, Clone)]
+pub struct DurableState {
+    pub safety: SafetyData,
+    pub blocks: Vec<(BlockId, Block)>,
+    pub committed: BlockHeader,
+}

@@ -1,0 +1,100 @@
+//! Round timing: an exponential-backoff round timer, armed only while there is work.
+//!
+//! The timeout is `base * 2^k`, capped, where `k` counts timer expiries since the last round
+//! entered through a QC (progress resets it). An idle cluster (no pending requests, nothing
+//! uncommitted) lets the timer sleep instead of churning through view changes.
+
+use super::TimeMs;
+
+pub struct Pacemaker {
+    base_ms: u64,
+    max_ms: u64,
+    consecutive_timeouts: u32,
+    deadline: Option<TimeMs>,
+}
+
+impl Pacemaker {
+    pub fn new(base_ms: u64, max_ms: u64) -> Self {
+        Self {
+            base_ms: base_ms.max(1),
+            max_ms: max_ms.max(base_ms.max(1)),
+            consecutive_timeouts: 0,
+            deadline: None,
+        }
+    }
+
+    pub fn timeout_ms(&self) -> u64 {
+        let shift = self.consecutive_timeouts.min(32);
+        self.base_ms.saturating_mul(1u64 << shift).min(self.max_ms)
+    }
+
+    pub fn deadline(&self) -> Option<TimeMs> {
+        self.deadline
+    }
+
+    /// Progress: a QC moved us to a new round.
+    pub fn on_progress(&mut self) {
+        self.consecutive_timeouts = 0;
+    }
+
+    /// The timer expired without progress: back off.
+    pub fn on_expired(&mut self) {
+        self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
+    }
+
+    pub fn consecutive_timeouts(&self) -> u32 {
+        self.consecutive_timeouts
+    }
+
+    /// Starts a fresh full timeout from `now` (on entering a round, or after expiry).
+    pub fn restart(&mut self, now: TimeMs) {
+        self.deadline = Some(now + self.timeout_ms());
+    }
+
+    /// Arms the timer if it sleeps; leaves a running one alone.
+    pub fn arm(&mut self, now: TimeMs) {
+        if self.deadline.is_none() {
+            self.restart(now);
+        }
+    }
+
+    pub fn disarm(&mut self) {
+        self.deadline = None;
+    }
+
+    pub fn is_due(&self, now: TimeMs) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backs_off_exponentially_caps_and_resets_on_progress() {
+        let mut p = Pacemaker::new(100, 1000);
+        let seen: Vec<u64> = (0..6)
+            .map(|_| {
+                let t = p.timeout_ms();
+                p.on_expired();
+                t
+            })
+            .collect();
+        assert_eq!(seen, vec![100, 200, 400, 800, 1000, 1000]);
+        p.on_progress();
+        assert_eq!(p.timeout_ms(), 100);
+    }
+
+    #[test]
+    fn arm_keeps_a_running_timer_and_restart_replaces_it() {
+        let mut p = Pacemaker::new(100, 1000);
+        assert!(!p.is_due(1_000_000));
+        p.arm(10);
+        p.arm(50);
+        assert_eq!(p.deadline(), Some(110));
+        p.restart(50);
+        assert_eq!(p.deadline(), Some(150));
+        assert!(p.is_due(150) && !p.is_due(149));
+    }
+}

@@ -1,0 +1,478 @@
+//! The gate every outside message passes before the core sees it.
+//!
+//! [`Verifier`] decodes nothing itself (the codec already validated the bytes); it checks a
+//! message's structure against the committee (canonical certificates, leader of the round,
+//! limits) and every signature inside it, in one batch across many messages. Only this module
+//! can build a [`Verified`] value, so the core cannot be handed an unchecked message by
+//! mistake. The checks are stateless: they depend only on the committee, the limits and the
+//! client policy, so any number of verifier threads can share one `Verifier`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use ed25519_dalek::VerifyingKey;
+
+use super::seen_cache::SeenCache;
+use super::{Committee, SigBatch, domain};
+use crate::types::{
+    Block, BlockId, ClientKey, ClientRequest, Message, NodeId, QuorumCert, SyncInfo, SyncRequest,
+    Timeout, TimeoutCert, Vote,
+};
+
+/// A value that passed [`Verifier`]. Only the verifier constructs it.
+#[derive(Debug, Clone)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// A verified message, with the block ids the verifier computed (so nobody hashes twice).
+#[derive(Debug, Clone)]
+pub enum VerifiedMessage {
+    Proposal { id: BlockId, block: Block },
+    Vote(Vote),
+    Timeout(Timeout),
+    SyncInfo(SyncInfo),
+    SyncRequest(SyncRequest),
+    SyncResponse { blocks: Vec<(BlockId, Block)> },
+}
+
+/// Size limits enforced before anything is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifierLimits {
+    pub block_requests_max: usize,
+    pub block_bytes_max: usize,
+    pub request_ops_bytes_max: usize,
+    pub sync_blocks_max: usize,
+}
+
+impl Default for VerifierLimits {
+    fn default() -> Self {
+        Self {
+            block_requests_max: 1000,
+            block_bytes_max: 4 * 1024 * 1024,
+            request_ops_bytes_max: 1024 * 1024,
+            sync_blocks_max: 64,
+        }
+    }
+}
+
+/// Which clients may submit requests.
+#[derive(Debug, Clone)]
+pub enum ClientPolicy {
+    /// Development mode: any non-weak key.
+    Any,
+    /// Only these keys.
+    AllowList(HashMap<ClientKey, VerifyingKey>),
+}
+
+impl ClientPolicy {
+    /// Builds an allow-list, refusing invalid or weak keys.
+    pub fn allow_list(keys: &[[u8; 32]]) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let key = VerifyingKey::from_bytes(k)
+                .map_err(|_| format!("client key {i} is not a valid Ed25519 point"))?;
+            if key.is_weak() {
+                return Err(format!("client key {i} is a weak (small-order) point"));
+            }
+            map.insert(ClientKey(*k), key);
+        }
+        Ok(Self::AllowList(map))
+    }
+
+    fn key(&self, client: &ClientKey) -> Result<VerifyingKey, VerifyError> {
+        match self {
+            ClientPolicy::AllowList(map) => map
+                .get(client)
+                .copied()
+                .ok_or(VerifyError::NotAuthorised(*client)),
+            ClientPolicy::Any => match VerifyingKey::from_bytes(&client.0) {
+                Ok(k) if !k.is_weak() => Ok(k),
+                _ => Err(VerifyError::Malformed("client key is not a usable Ed25519 key")),
+            },
+        }
+    }
+}
+
+/// Why a message was refused. Counted by kind; never a panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    Malformed(&'static str),
+    UnknownSigner(NodeId),
+    WrongLeader { round: u64, author: NodeId },
+    TooLarge(&'static str),
+    NotAuthorised(ClientKey),
+    BadSignature(&'static str),
+}
+
+impl VerifyError {
+    /// A stable label for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed(_) => "malformed",
+            VerifyError::UnknownSigner(_) => "unknown_signer",
+            VerifyError::WrongLeader { .. } => "wrong_leader",
+            VerifyError::TooLarge(_) => "too_large",
+            VerifyError::NotAuthorised(_) => "not_authorised",
+            VerifyError::BadSignature(_) => "bad_signature",
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Malformed(why) => write!(f, "malformed message: {why}"),
+            VerifyError::UnknownSigner(n) => write!(f, "signer {n} is not a cluster member"),
+            VerifyError::WrongLeader { round, author } => {
+                write!(f, "{author} is not the leader of round {round}")
+            }
+            VerifyError::TooLarge(what) => write!(f, "{what} exceeds its limit"),
+            VerifyError::NotAuthorised(c) => write!(f, "client {c:?} is not authorised"),
+            VerifyError::BadSignature(what) => write!(f, "invalid signature on {what}"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Stateless checker shared by the verifier threads.
+pub struct Verifier {
+    committee: Arc<Committee>,
+    limits: VerifierLimits,
+    clients: ClientPolicy,
+    seen: SeenCache,
+}
+
+/// Signatures of several messages gathered into one batch; `owner[i]` says whose the i-th is.
+struct Gathered {
+    batch: SigBatch,
+    owner: Vec<(usize, &'static str)>,
+    /// Digests to remember once everything they cover verified.
+    digests: Vec<(usize, [u8; 32])>,
+}
+
+/// Entries of the seen-cache kept per verifier; enough for several blocks of requests and QCs.
+const SEEN_CACHE_ENTRIES: usize = 65_536;
+
+impl Verifier {
+    pub fn new(committee: Arc<Committee>, limits: VerifierLimits, clients: ClientPolicy) -> Self {
+        Self {
+            committee,
+            limits,
+            clients,
+            seen: SeenCache::new(SEEN_CACHE_ENTRIES),
+        }
+    }
+
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    pub fn limits(&self) -> &VerifierLimits {
+        &self.limits
+    }
+
+    /// Verifies one message.
+    pub fn verify_message(&self, msg: Message) -> Result<Verified<VerifiedMessage>, VerifyError> {
+        self.verify_messages(vec![msg])
+            .pop()
+            .unwrap_or(Err(VerifyError::Malformed("empty batch")))
+    }
+
+    /// Verifies many messages with one signature batch; results are in input order.
+    pub fn verify_messages(
+        &self,
+        msgs: Vec<Message>,
+    ) -> Vec<Result<Verified<VerifiedMessage>, VerifyError>> {
+        let mut g = Gathered {
+            batch: SigBatch::new(),
+            owner: Vec::new(),
+            digests: Vec::new(),
+        };
+        let mut results: Vec<Result<VerifiedMessage, VerifyError>> = msgs
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| self.check_message(i, m, &mut g))
+            .collect();
+        self.finish(&mut g, &mut results);
+        results.into_iter().map(|r| r.map(Verified)).collect()
+    }
+
+    /// Verifies client requests with one signature batch; results are in input order.
+    pub fn verify_requests(
+        &self,
+        reqs: Vec<ClientRequest>,
+    ) -> Vec<Result<Verified<ClientRequest>, VerifyError>> {
+        let mut g = Gathered {
+            batch: SigBatch::new(),
+            owner: Vec::new(),
+            digests: Vec::new(),
+        };
+        let mut results: Vec<Result<ClientRequest, VerifyError>> = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.check_request(i, &r, &mut g).map(|()| r))
+            .collect();
+        self.finish(&mut g, &mut results);
+        results.into_iter().map(|r| r.map(Verified)).collect()
+    }
+
+    fn finish<T>(&self, g: &mut Gathered, results: &mut [Result<T, VerifyError>]) {
+        if let Err(bad) = g.batch.verify() {
+            for idx in bad {
+                let (owner, what) = g.owner[idx];
+                if results[owner].is_ok() {
+                    results[owner] = Err(VerifyError::BadSignature(what));
+                }
+            }
+        }
+        for (owner, digest) in g.digests.drain(..) {
+            if results[owner].is_ok() {
+                self.seen.insert(digest);
+            }
+        }
+    }
+
+    fn check_message(
+        &self,
+        i: usize,
+        msg: Message,
+        g: &mut Gathered,
+    ) -> Result<VerifiedMessage, VerifyError> {
+        match msg {
+            Message::Proposal(block) => {
+                let id = self.check_block(i, &block, g)?;
+                Ok(VerifiedMessage::Proposal { id, block })
+            }
+            Message::Vote(v) => {
+                let key = self.member_key(v.voter)?;
+                if v.round == 0 {
+                    return Err(VerifyError::Malformed("vote for round 0"));
+                }
+                let body = domain::vote_body(&v.block_id, v.round);
+                self.push(g, i, "vote", domain::VOTE, &body, &v.signature, key);
+                Ok(VerifiedMessage::Vote(v))
+            }
+            Message::Timeout(t) => {
+                let key = self.member_key(t.author)?;
+                if t.round == 0 || t.high_qc.round >= t.round {
+                    return Err(VerifyError::Malformed("timeout round not above its QC"));
+                }
+                let body = domain::timeout_body(t.round, t.high_qc.round);
+                self.push(g, i, "timeout", domain::TIMEOUT, &body, &t.signature, key);
+                self.check_qc(i, &t.high_qc, g)?;
+                Ok(VerifiedMessage::Timeout(t))
+            }
+            Message::SyncInfo(s) => {
+                self.check_qc(i, &s.high_qc, g)?;
+                if let Some(tc) = &s.high_tc {
+                    self.check_tc(i, tc, g)?;
+                }
+                Ok(VerifiedMessage::SyncInfo(s))
+            }
+            Message::SyncRequest(r) => Ok(VerifiedMessage::SyncRequest(r)),
+            Message::SyncResponse(r) => self.check_sync_response(i, r.blocks, g),
+        }
+    }
+
+    fn check_sync_response(
+        &self,
+        i: usize,
+        blocks: Vec<Block>,
+        g: &mut Gathered,
+    ) -> Result<VerifiedMessage, VerifyError> {
+        if blocks.len() > self.limits.sync_blocks_max {
+            return Err(VerifyError::TooLarge("sync response"));
+        }
+        let mut out: Vec<(BlockId, Block)> = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            let id = self.check_block(i, &block, g)?;
+            if let Some((prev_id, prev)) = out.last() {
+                // Each block must be the certified parent of the next: the chain is then
+                // certified link by link, and the requester checks the top against its target.
+                if block.qc.block_id != *prev_id || block.height != prev.height + 1 {
+                    return Err(VerifyError::Malformed("sync response is not one chain"));
+                }
+            }
+            out.push((id, block));
+        }
+        Ok(VerifiedMessage::SyncResponse { blocks: out })
+    }
+
+    fn check_block(&self, i: usize, b: &Block, g: &mut Gathered) -> Result<BlockId, VerifyError> {
+        let key = self.member_key(b.author)?;
+        if b.round == 0 || b.height == 0 {
+            return Err(VerifyError::Malformed("block at round or height 0"));
+        }
+        if self.committee.leader(b.round) != b.author {
+            return Err(VerifyError::WrongLeader {
+                round: b.round,
+                author: b.author,
+            });
+        }
+        let by_qc = b.qc.round + 1 == b.round;
+        let by_tc = b.tc.as_ref().is_some_and(|tc| tc.round + 1 == b.round);
+        if !(by_qc || by_tc) || b.qc.round >= b.round {
+            return Err(VerifyError::Malformed("block round is not justified by its QC or TC"));
+        }
+        if b.tc.is_some() && !by_tc {
+            return Err(VerifyError::Malformed("block carries a TC for another round"));
+        }
+        if b.payload.len() > self.limits.block_requests_max {
+            return Err(VerifyError::TooLarge("block request count"));
+        }
+        if b.payload_bytes() > self.limits.block_bytes_max {
+            return Err(VerifyError::TooLarge("block payload bytes"));
+        }
+        for req in &b.payload {
+            self.check_request(i, req, g)?;
+        }
+        self.check_qc(i, &b.qc, g)?;
+        if let Some(tc) = &b.tc {
+            self.check_tc(i, tc, g)?;
+        }
+        let id = b.compute_id();
+        let body = domain::proposal_body(&id);
+        self.push(g, i, "proposal", domain::PROPOSAL, &body, &b.signature, key);
+        Ok(id)
+    }
+
+    fn check_request(
+        &self,
+        i: usize,
+        r: &ClientRequest,
+        g: &mut Gathered,
+    ) -> Result<(), VerifyError> {
+        if r.ops.len() > self.limits.request_ops_bytes_max {
+            return Err(VerifyError::TooLarge("request ops"));
+        }
+        let key = self.clients.key(&r.client)?;
+        let digest = r.digest().0;
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let body = domain::request_body(&r.client, r.seq, &r.ops);
+        self.push(g, i, "client request", domain::REQUEST, &body, &r.signature, key);
+        g.digests.push((i, digest));
+        Ok(())
+    }
+
+    fn check_qc(&self, i: usize, qc: &QuorumCert, g: &mut Gathered) -> Result<(), VerifyError> {
+        if qc.round == 0 {
+            let genesis = QuorumCert::genesis(self.committee.cluster());
+            return if *qc == genesis {
+                Ok(())
+            } else {
+                Err(VerifyError::Malformed("round-0 QC that is not the genesis QC"))
+            };
+        }
+        self.check_signer_set(qc.votes.iter().map(|v| v.node), "QC")?;
+        let digest = qc_digest(qc);
+        if self.seen.contains(&digest) {
+            return Ok(());
+        }
+        let body = domain::vote_body(&qc.block_id, qc.round);
+        for v in &qc.votes {
+            let key = self.member_key(v.node)?;
+            self.push(g, i, "QC vote", domain::VOTE, &body, &v.sig, key);
+        }
+        g.digests.push((i, digest));
+        Ok(())
+    }
+
+    fn check_tc(&self, i: usize, tc: &TimeoutCert, g: &mut Gathered) -> Result<(), VerifyError> {
+        if tc.round == 0 {
+            return Err(VerifyError::Malformed("TC for round 0"));
+        }
+        self.check_signer_set(tc.timeouts.iter().map(|t| t.node), "TC")?;
+        if tc.timeouts.iter().any(|t| t.high_qc_round >= tc.round) {
+            return Err(VerifyError::Malformed("TC entry with a QC round not below the TC"));
+        }
+        if tc.high_qc.round != tc.max_high_qc_round() {
+            return Err(VerifyError::Malformed("TC high QC is not the highest reported"));
+        }
+        for t in &tc.timeouts {
+            let key = self.member_key(t.node)?;
+            let body = domain::timeout_body(tc.round, t.high_qc_round);
+            self.push(g, i, "TC timeout", domain::TIMEOUT, &body, &t.sig, key);
+        }
+        self.check_qc(i, &tc.high_qc, g)
+    }
+
+    /// Signers must be members, strictly ascending (so distinct), and a quorum.
+    fn check_signer_set(
+        &self,
+        nodes: impl Iterator<Item = NodeId>,
+        what: &'static str,
+    ) -> Result<(), VerifyError> {
+        let mut count = 0usize;
+        let mut prev: Option<NodeId> = None;
+        for node in nodes {
+            if !self.committee.contains(node) {
+                return Err(VerifyError::UnknownSigner(node));
+            }
+            if prev.is_some_and(|p| p >= node) {
+                return Err(VerifyError::Malformed("certificate signers not strictly ascending"));
+            }
+            prev = Some(node);
+            count += 1;
+        }
+        if count < self.committee.quorum() {
+            return Err(VerifyError::Malformed(match what {
+                "QC" => "QC without a quorum of votes",
+                _ => "TC without a quorum of timeouts",
+            }));
+        }
+        Ok(())
+    }
+
+    fn member_key(&self, node: NodeId) -> Result<VerifyingKey, VerifyError> {
+        self.committee
+            .key(node)
+            .copied()
+            .ok_or(VerifyError::UnknownSigner(node))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        g: &mut Gathered,
+        owner: usize,
+        what: &'static str,
+        tag: &[u8],
+        body: &[u8],
+        sig: &crate::types::Sig,
+        key: VerifyingKey,
+    ) {
+        let msg = domain::signing_bytes(tag, self.committee.cluster(), body);
+        g.batch.push(msg, sig, key);
+        g.owner.push((owner, what));
+    }
+}
+
+/// Names a QC including its signatures, so a cache hit vouches for exactly these bytes.
+fn qc_digest(qc: &QuorumCert) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bftd/qc-digest/v1");
+    h.update(&qc.block_id.0);
+    h.update(&qc.round.to_le_bytes());
+    for v in &qc.votes {
+        h.update(&v.node.0.to_le_bytes());
+        h.update(&v.sig.0);
+    }
+    *h.finalize().as_bytes()
+}

@@ -1,0 +1,91 @@
+//! Blocks: a round's proposal, extending the block its QC certifies.
+//!
+//! The parent of a block is always the block its `qc` certifies (`parent_id() == qc.block_id`),
+//! so a block can never name a parent that was not certified. The block id is a blake3 hash
+//! over the header fields (see [`Block::compute_id`]); it is recomputed on receipt, never read
+//! from the wire.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::cert::genesis_block_id;
+use super::{BlockId, ClientRequest, ClusterId, Height, NodeId, QuorumCert, Round, Sig, TimeoutCert};
+
+/// A proposed block, signed by its author (the leader of `round`).
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Block {
+    pub round: Round,
+    pub height: Height,
+    /// Certifies the parent block.
+    pub qc: QuorumCert,
+    /// Present when round `round - 1` ended in a timeout rather than a QC.
+    pub tc: Option<TimeoutCert>,
+    pub payload: Vec<ClientRequest>,
+    pub author: NodeId,
+    pub signature: Sig,
+}
+
+/// A block's identity and position without its payload: what the commit log and the block
+/// tree's bookkeeping need.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BlockHeader {
+    pub id: BlockId,
+    pub parent: BlockId,
+    pub round: Round,
+    pub height: Height,
+}
+
+impl Block {
+    pub fn parent_id(&self) -> BlockId {
+        self.qc.block_id
+    }
+
+    /// The hash that names this block. Covers everything but the signature, which signs it.
+    pub fn compute_id(&self) -> BlockId {
+        let mut h = blake3::Hasher::new();
+        h.update(b"bftd/block-id/v1");
+        h.update(&self.round.to_le_bytes());
+        h.update(&self.height.to_le_bytes());
+        h.update(&self.author.0.to_le_bytes());
+        h.update(&self.qc.block_id.0);
+        h.update(&self.qc.round.to_le_bytes());
+        match &self.tc {
+            Some(tc) => {
+                h.update(&[1]);
+                h.update(&tc.round.to_le_bytes());
+                h.update(&tc.high_qc.round.to_le_bytes());
+            }
+            None => {
+                h.update(&[0]);
+            }
+        }
+        h.update(&(self.payload.len() as u64).to_le_bytes());
+        for req in &self.payload {
+            h.update(&req.digest().0);
+        }
+        BlockId(*h.finalize().as_bytes())
+    }
+
+    /// The genesis block's header: round 0, height 0, a fixed id per cluster.
+    pub fn genesis_header(cluster: &ClusterId) -> BlockHeader {
+        BlockHeader {
+            id: genesis_block_id(cluster),
+            parent: BlockId::ZERO,
+            round: 0,
+            height: 0,
+        }
+    }
+
+    pub fn header(&self, id: BlockId) -> BlockHeader {
+        BlockHeader {
+            id,
+            parent: self.parent_id(),
+            round: self.round,
+            height: self.height,
+        }
+    }
+
+    /// Payload bytes, for the `max_block_bytes` limit.
+    pub fn payload_bytes(&self) -> usize {
+        self.payload.iter().map(ClientRequest::size_bytes).sum()
+    }
+}

@@ -30,7 +30,10 @@ impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CodecError::TooLarge { len, max } => {
-                write!(f, "encoded value is {len} bytes, more than the limit of {max}")
+                write!(
+                    f,
+                    "encoded value is {len} bytes, more than the limit of {max}"
+                )
             }
             CodecError::Invalid(why) => write!(f, "invalid encoding: {why}"),
         }
@@ -208,7 +211,10 @@ mod tests {
                 rejected += 1;
             }
         }
-        assert!(rejected > 1900, "garbage should almost always be rejected, got {rejected}");
+        assert!(
+            rejected > 1900,
+            "garbage should almost always be rejected, got {rejected}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod cli;
 pub mod codec;
 pub mod consensus;
 pub mod crypto;

@@ -1,2 +1,33 @@
-//! `bftd`: the node daemon and its tools.
-fn main() {}
+//! `bftd`: the node daemon and its tools. Today: `bftd sim`, the deterministic simulator.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut args = std::env::args_os().skip(1);
+    let Some(cmd) = args.next() else {
+        eprint!("{}", bftd::cli::HELP);
+        return ExitCode::from(2);
+    };
+    let rest: Vec<std::ffi::OsString> = args.collect();
+    let result = match cmd.to_str() {
+        Some("sim") => bftd::cli::sim::main(rest),
+        Some("-h" | "--help" | "help") => {
+            print!("{}", bftd::cli::HELP);
+            Ok(())
+        }
+        Some("-V" | "--version") => {
+            println!("bftd {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command '{other}'; see 'bftd --help'")),
+        None => Err("command is not valid UTF-8; see 'bftd --help'".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bftd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -41,6 +41,28 @@ impl BlockTree {
         }
     }
 
+    /// Re-adopts committed history after a restart: the chain of `blocks` ending at the root,
+    /// newest `retain` of it, so this node can serve peers that sync from below its tip.
+    pub fn restore_committed(&mut self, blocks: &[(BlockId, Block)]) {
+        let by_id: HashMap<BlockId, &Block> = blocks.iter().map(|(id, b)| (*id, b)).collect();
+        let mut chain = Vec::new();
+        let mut cur = self.root.id;
+        while chain.len() < self.retain {
+            match by_id.get(&cur) {
+                Some(b) if b.height <= self.root.height => {
+                    chain.push((cur, (*b).clone()));
+                    cur = b.parent_id();
+                }
+                _ => break,
+            }
+        }
+        for (id, block) in chain.into_iter().rev() {
+            if self.blocks.insert(id, block).is_none() {
+                self.committed.push_back(id);
+            }
+        }
+    }
+
     pub fn root(&self) -> &BlockHeader {
         &self.root
     }
@@ -77,7 +99,9 @@ impl BlockTree {
         if block.round <= parent.round {
             return InsertOutcome::Rejected("round not above parent round");
         }
-        if parent.height < self.root.height || (parent.height == self.root.height && parent.id != self.root.id) {
+        if parent.height < self.root.height
+            || (parent.height == self.root.height && parent.id != self.root.id)
+        {
             return InsertOutcome::Rejected("extends a block that is not the committed chain");
         }
         if self.uncommitted_len() >= self.uncommitted_max {
@@ -243,14 +267,20 @@ mod tests {
         assert_eq!(t.root().id, b);
         assert!(t.get(&fork).is_none(), "fork below the root must be pruned");
         assert!(t.get(&c).is_some());
-        assert!(t.commit(&a).is_empty(), "committing below the root is a no-op");
+        assert!(
+            t.commit(&a).is_empty(),
+            "committing below the root is a no-op"
+        );
     }
 
     #[test]
     fn refuses_missing_parents_bad_heights_and_overflow() {
         let mut t = BlockTree::new(root(), 10, 1);
         let (_, orphan) = child(BlockId([9; 32]), 2, 2);
-        assert_eq!(t.insert(orphan.compute_id(), orphan), InsertOutcome::MissingParent);
+        assert_eq!(
+            t.insert(orphan.compute_id(), orphan),
+            InsertOutcome::MissingParent
+        );
         let (id, mut bad) = child(root().id, 1, 1);
         bad.height = 5;
         assert!(matches!(t.insert(id, bad), InsertOutcome::Rejected(_)));
@@ -272,9 +302,15 @@ mod tests {
             parent = id;
         }
         let chain = t.chain_segment(&ids[5], 2, 10);
-        assert_eq!(chain.iter().map(|b| b.height).collect::<Vec<_>>(), vec![3, 4, 5, 6]);
+        assert_eq!(
+            chain.iter().map(|b| b.height).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
         let chain = t.chain_segment(&ids[5], 0, 2);
-        assert_eq!(chain.iter().map(|b| b.height).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            chain.iter().map(|b| b.height).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert!(t.chain_segment(&BlockId([7; 32]), 0, 2).is_empty());
     }
 }

@@ -21,8 +21,8 @@ use super::{
 };
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig,
-    SyncInfo, SyncRequest, Timeout, TimeoutCert, Vote,
+    Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncInfo,
+    SyncRequest, Timeout, TimeoutCert, Vote,
 };
 
 /// A message that may leave only once the safety state it depends on is durable.
@@ -72,16 +72,27 @@ impl Core {
         me: NodeId,
         durable: Option<DurableState>,
     ) -> Self {
-        assert!(committee.contains(me), "{me} is not a member of the committee");
+        assert!(
+            committee.contains(me),
+            "{me} is not a member of the committee"
+        );
         let cluster = *committee.cluster();
         let (safety, root, blocks) = match durable {
             Some(d) => (d.safety, d.committed, d.blocks),
-            None => (SafetyData::genesis(&cluster), Block::genesis_header(&cluster), Vec::new()),
+            None => (
+                SafetyData::genesis(&cluster),
+                Block::genesis_header(&cluster),
+                Vec::new(),
+            ),
         };
         let orphans_max = cfg.orphan_blocks_max.max(cfg.sync_blocks_max as usize * 2);
         let mut core = Self {
             round: safety.resume_round(),
-            tree: BlockTree::new(root, cfg.committed_blocks_retained, cfg.uncommitted_blocks_max),
+            tree: BlockTree::new(
+                root,
+                cfg.committed_blocks_retained,
+                cfg.uncommitted_blocks_max,
+            ),
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             pacemaker: Pacemaker::new(cfg.round_timeout_base_ms, cfg.round_timeout_max_ms),
@@ -109,6 +120,7 @@ impl Core {
         };
         let mut blocks = blocks;
         blocks.sort_by_key(|(_, b)| b.height);
+        core.tree.restore_committed(&blocks);
         for (id, block) in blocks {
             // Restored blocks were durable already; a failure only means a pruned fork.
             let _ = core.tree.insert(id, block);
@@ -295,7 +307,10 @@ impl Core {
         let max = r.max_blocks.min(self.cfg.sync_blocks_max) as usize;
         let blocks = self.tree.chain_segment(&r.target, r.committed_height, max);
         if !blocks.is_empty() {
-            self.send(from, Message::SyncResponse(crate::types::SyncResponse { blocks }));
+            self.send(
+                from,
+                Message::SyncResponse(crate::types::SyncResponse { blocks }),
+            );
         }
     }
 
@@ -379,6 +394,9 @@ impl Core {
         let Some(b) = self.tree.get(&qc.block_id) else {
             return false;
         };
+        if cfg!(feature = "mutation-one-chain-commit") {
+            return self.commit_through(&qc.block_id.clone());
+        }
         let parent_id = b.parent_id();
         let b_round = b.round;
         let Some(parent) = self.tree.header(&parent_id) else {
@@ -387,7 +405,15 @@ impl Core {
         if parent.round + 1 != b_round || parent.height <= self.tree.root().height {
             return false;
         }
-        let committed = self.tree.commit(&parent_id);
+        self.commit_through(&parent_id)
+    }
+
+    /// Commits `target` and its uncommitted ancestors, in height order.
+    fn commit_through(&mut self, target: &BlockId) -> bool {
+        let committed = self.tree.commit(target);
+        if committed.is_empty() {
+            return false;
+        }
         for (id, block) in committed {
             self.mempool.remove_committed(&block.payload);
             self.stats.blocks_committed += 1;
@@ -456,7 +482,9 @@ impl Core {
             return;
         }
         let round = block.round;
-        let signature = self.signer.sign(domain::VOTE, &domain::vote_body(id, round));
+        let signature = self
+            .signer
+            .sign(domain::VOTE, &domain::vote_body(id, round));
         let vote = Vote {
             block_id: *id,
             round,
@@ -515,8 +543,15 @@ impl Core {
             self.stats.timeouts_sent += 1;
             self.defer(Deferred::Broadcast(Message::Timeout(timeout.clone())));
             self.defer(Deferred::OwnTimeout(timeout));
-        } else if let Some(t) = self.safety.last_timeout.clone().filter(|t| t.round == round) {
-            self.defer(Deferred::Broadcast(Message::Timeout(t)));
+        } else if let Some(t) = self
+            .safety
+            .last_timeout
+            .clone()
+            .filter(|t| t.round == round)
+        {
+            // Re-send the stored timeout; count it too, in case a restart lost the aggregator.
+            self.defer(Deferred::Broadcast(Message::Timeout(t.clone())));
+            self.defer(Deferred::OwnTimeout(t));
         }
     }
 
@@ -562,9 +597,11 @@ impl Core {
             chain_pending |= !b.payload.is_empty();
             in_chain.extend(b.payload.iter().map(|r| (r.client, r.seq)));
         }
-        let payload =
-            self.mempool
-                .batch(&in_chain, self.cfg.block_requests_max, self.cfg.block_bytes_max);
+        let payload = self.mempool.batch(
+            &in_chain,
+            self.cfg.block_requests_max,
+            self.cfg.block_bytes_max,
+        );
         if payload.is_empty() && !chain_pending {
             return; // nothing to order: let the cluster idle
         }
@@ -578,7 +615,9 @@ impl Core {
             signature: Sig::ZERO,
         };
         let id = block.compute_id();
-        block.signature = self.signer.sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        block.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
         if self.tree.insert(id, block.clone()) != InsertOutcome::Inserted {
             self.stats.blocks_rejected += 1;
             return;
@@ -716,7 +755,11 @@ impl Core {
     /// emitted), or releases it now if that is already durable.
     fn defer(&mut self, d: Deferred) {
         let building = self.safety_dirty || !self.persist_buf.is_empty();
-        let ticket = if building { self.next_ticket } else { self.next_ticket - 1 };
+        let ticket = if building {
+            self.next_ticket
+        } else {
+            self.next_ticket - 1
+        };
         if ticket <= self.durable_ticket {
             self.release(d);
         } else {
@@ -735,7 +778,8 @@ impl Core {
 
     fn flush_persist(&mut self) {
         if self.safety_dirty {
-            self.persist_buf.push(PersistItem::Safety(self.safety.clone()));
+            self.persist_buf
+                .push(PersistItem::Safety(self.safety.clone()));
             self.safety_dirty = false;
         }
         if self.persist_buf.is_empty() {

@@ -24,16 +24,29 @@ pub enum Event {
 /// Something the runtime must do. Order within one `handle` result matters: execute in order.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Send { to: NodeId, msg: Message },
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
     /// Send to every other member.
-    Broadcast { msg: Message },
+    Broadcast {
+        msg: Message,
+    },
     /// Make `items` durable, in ticket order, then report `Event::Persisted { ticket }`.
-    Persist { ticket: u64, items: Vec<PersistItem> },
+    Persist {
+        ticket: u64,
+        items: Vec<PersistItem>,
+    },
     /// `block` is committed at `block.height`; commits come in height order, each once per
     /// run of the core (a restarted core may repeat commits above the tip it was given).
-    Commit { id: BlockId, block: Block },
+    Commit {
+        id: BlockId,
+        block: Block,
+    },
     /// Deliver `Event::TimerFired` at or after `deadline_ms` (replaces any earlier timer).
-    SetTimer { deadline_ms: u64 },
+    SetTimer {
+        deadline_ms: u64,
+    },
     /// The request was not accepted; tell the client why.
     RejectRequest {
         client: ClientKey,
@@ -58,8 +71,9 @@ pub enum RejectReason {
     Busy,
 }
 
-/// What a restarted core resumes from: its last durable safety state, the blocks it persisted,
-/// and the tip of what the state machine has durably applied.
+/// What a restarted core resumes from: its last durable safety state, the blocks it persisted
+/// (uncommitted ones, and recent committed ones so it can serve peers that sync), and the tip
+/// of what the state machine has durably applied.
 #[derive(Debug, Clone)]
 pub struct DurableState {
     pub safety: SafetyData,

@@ -57,7 +57,9 @@ impl Mempool {
         if self.requests.contains_key(&key) || self.committed.contains(&key) {
             return AddOutcome::Duplicate;
         }
-        if self.requests.len() >= self.requests_max || self.bytes + req.size_bytes() > self.bytes_max {
+        if self.requests.len() >= self.requests_max
+            || self.bytes + req.size_bytes() > self.bytes_max
+        {
             return AddOutcome::Full;
         }
         self.bytes += req.size_bytes();
@@ -147,7 +149,11 @@ mod tests {
         assert_eq!(m.add(req(1, 3, 10)), AddOutcome::Full);
         m.remove_committed(&[req(1, 1, 10)]);
         assert_eq!(m.len(), 1);
-        assert_eq!(m.add(req(1, 1, 10)), AddOutcome::Duplicate, "committed is remembered");
+        assert_eq!(
+            m.add(req(1, 1, 10)),
+            AddOutcome::Duplicate,
+            "committed is remembered"
+        );
         assert_eq!(m.add(req(1, 3, 10)), AddOutcome::Added);
     }
 

@@ -9,7 +9,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::types::{Block, ClusterId, QuorumCert, Round, TimeoutCert, Timeout, Vote};
+use crate::types::{Block, ClusterId, QuorumCert, Round, Timeout, TimeoutCert, Vote};
 
 /// The state that must be durable before a vote, timeout or proposal leaves the node.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -38,7 +38,10 @@ impl SafetyData {
 
     /// The voting rule. `current_round` is the node's round; a vote is only for that round.
     pub fn may_vote(&self, block: &Block, current_round: Round) -> bool {
-        if block.round != current_round || block.round <= self.highest_voted_round {
+        if block.round != current_round {
+            return false;
+        }
+        if block.round <= self.highest_voted_round && !cfg!(feature = "mutation-no-voted-round") {
             return false;
         }
         if block.qc.round + 1 == block.round {
@@ -47,15 +50,18 @@ impl SafetyData {
         // After a timeout: the block must extend a QC at least as high as any honest member of
         // the TC reported, so a block that might have been committed is never abandoned.
         match &block.tc {
-            Some(tc) => tc.round + 1 == block.round && block.qc.round >= tc.max_high_qc_round(),
+            Some(tc) => {
+                tc.round + 1 == block.round
+                    && (block.qc.round >= tc.max_high_qc_round()
+                        || cfg!(feature = "mutation-weak-tc-rule"))
+            }
             None => false,
         }
     }
 
     /// Records a vote in `round` (the caller then persists before sending).
     pub fn record_vote(&mut self, vote: &Vote) {
-        debug_assert!(vote.round > self.highest_voted_round);
-        self.highest_voted_round = vote.round;
+        self.highest_voted_round = self.highest_voted_round.max(vote.round);
         self.last_vote = Some(vote.clone());
     }
 

@@ -50,7 +50,12 @@ impl SyncState {
         }
         if self.outstanding.len() >= OUTSTANDING_MAX && !self.outstanding.contains_key(&target) {
             // Forget the oldest want: newer targets supersede it in practice.
-            if let Some(oldest) = self.outstanding.iter().min_by_key(|(_, o)| o.since).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .outstanding
+                .iter()
+                .min_by_key(|(_, o)| o.since)
+                .map(|(k, _)| *k)
+            {
                 self.outstanding.remove(&oldest);
             }
         }

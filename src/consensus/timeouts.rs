@@ -102,6 +102,9 @@ mod tests {
         assert_eq!(tc.max_high_qc_round(), 5);
         let nodes: Vec<u16> = tc.timeouts.iter().map(|t| t.node.0).collect();
         assert_eq!(nodes, vec![0, 1, 2]);
-        assert!(agg.add(&timeout(3, 7, 5), 3).tc.is_none(), "one TC per round");
+        assert!(
+            agg.add(&timeout(3, 7, 5), 3).tc.is_none(),
+            "one TC per round"
+        );
     }
 }

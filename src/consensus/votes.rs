@@ -92,14 +92,21 @@ mod tests {
         };
         let signers: Vec<u16> = qc.votes.iter().map(|s| s.node.0).collect();
         assert_eq!(signers, vec![0, 1, 2]);
-        assert_eq!(agg.add(&vote(3, 1, 5), 3), VoteOutcome::Counted, "one QC per round");
+        assert_eq!(
+            agg.add(&vote(3, 1, 5), 3),
+            VoteOutcome::Counted,
+            "one QC per round"
+        );
     }
 
     #[test]
     fn split_votes_never_form_a_qc() {
         let mut agg = VoteAggregator::default();
         for (v, b) in [(0, 1), (1, 2), (2, 1), (3, 2)] {
-            assert!(!matches!(agg.add(&vote(v, b, 1), 3), VoteOutcome::QuorumFormed(_)));
+            assert!(!matches!(
+                agg.add(&vote(v, b, 1), 3),
+                VoteOutcome::QuorumFormed(_)
+            ));
         }
     }
 

@@ -35,7 +35,11 @@ impl fmt::Display for CommitteeError {
                 3 * faults + 1
             ),
             CommitteeError::TooLarge { n } => {
-                write!(f, "cluster has {n} members; at most {} are supported", u16::MAX)
+                write!(
+                    f,
+                    "cluster has {n} members; at most {} are supported",
+                    u16::MAX
+                )
             }
             CommitteeError::BadKey { node } => {
                 write!(f, "member {node}: public key is not a valid Ed25519 point")
@@ -65,7 +69,8 @@ impl Committee {
         }
         let mut parsed = Vec::with_capacity(n);
         for (node, bytes) in keys.iter().enumerate() {
-            let key = VerifyingKey::from_bytes(bytes).map_err(|_| CommitteeError::BadKey { node })?;
+            let key =
+                VerifyingKey::from_bytes(bytes).map_err(|_| CommitteeError::BadKey { node })?;
             if key.is_weak() {
                 return Err(CommitteeError::WeakKey { node });
             }
@@ -170,11 +175,21 @@ mod tests {
 
     #[test]
     fn quorum_is_2f_plus_1_for_3f_plus_1_and_intersects_in_f_plus_1() {
-        for (n, f, q) in [(4, 1, 3), (7, 2, 5), (10, 3, 7), (5, 1, 4), (6, 1, 4), (1, 0, 1)] {
+        for (n, f, q) in [
+            (4, 1, 3),
+            (7, 2, 5),
+            (10, 3, 7),
+            (5, 1, 4),
+            (6, 1, 4),
+            (1, 0, 1),
+        ] {
             let c = Committee::new(ClusterId::ZERO, &keys(n), f).unwrap();
             assert_eq!(c.quorum(), q, "n={n} f={f}");
             // Two quorums overlap in 2q - n members; that must exceed f.
-            assert!(2 * q - n > f, "n={n} f={f}: quorums may not intersect in an honest node");
+            assert!(
+                2 * q - n > f,
+                "n={n} f={f}: quorums may not intersect in an honest node"
+            );
             // And a quorum must be reachable with f members silent.
             assert!(n - f >= q, "n={n} f={f}: no liveness");
         }
@@ -183,7 +198,10 @@ mod tests {
     #[test]
     fn too_few_members_for_f_is_a_clear_error() {
         let err = Committee::new(ClusterId::ZERO, &keys(4), 2).unwrap_err();
-        assert_eq!(err.to_string(), "cluster has 4 members but f = 2 needs at least 7");
+        assert_eq!(
+            err.to_string(),
+            "cluster has 4 members but f = 2 needs at least 7"
+        );
     }
 
     #[test]

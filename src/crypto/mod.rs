@@ -12,8 +12,8 @@ mod sig_batch;
 mod verifier;
 
 pub use keys::{Committee, CommitteeError, Signer};
-pub use sig_batch::SigBatch;
 pub use seen_cache::SeenCache;
+pub use sig_batch::SigBatch;
 pub use verifier::{
-    ClientPolicy, Verified, VerifiedMessage, VerifyError, Verifier, VerifierLimits,
+    ClientPolicy, Verified, VerifiedMessage, Verifier, VerifierLimits, VerifyError,
 };

@@ -50,7 +50,9 @@ impl SigBatch {
         }
         let ok = match self.len() {
             0 => true,
-            1 => self.keys[0].verify_strict(&self.messages[0], &self.sigs[0]).is_ok(),
+            1 => self.keys[0]
+                .verify_strict(&self.messages[0], &self.sigs[0])
+                .is_ok(),
             _ => {
                 let msgs: Vec<&[u8]> = self.messages.iter().map(Vec::as_slice).collect();
                 ed25519_dalek::verify_batch(&msgs, &self.sigs, &self.keys).is_ok()

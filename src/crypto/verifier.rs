@@ -101,7 +101,9 @@ impl ClientPolicy {
                 .ok_or(VerifyError::NotAuthorised(*client)),
             ClientPolicy::Any => match VerifyingKey::from_bytes(&client.0) {
                 Ok(k) if !k.is_weak() => Ok(k),
-                _ => Err(VerifyError::Malformed("client key is not a usable Ed25519 key")),
+                _ => Err(VerifyError::Malformed(
+                    "client key is not a usable Ed25519 key",
+                )),
             },
         }
     }
@@ -327,10 +329,14 @@ impl Verifier {
         let by_qc = b.qc.round + 1 == b.round;
         let by_tc = b.tc.as_ref().is_some_and(|tc| tc.round + 1 == b.round);
         if !(by_qc || by_tc) || b.qc.round >= b.round {
-            return Err(VerifyError::Malformed("block round is not justified by its QC or TC"));
+            return Err(VerifyError::Malformed(
+                "block round is not justified by its QC or TC",
+            ));
         }
         if b.tc.is_some() && !by_tc {
-            return Err(VerifyError::Malformed("block carries a TC for another round"));
+            return Err(VerifyError::Malformed(
+                "block carries a TC for another round",
+            ));
         }
         if b.payload.len() > self.limits.block_requests_max {
             return Err(VerifyError::TooLarge("block request count"));
@@ -366,7 +372,15 @@ impl Verifier {
             return Ok(());
         }
         let body = domain::request_body(&r.client, r.seq, &r.ops);
-        self.push(g, i, "client request", domain::REQUEST, &body, &r.signature, key);
+        self.push(
+            g,
+            i,
+            "client request",
+            domain::REQUEST,
+            &body,
+            &r.signature,
+            key,
+        );
         g.digests.push((i, digest));
         Ok(())
     }
@@ -377,7 +391,9 @@ impl Verifier {
             return if *qc == genesis {
                 Ok(())
             } else {
-                Err(VerifyError::Malformed("round-0 QC that is not the genesis QC"))
+                Err(VerifyError::Malformed(
+                    "round-0 QC that is not the genesis QC",
+                ))
             };
         }
         self.check_signer_set(qc.votes.iter().map(|v| v.node), "QC")?;
@@ -400,10 +416,14 @@ impl Verifier {
         }
         self.check_signer_set(tc.timeouts.iter().map(|t| t.node), "TC")?;
         if tc.timeouts.iter().any(|t| t.high_qc_round >= tc.round) {
-            return Err(VerifyError::Malformed("TC entry with a QC round not below the TC"));
+            return Err(VerifyError::Malformed(
+                "TC entry with a QC round not below the TC",
+            ));
         }
         if tc.high_qc.round != tc.max_high_qc_round() {
-            return Err(VerifyError::Malformed("TC high QC is not the highest reported"));
+            return Err(VerifyError::Malformed(
+                "TC high QC is not the highest reported",
+            ));
         }
         for t in &tc.timeouts {
             let key = self.member_key(t.node)?;
@@ -426,7 +446,9 @@ impl Verifier {
                 return Err(VerifyError::UnknownSigner(node));
             }
             if prev.is_some_and(|p| p >= node) {
-                return Err(VerifyError::Malformed("certificate signers not strictly ascending"));
+                return Err(VerifyError::Malformed(
+                    "certificate signers not strictly ascending",
+                ));
             }
             prev = Some(node);
             count += 1;

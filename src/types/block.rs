@@ -8,7 +8,9 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::cert::genesis_block_id;
-use super::{BlockId, ClientRequest, ClusterId, Height, NodeId, QuorumCert, Round, Sig, TimeoutCert};
+use super::{
+    BlockId, ClientRequest, ClusterId, Height, NodeId, QuorumCert, Round, Sig, TimeoutCert,
+};
 
 /// A proposed block, signed by its author (the leader of `round`).
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]

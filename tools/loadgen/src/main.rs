@@ -4,6 +4,8 @@
 //! plainly instead of pretending to measure anything.
 
 fn main() {
-    eprintln!("loadgen: not built yet: it needs the bftd client library (see the README's roadmap)");
+    eprintln!(
+        "loadgen: not built yet: it needs the bftd client library (see the README's roadmap)"
+    );
     std::process::exit(2);
 }

@@ -1,0 +1,305 @@
+//! Byzantine behaviours: what a malicious member sends instead of (or besides) what its
+//! honest core asks it to. Each behaviour signs with the member's real key, so it attacks the
+//! protocol, not the signature scheme (except `BadSig`, which attacks the verifier).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::config::ByzKind;
+use super::rng::SimRng;
+use crate::crypto::{Committee, Signer, domain};
+use crate::types::{
+    Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, Timeout, Vote,
+};
+
+const REPLAY_BUFFER_MAX: usize = 256;
+const REQUEST_STASH_MAX: usize = 16;
+
+pub struct ByzState {
+    kind: ByzKind,
+    signer: Signer,
+    committee: Arc<Committee>,
+    me: NodeId,
+    rng: SimRng,
+    requests: VecDeque<ClientRequest>,
+    replay: VecDeque<Message>,
+    highest_round: Round,
+    /// QCs seen in proposals, with the height of the block each certifies (for `Fork`).
+    old_qcs: VecDeque<(QuorumCert, u64)>,
+}
+
+impl ByzState {
+    pub fn new(
+        kind: ByzKind,
+        secret: [u8; 32],
+        committee: Arc<Committee>,
+        me: NodeId,
+        rng: SimRng,
+    ) -> Self {
+        let signer = Signer::new(secret, *committee.cluster());
+        Self {
+            kind,
+            signer,
+            committee,
+            me,
+            rng,
+            requests: VecDeque::new(),
+            replay: VecDeque::new(),
+            highest_round: 0,
+            old_qcs: VecDeque::new(),
+        }
+    }
+
+    pub fn kind(&self) -> ByzKind {
+        self.kind
+    }
+
+    fn others(&self) -> Vec<NodeId> {
+        self.committee.members().filter(|n| *n != self.me).collect()
+    }
+
+    /// What actually goes out when the core sends `msg` to `to` (`None`: to everyone else).
+    pub fn outbound(&mut self, to: Option<NodeId>, msg: Message) -> Vec<(NodeId, Message)> {
+        if let Some(r) = msg.round() {
+            self.highest_round = self.highest_round.max(r);
+        }
+        let targets = match to {
+            Some(t) => vec![t],
+            None => self.others(),
+        };
+        let mut out = Vec::new();
+        match self.kind {
+            ByzKind::Silent => {}
+            ByzKind::Equivocate => match (&msg, to) {
+                (Message::Proposal(b), None) => out.extend(self.equivocate(b, &targets)),
+                _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
+            },
+            ByzKind::BadSig => {
+                let bad = corrupt(msg);
+                out.extend(targets.iter().map(|t| (*t, bad.clone())));
+            }
+            ByzKind::Replay => {
+                out.extend(targets.iter().map(|t| (*t, msg.clone())));
+                self.remember(&msg);
+                for _ in 0..2 {
+                    if let Some(m) = self.random_old() {
+                        let to = self.random_other();
+                        out.push((to, m));
+                    }
+                }
+            }
+            ByzKind::Flood => {
+                out.extend(targets.iter().map(|t| (*t, msg.clone())));
+                let junk = self.flood_message();
+                let to = self.random_other();
+                out.push((to, junk));
+            }
+            ByzKind::Fork => match (&msg, to) {
+                (Message::Proposal(b), None) if b.tc.is_some() => {
+                    let blk = self.fork_from_older_qc(b);
+                    out.extend(targets.iter().map(|t| (*t, Message::Proposal(blk.clone()))));
+                }
+                // Withholds the QCs it forms: one node learns of a commit, the rest do not.
+                (Message::SyncInfo(_), None) => {
+                    let one = self.random_other();
+                    out.push((one, msg.clone()));
+                }
+                _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
+            },
+            ByzKind::DoubleVote | ByzKind::Twins => {
+                out.extend(targets.iter().map(|t| (*t, msg.clone())));
+            }
+        }
+        out
+    }
+
+    /// Extra messages sent on receiving `msg` (before the core sees it).
+    pub fn inbound(&mut self, msg: &Message) -> Vec<(NodeId, Message)> {
+        match self.kind {
+            ByzKind::Replay => {
+                self.remember(msg);
+                Vec::new()
+            }
+            ByzKind::DoubleVote => match msg {
+                Message::Proposal(b) => self.vote_anyway(b),
+                _ => Vec::new(),
+            },
+            ByzKind::Fork => {
+                if let Message::Proposal(b) = msg {
+                    self.remember_qc(b);
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn on_request(&mut self, req: &ClientRequest) {
+        if self.requests.len() >= REQUEST_STASH_MAX {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(req.clone());
+    }
+
+    fn equivocate(&mut self, b: &Block, targets: &[NodeId]) -> Vec<(NodeId, Message)> {
+        let mut alt = b.clone();
+        if alt.payload.is_empty() {
+            // With nothing to vary, both halves get the same block (no equivocation possible).
+            if let Some(r) = self.requests.back() {
+                alt.payload.push(r.clone());
+            }
+        } else {
+            alt.payload.remove(0);
+        }
+        let alt_id = alt.compute_id();
+        alt.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&alt_id));
+        // Both blocks to everyone, in opposite orders for the two halves: each honest node votes
+        // for whichever arrives first, and a node that restarts in between is asked again.
+        let mut out = Vec::with_capacity(targets.len() * 2);
+        for (i, t) in targets.iter().enumerate() {
+            let (first, second) = if i % 2 == 0 { (b, &alt) } else { (&alt, b) };
+            out.push((*t, Message::Proposal(first.clone())));
+            if alt_id != b.compute_id() {
+                out.push((*t, Message::Proposal(second.clone())));
+            }
+        }
+        out
+    }
+
+    fn remember_qc(&mut self, b: &Block) {
+        if b.qc.round == 0 || self.old_qcs.iter().any(|(q, _)| q.round == b.qc.round) {
+            return;
+        }
+        if self.old_qcs.len() >= REQUEST_STASH_MAX {
+            self.old_qcs.pop_front();
+        }
+        self.old_qcs.push_back((b.qc.clone(), b.height - 1));
+    }
+
+    /// The same round, TC and payload, but built on an older certified block.
+    fn fork_from_older_qc(&mut self, b: &Block) -> Block {
+        // The highest QC below its own: the block that may just have committed is the one it
+        // tries to orphan, while staying above what most nodes have committed.
+        let Some((qc, height)) = self
+            .old_qcs
+            .iter()
+            .filter(|(q, _)| q.round < b.qc.round)
+            .max_by_key(|(q, _)| q.round)
+            .cloned()
+        else {
+            return b.clone();
+        };
+        let mut fork = b.clone();
+        fork.qc = qc;
+        fork.height = height + 1;
+        let id = fork.compute_id();
+        fork.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        fork
+    }
+
+    fn vote_anyway(&mut self, b: &Block) -> Vec<(NodeId, Message)> {
+        let id = b.compute_id();
+        let leader = self.committee.leader(b.round + 1);
+        if leader == self.me {
+            return Vec::new();
+        }
+        let vote = Vote {
+            block_id: id,
+            round: b.round,
+            voter: self.me,
+            signature: self
+                .signer
+                .sign(domain::VOTE, &domain::vote_body(&id, b.round)),
+        };
+        vec![(leader, Message::Vote(vote))]
+    }
+
+    fn flood_message(&mut self) -> Message {
+        let far = self.highest_round + 1_000_000 + self.rng.range(0, 1_000_000);
+        let cluster = *self.committee.cluster();
+        match self.rng.range(0, 2) {
+            0 => {
+                let block_id = BlockId([self.rng.next_u64() as u8; 32]);
+                Message::Vote(Vote {
+                    block_id,
+                    round: far,
+                    voter: self.me,
+                    signature: self
+                        .signer
+                        .sign(domain::VOTE, &domain::vote_body(&block_id, far)),
+                })
+            }
+            1 => Message::Timeout(Timeout {
+                round: far,
+                high_qc: QuorumCert::genesis(&cluster),
+                author: self.me,
+                signature: self
+                    .signer
+                    .sign(domain::TIMEOUT, &domain::timeout_body(far, 0)),
+            }),
+            _ => {
+                // Unjustified: its QC is genesis, its round far away. The verifier must refuse.
+                let mut b = Block {
+                    round: far,
+                    height: 1,
+                    qc: QuorumCert::genesis(&cluster),
+                    tc: None,
+                    payload: Vec::new(),
+                    author: self.me,
+                    signature: Sig::ZERO,
+                };
+                let id = b.compute_id();
+                b.signature = self
+                    .signer
+                    .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+                Message::Proposal(b)
+            }
+        }
+    }
+
+    fn remember(&mut self, msg: &Message) {
+        if self.replay.len() >= REPLAY_BUFFER_MAX {
+            self.replay.pop_front();
+        }
+        self.replay.push_back(msg.clone());
+    }
+
+    fn random_old(&mut self) -> Option<Message> {
+        if self.replay.is_empty() {
+            return None;
+        }
+        let i = self.rng.range(0, self.replay.len() as u64 - 1) as usize;
+        self.replay.get(i).cloned()
+    }
+
+    fn random_other(&mut self) -> NodeId {
+        let others = self.others();
+        *self.rng.pick(&others).unwrap_or(&self.me)
+    }
+}
+
+/// Flips a bit in every signature the message carries itself.
+fn corrupt(msg: Message) -> Message {
+    fn flip(s: &mut Sig) {
+        s.0[17] ^= 0x40;
+    }
+    match msg {
+        Message::Proposal(mut b) => {
+            flip(&mut b.signature);
+            Message::Proposal(b)
+        }
+        Message::Vote(mut v) => {
+            flip(&mut v.signature);
+            Message::Vote(v)
+        }
+        Message::Timeout(mut t) => {
+            flip(&mut t.signature);
+            Message::Timeout(t)
+        }
+        other => other,
+    }
+}

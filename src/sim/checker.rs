@@ -1,0 +1,108 @@
+//! The properties every run must keep, checked as it goes:
+//! - agreement: no two honest nodes commit different blocks at one height;
+//! - chain: each honest node's commits are consecutive heights, each the child of the last,
+//!   across its crashes and restarts;
+//! - liveness: after the last fault heals, every honest node commits a request submitted after
+//!   the heal, before the run ends.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::consensus::TimeMs;
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, Height, NodeId};
+
+pub struct Checker {
+    by_height: BTreeMap<Height, (BlockId, NodeId)>,
+    /// Last commit of each checked (honest) node; `None` for nodes not checked.
+    tips: Vec<Option<BlockHeader>>,
+    post_heal_commit: Vec<bool>,
+    submitted_at: HashMap<(ClientKey, u64), TimeMs>,
+    heal_at_ms: TimeMs,
+    violations: Vec<String>,
+}
+
+/// Keeps the report readable when a broken build fails everywhere at once.
+const VIOLATIONS_KEPT_MAX: usize = 20;
+
+impl Checker {
+    pub fn new(genesis: BlockHeader, honest: &[bool], heal_at_ms: TimeMs) -> Self {
+        Self {
+            by_height: BTreeMap::new(),
+            tips: honest.iter().map(|&h| h.then_some(genesis)).collect(),
+            post_heal_commit: vec![false; honest.len()],
+            submitted_at: HashMap::new(),
+            heal_at_ms,
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn on_submit(&mut self, client: ClientKey, seq: u64, now: TimeMs) {
+        self.submitted_at.insert((client, seq), now);
+    }
+
+    pub fn on_commit(&mut self, node: NodeId, id: BlockId, block: &Block, now: TimeMs) {
+        let Some(Some(tip)) = self.tips.get(node.index()).copied() else {
+            return; // not an honest node
+        };
+        if block.height != tip.height + 1 || block.parent_id() != tip.id {
+            self.violation(format!(
+                "chain: at t={now}ms {node} committed {id:?} at height {} with parent {:?}, \
+                 but its previous commit was {:?} at height {}",
+                block.height,
+                block.parent_id(),
+                tip.id,
+                tip.height
+            ));
+        }
+        match self.by_height.get(&block.height) {
+            Some((other, who)) if *other != id => {
+                let msg = format!(
+                    "agreement: at t={now}ms {node} committed {id:?} at height {} but {who} \
+                     committed {other:?} there",
+                    block.height
+                );
+                self.violation(msg);
+            }
+            Some(_) => {}
+            None => {
+                self.by_height.insert(block.height, (id, node));
+            }
+        }
+        self.tips[node.index()] = Some(block.header(id));
+        let heal = self.heal_at_ms;
+        if block.payload.iter().any(|r| {
+            self.submitted_at
+                .get(&(r.client, r.seq))
+                .is_some_and(|&t| t >= heal)
+        }) {
+            self.post_heal_commit[node.index()] = true;
+        }
+    }
+
+    /// Liveness, checked when the run ends.
+    pub fn finish(&mut self, end_ms: TimeMs) {
+        for (i, tip) in self.tips.clone().iter().enumerate() {
+            if tip.is_some() && !self.post_heal_commit[i] {
+                self.violation(format!(
+                    "liveness: node{i} committed no request submitted after the heal at {}ms \
+                     by the end of the run at {end_ms}ms (its last commit: height {})",
+                    self.heal_at_ms,
+                    tip.map_or(0, |t| t.height)
+                ));
+            }
+        }
+    }
+
+    fn violation(&mut self, msg: String) {
+        if self.violations.len() < VIOLATIONS_KEPT_MAX {
+            self.violations.push(msg);
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    pub fn max_height(&self) -> Height {
+        self.by_height.keys().next_back().copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,117 @@
+//! One simulated node's replica: a core (absent while crashed), its durable disk image, and
+//! the persist batches in flight.
+//!
+//! Invariant: `durable` holds exactly what a real disk would hold after the reported syncs
+//! (plus, after a crash mid-sync, possibly a prefix of the batch being written). A restarted
+//! core sees only `durable`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::consensus::{DurableState, PersistItem, SafetyData, TimeMs};
+use crate::types::{Block, BlockHeader, BlockId, ClusterId};
+
+/// Committed blocks a simulated disk keeps below the committed tip.
+const COMMITTED_BLOCKS_KEPT: u64 = 2_000;
+
+/// What survives a crash.
+pub struct DurableStore {
+    safety: Option<SafetyData>,
+    blocks: BTreeMap<BlockId, Block>,
+    committed: BlockHeader,
+    cluster: ClusterId,
+}
+
+impl DurableStore {
+    pub fn new(cluster: ClusterId) -> Self {
+        Self {
+            safety: None,
+            blocks: BTreeMap::new(),
+            committed: Block::genesis_header(&cluster),
+            cluster,
+        }
+    }
+
+    pub fn apply(&mut self, items: &[PersistItem]) {
+        for item in items {
+            self.apply_one(item);
+        }
+    }
+
+    fn apply_one(&mut self, item: &PersistItem) {
+        match item {
+            PersistItem::Safety(s) => self.safety = Some(s.clone()),
+            PersistItem::Block { id, block } => {
+                self.blocks.insert(*id, block.clone());
+            }
+        }
+    }
+
+    /// The state machine applied `block` durably. Recent committed blocks stay on "disk", as a
+    /// real node keeps them in its block store to serve peers that sync.
+    pub fn on_commit(&mut self, id: BlockId, block: &Block) {
+        self.committed = block.header(id);
+        let keep_from = self.committed.height.saturating_sub(COMMITTED_BLOCKS_KEPT);
+        if self.committed.height % 64 == 0 {
+            self.blocks.retain(|_, b| b.height > keep_from);
+        }
+    }
+
+    pub fn to_state(&self) -> DurableState {
+        DurableState {
+            safety: self
+                .safety
+                .clone()
+                .unwrap_or_else(|| SafetyData::genesis(&self.cluster)),
+            blocks: self.blocks.iter().map(|(id, b)| (*id, b.clone())).collect(),
+            committed: self.committed,
+        }
+    }
+}
+
+/// One running copy of a node (twins have two).
+pub struct Replica {
+    pub core: Option<crate::consensus::Core>,
+    pub durable: DurableStore,
+    /// Persist batches handed to the "disk", not yet reported durable.
+    pub pending: VecDeque<(u64, Vec<PersistItem>)>,
+    /// When the last scheduled sync completes (syncs complete in order).
+    pub last_sync_done: TimeMs,
+    /// Bumped on every crash so events for a dead incarnation are ignored.
+    pub epoch: u64,
+}
+
+impl Replica {
+    pub fn new(core: crate::consensus::Core, cluster: ClusterId) -> Self {
+        Self {
+            core: Some(core),
+            durable: DurableStore::new(cluster),
+            pending: VecDeque::new(),
+            last_sync_done: 0,
+            epoch: 0,
+        }
+    }
+
+    /// Makes every batch up to `ticket` durable.
+    pub fn complete_sync(&mut self, ticket: u64) {
+        while let Some((t, _)) = self.pending.front() {
+            if *t > ticket {
+                break;
+            }
+            if let Some((_, items)) = self.pending.pop_front() {
+                self.durable.apply(&items);
+            }
+        }
+    }
+
+    /// Crash: the core is gone; a sync in progress may have written a prefix of its batch.
+    pub fn crash(&mut self, torn_prefix: Option<usize>) {
+        self.core = None;
+        self.epoch += 1;
+        if let (Some(n), Some((_, items))) = (torn_prefix, self.pending.front()) {
+            let n = n.min(items.len());
+            let prefix: Vec<PersistItem> = items[..n].to_vec();
+            self.durable.apply(&prefix);
+        }
+        self.pending.clear();
+    }
+}

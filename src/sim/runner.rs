@@ -1,0 +1,834 @@
+//! The simulation loop: one thread, one seeded RNG, one priority queue of timed events.
+//!
+//! Every message is encoded, "sent" through the simulated network (latency, loss,
+//! duplication, reordering, partitions), decoded and verified on arrival exactly as the daemon
+//! does, then handed to the receiving core. Persist actions complete after a simulated disk
+//! delay, in order; a crash loses what was not reported durable. Ties in time are broken by
+//! insertion order, so a seed always replays the same run.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use super::byzantine::ByzState;
+use super::checker::Checker;
+use super::config::{ByzKind, Scenario, SimConfig};
+use super::node::Replica;
+use super::rng::SimRng;
+use crate::codec;
+use crate::consensus::{Action, Core, CoreConfig, CoreStats, Event, TimeMs};
+use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
+use crate::types::{Block, ClientKey, ClientRequest, ClusterId, Message, NodeId};
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub config: SimConfig,
+    /// Highest height committed by any honest node.
+    pub max_height: u64,
+    /// Requests committed, summed over honest nodes' cores (each counts its own).
+    pub requests_committed: u64,
+    pub view_changes: u64,
+    pub timeouts_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    pub rejected_by_verifier: u64,
+    pub dropped_far_future: u64,
+    pub equivocations_seen: u64,
+    pub requests_submitted: u64,
+    pub end_ms: TimeMs,
+    pub steps: u64,
+    pub violations: Vec<String>,
+}
+
+impl SimReport {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Runs one simulation to its end and reports what the checkers saw.
+pub fn run(config: &SimConfig) -> Result<SimReport, String> {
+    config.validate()?;
+    let mut sim = Sim::new(config.clone());
+    sim.schedule_scenario();
+    sim.run();
+    Ok(sim.report())
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
+    Request {
+        to: NodeId,
+        req: ClientRequest,
+    },
+    Timer {
+        node: NodeId,
+        replica: usize,
+        epoch: u64,
+    },
+    SyncDone {
+        node: NodeId,
+        replica: usize,
+        epoch: u64,
+        ticket: u64,
+    },
+    Crash {
+        node: NodeId,
+    },
+    Restart {
+        node: NodeId,
+    },
+    /// Group id per node; messages cross only within a group. `None` heals.
+    SetPartition(Option<Vec<u8>>),
+    SetLoss {
+        loss: f64,
+        dup: f64,
+    },
+    CrashLeader {
+        restart_at: TimeMs,
+    },
+    IsolateLeader,
+    ClientTick,
+}
+
+struct Scheduled {
+    at: TimeMs,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    byz: Option<ByzState>,
+    replicas: Vec<Replica>,
+    verifier: Verifier,
+    /// For twins: which replica hears from each sender.
+    twin_side: Vec<usize>,
+    /// Stats of core incarnations that crashed.
+    retired: Vec<CoreStats>,
+}
+
+struct Client {
+    secret: [u8; 32],
+    key: ClientKey,
+    seq: u64,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: SimRng,
+    now: TimeMs,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    committee: Arc<Committee>,
+    core_cfg: CoreConfig,
+    secrets: Vec<[u8; 32]>,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    partition: Option<Vec<u8>>,
+    loss: f64,
+    dup: f64,
+    checker: Checker,
+    /// Before the heal, this share of messages takes up to `slow_ms_max` instead.
+    slow_chance: f64,
+    slow_ms_max: u64,
+    end_ms: TimeMs,
+    delivered: u64,
+    dropped: u64,
+    rejected: u64,
+    submitted: u64,
+    steps: u64,
+}
+
+/// Simulated fsync delay bounds, in ms (the clock's unit).
+const DISK_MS_MAX: u64 = 1;
+/// Share of crashes that tear the batch being synced (a prefix of it reaches the disk).
+const TORN_CRASH_CHANCE: f64 = 0.5;
+
+impl Sim {
+    fn new(mut cfg: SimConfig) -> Self {
+        let mut rng = SimRng::new(cfg.seed);
+        // Outside the clean scenario, timers race the network: short random round timeouts,
+        // and a share of messages delayed past them until the heal.
+        let (slow_chance, slow_ms_max) = if cfg.scenario == Scenario::Happy {
+            (0.0, 0)
+        } else {
+            cfg.round_timeout_base_ms = rng.range(60, 500);
+            let chance = rng.range(0, 15) as f64 / 100.0;
+            (chance, cfg.round_timeout_base_ms * 3)
+        };
+        let cluster = ClusterId::from_name("bftd-sim");
+        let secrets: Vec<[u8; 32]> = (0..cfg.nodes)
+            .map(|i| {
+                let mut s = [0u8; 32];
+                s[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                s[8..16].copy_from_slice(&cfg.seed.to_le_bytes());
+                s
+            })
+            .collect();
+        let keys: Vec<[u8; 32]> = secrets
+            .iter()
+            .map(|s| Signer::new(*s, cluster).public_key())
+            .collect();
+        let committee = match Committee::new(cluster, &keys, cfg.f()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => panic!("simulator keys form no committee: {e}"),
+        };
+        let core_cfg = CoreConfig {
+            round_timeout_base_ms: cfg.round_timeout_base_ms,
+            round_timeout_max_ms: cfg.round_timeout_max_ms,
+            block_requests_max: 100,
+            sync_retry_ms: 300,
+            ..CoreConfig::default()
+        };
+        // Byzantine members are drawn from the seed.
+        let mut ids: Vec<usize> = (0..cfg.nodes).collect();
+        let mut byz_at: Vec<Option<ByzKind>> = vec![None; cfg.nodes];
+        for kind in &cfg.byzantine {
+            let i = rng.range(0, ids.len() as u64 - 1) as usize;
+            byz_at[ids.remove(i)] = Some(*kind);
+        }
+        let honest: Vec<bool> = byz_at.iter().map(Option::is_none).collect();
+        let genesis = Block::genesis_header(&cluster);
+        let checker = Checker::new(genesis, &honest, cfg.heal_at_ms);
+        let mut sim = Self {
+            end_ms: cfg.heal_at_ms + cfg.liveness_window_ms,
+            rng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            committee,
+            core_cfg,
+            secrets,
+            nodes: Vec::new(),
+            clients: Vec::new(),
+            partition: None,
+            loss: 0.0,
+            dup: 0.0,
+            checker,
+            slow_chance,
+            slow_ms_max,
+            delivered: 0,
+            dropped: 0,
+            rejected: 0,
+            submitted: 0,
+            steps: 0,
+            cfg,
+        };
+        for (i, kind) in byz_at.into_iter().enumerate() {
+            let node = sim.make_node(NodeId(i as u16), kind);
+            sim.nodes.push(node);
+        }
+        for c in 0..sim.cfg.clients {
+            let mut secret = [0xc1u8; 32];
+            secret[..8].copy_from_slice(&(c as u64).to_le_bytes());
+            let key = ClientKey(Signer::new(secret, cluster).public_key());
+            sim.clients.push(Client {
+                secret,
+                key,
+                seq: 0,
+            });
+        }
+        sim
+    }
+
+    fn make_node(&mut self, id: NodeId, kind: Option<ByzKind>) -> SimNode {
+        let copies = if kind == Some(ByzKind::Twins) { 2 } else { 1 };
+        let replicas = (0..copies)
+            .map(|_| Replica::new(self.new_core(id, None), *self.committee.cluster()))
+            .collect();
+        let twin_side = (0..self.cfg.nodes)
+            .map(|_| self.rng.range(0, copies as u64 - 1) as usize)
+            .collect();
+        let byz = kind.map(|k| {
+            let rng = self.rng.fork();
+            ByzState::new(k, self.secrets[id.index()], self.committee.clone(), id, rng)
+        });
+        let verifier = Verifier::new(
+            self.committee.clone(),
+            VerifierLimits::default(),
+            ClientPolicy::Any,
+        );
+        SimNode {
+            id,
+            byz,
+            replicas,
+            verifier,
+            twin_side,
+            retired: Vec::new(),
+        }
+    }
+
+    fn new_core(&self, id: NodeId, durable: Option<crate::consensus::DurableState>) -> Core {
+        let signer = Signer::new(self.secrets[id.index()], *self.committee.cluster());
+        Core::new(
+            self.core_cfg.clone(),
+            self.committee.clone(),
+            signer,
+            id,
+            durable,
+        )
+    }
+
+    fn schedule(&mut self, at: TimeMs, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn honest_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.byz.is_none())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn schedule_scenario(&mut self) {
+        let heal = self.cfg.heal_at_ms;
+        self.schedule(0, Ev::ClientTick);
+        for i in 0..self.nodes.len() {
+            for r in 0..self.nodes[i].replicas.len() {
+                let actions = match self.nodes[i].replicas[r].core.as_mut() {
+                    Some(core) => core.start(0),
+                    None => Vec::new(),
+                };
+                self.dispatch(NodeId(i as u16), r, actions);
+            }
+        }
+        match self.cfg.scenario {
+            Scenario::Happy => {}
+            Scenario::LeaderCrash => {
+                let at = self.rng.range(1_000, 3_000);
+                self.schedule(at, Ev::CrashLeader { restart_at: heal });
+            }
+            Scenario::Partition => {
+                let at = self.rng.range(1_000, 3_000);
+                self.schedule(at, Ev::IsolateLeader);
+                self.schedule(heal, Ev::SetPartition(None));
+            }
+            Scenario::CrashRestartAll => {
+                let honest = self.honest_ids();
+                let spacing = (heal - 500) / honest.len().max(1) as u64;
+                for (k, id) in honest.into_iter().enumerate() {
+                    let at = 500 + k as u64 * spacing;
+                    self.schedule(at, Ev::Crash { node: id });
+                    self.schedule(at + spacing * 2 / 3, Ev::Restart { node: id });
+                }
+            }
+            Scenario::Lossy => {
+                self.schedule(
+                    0,
+                    Ev::SetLoss {
+                        loss: 0.25,
+                        dup: 0.15,
+                    },
+                );
+                self.schedule(
+                    heal,
+                    Ev::SetLoss {
+                        loss: 0.0,
+                        dup: 0.0,
+                    },
+                );
+            }
+            Scenario::Random => self.schedule_random_faults(),
+        }
+    }
+
+    fn schedule_random_faults(&mut self) {
+        let heal = self.cfg.heal_at_ms;
+        let events = self.rng.range(2, 6);
+        for _ in 0..events {
+            let at = self.rng.range(0, heal - 1_000);
+            let until = self.rng.range(at + 200, heal);
+            match self.rng.range(0, 2) {
+                0 => {
+                    let groups: Vec<u8> = (0..self.cfg.nodes)
+                        .map(|_| self.rng.range(0, 1) as u8)
+                        .collect();
+                    self.schedule(at, Ev::SetPartition(Some(groups)));
+                    self.schedule(until, Ev::SetPartition(None));
+                }
+                1 => {
+                    // Half the crashes are quick restarts (a supervisor restarting the process),
+                    // which land in the middle of the round the node was voting in.
+                    let honest = self.honest_ids();
+                    let back = if self.rng.chance(0.5) {
+                        at + self.rng.range(1, 30)
+                    } else {
+                        until
+                    };
+                    if let Some(&id) = self.rng.pick(&honest) {
+                        self.schedule(at, Ev::Crash { node: id });
+                        self.schedule(back, Ev::Restart { node: id });
+                    }
+                }
+                _ => {
+                    let loss = self.rng.range(5, 40) as f64 / 100.0;
+                    let dup = self.rng.range(0, 20) as f64 / 100.0;
+                    self.schedule(at, Ev::SetLoss { loss, dup });
+                    self.schedule(
+                        until,
+                        Ev::SetLoss {
+                            loss: 0.0,
+                            dup: 0.0,
+                        },
+                    );
+                }
+            }
+        }
+        // Everything heals: no partition, no loss, every honest node up.
+        self.schedule(heal, Ev::SetPartition(None));
+        self.schedule(
+            heal,
+            Ev::SetLoss {
+                loss: 0.0,
+                dup: 0.0,
+            },
+        );
+        for id in self.honest_ids() {
+            self.schedule(heal, Ev::Restart { node: id });
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse(s)) = self.queue.pop() {
+            if s.at > self.end_ms {
+                break;
+            }
+            self.now = s.at;
+            self.steps += 1;
+            self.step(s.ev);
+        }
+        self.checker.finish(self.end_ms);
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { to, from, bytes } => self.deliver(to, from, &bytes),
+            Ev::Request { to, req } => self.deliver_request(to, req),
+            Ev::Timer {
+                node,
+                replica,
+                epoch,
+            } => {
+                if self.nodes[node.index()].replicas[replica].epoch == epoch {
+                    self.handle(node, replica, Event::TimerFired);
+                }
+            }
+            Ev::SyncDone {
+                node,
+                replica,
+                epoch,
+                ticket,
+            } => {
+                let rep = &mut self.nodes[node.index()].replicas[replica];
+                if rep.epoch == epoch && rep.core.is_some() {
+                    rep.complete_sync(ticket);
+                    self.handle(node, replica, Event::Persisted { ticket });
+                }
+            }
+            Ev::Crash { node } => self.crash(node),
+            Ev::Restart { node } => self.restart(node),
+            Ev::SetPartition(p) => self.partition = p,
+            Ev::SetLoss { loss, dup } => {
+                self.loss = loss;
+                self.dup = dup;
+            }
+            Ev::CrashLeader { restart_at } => {
+                if let Some(leader) = self.current_honest_leader() {
+                    self.crash(leader);
+                    self.schedule(restart_at, Ev::Restart { node: leader });
+                }
+            }
+            Ev::IsolateLeader => {
+                if let Some(leader) = self.current_honest_leader() {
+                    let groups = (0..self.cfg.nodes)
+                        .map(|i| u8::from(i == leader.index()))
+                        .collect();
+                    self.partition = Some(groups);
+                }
+            }
+            Ev::ClientTick => self.client_tick(),
+        }
+    }
+
+    /// The leader of the highest round any honest live core is in, if it is honest.
+    fn current_honest_leader(&self) -> Option<NodeId> {
+        let round = self
+            .nodes
+            .iter()
+            .filter(|n| n.byz.is_none())
+            .filter_map(|n| n.replicas[0].core.as_ref().map(Core::round))
+            .max()?;
+        let leader = self.committee.leader(round);
+        self.nodes[leader.index()].byz.is_none().then_some(leader)
+    }
+
+    fn crash(&mut self, node: NodeId) {
+        let torn = self
+            .rng
+            .chance(TORN_CRASH_CHANCE)
+            .then(|| self.rng.range(0, 3) as usize);
+        let n = &mut self.nodes[node.index()];
+        for rep in &mut n.replicas {
+            if let Some(core) = rep.core.as_ref() {
+                n.retired.push(core.stats().clone());
+                rep.crash(torn);
+            }
+        }
+    }
+
+    fn restart(&mut self, node: NodeId) {
+        for r in 0..self.nodes[node.index()].replicas.len() {
+            if self.nodes[node.index()].replicas[r].core.is_some() {
+                continue;
+            }
+            let state = self.nodes[node.index()].replicas[r].durable.to_state();
+            let mut core = self.new_core(node, Some(state));
+            let actions = core.start(self.now);
+            let rep = &mut self.nodes[node.index()].replicas[r];
+            rep.core = Some(core);
+            rep.last_sync_done = self.now;
+            self.dispatch(node, r, actions);
+        }
+    }
+
+    fn client_tick(&mut self) {
+        let c = (self.submitted % self.clients.len() as u64) as usize;
+        let len = self.rng.range(8, 64) as usize;
+        let ops: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+        let client = &mut self.clients[c];
+        client.seq += 1;
+        let signer = Signer::new(client.secret, *self.committee.cluster());
+        let body = domain::request_body(&client.key, client.seq, &ops);
+        let req = ClientRequest {
+            client: client.key,
+            seq: client.seq,
+            ops,
+            signature: signer.sign(domain::REQUEST, &body),
+        };
+        self.checker.on_submit(req.client, req.seq, self.now);
+        self.submitted += 1;
+        for i in 0..self.cfg.nodes {
+            let at = self.now
+                + self
+                    .rng
+                    .range(self.cfg.latency_ms_min, self.cfg.latency_ms_max);
+            self.schedule(
+                at,
+                Ev::Request {
+                    to: NodeId(i as u16),
+                    req: req.clone(),
+                },
+            );
+        }
+        let next = self.now + self.cfg.request_interval_ms;
+        if next <= self.end_ms {
+            self.schedule(next, Ev::ClientTick);
+        }
+    }
+
+    fn deliver_request(&mut self, to: NodeId, req: ClientRequest) {
+        let n = &mut self.nodes[to.index()];
+        if let Some(b) = n.byz.as_mut() {
+            b.on_request(&req);
+        }
+        let Some(Ok(verified)) = n.verifier.verify_requests(vec![req]).pop() else {
+            self.rejected += 1;
+            return;
+        };
+        for r in 0..self.nodes[to.index()].replicas.len() {
+            self.handle(to, r, Event::RequestReceived(verified.clone()));
+        }
+    }
+
+    fn deliver(&mut self, to: NodeId, from: NodeId, bytes: &[u8]) {
+        let n = &mut self.nodes[to.index()];
+        let replica = n.twin_side[from.index()];
+        if n.replicas[replica].core.is_none() {
+            self.dropped += 1;
+            return;
+        }
+        let msg = match codec::decode_message(bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                self.rejected += 1;
+                return;
+            }
+        };
+        self.delivered += 1;
+        let extra = match n.byz.as_mut() {
+            Some(b) => b.inbound(&msg),
+            None => Vec::new(),
+        };
+        for (dest, m) in extra {
+            self.net_send(to, dest, &m);
+        }
+        match self.nodes[to.index()].verifier.verify_message(msg) {
+            Ok(v) => self.handle(to, replica, Event::MessageReceived { from, msg: v }),
+            Err(_) => self.rejected += 1,
+        }
+    }
+
+    fn handle(&mut self, node: NodeId, replica: usize, event: Event) {
+        let now = self.now;
+        if self.cfg.trace_nodes.contains(&node.index()) {
+            let round = self.nodes[node.index()].replicas[replica]
+                .core
+                .as_ref()
+                .map(Core::round);
+            eprintln!(
+                "{now:>6} {node:?}/{replica} r{round:?} <- {}",
+                trace_event(&event)
+            );
+        }
+        let actions = match self.nodes[node.index()].replicas[replica].core.as_mut() {
+            Some(core) => core.handle(now, event),
+            None => return,
+        };
+        self.dispatch(node, replica, actions);
+    }
+
+    fn dispatch(&mut self, node: NodeId, replica: usize, actions: Vec<Action>) {
+        for action in actions {
+            if self.cfg.trace_nodes.contains(&node.index()) {
+                eprintln!(
+                    "{:>6} {node:?}/{replica}    -> {}",
+                    self.now,
+                    trace_action(&action)
+                );
+            }
+            match action {
+                Action::Send { to, msg } => self.send_from(node, Some(to), msg),
+                Action::Broadcast { msg } => self.send_from(node, None, msg),
+                Action::Persist { ticket, items } => {
+                    let rep = &mut self.nodes[node.index()].replicas[replica];
+                    rep.pending.push_back((ticket, items));
+                    let done = (self.now + self.rng.range(0, DISK_MS_MAX)).max(rep.last_sync_done);
+                    rep.last_sync_done = done;
+                    let epoch = rep.epoch;
+                    self.schedule(
+                        done,
+                        Ev::SyncDone {
+                            node,
+                            replica,
+                            epoch,
+                            ticket,
+                        },
+                    );
+                }
+                Action::Commit { id, block } => {
+                    self.nodes[node.index()].replicas[replica]
+                        .durable
+                        .on_commit(id, &block);
+                    if replica == 0 {
+                        self.checker.on_commit(node, id, &block, self.now);
+                    }
+                }
+                Action::SetTimer { deadline_ms } => {
+                    let epoch = self.nodes[node.index()].replicas[replica].epoch;
+                    self.schedule(
+                        deadline_ms.max(self.now),
+                        Ev::Timer {
+                            node,
+                            replica,
+                            epoch,
+                        },
+                    );
+                }
+                Action::RejectRequest { .. } => {}
+            }
+        }
+    }
+
+    fn send_from(&mut self, from: NodeId, to: Option<NodeId>, msg: Message) {
+        let out: Vec<(NodeId, Message)> = match self.nodes[from.index()].byz.as_mut() {
+            Some(b) => b.outbound(to, msg),
+            None => match to {
+                Some(t) => vec![(t, msg)],
+                None => self
+                    .committee
+                    .members()
+                    .filter(|m| *m != from)
+                    .map(|m| (m, msg.clone()))
+                    .collect(),
+            },
+        };
+        for (dest, m) in out {
+            self.net_send(from, dest, &m);
+        }
+    }
+
+    fn net_send(&mut self, from: NodeId, to: NodeId, msg: &Message) {
+        if from == to {
+            return;
+        }
+        if let Some(groups) = &self.partition {
+            if groups[from.index()] != groups[to.index()] {
+                self.dropped += 1;
+                return;
+            }
+        }
+        if self.rng.chance(self.loss) {
+            self.dropped += 1;
+            return;
+        }
+        let bytes = codec::encode(msg).to_vec();
+        let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let slow = self.now < self.cfg.heal_at_ms && self.rng.chance(self.slow_chance);
+            let max = if slow {
+                self.slow_ms_max
+            } else {
+                self.cfg.latency_ms_max
+            };
+            let at = self.now + self.rng.range(self.cfg.latency_ms_min, max);
+            self.schedule(
+                at,
+                Ev::Deliver {
+                    to,
+                    from,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+
+    fn report(&self) -> SimReport {
+        let mut sum = CoreStats::default();
+        for n in self.nodes.iter().filter(|n| n.byz.is_none()) {
+            let live = n.replicas[0].core.as_ref().map(|c| c.stats().clone());
+            for s in n.retired.iter().chain(live.iter()) {
+                sum.view_changes += s.view_changes;
+                sum.timeouts_sent += s.timeouts_sent;
+                sum.requests_committed += s.requests_committed;
+                sum.dropped_far_future += s.dropped_far_future;
+                sum.equivocations_seen += s.equivocations_seen;
+            }
+        }
+        SimReport {
+            config: self.cfg.clone(),
+            max_height: self.checker.max_height(),
+            requests_committed: sum.requests_committed,
+            view_changes: sum.view_changes,
+            timeouts_sent: sum.timeouts_sent,
+            messages_delivered: self.delivered,
+            messages_dropped: self.dropped,
+            rejected_by_verifier: self.rejected,
+            dropped_far_future: sum.dropped_far_future,
+            equivocations_seen: sum.equivocations_seen,
+            requests_submitted: self.submitted,
+            end_ms: self.end_ms,
+            steps: self.steps,
+            violations: self.checker.violations().to_vec(),
+        }
+    }
+}
+
+fn trace_msg(m: &Message) -> String {
+    match m {
+        Message::Proposal(b) => format!(
+            "proposal r{} h{} qc(r{} {:?}) tc{:?} by {:?} payload {}",
+            b.round,
+            b.height,
+            b.qc.round,
+            b.qc.block_id,
+            b.tc.as_ref().map(|t| (t.round, t.high_qc.round)),
+            b.author,
+            b.payload.len()
+        ),
+        Message::Vote(v) => format!("vote r{} {:?} by {:?}", v.round, v.block_id, v.voter),
+        Message::Timeout(t) => format!(
+            "timeout r{} hqc r{} by {:?}",
+            t.round, t.high_qc.round, t.author
+        ),
+        Message::SyncInfo(s) => format!(
+            "syncinfo qc r{} {:?} tc {:?}",
+            s.high_qc.round,
+            s.high_qc.block_id,
+            s.high_tc.as_ref().map(|t| t.round)
+        ),
+        Message::SyncRequest(r) => format!("syncreq {:?} above h{}", r.target, r.committed_height),
+        Message::SyncResponse(r) => format!(
+            "syncresp {:?}",
+            r.blocks
+                .iter()
+                .map(|b| (b.height, b.round))
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+fn trace_event(e: &Event) -> String {
+    match e {
+        Event::MessageReceived { from, msg } => {
+            let m = match &**msg {
+                crate::crypto::VerifiedMessage::Proposal { id, block } => {
+                    format!("{id:?} {}", trace_msg(&Message::Proposal(block.clone())))
+                }
+                crate::crypto::VerifiedMessage::Vote(v) => trace_msg(&Message::Vote(v.clone())),
+                crate::crypto::VerifiedMessage::Timeout(t) => {
+                    trace_msg(&Message::Timeout(t.clone()))
+                }
+                crate::crypto::VerifiedMessage::SyncInfo(s) => {
+                    trace_msg(&Message::SyncInfo(s.clone()))
+                }
+                crate::crypto::VerifiedMessage::SyncRequest(r) => {
+                    trace_msg(&Message::SyncRequest(r.clone()))
+                }
+                crate::crypto::VerifiedMessage::SyncResponse { blocks } => {
+                    format!(
+                        "syncresp {:?}",
+                        blocks
+                            .iter()
+                            .map(|(_, b)| (b.height, b.round))
+                            .collect::<Vec<_>>()
+                    )
+                }
+            };
+            format!("from {from:?}: {m}")
+        }
+        Event::RequestReceived(r) => format!("request {}", r.seq),
+        Event::TimerFired => "timer".into(),
+        Event::Persisted { ticket } => format!("persisted {ticket}"),
+    }
+}
+
+fn trace_action(a: &Action) -> String {
+    match a {
+        Action::Send { to, msg } => format!("send {to:?} {}", trace_msg(msg)),
+        Action::Broadcast { msg } => format!("broadcast {}", trace_msg(msg)),
+        Action::Persist { ticket, items } => format!("persist {ticket} ({} items)", items.len()),
+        Action::Commit { id, block } => format!("COMMIT h{} r{} {id:?}", block.height, block.round),
+        Action::SetTimer { deadline_ms } => format!("timer at {deadline_ms}"),
+        Action::RejectRequest { seq, .. } => format!("reject {seq}"),
+    }
+}

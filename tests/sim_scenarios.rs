@@ -1,0 +1,195 @@
+//! Protocol properties, checked by the deterministic simulator over many seeds per scenario.
+//!
+//! Every run must keep agreement and chain consistency at every step and be live after the
+//! faults heal (the simulator's checkers); on top of that each scenario asserts that commits
+//! really happened and that the fault really bit (view changes, rejected messages, ...).
+//! Together these run a little over 500 seeds.
+
+use bftd::sim::{self, ByzKind, Scenario, SimConfig, SimReport};
+
+/// Runs `seeds` and fails with every failing seed's reproduce command.
+fn sweep(
+    nodes: usize,
+    scenario: Scenario,
+    byz: &[ByzKind],
+    seeds: std::ops::Range<u64>,
+) -> Vec<SimReport> {
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let cfg = SimConfig::new(seed, nodes, byz.to_vec(), scenario);
+        let r = sim::run(&cfg).expect("valid simulator config");
+        if !r.ok() {
+            failures.push(format!(
+                "{}\n    reproduce: {}",
+                r.violations.join("\n    "),
+                cfg.repro_command()
+            ));
+        }
+        reports.push(r);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    reports
+}
+
+/// Every run committed most submitted requests on every honest node (not merely "no crash").
+fn assert_committed_most(reports: &[SimReport], honest: usize) {
+    for r in reports {
+        let expected = r.requests_submitted * honest as u64;
+        assert!(
+            r.requests_committed * 10 >= expected * 8,
+            "{}: only {} of {} request commits (submitted x honest nodes)",
+            r.config.repro_command(),
+            r.requests_committed,
+            expected
+        );
+        assert!(
+            r.max_height >= 50,
+            "{}: height {} is too low",
+            r.config.repro_command(),
+            r.max_height
+        );
+    }
+}
+
+#[test]
+fn happy_path_commits_everything_without_view_changes() {
+    let reports = sweep(4, Scenario::Happy, &[], 0..40);
+    assert_committed_most(&reports, 4);
+    for r in &reports {
+        assert_eq!(
+            r.view_changes, 0,
+            "{}: a clean network needs no view change",
+            r.config
+        );
+    }
+}
+
+#[test]
+fn leader_crash_causes_a_view_change_and_commits_resume() {
+    let reports = sweep(4, Scenario::LeaderCrash, &[], 100..160);
+    assert_committed_most(&reports, 4);
+    assert!(
+        reports.iter().all(|r| r.view_changes > 0),
+        "a crashed leader must cost a view change"
+    );
+}
+
+#[test]
+fn equivocating_leader_cannot_split_honest_nodes() {
+    let reports = sweep(4, Scenario::Random, &[ByzKind::Equivocate], 200..260);
+    assert_committed_most(&reports, 3);
+}
+
+#[test]
+fn twins_with_one_key_cannot_split_honest_nodes() {
+    let reports = sweep(4, Scenario::Random, &[ByzKind::Twins], 300..360);
+    assert_committed_most(&reports, 3);
+}
+
+#[test]
+fn partitioned_leader_then_heal() {
+    let reports = sweep(4, Scenario::Partition, &[], 400..460);
+    assert_committed_most(&reports, 4);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.view_changes > 0 && r.messages_dropped > 0)
+    );
+}
+
+#[test]
+fn seven_nodes_with_two_byzantine() {
+    let kinds = [
+        [ByzKind::Equivocate, ByzKind::DoubleVote],
+        [ByzKind::Twins, ByzKind::Silent],
+        [ByzKind::BadSig, ByzKind::Flood],
+        [ByzKind::Replay, ByzKind::Equivocate],
+        [ByzKind::Fork, ByzKind::DoubleVote],
+    ];
+    for (i, pair) in kinds.iter().enumerate() {
+        let start = 500 + 10 * i as u64;
+        let reports = sweep(7, Scenario::Random, pair, start..start + 10);
+        assert_committed_most(&reports, 5);
+    }
+}
+
+#[test]
+fn every_node_crashes_and_restarts_in_turn() {
+    let reports = sweep(4, Scenario::CrashRestartAll, &[], 600..660);
+    assert_committed_most(&reports, 4);
+}
+
+#[test]
+fn heavy_loss_and_duplication() {
+    let reports = sweep(4, Scenario::Lossy, &[], 700..760);
+    assert_committed_most(&reports, 4);
+    assert!(reports.iter().all(|r| r.messages_dropped > 100));
+}
+
+#[test]
+fn flood_bad_signatures_and_replays_are_dropped_not_stored() {
+    let flood = sweep(4, Scenario::Happy, &[ByzKind::Flood], 800..815);
+    assert_committed_most(&flood, 3);
+    assert!(
+        flood
+            .iter()
+            .all(|r| r.dropped_far_future > 0 && r.rejected_by_verifier > 0)
+    );
+    let bad = sweep(4, Scenario::Happy, &[ByzKind::BadSig], 815..830);
+    assert_committed_most(&bad, 3);
+    assert!(bad.iter().all(|r| r.rejected_by_verifier > 0));
+    let replay = sweep(4, Scenario::Random, &[ByzKind::Replay], 830..845);
+    assert_committed_most(&replay, 3);
+    let silent = sweep(4, Scenario::Random, &[ByzKind::Silent], 845..860);
+    assert_committed_most(&silent, 3);
+}
+
+#[test]
+fn random_faults_with_random_byzantine_members() {
+    // The soak's mix, at CI size.
+    for seed in 900..940u64 {
+        let kind = ByzKind::ALL[(seed % ByzKind::ALL.len() as u64) as usize];
+        sweep(4, Scenario::Random, &[kind], seed..seed + 1);
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let cfg = SimConfig::new(4242, 4, vec![ByzKind::Twins], Scenario::Random);
+    let a = sim::run(&cfg).expect("valid");
+    let b = sim::run(&cfg).expect("valid");
+    assert_eq!(
+        (
+            a.steps,
+            a.max_height,
+            a.requests_committed,
+            a.view_changes,
+            a.messages_dropped
+        ),
+        (
+            b.steps,
+            b.max_height,
+            b.requests_committed,
+            b.view_changes,
+            b.messages_dropped
+        )
+    );
+}
+
+#[test]
+fn invalid_configs_are_clear_errors() {
+    let too_many = SimConfig::new(
+        1,
+        4,
+        vec![ByzKind::Silent, ByzKind::Silent],
+        Scenario::Happy,
+    );
+    let err = sim::run(&too_many).unwrap_err();
+    assert!(err.contains("at most f = 1"), "{err}");
+}

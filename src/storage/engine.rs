@@ -230,6 +230,9 @@ impl Engine {
         end: Option<&[u8]>,
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) {
+        if end.is_some_and(|end| end <= start) {
+            return; // empty range (and BTreeMap::range would panic on start > end)
+        }
         let active = self.inner.active.read();
         let view = Arc::clone(&self.inner.view.read());
         let mut sources: Vec<SourceIter<'_>> = vec![Box::new(active.range(start, end))];

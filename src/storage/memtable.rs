@@ -63,6 +63,7 @@ impl MemTable {
     }
 
     /// Entries with `start <= key < end` (`end = None` means unbounded), in key order.
+    /// The caller guarantees `start < end` (an inverted range panics in `BTreeMap::range`).
     pub fn range<'a>(
         &'a self,
         start: &[u8],

@@ -33,3 +33,8 @@ pub use error::{Result, StorageError};
 pub use fs::Fs;
 pub use memtable::{Slot, SlotRef};
 pub use wal::{Lsn, ReplayStats, Wal, WalOptions};
+
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod wal_tests;

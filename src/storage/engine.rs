@@ -287,6 +287,11 @@ impl Engine {
         self.inner.view.read().tables.len()
     }
 
+    /// The file-system handle (with its fault plan, if any).
+    pub fn fs(&self) -> &Fs {
+        &self.inner.fs
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

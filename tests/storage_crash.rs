@@ -268,7 +268,10 @@ fn copy_dir(from: &Path) -> tempfile::TempDir {
 }
 
 /// Opens a damaged store. `Ok(rows)` if it opened, `Err(message)` if it refused.
-fn open_damaged(dir: &Path, options: EngineOptions) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+/// Key/value rows as read back from a store.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn open_damaged(dir: &Path, options: EngineOptions) -> Result<Rows, String> {
     let engine = Engine::open(dir, options, |_, _, _| Ok(())).map_err(|e| e.to_string())?;
     Ok(engine.range(&[], None, usize::MAX))
 }

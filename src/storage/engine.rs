@@ -338,6 +338,8 @@ impl Inner {
         self.poisoned
             .lock()
             .get_or_insert_with(|| error.to_string());
+        // Notify under the lock so a waiter between its check and its wait cannot miss it.
+        let _signal = self.background.lock();
         self.background_changed.notify_all();
     }
 

@@ -8,7 +8,10 @@ use super::fs::Fs;
 use super::segment::{parse_segment_file_name, segment_file_name};
 use super::wal::{Lsn, Wal, WalOptions};
 
-fn replay(dir: &Path, options: WalOptions) -> Result<(Wal, Vec<(Lsn, u8, Vec<u8>)>), StorageError> {
+/// Records as replayed: (LSN, kind, body).
+type Replayed = Vec<(Lsn, u8, Vec<u8>)>;
+
+fn replay(dir: &Path, options: WalOptions) -> Result<(Wal, Replayed), StorageError> {
     let mut records = Vec::new();
     let (wal, _) = Wal::open(dir, options, |lsn, kind, body| {
         records.push((lsn, kind, body.to_vec()));

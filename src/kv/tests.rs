@@ -265,7 +265,8 @@ fn snapshot_round_trip_and_rejections() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 4;
     std::fs::write(&path, &bytes).unwrap();
-    let mut fresh = open(tempfile::tempdir().unwrap().path());
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let mut fresh = open(fresh_dir.path());
     let error = fresh.install_snapshot(&path).unwrap_err();
     assert!(
         error.to_string().contains(&path.display().to_string()),

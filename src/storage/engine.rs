@@ -100,6 +100,8 @@ pub(super) struct Inner {
     pub poisoned: Mutex<Option<String>>,
     /// First WAL LSN the caller still needs (see `caller_pins_wal`).
     pub caller_floor_lsn: AtomicU64,
+    /// The locked `LOCK` file; dropping it releases the data directory.
+    pub _dir_lock: std::fs::File,
 }
 
 /// The storage engine handle. All methods take `&self`; it is `Send + Sync`.
@@ -134,6 +136,7 @@ impl Engine {
             background_changed: Condvar::new(),
             poisoned: Mutex::new(None),
             caller_floor_lsn: AtomicU64::new(0),
+            _dir_lock: recovered.lock,
         });
         let mut workers = vec![super::flush::spawn_flusher(Arc::clone(&inner))?];
         if inner.options.background_compaction {

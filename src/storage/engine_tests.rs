@@ -329,3 +329,15 @@ fn readers_see_a_consistent_view_during_flush_and_compaction() {
         "the writes should have flushed tables"
     );
 }
+
+#[test]
+fn a_second_engine_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), small_options());
+    let error = Engine::open(dir.path(), small_options(), |_, _, _| Ok(()))
+        .err()
+        .unwrap();
+    assert!(error.to_string().contains("in use"), "{error}");
+    drop(engine);
+    open(dir.path(), small_options());
+}

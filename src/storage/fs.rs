@@ -194,6 +194,27 @@ impl Fs {
         Ok(bytes)
     }
 
+    /// Takes an exclusive advisory lock on `dir/LOCK` for as long as the returned file is
+    /// open, so two engines (two processes, or a misconfigured second node) never share a
+    /// data directory. The kernel drops the lock when the process dies.
+    pub fn lock_dir(&self, dir: &Path) -> Result<File> {
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, "open", e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::invalid(format!(
+                "{}: data directory is in use by another engine",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(&path, "flock", e)),
+        }
+    }
+
     /// Lists the file names in `dir` (not recursive).
     pub fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
         let mut names = Vec::new();

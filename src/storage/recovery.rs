@@ -22,6 +22,8 @@ pub(super) struct Recovered {
     pub memtable: MemTable,
     pub tables: Vec<Arc<SsTable>>,
     pub manifest: Manifest,
+    /// Holds the directory lock while open.
+    pub lock: std::fs::File,
 }
 
 pub(super) fn recover(
@@ -31,6 +33,7 @@ pub(super) fn recover(
 ) -> Result<Recovered> {
     let fs = &options.wal.fs;
     fs.create_dir_all(dir)?;
+    let lock = fs.lock_dir(dir)?;
     let stored = Manifest::load(fs, dir)?;
     let manifest = stored.clone().unwrap_or(Manifest {
         next_table_id: 1,
@@ -74,6 +77,7 @@ pub(super) fn recover(
         memtable,
         tables,
         manifest,
+        lock,
     })
 }
 

@@ -8,7 +8,7 @@
 //! from the active table to a frozen one. Flush and compaction swap the view atomically; old
 //! views stay valid for readers that still hold them.
 //!
-//! Lock order: `write_lock` → `compaction_lock` → `active` → `meta` → `view`.
+//! Lock order: `write_lock` → `compaction_lock` → `active` → `meta` → `background` → `view`.
 //!
 //! Durability: a write batch is one WAL record; it is applied to the active memtable right
 //! after it is queued (so it is visible before it is durable) and [`Engine::write`] returns

@@ -64,6 +64,9 @@ struct WalState {
     durable_lsn: Lsn,
     poisoned: Option<String>,
     shutdown: bool,
+    /// The committer is parked on `work_ready` (so appends know whether to wake it: a futex
+    /// wake per append would cost more than the append under many writers).
+    committer_idle: bool,
     /// Live segments, oldest first; the last one is the active segment.
     segments: VecDeque<SegmentInfo>,
 }
@@ -141,6 +144,7 @@ impl Wal {
             durable_lsn: next_lsn - 1,
             poisoned: None,
             shutdown: false,
+            committer_idle: false,
             segments,
         };
         let shared = Arc::new(WalShared {
@@ -189,7 +193,9 @@ impl Wal {
         encode_record(&mut state.pending, kind, body);
         let lsn = state.next_lsn;
         state.next_lsn += 1;
-        self.shared.work_ready.notify_one();
+        if state.committer_idle {
+            self.shared.work_ready.notify_one();
+        }
         Ok(lsn)
     }
 
@@ -350,7 +356,9 @@ fn committer_loop(shared: &WalShared, file: File) {
         let (batch_first_lsn, last_lsn) = {
             let mut state = shared.state.lock();
             while state.pending.is_empty() && !state.shutdown {
+                state.committer_idle = true;
                 shared.work_ready.wait(&mut state);
+                state.committer_idle = false;
             }
             if state.pending.is_empty() {
                 return; // shutdown with nothing left to write

@@ -108,6 +108,13 @@ impl Wal {
         let mut segments = list_segments(&fs, dir)?;
         let mut stats = ReplayStats::default();
         let mut next_lsn: Lsn = segments.front().map_or(1, |s| s.first_lsn);
+        if let Some(first) = segments.front().filter(|s| s.first_lsn == 0) {
+            return Err(StorageError::corrupt(
+                &first.path,
+                0,
+                "segment named with LSN 0 (LSNs start at 1)",
+            ));
+        }
         let count = segments.len();
         for (index, segment) in segments.iter().enumerate() {
             if segment.first_lsn != next_lsn {
@@ -123,9 +130,6 @@ impl Wal {
             stats.records += records;
             stats.torn_tail_bytes += torn;
             stats.segments += 1;
-        }
-        if next_lsn == 0 {
-            return Err(StorageError::corrupt(dir, 0, "segment named with LSN 0"));
         }
         // Start a fresh segment so a truncated tail is never appended to in place.
         if segments.back().is_some_and(|s| s.first_lsn == next_lsn) {

@@ -216,3 +216,11 @@ fn oversized_record_is_refused() {
     ));
     assert_eq!(segment_file_name(1), "wal-00000000000000000001.log");
 }
+
+#[test]
+fn a_segment_named_lsn_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(segment_file_name(0)), b"").unwrap();
+    let error = replay(dir.path(), WalOptions::default()).err().unwrap();
+    assert!(error.to_string().contains("LSN 0"), "{error}");
+}

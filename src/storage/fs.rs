@@ -23,6 +23,9 @@ pub struct FaultPlan {
     syncs_left: AtomicU64,
     /// Number of bytes that may still be written; past it writes fail with "storage full".
     write_bytes_left: AtomicU64,
+    /// Length of each file at its last successful `sync_data`: the "durable image" a power
+    /// cut would leave (tests copy files truncated to these lengths).
+    synced_len_bytes: parking_lot::Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 impl Default for FaultPlan {
@@ -30,6 +33,7 @@ impl Default for FaultPlan {
         FaultPlan {
             syncs_left: AtomicU64::new(u64::MAX),
             write_bytes_left: AtomicU64::new(u64::MAX),
+            synced_len_bytes: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 }
@@ -144,7 +148,30 @@ impl Fs {
     pub fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
         self.check_sync(path, "fdatasync")?;
         file.sync_data()
-            .map_err(|e| StorageError::io(path, "fdatasync", e))
+            .map_err(|e| StorageError::io(path, "fdatasync", e))?;
+        if let Some(plan) = &self.faults {
+            let len = file
+                .metadata()
+                .map_err(|e| StorageError::io(path, "stat", e))?
+                .len();
+            plan.synced_len_bytes.lock().insert(path.to_path_buf(), len);
+        }
+        Ok(())
+    }
+
+    /// With a fault plan: every file synced so far and its length at its last sync.
+    pub fn synced_lengths(&self) -> Vec<(PathBuf, u64)> {
+        let Some(plan) = &self.faults else {
+            return Vec::new();
+        };
+        let mut files: Vec<(PathBuf, u64)> = plan
+            .synced_len_bytes
+            .lock()
+            .iter()
+            .map(|(p, l)| (p.clone(), *l))
+            .collect();
+        files.sort();
+        files
     }
 
     /// Makes a directory's entries (creates, renames, deletes) durable.

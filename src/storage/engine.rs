@@ -41,7 +41,8 @@ pub struct EngineOptions {
     pub flush_threshold_bytes: usize,
     /// Frozen memtables waiting for flush; a writer that would exceed it waits (backpressure).
     pub frozen_memtables_max: usize,
-    /// Background compaction starts when this many SSTables are live.
+    /// Background compaction merges a run of this many tables of one size class
+    /// (see `compaction_policy`).
     pub compaction_trigger_tables: usize,
     /// At most this many tables are merged by one compaction.
     pub compaction_inputs_max: usize,
@@ -280,9 +281,10 @@ impl Engine {
         self.inner.wait_frozen_below(1)
     }
 
-    /// Runs one compaction now if at least two tables are live (returns whether it did).
+    /// Merges the oldest tables (up to `compaction_inputs_max`) now, if at least two are live;
+    /// returns whether it did. The background compactor uses the size-tiered policy instead.
     pub fn compact(&self) -> Result<bool> {
-        super::compaction::compact_once(&self.inner, 2)
+        super::compaction::compact_once(&self.inner, super::compaction::Choice::Oldest)
     }
 
     /// Number of live SSTables (tests and metrics).

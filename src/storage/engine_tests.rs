@@ -341,3 +341,51 @@ fn a_second_engine_cannot_open_the_same_directory() {
     drop(engine);
     open(dir.path(), small_options());
 }
+
+/// A tiered compaction of the newest tables (not including the oldest) must keep tombstones:
+/// dropping one would resurrect the older value below it.
+#[test]
+fn tiered_compaction_of_a_middle_run_keeps_tombstones() {
+    use super::compaction::{Choice, compact_once};
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = EngineOptions {
+        background_compaction: false,
+        flush_threshold_bytes: 1 << 30,
+        ..small_options()
+    };
+    let engine = open(dir.path(), options);
+    let mut batch = WriteBatch::new();
+    for i in 0..2000u32 {
+        batch.put(i.to_be_bytes().to_vec(), vec![1; 64]);
+    }
+    engine.write(&batch).unwrap();
+    engine.flush().unwrap();
+    delete(&engine, &7u32.to_be_bytes());
+    engine.flush().unwrap();
+    for key in [b"a", b"b"] {
+        put(&engine, key, b"small");
+        engine.flush().unwrap();
+    }
+    assert_eq!(engine.table_count(), 4);
+    assert!(compact_once(&engine.inner, Choice::Tiered).unwrap());
+    assert_eq!(
+        engine.table_count(),
+        2,
+        "the three small tables merged, the big one stayed"
+    );
+    assert_eq!(
+        engine.get(&7u32.to_be_bytes()),
+        None,
+        "tombstone dropped: old value resurrected"
+    );
+    let newest = engine.inner.view.read().tables[0].clone();
+    assert_eq!(newest.entry_count(), 3, "a, b and the tombstone");
+    assert!(!compact_once(&engine.inner, Choice::Tiered).unwrap());
+    assert!(engine.compact().unwrap());
+    assert_eq!(
+        engine.inner.view.read().tables[0].entry_count(),
+        2001,
+        "full merge drops the tombstone"
+    );
+}

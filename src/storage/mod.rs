@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod bloom;
 mod compaction;
+pub mod compaction_policy;
 pub mod engine;
 pub mod error;
 mod flush;

@@ -1,0 +1,243 @@
+//! Client operations and their encoding: what a signed request carries as opaque bytes.
+//!
+//! Encoding: an rkyv archive of `Vec<Op>` (see FORMAT.md). Decoding copies the bytes into a
+//! 16-byte-aligned buffer, validates them with bytecheck, deserialises, then checks the
+//! limits below. Every failure is a [`Rejection`], decided only by the bytes, so every node
+//! gives the same answer; nothing here panics on input.
+//!
+//! A transaction cannot contain a transaction ([`TxnOp`] has no `Txn` variant), which keeps
+//! the types non-recursive and the work per request bounded.
+
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize, rancor};
+
+use super::reply::Rejection;
+
+/// Operations one request may carry.
+pub const OPS_PER_REQUEST_MAX: usize = 256;
+/// Compares plus branch operations one transaction may carry (each of the three lists).
+pub const TXN_ITEMS_MAX: usize = 64;
+pub const KEY_BYTES_MAX: usize = 4 * 1024;
+pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
+/// Entries one range returns at most; a larger `limit` is clamped to it.
+pub const RANGE_LIMIT_MAX: u32 = 1000;
+
+/// One operation of a request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// Keys in `start <= key < end` (`end = None`: no upper bound), at most `limit`.
+    Range {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: u32,
+    },
+    Txn(Txn),
+}
+
+/// An operation allowed inside a transaction branch.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    Range {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: u32,
+    },
+}
+
+/// If every compare holds, run `success`, else `failure`; all atomically.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+/// `key`'s current `target` compared with `op` against the given operand.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+/// What a compare looks at. A missing key has version 0 and no value: every value compare
+/// on a missing key is false (whatever the operator), which keeps "absent" distinct from
+/// "empty value".
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum CompareTarget {
+    Value(Vec<u8>),
+    Version(u64),
+    Exists(bool),
+}
+
+impl Op {
+    /// The single-operation form, for everything but `Txn`.
+    pub fn into_simple(self) -> Result<TxnOp, Txn> {
+        match self {
+            Op::Put { key, value } => Ok(TxnOp::Put { key, value }),
+            Op::Get { key } => Ok(TxnOp::Get { key }),
+            Op::Delete { key } => Ok(TxnOp::Delete { key }),
+            Op::Range { start, end, limit } => Ok(TxnOp::Range { start, end, limit }),
+            Op::Txn(txn) => Err(txn),
+        }
+    }
+}
+
+/// Encodes a request's operations (client side).
+pub fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    // Serialising in-memory values into a Vec only fails on allocation failure or on
+    // archives past 4 GiB, which the limits above exclude: a failure is a bug.
+    rkyv::to_bytes::<rancor::Error>(&ops.to_vec())
+        .expect("encoding ops cannot fail")
+        .into_vec()
+}
+
+/// Decodes and checks a request's operations. Never panics; the error is deterministic.
+pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, Rejection> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let ops =
+        rkyv::from_bytes::<Vec<Op>, rancor::Error>(&aligned).map_err(|_| Rejection::Malformed)?;
+    check_ops(&ops)?;
+    Ok(ops)
+}
+
+fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
+    if ops.is_empty() || ops.len() > OPS_PER_REQUEST_MAX {
+        return Err(Rejection::TooManyOps);
+    }
+    for op in ops {
+        match op {
+            Op::Txn(txn) => check_txn(txn)?,
+            Op::Put { key, value } => check_put(key, value)?,
+            Op::Get { key } | Op::Delete { key } => check_key(key)?,
+            Op::Range { start, end, .. } => check_range(start, end.as_deref())?,
+        }
+    }
+    Ok(())
+}
+
+fn check_txn(txn: &Txn) -> Result<(), Rejection> {
+    if [txn.compare.len(), txn.success.len(), txn.failure.len()]
+        .iter()
+        .any(|&n| n > TXN_ITEMS_MAX)
+    {
+        return Err(Rejection::TooManyOps);
+    }
+    for compare in &txn.compare {
+        check_key(&compare.key)?;
+        if let CompareTarget::Value(value) = &compare.target {
+            check_value(value)?;
+        }
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            TxnOp::Put { key, value } => check_put(key, value)?,
+            TxnOp::Get { key } | TxnOp::Delete { key } => check_key(key)?,
+            TxnOp::Range { start, end, .. } => check_range(start, end.as_deref())?,
+        }
+    }
+    Ok(())
+}
+
+fn check_key(key: &[u8]) -> Result<(), Rejection> {
+    if key.len() > KEY_BYTES_MAX {
+        Err(Rejection::KeyTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_value(value: &[u8]) -> Result<(), Rejection> {
+    if value.len() > VALUE_BYTES_MAX {
+        Err(Rejection::ValueTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_put(key: &[u8], value: &[u8]) -> Result<(), Rejection> {
+    check_key(key)?;
+    check_value(value)
+}
+
+fn check_range(start: &[u8], end: Option<&[u8]>) -> Result<(), Rejection> {
+    check_key(start)?;
+    end.map_or(Ok(()), check_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage_is_rejected_not_panicking() {
+        let ops = vec![
+            Op::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            Op::Txn(Txn {
+                compare: vec![Compare {
+                    key: b"k".to_vec(),
+                    op: CompareOp::Equal,
+                    target: CompareTarget::Version(1),
+                }],
+                success: vec![TxnOp::Delete { key: b"k".to_vec() }],
+                failure: vec![TxnOp::Range {
+                    start: vec![],
+                    end: None,
+                    limit: 5,
+                }],
+            }),
+        ];
+        let bytes = encode_ops(&ops);
+        assert_eq!(decode_ops(&bytes).unwrap(), ops);
+        assert_eq!(decode_ops(&bytes[1..]).unwrap_err(), Rejection::Malformed);
+        assert_eq!(decode_ops(&[]).unwrap_err(), Rejection::Malformed);
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0xff;
+            let _ = decode_ops(&flipped); // must not panic; may decode to other valid ops
+        }
+        assert_eq!(
+            decode_ops(&encode_ops(&[])).unwrap_err(),
+            Rejection::TooManyOps
+        );
+        let big = vec![Op::Get {
+            key: vec![0; KEY_BYTES_MAX + 1],
+        }];
+        assert_eq!(
+            decode_ops(&encode_ops(&big)).unwrap_err(),
+            Rejection::KeyTooLarge
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Replies: what applying a request produced, and their encoding (an rkyv archive of
+//! [`Reply`], validated on decode like the ops).
+//!
+//! Replies are part of the replicated state (the exactly-once table stores their encoding),
+//! so they contain only deterministic data: no node ids, no times, no error strings from
+//! libraries.
+
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize, rancor};
+
+/// A key's stored value with its metadata.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VersionedValue {
+    pub value: Vec<u8>,
+    /// Times the key was written since it was (re)created; 1 after the first put.
+    pub version: u64,
+    /// Height of the block that last wrote the key.
+    pub mod_height: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: VersionedValue,
+}
+
+/// Result of one simple operation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    Put {
+        version: u64,
+    },
+    Get {
+        found: Option<VersionedValue>,
+    },
+    Delete {
+        existed: bool,
+    },
+    /// `more` is true if entries beyond `limit` exist in the range.
+    Range {
+        entries: Vec<KeyValue>,
+        more: bool,
+    },
+}
+
+/// Result of one operation of a request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum OpReply {
+    Simple(OpResult),
+    Txn {
+        succeeded: bool,
+        results: Vec<OpResult>,
+    },
+}
+
+/// Why a request was not executed. Deterministic: decided by the request and the state.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The ops bytes are not a valid encoding.
+    Malformed,
+    /// No ops, or more ops / compares than the limits allow.
+    TooManyOps,
+    KeyTooLarge,
+    ValueTooLarge,
+    /// The seq is below the client's exactly-once window; its reply is no longer kept.
+    SeqTooOld {
+        oldest_kept_seq: u64,
+    },
+}
+
+/// The reply to one request.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// All ops executed, one entry per op, in order.
+    Done(Vec<OpReply>),
+    Rejected(Rejection),
+}
+
+/// Why reply bytes could not be decoded (client side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyDecodeError;
+
+impl std::fmt::Display for ReplyDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reply bytes are not a valid encoded reply")
+    }
+}
+
+impl std::error::Error for ReplyDecodeError {}
+
+pub fn encode_reply(reply: &Reply) -> Vec<u8> {
+    // See `encode_ops`: only a bug or allocation failure makes this fail.
+    rkyv::to_bytes::<rancor::Error>(reply)
+        .expect("encoding a reply cannot fail")
+        .into_vec()
+}
+
+pub fn decode_reply(bytes: &[u8]) -> Result<Reply, ReplyDecodeError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<Reply, rancor::Error>(&aligned).map_err(|_| ReplyDecodeError)
+}
+
+/// The reply the runtime sends to `client` for its request `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvReply {
+    pub client: [u8; 32],
+    pub seq: u64,
+    pub reply: Reply,
+    /// True when the reply came from the exactly-once table (a retried request).
+    pub from_cache: bool,
+}

@@ -1,0 +1,191 @@
+//! The replicated KV state machine: applies committed blocks, deterministically.
+//!
+//! Each block becomes exactly one engine write batch (data, exactly-once table, and the meta
+//! entry holding the applied height and digest accumulator), so after a crash the store is at
+//! a block boundary: either the whole block is applied or none of it. `apply` returns only
+//! after that batch is durable.
+//!
+//! Determinism: the replies and the new state depend only on the previous state, the height
+//! and the request bytes; undecodable or over-limit requests get a `Rejected` reply, never a
+//! panic. Reads for stale queries (`get`, `range`) see the last applied block.
+
+use std::path::Path;
+
+use super::digest::DigestAccumulator;
+use super::exactly_once::{self, SeqStatus};
+use super::execute::{execute_ops, range};
+use super::keys::{META_KEY, data_key, decode_versioned};
+use super::ops::decode_ops;
+use super::overlay::BlockOverlay;
+use super::reply::{KeyValue, KvReply, Reply, VersionedValue, decode_reply, encode_reply};
+use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
+
+/// One client request of a committed block, as the node runtime hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct KvRequest<'a> {
+    pub client: [u8; 32],
+    pub seq: u64,
+    /// `encode_ops` bytes, exactly as the client signed them (not yet decoded).
+    pub ops: &'a [u8],
+}
+
+pub struct KvStore {
+    pub(super) engine: Engine,
+    pub(super) applied_height: u64,
+    pub(super) accumulator: DigestAccumulator,
+}
+
+impl KvStore {
+    /// Opens the store; fails if the WAL holds record kinds other than the engine's.
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<KvStore, StorageError> {
+        KvStore::open_with(dir, options, |lsn, kind, _| {
+            Err(StorageError::invalid(format!(
+                "unexpected WAL record kind {kind} at LSN {lsn}"
+            )))
+        })
+    }
+
+    /// Opens the store, passing the runtime's own WAL records (other kinds) to `on_record`.
+    pub fn open_with(
+        dir: &Path,
+        options: EngineOptions,
+        on_record: impl FnMut(Lsn, u8, &[u8]) -> Result<(), StorageError>,
+    ) -> Result<KvStore, StorageError> {
+        let engine = Engine::open(dir, options, on_record)?;
+        let (applied_height, accumulator) = load_meta(&engine)?;
+        Ok(KvStore {
+            engine,
+            applied_height,
+            accumulator,
+        })
+    }
+
+    /// The engine underneath (the runtime logs its own records through it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Applies the requests of block `height` in order and returns one reply per request.
+    /// Heights must increase; a block at or below `applied_height()` is refused (the runtime
+    /// skips already-applied blocks when it replays after a restart).
+    pub fn apply(
+        &mut self,
+        height: u64,
+        requests: &[KvRequest<'_>],
+    ) -> Result<Vec<KvReply>, StorageError> {
+        if height <= self.applied_height {
+            let reason = format!(
+                "block {height} is not above the applied height {}",
+                self.applied_height
+            );
+            return Err(StorageError::invalid(reason));
+        }
+        let mut overlay = BlockOverlay::new(&self.engine, self.accumulator);
+        let mut replies = Vec::with_capacity(requests.len());
+        for request in requests {
+            replies.push(apply_request(&mut overlay, height, request)?);
+        }
+        let accumulator = overlay.accumulator();
+        overlay.put_uncovered(META_KEY.to_vec(), encode_meta(height, &accumulator));
+        let (batch, accumulator) = overlay.into_batch();
+        self.engine.write(&batch)?;
+        self.applied_height = height;
+        self.accumulator = accumulator;
+        Ok(replies)
+    }
+
+    /// Equal on every node that applied the same blocks; O(1) (maintained incrementally).
+    pub fn state_digest(&self) -> [u8; 32] {
+        self.accumulator.digest(self.applied_height)
+    }
+
+    pub fn applied_height(&self) -> u64 {
+        self.applied_height
+    }
+
+    /// Stale read of one key as of the last applied block.
+    pub fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, StorageError> {
+        let stored_key = data_key(key);
+        self.engine
+            .get(&stored_key)
+            .map(|stored| decode_versioned(&stored, &stored_key))
+            .transpose()
+    }
+
+    /// Stale range read: keys in `[start, end)`, at most `limit` (clamped), and whether more exist.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<(Vec<KeyValue>, bool), StorageError> {
+        range(
+            &BlockOverlay::new(&self.engine, self.accumulator),
+            start,
+            end,
+            limit,
+        )
+    }
+}
+
+fn apply_request(
+    overlay: &mut BlockOverlay<'_>,
+    height: u64,
+    request: &KvRequest<'_>,
+) -> Result<KvReply, StorageError> {
+    let reply_to = |reply: Reply, from_cache: bool| KvReply {
+        client: request.client,
+        seq: request.seq,
+        reply,
+        from_cache,
+    };
+    match exactly_once::classify(overlay, &request.client, request.seq)? {
+        SeqStatus::Cached(bytes) => {
+            let reply = decode_reply(&bytes).map_err(|_| {
+                StorageError::invalid(format!(
+                    "stored reply of seq {} does not decode",
+                    request.seq
+                ))
+            })?;
+            Ok(reply_to(reply, true))
+        }
+        SeqStatus::TooOld { oldest_kept_seq } => Ok(reply_to(
+            Reply::Rejected(super::reply::Rejection::SeqTooOld { oldest_kept_seq }),
+            false,
+        )),
+        SeqStatus::Fresh => {
+            let reply = match decode_ops(request.ops) {
+                Ok(ops) => Reply::Done(execute_ops(overlay, height, ops)?),
+                Err(rejection) => Reply::Rejected(rejection),
+            };
+            exactly_once::record(overlay, &request.client, request.seq, encode_reply(&reply))?;
+            Ok(reply_to(reply, false))
+        }
+    }
+}
+
+pub(super) fn encode_meta(height: u64, accumulator: &DigestAccumulator) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40);
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&accumulator.to_bytes());
+    out
+}
+
+fn load_meta(engine: &Engine) -> Result<(u64, DigestAccumulator), StorageError> {
+    let Some(stored) = engine.get(META_KEY) else {
+        return Ok((0, DigestAccumulator::default()));
+    };
+    let corrupt = || StorageError::corrupt(engine.dir(), 0, "KV meta entry is not 40 bytes");
+    let height: [u8; 8] = stored
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let accumulator: [u8; 32] = stored
+        .get(8..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok((
+        u64::from_le_bytes(height),
+        DigestAccumulator::from_bytes(&accumulator),
+    ))
+}

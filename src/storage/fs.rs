@@ -1,0 +1,283 @@
+//! Every file-system call the engine makes, as small functions over an [`Fs`] handle.
+//!
+//! Keeping all I/O here does two things: each error carries the path and the operation, and
+//! tests can inject faults (a failing `fdatasync`, a full disk) through [`FaultPlan`] without
+//! touching the real disk's behaviour. A handle without a plan costs one atomic load per call.
+//!
+//! Durability rule (STYLE rule 8): a new file is durable only after write, `sync_data`,
+//! rename into place, and `sync_dir` on the parent directory; [`Fs::write_file_durably`] does
+//! exactly that sequence.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::error::{Result, StorageError};
+
+/// Injected faults, shared by all clones of one [`Fs`]. `u64::MAX` means "never".
+#[derive(Debug)]
+pub struct FaultPlan {
+    /// Number of successful syncs still allowed; the next one fails with EIO.
+    syncs_left: AtomicU64,
+    /// Number of bytes that may still be written; past it writes fail with "storage full".
+    write_bytes_left: AtomicU64,
+    /// Length of each file at its last successful `sync_data`: the "durable image" a power
+    /// cut would leave (tests copy files truncated to these lengths).
+    synced_len_bytes: parking_lot::Mutex<std::collections::HashMap<PathBuf, u64>>,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan {
+            syncs_left: AtomicU64::new(u64::MAX),
+            write_bytes_left: AtomicU64::new(u64::MAX),
+            synced_len_bytes: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+/// The file-system handle. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Fs {
+    faults: Option<Arc<FaultPlan>>,
+}
+
+impl Fs {
+    /// A handle with a fault plan attached (tests only need this).
+    pub fn with_faults() -> Self {
+        Fs {
+            faults: Some(Arc::new(FaultPlan::default())),
+        }
+    }
+
+    /// After `count` more successful syncs, every sync fails (EIO).
+    pub fn fail_syncs_after(&self, count: u64) {
+        if let Some(plan) = &self.faults {
+            plan.syncs_left.store(count, Ordering::SeqCst);
+        }
+    }
+
+    /// After `bytes` more written bytes, every write fails as if the disk were full.
+    pub fn fail_writes_after_bytes(&self, bytes: u64) {
+        if let Some(plan) = &self.faults {
+            plan.write_bytes_left.store(bytes, Ordering::SeqCst);
+        }
+    }
+
+    fn check_sync(&self, path: &Path, op: &'static str) -> Result<()> {
+        let Some(plan) = &self.faults else {
+            return Ok(());
+        };
+        let taken = plan
+            .syncs_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+                0 => None,
+                u64::MAX => Some(u64::MAX),
+                n => Some(n - 1),
+            });
+        match taken {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StorageError::io(
+                path,
+                op,
+                io::Error::other("injected sync failure (EIO)"),
+            )),
+        }
+    }
+
+    fn check_write(&self, path: &Path, len_bytes: usize) -> Result<()> {
+        let Some(plan) = &self.faults else {
+            return Ok(());
+        };
+        let len = len_bytes as u64;
+        let taken =
+            plan.write_bytes_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    if left == u64::MAX {
+                        Some(left)
+                    } else {
+                        left.checked_sub(len)
+                    }
+                });
+        match taken {
+            Ok(_) => Ok(()),
+            Err(_) => Err(StorageError::io(
+                path,
+                "write",
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "injected: no space left on device",
+                ),
+            )),
+        }
+    }
+
+    /// Creates (or truncates) a file for writing.
+    pub fn create(&self, path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, "create", e))
+    }
+
+    /// Opens an existing file read-only.
+    pub fn open_read(&self, path: &Path) -> Result<File> {
+        File::open(path).map_err(|e| StorageError::io(path, "open", e))
+    }
+
+    /// Opens an existing file for reading and writing (to truncate a torn tail).
+    pub fn open_rw(&self, path: &Path) -> Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StorageError::io(path, "open", e))
+    }
+
+    pub fn write_all(&self, file: &mut File, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.check_write(path, bytes.len())?;
+        file.write_all(bytes)
+            .map_err(|e| StorageError::io(path, "write", e))
+    }
+
+    /// `fdatasync`: the file's data (not necessarily its metadata such as mtime) is durable.
+    pub fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        self.check_sync(path, "fdatasync")?;
+        file.sync_data()
+            .map_err(|e| StorageError::io(path, "fdatasync", e))?;
+        if let Some(plan) = &self.faults {
+            let len = file
+                .metadata()
+                .map_err(|e| StorageError::io(path, "stat", e))?
+                .len();
+            plan.synced_len_bytes.lock().insert(path.to_path_buf(), len);
+        }
+        Ok(())
+    }
+
+    /// With a fault plan: every file synced so far and its length at its last sync.
+    pub fn synced_lengths(&self) -> Vec<(PathBuf, u64)> {
+        let Some(plan) = &self.faults else {
+            return Vec::new();
+        };
+        let mut files: Vec<(PathBuf, u64)> = plan
+            .synced_len_bytes
+            .lock()
+            .iter()
+            .map(|(p, l)| (p.clone(), *l))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Makes a directory's entries (creates, renames, deletes) durable.
+    pub fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.check_sync(dir, "fsync(dir)")?;
+        let handle = File::open(dir).map_err(|e| StorageError::io(dir, "open(dir)", e))?;
+        handle
+            .sync_all()
+            .map_err(|e| StorageError::io(dir, "fsync(dir)", e))
+    }
+
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(from, to).map_err(|e| StorageError::io(to, "rename", e))
+    }
+
+    pub fn remove_file(&self, path: &Path) -> Result<()> {
+        fs::remove_file(path).map_err(|e| StorageError::io(path, "remove", e))
+    }
+
+    pub fn set_len(&self, file: &File, path: &Path, len_bytes: u64) -> Result<()> {
+        file.set_len(len_bytes)
+            .map_err(|e| StorageError::io(path, "truncate", e))
+    }
+
+    pub fn create_dir_all(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create_dir", e))
+    }
+
+    /// Reads a whole file, refusing files above `len_bytes_max` (a corrupt or hostile file
+    /// must not make us allocate without bound).
+    pub fn read_file(&self, path: &Path, len_bytes_max: u64) -> Result<Vec<u8>> {
+        let mut file = self.open_read(path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| StorageError::io(path, "stat", e))?
+            .len();
+        if len > len_bytes_max {
+            return Err(StorageError::corrupt(
+                path,
+                0,
+                format!("file is {len} bytes, limit {len_bytes_max}"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StorageError::io(path, "read", e))?;
+        Ok(bytes)
+    }
+
+    /// Takes an exclusive advisory lock on `dir/LOCK` for as long as the returned file is
+    /// open, so two engines (two processes, or a misconfigured second node) never share a
+    /// data directory. The kernel drops the lock when the process dies.
+    pub fn lock_dir(&self, dir: &Path) -> Result<File> {
+        let path = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, "open", e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::invalid(format!(
+                "{}: data directory is in use by another engine",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(StorageError::io(&path, "flock", e)),
+        }
+    }
+
+    /// Lists the file names in `dir` (not recursive).
+    pub fn list_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| StorageError::io(dir, "read_dir", e))? {
+            let entry = entry.map_err(|e| StorageError::io(dir, "read_dir", e))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Write `bytes` to `path` crash-atomically: temp file, `sync_data`, rename, `sync_dir`.
+    /// After a crash the path holds either the old content or the new, never a mix.
+    pub fn write_file_durably(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = tmp_path(path);
+        let mut file = self.create(&tmp)?;
+        self.write_all(&mut file, &tmp, bytes)?;
+        self.sync_data(&file, &tmp)?;
+        drop(file);
+        self.rename(&tmp, path)?;
+        self.sync_dir(parent_dir(path))
+    }
+}
+
+/// The temporary name a file is written under before its rename.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}

@@ -68,7 +68,7 @@ where
             max: max_bytes,
         });
     }
-    if (bytes.as_ptr() as usize) % 16 == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(16) {
         from_aligned::<T>(bytes)
     } else {
         let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());

@@ -131,7 +131,7 @@ fn text(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
 
 /// The concrete configuration of one seed, drawing `mix` choices from the seed.
 fn config_for(o: &Options, seed: u64, sweep: bool) -> SimConfig {
-    let mut pick = sim::SimRng::new(seed ^ 0x5eed_0f_5ce7a7105);
+    let mut pick = sim::SimRng::new(seed ^ 0x05ee_d0f5_ce7a_7105);
     let scenario = match o.scenario.unwrap_or(if sweep {
         Choice::Mix
     } else {

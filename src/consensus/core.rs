@@ -470,13 +470,14 @@ impl Core {
             return;
         };
         let next_leader = self.committee.leader(block.round + 1);
-        if let Some(v) = &self.safety.last_vote {
-            if v.round == block.round && v.block_id == *id {
-                // Asked again in the same round: re-send the stored vote, never re-sign.
-                let v = v.clone();
-                self.send_vote(next_leader, v);
-                return;
-            }
+        if let Some(v) = &self.safety.last_vote
+            && v.round == block.round
+            && v.block_id == *id
+        {
+            // Asked again in the same round: re-send the stored vote, never re-sign.
+            let v = v.clone();
+            self.send_vote(next_leader, v);
+            return;
         }
         if !self.safety.may_vote(block, self.round) {
             return;
@@ -798,13 +799,13 @@ impl Core {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(deadline) = want {
-            if self.timer_set != Some(deadline) {
-                self.timer_set = Some(deadline);
-                self.out.push(Action::SetTimer {
-                    deadline_ms: deadline,
-                });
-            }
+        if let Some(deadline) = want
+            && self.timer_set != Some(deadline)
+        {
+            self.timer_set = Some(deadline);
+            self.out.push(Action::SetTimer {
+                deadline_ms: deadline,
+            });
         }
     }
 }

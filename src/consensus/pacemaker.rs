@@ -42,10 +42,6 @@ impl Pacemaker {
         self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
     }
 
-    pub fn consecutive_timeouts(&self) -> u32 {
-        self.consecutive_timeouts
-    }
-
     /// Starts a fresh full timeout from `now` (on entering a round, or after expiry).
     pub fn restart(&mut self, now: TimeMs) {
         self.deadline = Some(now + self.timeout_ms());

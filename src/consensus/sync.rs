@@ -43,10 +43,10 @@ impl SyncState {
     /// Records that `target` is wanted from `peer`. Returns false if it is already being
     /// fetched (and not overdue), so the caller sends nothing.
     pub fn want(&mut self, target: BlockId, peer: NodeId, now: TimeMs) -> bool {
-        if let Some(o) = self.outstanding.get(&target) {
-            if now < o.deadline {
-                return false;
-            }
+        if let Some(o) = self.outstanding.get(&target)
+            && now < o.deadline
+        {
+            return false;
         }
         if self.outstanding.len() >= OUTSTANDING_MAX && !self.outstanding.contains_key(&target) {
             // Forget the oldest want: newer targets supersede it in practice.
@@ -75,14 +75,6 @@ impl SyncState {
         if let Some(o) = self.outstanding.get_mut(target) {
             o.deadline = now + self.retry_ms;
         }
-    }
-
-    pub fn is_wanted(&self, target: &BlockId) -> bool {
-        self.outstanding.contains_key(target)
-    }
-
-    pub fn peer_for(&self, target: &BlockId) -> Option<NodeId> {
-        self.outstanding.get(target).map(|o| o.peer)
     }
 
     pub fn done(&mut self, target: &BlockId) {
@@ -145,9 +137,5 @@ impl SyncState {
         self.orphans.retain(|_, b| b.height > committed_height);
         let orphans = &self.orphans;
         self.orphan_order.retain(|id| orphans.contains_key(id));
-    }
-
-    pub fn orphans_held(&self) -> usize {
-        self.orphans.len()
     }
 }

@@ -61,6 +61,7 @@ impl VoteAggregator {
         self.rounds = self.rounds.split_off(&round);
     }
 
+    #[cfg(test)]
     pub fn rounds_held(&self) -> usize {
         self.rounds.len()
     }

@@ -192,9 +192,9 @@ mod tests {
         ];
         let mut mal = s;
         let mut carry = 0u16;
-        for i in 0..32 {
-            let v = u16::from(mal.0[32 + i]) + u16::from(L[i]) + carry;
-            mal.0[32 + i] = v as u8;
+        for (byte, l) in mal.0[32..].iter_mut().zip(L) {
+            let v = u16::from(*byte) + u16::from(l) + carry;
+            *byte = v as u8;
             carry = v >> 8;
         }
         assert!(verify_one(&m, &s, &k));

@@ -50,10 +50,6 @@ impl ByzState {
         }
     }
 
-    pub fn kind(&self) -> ByzKind {
-        self.kind
-    }
-
     fn others(&self) -> Vec<NodeId> {
         self.committee.members().filter(|n| *n != self.me).collect()
     }

@@ -51,7 +51,7 @@ impl DurableStore {
     pub fn on_commit(&mut self, id: BlockId, block: &Block) {
         self.committed = block.header(id);
         let keep_from = self.committed.height.saturating_sub(COMMITTED_BLOCKS_KEPT);
-        if self.committed.height % 64 == 0 {
+        if self.committed.height.is_multiple_of(64) {
             self.blocks.retain(|_, b| b.height > keep_from);
         }
     }

@@ -691,11 +691,11 @@ impl Sim {
         if from == to {
             return;
         }
-        if let Some(groups) = &self.partition {
-            if groups[from.index()] != groups[to.index()] {
-                self.dropped += 1;
-                return;
-            }
+        if let Some(groups) = &self.partition
+            && groups[from.index()] != groups[to.index()]
+        {
+            self.dropped += 1;
+            return;
         }
         if self.rng.chance(self.loss) {
             self.dropped += 1;

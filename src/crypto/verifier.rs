@@ -498,3 +498,7 @@ fn qc_digest(qc: &QuorumCert) -> [u8; 32] {
     }
     *h.finalize().as_bytes()
 }
+
+#[cfg(test)]
+#[path = "verifier_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+//! Unit tests of the verifier: every forged, misdirected or malformed input is refused with
+//! the right reason, and one bad message in a batch does not condemn the others.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::crypto::Signer;
+use crate::types::*;
+
+struct Fixture {
+    cluster: ClusterId,
+    signers: Vec<Signer>,
+    verifier: Verifier,
+}
+
+fn fixture(policy: ClientPolicy) -> Fixture {
+    let cluster = ClusterId::from_name("verifier-tests");
+    let signers: Vec<Signer> = (0..4u8)
+        .map(|i| Signer::new([i + 1; 32], cluster))
+        .collect();
+    let keys: Vec<[u8; 32]> = signers.iter().map(Signer::public_key).collect();
+    let committee = Arc::new(Committee::new(cluster, &keys, 1).unwrap());
+    let verifier = Verifier::new(committee, VerifierLimits::default(), policy);
+    Fixture {
+        cluster,
+        signers,
+        verifier,
+    }
+}
+
+impl Fixture {
+    fn vote(&self, signer: usize, voter: u16, block_id: BlockId, round: Round) -> Vote {
+        Vote {
+            block_id,
+            round,
+            voter: NodeId(voter),
+            signature: self.signers[signer]
+                .sign(domain::VOTE, &domain::vote_body(&block_id, round)),
+        }
+    }
+
+    fn qc(&self, block_id: BlockId, round: Round, voters: &[u16]) -> QuorumCert {
+        QuorumCert {
+            block_id,
+            round,
+            votes: voters
+                .iter()
+                .map(|&v| SignerSig {
+                    node: NodeId(v),
+                    sig: self.vote(v as usize, v, block_id, round).signature,
+                })
+                .collect(),
+        }
+    }
+
+    fn block(&self, round: Round, height: Height, qc: QuorumCert) -> Block {
+        let author = NodeId((round % 4) as u16);
+        let mut b = Block {
+            round,
+            height,
+            qc,
+            tc: None,
+            payload: vec![self.request(7, 1)],
+            author,
+            signature: Sig::ZERO,
+        };
+        let id = b.compute_id();
+        b.signature =
+            self.signers[author.index()].sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        b
+    }
+
+    fn request(&self, client_secret: u8, seq: u64) -> ClientRequest {
+        let signer = Signer::new([client_secret; 32], self.cluster);
+        let client = ClientKey(signer.public_key());
+        let ops = b"put k v".to_vec();
+        ClientRequest {
+            client,
+            seq,
+            signature: signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops)),
+            ops,
+        }
+    }
+
+    fn check(&self, msg: Message) -> Result<VerifiedMessage, VerifyError> {
+        self.verifier.verify_message(msg).map(Verified::into_inner)
+    }
+}
+
+fn genesis_child(f: &Fixture) -> Block {
+    f.block(1, 1, QuorumCert::genesis(&f.cluster))
+}
+
+#[test]
+fn a_valid_proposal_passes_and_carries_its_computed_id() {
+    let f = fixture(ClientPolicy::Any);
+    let b = genesis_child(&f);
+    match f.check(Message::Proposal(b.clone())) {
+        Ok(VerifiedMessage::Proposal { id, .. }) => assert_eq!(id, b.compute_id()),
+        other => panic!("expected a verified proposal, got {other:?}"),
+    }
+}
+
+#[test]
+fn vote_signed_by_another_key_is_rejected() {
+    let f = fixture(ClientPolicy::Any);
+    let v = f.vote(2, 1, BlockId([1; 32]), 3);
+    assert_eq!(
+        f.check(Message::Vote(v)).unwrap_err(),
+        VerifyError::BadSignature("vote")
+    );
+}
+
+#[test]
+fn signature_under_another_domain_tag_is_rejected() {
+    let f = fixture(ClientPolicy::Any);
+    let id = BlockId([1; 32]);
+    let mut v = f.vote(1, 1, id, 3);
+    v.signature = f.signers[1].sign(domain::PROPOSAL, &domain::vote_body(&id, 3));
+    assert_eq!(
+        f.check(Message::Vote(v)).unwrap_err(),
+        VerifyError::BadSignature("vote")
+    );
+}
+
+#[test]
+fn signature_from_another_cluster_is_rejected() {
+    let f = fixture(ClientPolicy::Any);
+    let other = Signer::new([2; 32], ClusterId::from_name("another-cluster"));
+    let id = BlockId([1; 32]);
+    let mut v = f.vote(1, 1, id, 3);
+    v.signature = other.sign(domain::VOTE, &domain::vote_body(&id, 3));
+    assert_eq!(
+        f.check(Message::Vote(v)).unwrap_err(),
+        VerifyError::BadSignature("vote")
+    );
+}
+
+#[test]
+fn malleated_signature_is_rejected() {
+    let f = fixture(ClientPolicy::Any);
+    let mut v = f.vote(1, 1, BlockId([1; 32]), 3);
+    // s + L: same signature value mod L, non-canonical encoding.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (byte, l) in v.signature.0[32..].iter_mut().zip(L) {
+        let s = u16::from(*byte) + u16::from(l) + carry;
+        *byte = s as u8;
+        carry = s >> 8;
+    }
+    assert_eq!(
+        f.check(Message::Vote(v)).unwrap_err(),
+        VerifyError::BadSignature("vote")
+    );
+}
+
+#[test]
+fn unknown_voter_and_wrong_leader_are_rejected() {
+    let f = fixture(ClientPolicy::Any);
+    let v = f.vote(1, 9, BlockId([1; 32]), 3);
+    assert_eq!(
+        f.check(Message::Vote(v)).unwrap_err(),
+        VerifyError::UnknownSigner(NodeId(9))
+    );
+    let mut b = genesis_child(&f);
+    b.author = NodeId(2);
+    assert!(matches!(
+        f.check(Message::Proposal(b)).unwrap_err(),
+        VerifyError::WrongLeader { round: 1, .. }
+    ));
+}
+
+#[test]
+fn quorum_certificates_must_be_canonical_quorums_of_valid_votes() {
+    let f = fixture(ClientPolicy::Any);
+    let parent = BlockId([5; 32]);
+    let ok = f.qc(parent, 4, &[0, 1, 3]);
+    assert!(
+        f.check(Message::Proposal(f.block(5, 2, ok.clone())))
+            .is_ok()
+    );
+
+    let short = f.qc(parent, 4, &[0, 1]);
+    assert!(matches!(
+        f.check(Message::Proposal(f.block(5, 2, short))),
+        Err(VerifyError::Malformed(_))
+    ));
+
+    let mut dup = ok.clone();
+    dup.votes[1] = dup.votes[0];
+    assert!(matches!(
+        f.check(Message::Proposal(f.block(5, 2, dup))),
+        Err(VerifyError::Malformed(_))
+    ));
+
+    let mut forged = ok.clone();
+    forged.votes[2].sig.0[5] ^= 1;
+    assert_eq!(
+        f.check(Message::Proposal(f.block(5, 2, forged)))
+            .unwrap_err(),
+        VerifyError::BadSignature("QC vote")
+    );
+
+    let mut fake_genesis = QuorumCert::genesis(&f.cluster);
+    fake_genesis.block_id = BlockId([9; 32]);
+    assert!(matches!(
+        f.check(Message::Proposal(f.block(1, 1, fake_genesis))),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_block_must_be_justified_by_the_previous_round() {
+    let f = fixture(ClientPolicy::Any);
+    let qc = f.qc(BlockId([5; 32]), 2, &[0, 1, 2]);
+    // Round 5 after a QC of round 2 needs a TC for round 4.
+    assert!(matches!(
+        f.check(Message::Proposal(f.block(5, 2, qc))),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn timeout_certificates_must_report_their_highest_qc_honestly() {
+    let f = fixture(ClientPolicy::Any);
+    let qc = f.qc(BlockId([5; 32]), 2, &[0, 1, 2]);
+    let timeouts: Vec<TimeoutSig> = [0u16, 1, 2]
+        .iter()
+        .map(|&n| TimeoutSig {
+            node: NodeId(n),
+            high_qc_round: 2,
+            sig: f.signers[n as usize].sign(domain::TIMEOUT, &domain::timeout_body(4, 2)),
+        })
+        .collect();
+    let tc = TimeoutCert {
+        round: 4,
+        high_qc: qc.clone(),
+        timeouts,
+    };
+    let mut b = f.block(5, 2, qc.clone());
+    b.tc = Some(tc.clone());
+    let id = b.compute_id();
+    b.signature = f.signers[1].sign(domain::PROPOSAL, &domain::proposal_body(&id));
+    assert!(f.check(Message::Proposal(b.clone())).is_ok());
+
+    // Claiming a lower high QC than the signers reported is refused.
+    let mut lying = tc;
+    lying.high_qc = QuorumCert::genesis(&f.cluster);
+    let info = SyncInfo {
+        high_qc: qc,
+        high_tc: Some(lying),
+    };
+    assert!(matches!(
+        f.check(Message::SyncInfo(info)),
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[test]
+fn clients_outside_the_allow_list_are_not_authorised() {
+    let f = fixture(ClientPolicy::Any);
+    let allowed = f.request(7, 1);
+    let policy = ClientPolicy::allow_list(&[allowed.client.0]).unwrap();
+    let f = Fixture {
+        verifier: Verifier::new(
+            Arc::new(f.verifier.committee().clone()),
+            VerifierLimits::default(),
+            policy,
+        ),
+        ..f
+    };
+    let stranger = f.request(8, 1);
+    let mut forged = f.request(7, 2);
+    forged.seq = 3;
+    let results = f
+        .verifier
+        .verify_requests(vec![allowed, stranger.clone(), forged]);
+    assert!(results[0].is_ok());
+    assert_eq!(
+        results[1].as_ref().unwrap_err(),
+        &VerifyError::NotAuthorised(stranger.client)
+    );
+    assert_eq!(
+        results[2].as_ref().unwrap_err(),
+        &VerifyError::BadSignature("client request")
+    );
+}
+
+#[test]
+fn one_bad_message_in_a_batch_does_not_condemn_the_others() {
+    let f = fixture(ClientPolicy::Any);
+    let good: Vec<Message> = (1..=3)
+        .map(|r| Message::Vote(f.vote(r, r as u16, BlockId([1; 32]), 3)))
+        .collect();
+    let mut batch = good.clone();
+    batch.insert(1, Message::Vote(f.vote(0, 3, BlockId([1; 32]), 3)));
+    let results = f.verifier.verify_messages(batch);
+    let oks: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(oks, vec![true, false, true, true]);
+}
+
+#[test]
+fn sync_responses_must_be_one_certified_chain() {
+    let f = fixture(ClientPolicy::Any);
+    let b1 = genesis_child(&f);
+    let b2 = f.block(2, 2, f.qc(b1.compute_id(), 1, &[0, 1, 2]));
+    let ok = SyncResponse {
+        blocks: vec![b1.clone(), b2.clone()],
+    };
+    assert!(f.check(Message::SyncResponse(ok)).is_ok());
+    let gap = f.block(2, 2, f.qc(BlockId([4; 32]), 1, &[0, 1, 2]));
+    let broken = SyncResponse {
+        blocks: vec![b1, gap],
+    };
+    assert!(matches!(
+        f.check(Message::SyncResponse(broken)),
+        Err(VerifyError::Malformed(_))
+    ));
+}

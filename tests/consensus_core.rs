@@ -1,0 +1,293 @@
+//! The consensus core driven by hand, one event at a time: the persistence rule (nothing that
+//! depends on safety state leaves before the runtime reports it durable), restart without
+//! double voting, and bounded handling of far-future input.
+
+use std::sync::Arc;
+
+use bftd::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, SafetyData};
+use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
+use bftd::types::*;
+
+struct Cluster {
+    cluster: ClusterId,
+    committee: Arc<Committee>,
+    verifier: Verifier,
+}
+
+fn secret(i: u16) -> [u8; 32] {
+    [i as u8 + 10; 32]
+}
+
+fn cluster() -> Cluster {
+    let cluster = ClusterId::from_name("core-tests");
+    let keys: Vec<[u8; 32]> = (0..4)
+        .map(|i| Signer::new(secret(i), cluster).public_key())
+        .collect();
+    let committee = Arc::new(Committee::new(cluster, &keys, 1).unwrap());
+    let verifier = Verifier::new(
+        committee.clone(),
+        VerifierLimits::default(),
+        ClientPolicy::Any,
+    );
+    Cluster {
+        cluster,
+        committee,
+        verifier,
+    }
+}
+
+impl Cluster {
+    fn core(&self, me: u16, durable: Option<DurableState>) -> Core {
+        let cfg = CoreConfig {
+            round_timeout_base_ms: 1_000,
+            ..CoreConfig::default()
+        };
+        Core::new(
+            cfg,
+            self.committee.clone(),
+            Signer::new(secret(me), self.cluster),
+            NodeId(me),
+            durable,
+        )
+    }
+
+    fn request(&self, seq: u64) -> ClientRequest {
+        let signer = Signer::new([99; 32], self.cluster);
+        let client = ClientKey(signer.public_key());
+        let ops = format!("op {seq}").into_bytes();
+        ClientRequest {
+            client,
+            seq,
+            signature: signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops)),
+            ops,
+        }
+    }
+
+    /// Round-1 proposal by its leader (node 1) on top of genesis.
+    fn proposal(&self, seq: u64) -> Block {
+        let mut b = Block {
+            round: 1,
+            height: 1,
+            qc: QuorumCert::genesis(&self.cluster),
+            tc: None,
+            payload: vec![self.request(seq)],
+            author: NodeId(1),
+            signature: Sig::ZERO,
+        };
+        let id = b.compute_id();
+        b.signature = Signer::new(secret(1), self.cluster)
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        b
+    }
+
+    fn deliver(&self, core: &mut Core, now: u64, from: u16, msg: Message) -> Vec<Action> {
+        let msg = self
+            .verifier
+            .verify_message(msg)
+            .expect("test message verifies");
+        core.handle(
+            now,
+            Event::MessageReceived {
+                from: NodeId(from),
+                msg,
+            },
+        )
+    }
+
+    fn submit(&self, core: &mut Core, now: u64, seq: u64) -> Vec<Action> {
+        let mut v = self.verifier.verify_requests(vec![self.request(seq)]);
+        let req = v.pop().unwrap().expect("request verifies");
+        core.handle(now, Event::RequestReceived(req))
+    }
+}
+
+fn persist_ticket(actions: &[Action]) -> Option<(u64, Vec<PersistItem>)> {
+    actions.iter().find_map(|a| match a {
+        Action::Persist { ticket, items } => Some((*ticket, items.clone())),
+        _ => None,
+    })
+}
+
+fn votes(actions: &[Action]) -> Vec<(NodeId, Vote)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                msg: Message::Vote(v),
+            } => Some((*to, v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn broadcasts(actions: &[Action]) -> Vec<Message> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Broadcast { msg } => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_vote_leaves_only_after_the_block_and_safety_state_are_durable() {
+    let c = cluster();
+    let mut core = c.core(3, None);
+    let actions = c.deliver(&mut core, 10, 1, Message::Proposal(c.proposal(1)));
+    assert!(
+        votes(&actions).is_empty(),
+        "vote sent before persistence: {actions:?}"
+    );
+    let (ticket, items) =
+        persist_ticket(&actions).expect("the block and the vote's safety state are persisted");
+    assert!(items.iter().any(|i| matches!(i, PersistItem::Block { .. })));
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, PersistItem::Safety(s) if s.highest_voted_round == 1))
+    );
+
+    let after = core.handle(11, Event::Persisted { ticket });
+    let v = votes(&after);
+    assert_eq!(v.len(), 1, "exactly one vote once durable: {after:?}");
+    assert_eq!(v[0].0, NodeId(2), "votes go to the next round's leader");
+    assert_eq!(v[0].1.round, 1);
+}
+
+#[test]
+fn a_restarted_node_resends_its_vote_and_never_votes_twice_in_a_round() {
+    let c = cluster();
+    let mut core = c.core(3, None);
+    let b1 = c.proposal(1);
+    let actions = c.deliver(&mut core, 10, 1, Message::Proposal(b1.clone()));
+    let (ticket, items) = persist_ticket(&actions).unwrap();
+    let first_vote = votes(&core.handle(11, Event::Persisted { ticket }))[0]
+        .1
+        .clone();
+
+    // Crash; restart from exactly what was persisted.
+    let mut safety = SafetyData::genesis(&c.cluster);
+    let mut blocks = Vec::new();
+    for item in items {
+        match item {
+            PersistItem::Safety(s) => safety = s,
+            PersistItem::Block { id, block } => blocks.push((id, block)),
+        }
+    }
+    let durable = DurableState {
+        safety,
+        blocks,
+        committed: Block::genesis_header(&c.cluster),
+    };
+    let mut restarted = c.core(3, Some(durable));
+    restarted.start(20);
+    assert_eq!(
+        restarted.round(),
+        1,
+        "resumes at max(QC round, TC round) + 1"
+    );
+
+    // The same proposal again: the stored vote is re-sent, not re-signed.
+    let again = c.deliver(&mut restarted, 21, 1, Message::Proposal(b1));
+    assert_eq!(
+        votes(&again)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>(),
+        vec![first_vote]
+    );
+
+    // A conflicting proposal for the same round gets no vote at all.
+    let other = c.proposal(2);
+    let actions = c.deliver(&mut restarted, 22, 1, Message::Proposal(other));
+    let later: Vec<Action> = match persist_ticket(&actions) {
+        Some((t, _)) => restarted.handle(23, Event::Persisted { ticket: t }),
+        None => Vec::new(),
+    };
+    assert!(
+        votes(&actions).is_empty() && votes(&later).is_empty(),
+        "voted twice in round 1"
+    );
+}
+
+#[test]
+fn the_leader_persists_its_proposal_before_broadcasting_it() {
+    let c = cluster();
+    let mut leader = c.core(1, None);
+    let actions = c.submit(&mut leader, 5, 1);
+    assert!(
+        broadcasts(&actions).is_empty(),
+        "proposal left before persistence: {actions:?}"
+    );
+    let (ticket, items) = persist_ticket(&actions).expect("proposal persisted");
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, PersistItem::Safety(s) if s.highest_proposed_round == 1))
+    );
+    let after = leader.handle(6, Event::Persisted { ticket });
+    let sent = broadcasts(&after);
+    assert!(matches!(&sent[..], [Message::Proposal(b)] if b.round == 1 && b.payload.len() == 1));
+    assert_eq!(votes(&after).len(), 1, "the leader votes for its own block");
+}
+
+#[test]
+fn a_stuck_round_times_out_once_then_rebroadcasts_the_same_timeout() {
+    let c = cluster();
+    let mut core = c.core(3, None);
+    let armed = c.submit(&mut core, 0, 1);
+    let deadline = armed
+        .iter()
+        .find_map(|a| match a {
+            Action::SetTimer { deadline_ms } => Some(*deadline_ms),
+            _ => None,
+        })
+        .expect("pending work arms the round timer");
+    assert!(
+        core.handle(deadline - 1, Event::TimerFired).is_empty(),
+        "an early timer is ignored"
+    );
+    let fired = core.handle(deadline, Event::TimerFired);
+    assert!(
+        broadcasts(&fired).is_empty(),
+        "timeout sent before persistence"
+    );
+    let (ticket, _) = persist_ticket(&fired).unwrap();
+    let sent = broadcasts(&core.handle(deadline + 1, Event::Persisted { ticket }));
+    let Some(Message::Timeout(t1)) = sent.first() else {
+        panic!("expected a timeout, got {sent:?}");
+    };
+    assert_eq!(t1.round, 1);
+
+    // The backed-off timer fires again in the same round: same timeout, no new signature.
+    let next = core.handle(deadline + 100_000, Event::TimerFired);
+    assert!(persist_ticket(&next).is_none());
+    assert!(matches!(broadcasts(&next).first(), Some(Message::Timeout(t2)) if t2 == t1));
+}
+
+#[test]
+fn far_future_and_misdirected_votes_are_counted_and_dropped() {
+    let c = cluster();
+    let mut core = c.core(3, None);
+    let signer = Signer::new(secret(0), c.cluster);
+    let vote = |round: u64| {
+        let id = BlockId([7; 32]);
+        Vote {
+            block_id: id,
+            round,
+            voter: NodeId(0),
+            signature: signer.sign(domain::VOTE, &domain::vote_body(&id, round)),
+        }
+    };
+    // Node 3 leads round 1_000_003, so votes for round 1_000_002 are addressed to it.
+    for i in 0..50 {
+        c.deliver(&mut core, i, 0, Message::Vote(vote(1_000_002)));
+    }
+    c.deliver(&mut core, 60, 0, Message::Vote(vote(5)));
+    let stats = core.stats();
+    assert_eq!(stats.dropped_far_future, 50);
+    assert_eq!(stats.dropped_not_leader, 1);
+    assert_eq!(core.round(), 1, "uncertified input never moves the round");
+}

@@ -181,15 +181,14 @@ fn a_restarted_node_resends_its_vote_and_never_votes_twice_in_a_round() {
         blocks,
         committed: Block::genesis_header(&c.cluster),
     };
-    let mut restarted = c.core(3, Some(durable));
+    // The same proposal again: the stored vote is re-sent, not re-signed.
+    let mut restarted = c.core(3, Some(durable.clone()));
     restarted.start(20);
     assert_eq!(
         restarted.round(),
         1,
         "resumes at max(QC round, TC round) + 1"
     );
-
-    // The same proposal again: the stored vote is re-sent, not re-signed.
     let again = c.deliver(&mut restarted, 21, 1, Message::Proposal(b1));
     assert_eq!(
         votes(&again)
@@ -199,9 +198,11 @@ fn a_restarted_node_resends_its_vote_and_never_votes_twice_in_a_round() {
         vec![first_vote]
     );
 
-    // A conflicting proposal for the same round gets no vote at all.
-    let other = c.proposal(2);
-    let actions = c.deliver(&mut restarted, 22, 1, Message::Proposal(other));
+    // A conflicting proposal for the same round, as the first thing a restarted node sees:
+    // only the persisted highest voted round stands between it and a second vote.
+    let mut restarted = c.core(3, Some(durable));
+    restarted.start(20);
+    let actions = c.deliver(&mut restarted, 22, 1, Message::Proposal(c.proposal(2)));
     let later: Vec<Action> = match persist_ticket(&actions) {
         Some((t, _)) => restarted.handle(23, Event::Persisted { ticket: t }),
         None => Vec::new(),
@@ -245,9 +246,16 @@ fn a_stuck_round_times_out_once_then_rebroadcasts_the_same_timeout() {
             _ => None,
         })
         .expect("pending work arms the round timer");
+    let early = core.handle(deadline - 1, Event::TimerFired);
     assert!(
-        core.handle(deadline - 1, Event::TimerFired).is_empty(),
-        "an early timer is ignored"
+        persist_ticket(&early).is_none() && broadcasts(&early).is_empty(),
+        "an early timer must not time out: {early:?}"
+    );
+    assert!(
+        early
+            .iter()
+            .all(|a| matches!(a, Action::SetTimer { deadline_ms } if *deadline_ms == deadline)),
+        "an early timer only re-announces the same deadline: {early:?}"
     );
     let fired = core.handle(deadline, Event::TimerFired);
     assert!(

@@ -147,6 +147,8 @@ impl Core {
             Event::MessageReceived { from, msg } => self.on_message(from, msg),
             Event::RequestReceived(req) => self.on_request(req.into_inner()),
             Event::TimerFired => {
+                // Whatever fired, make sure the next deadline is (re)announced.
+                self.timer_set = None;
                 if self.pacemaker.is_due(self.now) {
                     self.on_round_timer();
                 }
@@ -241,7 +243,9 @@ impl Core {
             self.process_tc(tc, Some(from));
         }
         self.process_qc(&block.qc, Some(from));
-        if block.round < self.round {
+        // A recent proposal for a past round is still kept (without a vote): a QC for it may
+        // already be here or on its way, and having the block saves a sync round trip.
+        if block.round.saturating_add(self.cfg.round_window) < self.round {
             self.stats.dropped_stale += 1;
             return;
         }
@@ -322,7 +326,17 @@ impl Core {
             self.stats.unsolicited_sync += 1;
             return;
         }
+        // Accept only certified blocks: each is certified by its successor's QC, except the
+        // last, which must be a block we asked for. A peer cannot fill the tree with variants.
+        let mut blocks = blocks;
+        if blocks
+            .last()
+            .is_some_and(|(id, _)| !self.sync.is_wanted(id))
+        {
+            blocks.pop();
+        }
         let mut last_height = None;
+        let mut inserted = 0usize;
         for (id, block) in blocks {
             let height = block.height;
             if self.tree.contains(&id) {
@@ -332,7 +346,11 @@ impl Core {
             if !self.insert_block(from, id, block) {
                 break;
             }
+            inserted += 1;
             last_height = Some(height);
+        }
+        if inserted == 0 {
+            return; // no progress: the retry timer moves the request to another peer
         }
         // Keep going toward every target this peer was asked for.
         let Some(above) = last_height else { return };

@@ -77,6 +77,10 @@ impl SyncState {
         }
     }
 
+    pub fn is_wanted(&self, target: &BlockId) -> bool {
+        self.outstanding.contains_key(target)
+    }
+
     pub fn done(&mut self, target: &BlockId) {
         self.outstanding.remove(target);
     }

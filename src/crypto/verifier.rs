@@ -167,6 +167,10 @@ struct Gathered {
     digests: Vec<(usize, [u8; 32])>,
 }
 
+/// Rounds and heights above this are refused, so no arithmetic on them can overflow (at one
+/// round per millisecond this is millions of years away).
+pub const ROUND_MAX: u64 = u64::MAX / 4;
+
 /// Entries of the seen-cache kept per verifier; enough for several blocks of requests and QCs.
 const SEEN_CACHE_ENTRIES: usize = 65_536;
 
@@ -262,8 +266,8 @@ impl Verifier {
             }
             Message::Vote(v) => {
                 let key = self.member_key(v.voter)?;
-                if v.round == 0 {
-                    return Err(VerifyError::Malformed("vote for round 0"));
+                if v.round == 0 || v.round > ROUND_MAX {
+                    return Err(VerifyError::Malformed("vote round out of range"));
                 }
                 let body = domain::vote_body(&v.block_id, v.round);
                 self.push(g, i, "vote", domain::VOTE, &body, &v.signature, key);
@@ -271,7 +275,7 @@ impl Verifier {
             }
             Message::Timeout(t) => {
                 let key = self.member_key(t.author)?;
-                if t.round == 0 || t.high_qc.round >= t.round {
+                if t.round == 0 || t.round > ROUND_MAX || t.high_qc.round >= t.round {
                     return Err(VerifyError::Malformed("timeout round not above its QC"));
                 }
                 let body = domain::timeout_body(t.round, t.high_qc.round);
@@ -306,7 +310,7 @@ impl Verifier {
             if let Some((prev_id, prev)) = out.last() {
                 // Each block must be the certified parent of the next: the chain is then
                 // certified link by link, and the requester checks the top against its target.
-                if block.qc.block_id != *prev_id || block.height != prev.height + 1 {
+                if block.qc.block_id != *prev_id || block.height != prev.height.saturating_add(1) {
                     return Err(VerifyError::Malformed("sync response is not one chain"));
                 }
             }
@@ -317,8 +321,8 @@ impl Verifier {
 
     fn check_block(&self, i: usize, b: &Block, g: &mut Gathered) -> Result<BlockId, VerifyError> {
         let key = self.member_key(b.author)?;
-        if b.round == 0 || b.height == 0 {
-            return Err(VerifyError::Malformed("block at round or height 0"));
+        if b.round == 0 || b.height == 0 || b.round > ROUND_MAX || b.height > ROUND_MAX {
+            return Err(VerifyError::Malformed("block round or height out of range"));
         }
         if self.committee.leader(b.round) != b.author {
             return Err(VerifyError::WrongLeader {
@@ -326,8 +330,11 @@ impl Verifier {
                 author: b.author,
             });
         }
-        let by_qc = b.qc.round + 1 == b.round;
-        let by_tc = b.tc.as_ref().is_some_and(|tc| tc.round + 1 == b.round);
+        // b.round <= ROUND_MAX and both certificate rounds must be below it: no overflow.
+        let by_qc = b.qc.round < b.round && b.qc.round + 1 == b.round;
+        let by_tc =
+            b.tc.as_ref()
+                .is_some_and(|tc| tc.round < b.round && tc.round + 1 == b.round);
         if !(by_qc || by_tc) || b.qc.round >= b.round {
             return Err(VerifyError::Malformed(
                 "block round is not justified by its QC or TC",
@@ -386,6 +393,9 @@ impl Verifier {
     }
 
     fn check_qc(&self, i: usize, qc: &QuorumCert, g: &mut Gathered) -> Result<(), VerifyError> {
+        if qc.round > ROUND_MAX {
+            return Err(VerifyError::Malformed("QC round out of range"));
+        }
         if qc.round == 0 {
             let genesis = QuorumCert::genesis(self.committee.cluster());
             return if *qc == genesis {
@@ -411,8 +421,8 @@ impl Verifier {
     }
 
     fn check_tc(&self, i: usize, tc: &TimeoutCert, g: &mut Gathered) -> Result<(), VerifyError> {
-        if tc.round == 0 {
-            return Err(VerifyError::Malformed("TC for round 0"));
+        if tc.round == 0 || tc.round > ROUND_MAX {
+            return Err(VerifyError::Malformed("TC round out of range"));
         }
         self.check_signer_set(tc.timeouts.iter().map(|t| t.node), "TC")?;
         if tc.timeouts.iter().any(|t| t.high_qc_round >= tc.round) {

@@ -164,7 +164,7 @@ struct Sim {
 }
 
 /// Simulated fsync delay bounds, in ms (the clock's unit).
-const DISK_MS_MAX: u64 = 1;
+const DISK_MS_MAX: u64 = 8;
 /// Share of crashes that tear the batch being synced (a prefix of it reaches the disk).
 const TORN_CRASH_CHANCE: f64 = 0.5;
 

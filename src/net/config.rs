@@ -101,10 +101,10 @@ impl TransportConfig {
                 return Err(format!("peers: {} reuses another peer's static key", p.id));
             }
         }
-        if let ClientAccess::AllowList(list) = &self.clients {
-            if list.iter().any(|k| keys.contains(k)) {
-                return Err("clients: a client key is also a peer key".into());
-            }
+        if let ClientAccess::AllowList(list) = &self.clients
+            && list.iter().any(|k| keys.contains(k))
+        {
+            return Err("clients: a client key is also a peer key".into());
         }
         self.limits.validate()
     }

@@ -250,11 +250,11 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&token) else {
             return; // a late event for a connection already closed
         };
-        if writable || conn.connecting {
-            if let Err(close) = conn.confirm_connect().and_then(|()| conn.flush()) {
-                self.close(token, close);
-                return;
-            }
+        if (writable || conn.connecting)
+            && let Err(close) = conn.confirm_connect().and_then(|()| conn.flush())
+        {
+            self.close(token, close);
+            return;
         }
         self.pump(token);
     }
@@ -356,7 +356,16 @@ impl EventLoop {
         };
         let _ = self.io.poll.registry().deregister(&mut conn.stream);
         self.resume.remove(&token);
-        self.count_close(&close);
+        let dial_failed = conn.dialled().is_some()
+            && matches!(
+                close,
+                Close::Eof | Close::Io(_) | Close::Reject(RejectReason::HandshakeTimeout)
+            );
+        if dial_failed {
+            bump(&self.io.counters.dial_failures, 1);
+        } else {
+            self.count_close(&close);
+        }
         log::debug!("net: closing {:?}: {close:?}", conn.remote());
         let now = Instant::now();
         match conn.remote() {

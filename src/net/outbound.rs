@@ -19,14 +19,16 @@ impl OutboundParts<'_> {
         let mut touched = Vec::new();
         for msg in self.outbound_rx.try_iter().take(max) {
             match msg {
-                Outbound::ToPeer(id, bytes) => self.to_peer(id, &bytes, &mut touched),
+                Outbound::ToPeer(id, bytes) => self.send_to_peer(id, &bytes, &mut touched),
                 Outbound::Broadcast(bytes) => {
                     let ids: Vec<NodeId> = self.peers.iter().map(|s| s.id).collect();
                     for id in ids {
-                        self.to_peer(id, &bytes, &mut touched);
+                        self.send_to_peer(id, &bytes, &mut touched);
                     }
                 }
-                Outbound::ToClient(client, bytes) => self.to_client(client, &bytes, &mut touched),
+                Outbound::ToClient(client, bytes) => {
+                    self.send_to_client(client, &bytes, &mut touched)
+                }
             }
         }
         touched.sort_unstable();
@@ -34,7 +36,7 @@ impl OutboundParts<'_> {
         touched
     }
 
-    fn to_peer(&mut self, id: NodeId, bytes: &[u8], touched: &mut Vec<Token>) {
+    fn send_to_peer(&mut self, id: NodeId, bytes: &[u8], touched: &mut Vec<Token>) {
         let Some(peer) = self.counters.peer(id) else {
             log::warn!("net: frame for unknown peer {id} dropped");
             bump(&self.counters.dropped_not_connected, 1);
@@ -49,7 +51,7 @@ impl OutboundParts<'_> {
         }
     }
 
-    fn to_client(&mut self, client: ClientId, bytes: &[u8], touched: &mut Vec<Token>) {
+    fn send_to_client(&mut self, client: ClientId, bytes: &[u8], touched: &mut Vec<Token>) {
         let token = self.clients.get(&client).copied();
         if self.queue(token, bytes, touched) {
             bump(&self.counters.client_frames_out, 1);

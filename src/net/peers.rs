@@ -117,3 +117,52 @@ impl PeerTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(now: Instant) -> PeerTable {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let peers = [(NodeId(0), addr), (NodeId(1), addr), (NodeId(2), addr)];
+        PeerTable::new(NodeId(1), &peers, 10, 40, now)
+    }
+
+    #[test]
+    fn lower_id_dials_and_higher_waits() {
+        let now = Instant::now();
+        let t = table(now);
+        assert_eq!(t.due(now), vec![NodeId(2)]);
+        assert!(
+            t.get(NodeId(0))
+                .is_some_and(|s| !s.we_dial && s.dial_at.is_none())
+        );
+        assert!(t.get(NodeId(1)).is_none(), "no slot for ourselves");
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets_on_a_link() {
+        let now = Instant::now();
+        let mut t = table(now);
+        let ms = |t: &PeerTable| t.get(NodeId(2)).unwrap().dial_at.unwrap() - now;
+        for (k, expect_ms) in [10u64, 20, 40, 40].into_iter().enumerate() {
+            t.dialling(NodeId(2), Token(k));
+            t.closed(NodeId(2), Token(k), now);
+            assert_eq!(ms(&t), Duration::from_millis(expect_ms));
+        }
+        t.dialling(NodeId(2), Token(9));
+        assert_eq!(t.established(NodeId(2), Token(9)), None);
+        t.closed(NodeId(2), Token(9), now);
+        assert_eq!(ms(&t), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_stale_close_does_not_touch_the_current_link() {
+        let now = Instant::now();
+        let mut t = table(now);
+        assert_eq!(t.established(NodeId(0), Token(5)), None);
+        assert_eq!(t.established(NodeId(0), Token(6)), Some(Token(5)));
+        t.closed(NodeId(0), Token(5), now);
+        assert_eq!(t.get(NodeId(0)).unwrap().conn, Some(Token(6)));
+    }
+}

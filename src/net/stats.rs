@@ -51,6 +51,9 @@ pub struct NetCounters {
     pub client_links_established: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub dials_started: AtomicU64,
+    /// Dials that ended before the handshake finished: refused, reset, or timed out. An
+    /// unreachable peer is not hostile, so these are not counted as rejections.
+    pub dial_failures: AtomicU64,
     /// Links lost to EOF or an I/O error (not our rejection).
     pub disconnects: AtomicU64,
     pub rejected_unknown_key: AtomicU64,
@@ -110,6 +113,7 @@ impl NetCounters {
             client_links_established: get(&self.client_links_established),
             connections_accepted: get(&self.connections_accepted),
             dials_started: get(&self.dials_started),
+            dial_failures: get(&self.dial_failures),
             disconnects: get(&self.disconnects),
             rejected_unknown_key: get(&self.rejected_unknown_key),
             rejected_handshake_failed: get(&self.rejected_handshake_failed),
@@ -160,6 +164,7 @@ pub struct NetStats {
     pub client_links_established: u64,
     pub connections_accepted: u64,
     pub dials_started: u64,
+    pub dial_failures: u64,
     pub disconnects: u64,
     pub rejected_unknown_key: u64,
     pub rejected_handshake_failed: u64,

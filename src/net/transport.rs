@@ -173,10 +173,10 @@ impl Transport {
     fn stop(&mut self) {
         self.shutdown.store(true, Ordering::Release);
         let _ = self.outbound.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("net: the net thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("net: the net thread panicked");
         }
     }
 }

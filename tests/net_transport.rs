@@ -141,3 +141,52 @@ fn restarted_peer_is_reconnected_and_served() {
     assert!(cluster.stats(0).dials_started >= 3);
     assert_eq!(cluster.stats(0).rejected_total(), 0);
 }
+
+/// Not a check: prints one-way throughput between two transports on loopback, for the notes.
+/// The feeder keeps at most 16 MiB in flight: past the write buffer the transport drops frames
+/// by design (a slow peer must not stall the others), which is not what this measures.
+/// Run with `cargo test --test net_transport -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn report_loopback_throughput() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cluster = Cluster::start(2, ClientAccess::Any);
+    cluster.wait_all_linked();
+    cluster.deliver(0, 1, b"warm-up");
+    for frame_bytes in [64usize, 1024, 64 * 1024, 1 << 20] {
+        let frames_total = ((256usize << 20) / frame_bytes).clamp(64, 200_000);
+        let in_flight_max = ((16usize << 20) / frame_bytes).max(4);
+        let payload = vec![7u8; frame_bytes];
+        let received = Arc::new(AtomicUsize::new(0));
+        let start = std::time::Instant::now();
+        let (sender, seen) = (cluster.node(0).sender(), Arc::clone(&received));
+        let feeder = std::thread::spawn(move || {
+            for sent in 0..frames_total {
+                while sent - seen.load(Ordering::Acquire) >= in_flight_max {
+                    std::thread::yield_now();
+                }
+                sender
+                    .send(Outbound::ToPeer(NodeId(1), payload.clone()))
+                    .unwrap();
+            }
+        });
+        for _ in 0..frames_total {
+            cluster
+                .node(1)
+                .inbound()
+                .recv_timeout(support::DEADLINE)
+                .unwrap();
+            received.fetch_add(1, Ordering::Release);
+        }
+        feeder.join().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        let mib = (frames_total * frame_bytes) as f64 / f64::from(1 << 20);
+        println!(
+            "frame {frame_bytes:>8} B: {frames_total:>6} frames in {secs:.3} s = {:.0} frames/s, {:.1} MiB/s",
+            frames_total as f64 / secs,
+            mib / secs
+        );
+    }
+    assert_eq!(cluster.stats(0).peers[1].frames_dropped, 0);
+}

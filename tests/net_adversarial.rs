@@ -158,11 +158,13 @@ fn flood_of_connections_is_bounded_and_honest_peers_keep_going() {
         let s = cluster.stats(1);
         s.rejected_too_many_connections + s.rejected_handshake_timeout >= flood_connections
     });
+    // How many waited out a handshake slot depends on scheduling (a slot freed by a timeout
+    // takes the next queued connection); that the cap refused some does not. Node 0's link
+    // to node 1 is the one accept that was not part of the flood.
     let s = cluster.stats(1);
-    assert!(
-        s.rejected_too_many_connections >= flood_connections - 16,
-        "{s:?}"
-    );
+    assert!(s.rejected_too_many_connections > 0, "{s:?}");
+    assert_eq!(s.connections_accepted, flood_connections + 1, "{s:?}");
+    assert_eq!(s.rejected_total(), flood_connections, "{s:?}");
     honest_traffic_still_flows(&cluster, "after flood");
     // And a legitimate client can connect again once the flood is gone.
     let mut client = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();

@@ -51,12 +51,17 @@ pub struct Cluster {
     pub addrs: Vec<SocketAddr>,
     pub nodes: Vec<Option<Transport>>,
     pub clients: ClientAccess,
+    pub limits: NetLimits,
 }
 
 impl Cluster {
     /// Starts `n` nodes, highest id first: a node only dials higher ids, so each one's config
     /// can carry the real (port-0-assigned) addresses of every node it will dial.
     pub fn start(n: usize, clients: ClientAccess) -> Self {
+        Self::start_with(n, clients, test_limits())
+    }
+
+    pub fn start_with(n: usize, clients: ClientAccess, limits: NetLimits) -> Self {
         let keys: Vec<_> = (0..n).map(|_| generate_static_keypair().unwrap()).collect();
         let unbound: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut cluster = Self {
@@ -64,6 +69,7 @@ impl Cluster {
             addrs: vec![unbound; n],
             nodes: (0..n).map(|_| None).collect(),
             clients,
+            limits,
         };
         for i in (0..n).rev() {
             cluster.start_node(i, unbound);
@@ -86,7 +92,7 @@ impl Cluster {
             peers,
             clients: self.clients.clone(),
             prologue: PROLOGUE.to_vec(),
-            limits: test_limits(),
+            limits: self.limits.clone(),
         }
     }
 

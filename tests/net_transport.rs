@@ -94,6 +94,45 @@ fn many_frames_back_to_back_keep_order() {
     assert_eq!(s.peers[1].frames_dropped, 0, "{s:?}");
 }
 
+/// A receiver that stops reading: the sender's write buffer fills and further frames are
+/// dropped and counted, never queued without bound; every frame not counted as dropped arrives.
+#[test]
+fn full_write_buffer_drops_and_counts() {
+    let limits = bftd::net::NetLimits {
+        max_frame_bytes: 64 * 1024,
+        write_buffer_bytes_max: 256 * 1024,
+        inbound_channel_frames_max: 1,
+        ..support::test_limits()
+    };
+    let cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    cluster.deliver(0, 1, b"warm-up");
+    // Far more than the kernel's loopback socket buffers and our write buffer together hold.
+    let frames_sent = 2000u64;
+    for k in 0..frames_sent {
+        let msg = Outbound::ToPeer(NodeId(1), vec![k as u8; 64 * 1024]);
+        cluster.node(0).send(msg).unwrap();
+    }
+    wait_until("the sender handled every request", || {
+        let p = &cluster.stats(0).peers[1];
+        p.frames_out + p.frames_dropped >= frames_sent + 1
+    });
+    let s = cluster.stats(0);
+    assert!(s.dropped_backlog > 0, "{s:?}");
+    assert_eq!(s.peers[1].frames_dropped, s.dropped_backlog);
+    let queued = s.peers[1].frames_out - 1; // minus the warm-up frame
+    for _ in 0..queued {
+        let got = cluster
+            .node(1)
+            .inbound()
+            .recv_timeout(support::DEADLINE)
+            .unwrap();
+        assert_eq!(got.bytes.len(), 64 * 1024);
+    }
+    cluster.deliver(0, 1, b"still alive");
+    cluster.deliver(1, 0, b"still alive");
+}
+
 #[test]
 fn client_sends_and_gets_replies() {
     let client_key = generate_static_keypair().unwrap();

@@ -40,7 +40,9 @@ pub struct NetLimits {
     pub write_buffer_bytes_max: usize,
     /// Concurrent inbound connections that have not finished their handshake.
     pub handshakes_max: usize,
-    /// Concurrent connections of every kind.
+    /// Concurrent connections other than peer links (clients and unfinished inbound
+    /// handshakes). Peer links (at most one per peer) come on top, so clients can never take
+    /// the room a peer needs to get back in.
     pub connections_max: usize,
     /// A handshake not finished within this closes the connection.
     pub handshake_timeout_ms: u64,

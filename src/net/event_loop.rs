@@ -3,7 +3,7 @@
 //! Invariants: the loop never blocks except in `poll`, and never parses past a frame header
 //! (payloads go out unread). Every close goes through [`EventLoop::close`], which deregisters
 //! the socket, forgets the connection in every table and counts why. Accepts are refused (and
-//! counted) beyond `connections_max` connections or `handshakes_max` unfinished inbound
+//! counted) beyond `connections_max` non-peer connections or `handshakes_max` unfinished inbound
 //! handshakes, and an unfinished handshake dies at `handshake_timeout_ms`, so a flood of
 //! connections costs a bounded number of fds and bytes. A connection that stopped reading
 //! because the inbound channel was full, or because it spent its read budget, sits in
@@ -61,7 +61,7 @@ pub(crate) struct EventLoop {
     peers: PeerTable,
     /// Bounded by `connections_max`: one entry per established client connection.
     clients: HashMap<ClientId, Token>,
-    /// Bounded by `connections_max`.
+    /// Bounded by `connections_max` plus one per peer.
     conns: HashMap<Token, Connection>,
     next_token: usize,
     /// Connections to pump again without a new readiness event.
@@ -175,7 +175,8 @@ impl EventLoop {
             .values()
             .filter(|c| c.handshake_deadline().is_some() && c.dialled().is_none())
             .count();
-        if self.conns.len() >= self.limits.connections_max
+        let peer_conns = self.peers.iter().filter(|s| s.conn.is_some()).count();
+        if self.conns.len().saturating_sub(peer_conns) >= self.limits.connections_max
             || handshaking >= self.limits.handshakes_max
         {
             self.io.counters.reject(RejectReason::TooManyConnections);

@@ -115,7 +115,7 @@ fn full_write_buffer_drops_and_counts() {
     }
     wait_until("the sender handled every request", || {
         let p = &cluster.stats(0).peers[1];
-        p.frames_out + p.frames_dropped >= frames_sent + 1
+        p.frames_out + p.frames_dropped > frames_sent // plus the warm-up frame
     });
     let s = cluster.stats(0);
     assert!(s.dropped_backlog > 0, "{s:?}");

@@ -39,6 +39,8 @@ const EVENTS_PER_POLL_MAX: usize = 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Outbound requests handled per loop turn, so sockets get their turn under a send storm.
 const OUTBOUND_PER_TURN_MAX: usize = 4096;
+/// Connections accepted per loop turn, so a connection flood cannot starve established links.
+const ACCEPTS_PER_TURN_MAX: usize = 256;
 /// Poll timeout while a connection waits for room in the inbound channel or a retry to accept.
 const RETRY_MS: u64 = 1;
 
@@ -66,7 +68,10 @@ pub(crate) struct EventLoop {
     next_token: usize,
     /// Connections to pump again without a new readiness event.
     resume: HashSet<Token>,
-    /// The listener hit an error (e.g. out of fds) with connections maybe still queued.
+    /// The listener may still hold connections and edge-triggered readiness will not say so
+    /// again: `accept_more` when the per-turn budget ran out (retry at once), `accept_retry`
+    /// after an error such as running out of fds (retry after `RETRY_MS`).
+    accept_more: bool,
     accept_retry: bool,
     scratch: Vec<u8>,
 }
@@ -92,6 +97,7 @@ impl EventLoop {
             conns: HashMap::new(),
             next_token: FIRST_CONN_TOKEN,
             resume: HashSet::new(),
+            accept_more: false,
             accept_retry: false,
             scratch: vec![0; READ_CHUNK_BYTES],
             limits,
@@ -117,7 +123,7 @@ impl EventLoop {
                     token => self.on_conn_event(token, event.is_writable()),
                 }
             }
-            if self.accept_retry {
+            if self.accept_more || self.accept_retry {
                 self.accept_all();
             }
             self.drain_outbound();
@@ -129,7 +135,7 @@ impl EventLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.io.outbound_rx.is_empty() {
+        if !self.io.outbound_rx.is_empty() || self.accept_more {
             return Duration::ZERO;
         }
         let handshakes = self
@@ -153,8 +159,9 @@ impl EventLoop {
     }
 
     fn accept_all(&mut self) {
+        self.accept_more = false;
         self.accept_retry = false;
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN_MAX {
             match self.io.listener.accept() {
                 Ok((stream, _addr)) => self.on_accept(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -166,6 +173,7 @@ impl EventLoop {
                 }
             }
         }
+        self.accept_more = true;
     }
 
     fn on_accept(&mut self, stream: TcpStream) {

@@ -14,6 +14,7 @@ pub mod codec;
 pub mod consensus;
 pub mod crypto;
 pub mod kv;
+pub mod net;
 pub mod sim;
 pub mod storage;
 pub mod types;

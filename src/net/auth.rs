@@ -1,0 +1,65 @@
+//! The allow-list: which static keys may hold a link, and who each one is.
+//!
+//! Invariants: a key maps to at most one identity (peer keys are unique and never client keys;
+//! `TransportConfig::validate` checks it); only a key found here yields a [`Remote`]. The lower
+//! id dials (see `event_loop`), so an inbound peer link is only accepted from a lower id.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::types::NodeId;
+
+use super::config::{ClientAccess, TransportConfig};
+use super::envelope::{ClientId, Remote};
+use super::noise::KEY_BYTES;
+use super::stats::RejectReason;
+
+pub(crate) struct KeyDirectory {
+    self_id: NodeId,
+    peer_by_key: HashMap<[u8; KEY_BYTES], NodeId>,
+    key_by_peer: HashMap<NodeId, [u8; KEY_BYTES]>,
+    /// `None` means any client key is accepted (development mode).
+    clients: Option<HashSet<[u8; KEY_BYTES]>>,
+}
+
+impl KeyDirectory {
+    pub(crate) fn new(config: &TransportConfig) -> Self {
+        let peers = config.peers.iter().filter(|p| p.id != config.self_id);
+        Self {
+            self_id: config.self_id,
+            peer_by_key: peers.clone().map(|p| (p.static_public_key, p.id)).collect(),
+            key_by_peer: peers.map(|p| (p.id, p.static_public_key)).collect(),
+            clients: match &config.clients {
+                ClientAccess::Any => None,
+                ClientAccess::AllowList(keys) => Some(keys.iter().copied().collect()),
+            },
+        }
+    }
+
+    /// Whether the dialled peer answered with the key the config lists for it.
+    pub(crate) fn check_dialled(
+        &self,
+        expected: NodeId,
+        key: &[u8; KEY_BYTES],
+    ) -> Result<Remote, RejectReason> {
+        match self.key_by_peer.get(&expected) {
+            Some(k) if k == key => Ok(Remote::Peer(expected)),
+            _ => Err(RejectReason::UnknownKey),
+        }
+    }
+
+    /// Who an inbound link authenticated as, or why it is refused.
+    pub(crate) fn identify_inbound(&self, key: &[u8; KEY_BYTES]) -> Result<Remote, RejectReason> {
+        if let Some(&id) = self.peer_by_key.get(key) {
+            return if id < self.self_id {
+                Ok(Remote::Peer(id))
+            } else {
+                Err(RejectReason::WrongDirection)
+            };
+        }
+        match &self.clients {
+            None => Ok(Remote::Client(ClientId(*key))),
+            Some(allowed) if allowed.contains(key) => Ok(Remote::Client(ClientId(*key))),
+            Some(_) => Err(RejectReason::UnknownKey),
+        }
+    }
+}

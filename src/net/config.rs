@@ -1,0 +1,152 @@
+//! Configuration of one node's transport: who we are, whom we talk to, and every limit.
+//!
+//! Invariants checked by [`TransportConfig::validate`]: peer ids and peer keys are unique, no
+//! client key is also a peer key, and every limit is non-zero and within what the frame layout
+//! can carry. Every buffer, queue and map of the net thread is bounded by a field of
+//! [`NetLimits`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::types::NodeId;
+
+use super::noise::{KEY_BYTES, sealed_len};
+
+/// One other member of the committee.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    /// The peer's X25519 static public key (Noise), from the cluster config.
+    pub static_public_key: [u8; KEY_BYTES],
+}
+
+/// Which clients may connect.
+#[derive(Clone, Debug)]
+pub enum ClientAccess {
+    /// Development mode: any client key that completes a handshake.
+    Any,
+    /// Only these X25519 static public keys.
+    AllowList(Vec<[u8; KEY_BYTES]>),
+}
+
+/// Every limit of the net thread. Defaults suit a LAN cluster of a handful of nodes.
+#[derive(Clone, Debug)]
+pub struct NetLimits {
+    /// Largest application frame (plaintext), both directions.
+    pub max_frame_bytes: usize,
+    /// Per-connection bytes queued for the socket; a frame that would exceed it is dropped
+    /// and counted (not the connection: consensus recovers a lost message, a reconnect costs more).
+    pub write_buffer_bytes_max: usize,
+    /// Concurrent inbound connections that have not finished their handshake.
+    pub handshakes_max: usize,
+    /// Concurrent connections other than peer links (clients and unfinished inbound
+    /// handshakes). Peer links (at most one per peer) come on top, so clients can never take
+    /// the room a peer needs to get back in.
+    pub connections_max: usize,
+    /// A handshake not finished within this closes the connection.
+    pub handshake_timeout_ms: u64,
+    /// First and largest delay before redialling a peer; doubles per failure.
+    pub reconnect_backoff_ms_min: u64,
+    pub reconnect_backoff_ms_max: u64,
+    /// Capacity of the channel of received frames (to the verifier pool).
+    pub inbound_channel_frames_max: usize,
+    /// Capacity of the channel of frames to send.
+    pub outbound_channel_frames_max: usize,
+    /// Bytes read from one connection per readiness event before others get a turn.
+    pub read_bytes_per_event_max: usize,
+}
+
+impl Default for NetLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 << 20,
+            write_buffer_bytes_max: 64 << 20,
+            handshakes_max: 64,
+            connections_max: 1024,
+            handshake_timeout_ms: 5_000,
+            reconnect_backoff_ms_min: 50,
+            reconnect_backoff_ms_max: 5_000,
+            inbound_channel_frames_max: 4096,
+            outbound_channel_frames_max: 4096,
+            read_bytes_per_event_max: 1 << 20,
+        }
+    }
+}
+
+/// Everything a [`super::Transport`] needs to start.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    pub self_id: NodeId,
+    /// Where peers and clients connect (port 0 picks a free port; see `Transport::local_addr`).
+    pub listen_addr: SocketAddr,
+    /// Our X25519 static private key.
+    pub static_private_key: [u8; KEY_BYTES],
+    /// The other members; an entry with `self_id` is ignored.
+    pub peers: Vec<PeerConfig>,
+    pub clients: ClientAccess,
+    /// Bound into every handshake (e.g. the cluster id), so links never cross clusters.
+    pub prologue: Vec<u8>,
+    pub limits: NetLimits,
+}
+
+impl TransportConfig {
+    /// Checks the invariants in the module doc; the error names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for p in self.peers.iter().filter(|p| p.id != self.self_id) {
+            if !ids.insert(p.id) {
+                return Err(format!("peers: {} is listed twice", p.id));
+            }
+            if !keys.insert(p.static_public_key) {
+                return Err(format!("peers: {} reuses another peer's static key", p.id));
+            }
+        }
+        if let ClientAccess::AllowList(list) = &self.clients
+            && list.iter().any(|k| keys.contains(k))
+        {
+            return Err("clients: a client key is also a peer key".into());
+        }
+        self.limits.validate()
+    }
+}
+
+impl NetLimits {
+    fn validate(&self) -> Result<(), String> {
+        let nonzero = [
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("handshakes_max", self.handshakes_max as u64),
+            ("connections_max", self.connections_max as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("reconnect_backoff_ms_min", self.reconnect_backoff_ms_min),
+            (
+                "inbound_channel_frames_max",
+                self.inbound_channel_frames_max as u64,
+            ),
+            (
+                "outbound_channel_frames_max",
+                self.outbound_channel_frames_max as u64,
+            ),
+            (
+                "read_bytes_per_event_max",
+                self.read_bytes_per_event_max as u64,
+            ),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits: {name} must be above zero"));
+        }
+        if sealed_len(self.max_frame_bytes) > u32::MAX as usize {
+            return Err("limits: max_frame_bytes does not fit a u32 length prefix".into());
+        }
+        if self.write_buffer_bytes_max < 4 + sealed_len(self.max_frame_bytes) {
+            return Err("limits: write_buffer_bytes_max must hold one largest frame".into());
+        }
+        if self.reconnect_backoff_ms_max < self.reconnect_backoff_ms_min {
+            return Err(
+                "limits: reconnect_backoff_ms_max is below reconnect_backoff_ms_min".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,48 @@
+//! What crosses the channels between the net thread and the rest of the node.
+//!
+//! Invariant: an [`Inbound`] is only ever built from a frame that arrived on a link whose
+//! Noise handshake finished and whose remote static key passed the allow-list, so `from` is
+//! authenticated. The bytes themselves are unparsed: decoding and validation are the verifier
+//! pool's job.
+
+use crate::types::NodeId;
+
+use super::noise::KEY_BYTES;
+
+/// A client, named by its X25519 static (Noise) public key: the key is what the handshake
+/// authenticates, so it is the identity replies are routed by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub [u8; KEY_BYTES]);
+
+impl std::fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client:")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The authenticated other end of a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Remote {
+    Peer(NodeId),
+    Client(ClientId),
+}
+
+/// One application frame received from an authenticated remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inbound {
+    pub from: Remote,
+    pub bytes: Vec<u8>,
+}
+
+/// A request to the net thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    ToPeer(NodeId, Vec<u8>),
+    /// To every configured peer (not to ourselves).
+    Broadcast(Vec<u8>),
+    ToClient(ClientId, Vec<u8>),
+}

@@ -246,16 +246,9 @@ fn a_stuck_round_times_out_once_then_rebroadcasts_the_same_timeout() {
             _ => None,
         })
         .expect("pending work arms the round timer");
-    let early = core.handle(deadline - 1, Event::TimerFired);
     assert!(
-        persist_ticket(&early).is_none() && broadcasts(&early).is_empty(),
-        "an early timer must not time out: {early:?}"
-    );
-    assert!(
-        early
-            .iter()
-            .all(|a| matches!(a, Action::SetTimer { deadline_ms } if *deadline_ms == deadline)),
-        "an early timer only re-announces the same deadline: {early:?}"
+        core.handle(deadline - 1, Event::TimerFired).is_empty(),
+        "a stale timer is ignored (the live one is still set)"
     );
     let fired = core.handle(deadline, Event::TimerFired);
     assert!(

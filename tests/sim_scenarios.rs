@@ -38,11 +38,13 @@ fn sweep(
 }
 
 /// Every run committed most submitted requests on every honest node (not merely "no crash").
+/// 70%: requests keep arriving until the run ends, and a silent or slow leader costs two timed-out
+/// rounds in four, so the last seconds of requests may still be queued.
 fn assert_committed_most(reports: &[SimReport], honest: usize) {
     for r in reports {
         let expected = r.requests_submitted * honest as u64;
         assert!(
-            r.requests_committed * 10 >= expected * 8,
+            r.requests_committed * 10 >= expected * 7,
             "{}: only {} of {} request commits (submitted x honest nodes)",
             r.config.repro_command(),
             r.requests_committed,

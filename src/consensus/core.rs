@@ -147,8 +147,8 @@ impl Core {
             Event::MessageReceived { from, msg } => self.on_message(from, msg),
             Event::RequestReceived(req) => self.on_request(req.into_inner()),
             Event::TimerFired => {
-                // Whatever fired, make sure the next deadline is (re)announced.
-                self.timer_set = None;
+                // The runtime keeps only the latest `SetTimer` and fires it at or after its
+                // deadline, so an early or stale fire needs nothing: the live timer is still set.
                 if self.pacemaker.is_due(self.now) {
                     self.on_round_timer();
                 }

@@ -79,6 +79,22 @@ pub fn verify_one(message: &[u8], sig: &Sig, key: &VerifyingKey) -> bool {
     key.verify_strict(message, &sig).is_ok()
 }
 
+/// Adds the group order L to `s` (little-endian): the same value mod L in a non-canonical
+/// encoding, i.e. the classic malleation. For tests that it is refused everywhere.
+#[cfg(test)]
+pub(crate) fn add_group_order_to_s(sig: &mut Sig) {
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (byte, l) in sig.0[32..].iter_mut().zip(L) {
+        let v = u16::from(*byte) + u16::from(l) + carry;
+        *byte = v as u8;
+        carry = v >> 8;
+    }
+}
+
 /// True if `R` decodes to one of the eight small-order points, in any of its encodings
 /// (including non-canonical ones such as a sign bit on x = 0, or y >= p).
 fn has_small_order_r(sig: &Signature) -> bool {
@@ -185,18 +201,8 @@ mod tests {
     #[test]
     fn malleated_signature_with_s_plus_l_is_rejected_everywhere() {
         let (m, s, k) = signed(3, b"payload");
-        // Add the group order L to s (little-endian); the result is non-canonical.
-        const L: [u8; 32] = [
-            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
-            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-        ];
         let mut mal = s;
-        let mut carry = 0u16;
-        for (byte, l) in mal.0[32..].iter_mut().zip(L) {
-            let v = u16::from(*byte) + u16::from(l) + carry;
-            *byte = v as u8;
-            carry = v >> 8;
-        }
+        add_group_order_to_s(&mut mal);
         assert!(verify_one(&m, &s, &k));
         assert!(!verify_one(&m, &mal, &k));
         let mut batch = SigBatch::new();

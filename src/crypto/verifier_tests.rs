@@ -140,17 +140,7 @@ fn signature_from_another_cluster_is_rejected() {
 fn malleated_signature_is_rejected() {
     let f = fixture(ClientPolicy::Any);
     let mut v = f.vote(1, 1, BlockId([1; 32]), 3);
-    // s + L: same signature value mod L, non-canonical encoding.
-    const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-    ];
-    let mut carry = 0u16;
-    for (byte, l) in v.signature.0[32..].iter_mut().zip(L) {
-        let s = u16::from(*byte) + u16::from(l) + carry;
-        *byte = s as u8;
-        carry = s >> 8;
-    }
+    crate::crypto::sig_batch::add_group_order_to_s(&mut v.signature);
     assert_eq!(
         f.check(Message::Vote(v)).unwrap_err(),
         VerifyError::BadSignature("vote")

@@ -56,17 +56,24 @@ impl ByzKind {
 impl FromStr for ByzKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        ByzKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = ByzKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown Byzantine kind '{s}' (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+        parse_named(s, &ByzKind::ALL, |k| k.name(), "Byzantine kind")
     }
+}
+
+/// Finds the item named `s`, or says which names exist.
+fn parse_named<T: Copy>(
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> Result<T, String> {
+    all.iter().copied().find(|k| name(*k) == s).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|k| name(*k)).collect();
+        format!(
+            "unknown {what} '{s}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
 }
 
 /// The honest-side faults of a run.
@@ -111,16 +118,7 @@ impl Scenario {
 impl FromStr for Scenario {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Scenario::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Scenario::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown scenario '{s}' (expected one of: {})",
-                    names.join(", ")
-                )
-            })
+        parse_named(s, &Scenario::ALL, |k| k.name(), "scenario")
     }
 }
 

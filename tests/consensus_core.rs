@@ -292,3 +292,27 @@ fn far_future_and_misdirected_votes_are_counted_and_dropped() {
     assert_eq!(stats.dropped_not_leader, 1);
     assert_eq!(core.round(), 1, "uncertified input never moves the round");
 }
+
+#[test]
+fn a_restarted_node_does_not_order_a_committed_request_again() {
+    let c = cluster();
+    let b1 = c.proposal(1);
+    let id = b1.compute_id();
+    let durable = DurableState {
+        safety: SafetyData::genesis(&c.cluster),
+        blocks: vec![(id, b1.clone())],
+        committed: b1.header(id),
+    };
+    let mut core = c.core(3, Some(durable));
+    core.start(0);
+    // A late copy of the request that block 1 committed (a client retry, a slow peer).
+    c.submit(&mut core, 1, 1);
+    assert_eq!(
+        core.mempool_len(),
+        0,
+        "a committed request re-entered the mempool"
+    );
+    assert_eq!(core.stats().requests_duplicate, 1);
+    c.submit(&mut core, 2, 2);
+    assert_eq!(core.mempool_len(), 1, "a new request is still accepted");
+}

@@ -63,6 +63,11 @@ impl BlockTree {
         }
     }
 
+    /// The retained committed blocks, oldest first.
+    pub fn committed_blocks(&self) -> impl Iterator<Item = &Block> + '_ {
+        self.committed.iter().filter_map(|id| self.blocks.get(id))
+    }
+
     pub fn root(&self) -> &BlockHeader {
         &self.root
     }

@@ -121,6 +121,14 @@ impl Core {
         let mut blocks = blocks;
         blocks.sort_by_key(|(_, b)| b.height);
         core.tree.restore_committed(&blocks);
+        // Remember what already committed, so late copies of those requests are not ordered
+        // again after a restart.
+        let committed: Vec<ClientRequest> = core
+            .tree
+            .committed_blocks()
+            .flat_map(|b| b.payload.iter().cloned())
+            .collect();
+        core.mempool.remove_committed(&committed);
         for (id, block) in blocks {
             // Restored blocks were durable already; a failure only means a pruned fork.
             let _ = core.tree.insert(id, block);

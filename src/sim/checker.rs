@@ -5,7 +5,7 @@
 //! - liveness: after the last fault heals, every honest node commits a request submitted after
 //!   the heal, before the run ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::consensus::TimeMs;
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, Height, NodeId};
@@ -16,6 +16,8 @@ pub struct Checker {
     tips: Vec<Option<BlockHeader>>,
     post_heal_commit: Vec<bool>,
     submitted_at: HashMap<(ClientKey, u64), TimeMs>,
+    /// Requests some honest node committed (clients stop retrying those).
+    committed: HashSet<(ClientKey, u64)>,
     heal_at_ms: TimeMs,
     violations: Vec<String>,
 }
@@ -30,6 +32,7 @@ impl Checker {
             tips: honest.iter().map(|&h| h.then_some(genesis)).collect(),
             post_heal_commit: vec![false; honest.len()],
             submitted_at: HashMap::new(),
+            committed: HashSet::new(),
             heal_at_ms,
             violations: Vec::new(),
         }
@@ -68,6 +71,8 @@ impl Checker {
             }
         }
         self.tips[node.index()] = Some(block.header(id));
+        self.committed
+            .extend(block.payload.iter().map(|r| (r.client, r.seq)));
         let heal = self.heal_at_ms;
         if block.payload.iter().any(|r| {
             self.submitted_at
@@ -76,6 +81,10 @@ impl Checker {
         }) {
             self.post_heal_commit[node.index()] = true;
         }
+    }
+
+    pub fn is_committed(&self, client: ClientKey, seq: u64) -> bool {
+        self.committed.contains(&(client, seq))
     }
 
     /// Liveness, checked when the run ends.

@@ -58,6 +58,10 @@ pub fn run(config: &SimConfig) -> Result<SimReport, String> {
 
 #[derive(Debug)]
 enum Ev {
+    /// The client re-sends a request no honest node has committed yet.
+    ClientRetry {
+        req: ClientRequest,
+    },
     Deliver {
         to: NodeId,
         from: NodeId,
@@ -165,6 +169,8 @@ struct Sim {
 
 /// Simulated fsync delay bounds, in ms (the clock's unit).
 const DISK_MS_MAX: u64 = 8;
+/// A client re-sends a request that has not committed after this long.
+const CLIENT_RETRY_MS: u64 = 2_000;
 /// Share of crashes that tear the batch being synced (a prefix of it reaches the disk).
 const TORN_CRASH_CHANCE: f64 = 0.5;
 
@@ -477,6 +483,11 @@ impl Sim {
                 }
             }
             Ev::ClientTick => self.client_tick(),
+            Ev::ClientRetry { req } => {
+                if !self.checker.is_committed(req.client, req.seq) {
+                    self.send_request(req);
+                }
+            }
         }
     }
 
@@ -537,7 +548,21 @@ impl Sim {
         };
         self.checker.on_submit(req.client, req.seq, self.now);
         self.submitted += 1;
+        self.send_request(req);
+        let next = self.now + self.cfg.request_interval_ms;
+        if next <= self.end_ms {
+            self.schedule(next, Ev::ClientTick);
+        }
+    }
+
+    /// Sends a request to every node through the same lossy network as node traffic (a client
+    /// is in no partition group), and schedules a retry in case it does not commit.
+    fn send_request(&mut self, req: ClientRequest) {
         for i in 0..self.cfg.nodes {
+            if self.rng.chance(self.loss) {
+                self.dropped += 1;
+                continue;
+            }
             let at = self.now
                 + self
                     .rng
@@ -550,9 +575,9 @@ impl Sim {
                 },
             );
         }
-        let next = self.now + self.cfg.request_interval_ms;
-        if next <= self.end_ms {
-            self.schedule(next, Ev::ClientTick);
+        let retry_at = self.now + CLIENT_RETRY_MS;
+        if retry_at <= self.end_ms {
+            self.schedule(retry_at, Ev::ClientRetry { req });
         }
     }
 

@@ -55,7 +55,10 @@ pub struct ClientsConfig {
 
 /// `allow = "any"` or `allow = [{ signing_public_key = "..", noise_public_key = ".." }, ..]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "clients.allow must be \"any\" or a list of { signing_public_key, noise_public_key }"
+)]
 pub enum ClientAllow {
     Keyword(String),
     List(Vec<ClientKeysConfig>),

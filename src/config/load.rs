@@ -223,8 +223,9 @@ pub(super) fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> Config
     let Some(span) = e.span() else {
         return ConfigError::whole(file, message);
     };
-    let start = span.start.min(text.len());
-    let line_no = text[..start].matches('\n').count() + 1;
+    // `get` rather than slicing: a span off a char boundary must not panic.
+    let before = text.get(..span.start.min(text.len())).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     ConfigError::whole(file, format!("line {line_no}: `{line}`: {message}"))
 }

@@ -206,6 +206,12 @@ fn client_allow_list_errors() {
         format!("{}allow = \"anyone\"\n{}", &t[..start], &t[end..])
     });
     assert_field(&err, &path, "clients.allow", "neither \"any\"");
+    let (err, _) = broken(|t| t.replace("allow = [", "allow = 5\nx = ["));
+    assert!(
+        err.to_string()
+            .contains("clients.allow must be \"any\" or a list"),
+        "{err}"
+    );
     let (err, path) = broken(|t| {
         let client = member_key(&t, 0, "noise_public_key");
         let member = member_key(&t, 1, "noise_public_key");

@@ -11,8 +11,10 @@
 
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod consensus;
 pub mod crypto;
+pub mod keys_file;
 pub mod kv;
 pub mod net;
 pub mod sim;

@@ -1,4 +1,5 @@
-//! `bftd`: the node daemon and its tools. Today: `bftd sim`, the deterministic simulator.
+//! `bftd`: the node daemon and its tools. Today: `bftd sim` (the deterministic simulator),
+//! `bftd keygen` and `bftd testnet` (keys and config files).
 
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ fn main() -> ExitCode {
     let rest: Vec<std::ffi::OsString> = args.collect();
     let result = match cmd.to_str() {
         Some("sim") => bftd::cli::sim::main(rest),
+        Some("keygen") => bftd::cli::keygen::main(rest),
+        Some("testnet") => bftd::cli::testnet::main(rest),
         Some("-h" | "--help" | "help") => {
             print!("{}", bftd::cli::HELP);
             Ok(())

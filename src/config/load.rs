@@ -240,7 +240,7 @@ impl LoadedConfig {
     }
 
     pub fn core_config(&self) -> CoreConfig {
-        self.raw.consensus.to_core_config()
+        self.raw.consensus.clone()
     }
 
     pub fn client_policy(&self) -> &ClientPolicy {
@@ -276,7 +276,7 @@ impl LoadedConfig {
             peers,
             clients,
             prologue: self.cluster.0.to_vec(),
-            limits: self.raw.limits.to_net_limits(),
+            limits: self.raw.limits.clone(),
         }
     }
 }

@@ -308,3 +308,25 @@ fn testnet_refuses_a_non_empty_dir_without_force() {
     write_testnet(&spec).unwrap();
     NodeConfig::load(&spec.dir.join("node3.toml")).unwrap();
 }
+
+#[test]
+fn a_misspelled_consensus_or_limits_field_is_an_error_and_known_ones_apply() {
+    for (table, typo) in [
+        ("[consensus]", "round_timeout_bse_ms"),
+        ("[limits]", "max_frame_byte"),
+    ] {
+        let (err, _) = broken(|t| t.replacen(table, &format!("{table}\n{typo} = 5"), 1));
+        assert!(err.to_string().contains(typo), "{table}: {err}");
+    }
+    let (_tmp, dir) = testnet(4, 1);
+    let path = dir.join("node0.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let text = text.replacen("[consensus]", "[consensus]\nround_timeout_base_ms = 250", 1);
+    fs::write(&path, text).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    assert_eq!(loaded.core_config().round_timeout_base_ms, 250);
+    assert_eq!(
+        loaded.core_config().round_timeout_max_ms,
+        crate::consensus::CoreConfig::default().round_timeout_max_ms
+    );
+}

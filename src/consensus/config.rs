@@ -1,8 +1,10 @@
 //! Operator-tunable limits and timings of the core. Every queue and map in the core is bounded
 //! by one of these.
 
-/// Tunables of one consensus core.
-#[derive(Debug, Clone)]
+/// Tunables of one consensus core. Read from a node's `[consensus]` table: every field is
+/// optional (defaults below), an unknown one is an error.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CoreConfig {
     /// First round timeout; doubles on each consecutive timeout.
     pub round_timeout_base_ms: u64,

@@ -30,8 +30,10 @@ pub enum ClientAccess {
     AllowList(Vec<[u8; KEY_BYTES]>),
 }
 
-/// Every limit of the net thread. Defaults suit a LAN cluster of a handful of nodes.
-#[derive(Clone, Debug)]
+/// Every limit of the net thread. Defaults suit a LAN cluster of a handful of nodes. Read from a
+/// node's `[limits]` table: every field optional, an unknown one is an error.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetLimits {
     /// Largest application frame (plaintext), both directions.
     pub max_frame_bytes: usize,

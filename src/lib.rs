@@ -20,3 +20,4 @@ pub mod net;
 pub mod sim;
 pub mod storage;
 pub mod types;
+pub mod wire;

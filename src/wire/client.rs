@@ -1,0 +1,93 @@
+//! Client-to-node frames ([`ClientFrame`]) and node-to-client frames ([`NodeFrame`]).
+//!
+//! The link is Noise-authenticated both ways, so a client knows which node every frame came
+//! from; replies carry no signature. A client accepts a result only when `f + 1` nodes send the
+//! same `(seq, reply)` bytes: replies are deterministic (`kv::encode_reply` of the state
+//! machine's output), so honest nodes send identical bytes.
+//!
+//! Requests are signed by the client's Ed25519 key ([`ClientRequest`]); a node forwards only
+//! verified requests to consensus, and refuses the rest with a [`Refusal`] that says why.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::kv::VersionedValue;
+use crate::types::ClientRequest;
+
+/// Largest client or node frame the decoders accept.
+pub const CLIENT_FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub enum ClientFrame {
+    /// A signed request to order: writes, transactions and linearizable reads.
+    Submit(ClientRequest),
+    /// Read one key from this node's last applied state, without ordering (a stale read).
+    StaleGet { id: u64, key: Vec<u8> },
+    /// Ask for this node's status.
+    Status { id: u64 },
+}
+
+/// Why a node did not take a request.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Refusal {
+    /// The node is overloaded (mempool or queues full): retry later with the same seq.
+    Busy,
+    /// The signing key is not in the cluster's client allow-list.
+    NotAuthorised,
+    /// The signature does not verify, or the request exceeds a limit.
+    Invalid,
+}
+
+/// One node's view of itself, for `bftctl status` and health checks.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct NodeStatus {
+    pub node_id: u16,
+    pub round: u64,
+    pub leader: u16,
+    pub committed_height: u64,
+    pub applied_height: u64,
+    pub state_digest: [u8; 32],
+    pub uptime_ms: u64,
+    pub mempool_requests: u64,
+    pub peers_connected: u16,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub enum NodeFrame {
+    /// The committed result of request `seq` of `client`: `kv::encode_reply` bytes, identical
+    /// on every honest node.
+    Reply {
+        client: [u8; 32],
+        seq: u64,
+        reply: Vec<u8>,
+    },
+    /// The node did not take request `seq` of `client`.
+    Refused {
+        client: [u8; 32],
+        seq: u64,
+        reason: Refusal,
+    },
+    /// Answer to `StaleGet`: the value as of `applied_height` on this node.
+    StaleValue {
+        id: u64,
+        applied_height: u64,
+        value: Option<VersionedValue>,
+    },
+    Status { id: u64, status: NodeStatus },
+}
+
+pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
+    codec::encode(frame).into_vec()
+}
+
+pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, CodecError> {
+    codec::decode::<ClientFrame>(bytes, CLIENT_FRAME_BYTES_MAX)
+}
+
+pub fn encode_node_frame(frame: &NodeFrame) -> Vec<u8> {
+    codec::encode(frame).into_vec()
+}
+
+pub fn decode_node_frame(bytes: &[u8]) -> Result<NodeFrame, CodecError> {
+    codec::decode::<NodeFrame>(bytes, CLIENT_FRAME_BYTES_MAX)
+}

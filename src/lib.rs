@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod keys_file;
 pub mod kv;
 pub mod net;
+pub mod node;
 pub mod sim;
 pub mod storage;
 pub mod types;

@@ -1,5 +1,5 @@
-//! `bftd`: the node daemon and its tools. Today: `bftd sim` (the deterministic simulator),
-//! `bftd keygen` and `bftd testnet` (keys and config files).
+//! `bftd`: the node daemon (`bftd --config FILE`, `bftd dev`) and its tools: `bftd sim` (the
+//! deterministic simulator), `bftd keygen` and `bftd testnet` (keys and config files).
 
 use std::process::ExitCode;
 
@@ -13,6 +13,13 @@ fn main() -> ExitCode {
     let rest: Vec<std::ffi::OsString> = args.collect();
     let result = match cmd.to_str() {
         Some("sim") => bftd::cli::sim::main(rest),
+        Some("start") => bftd::cli::start::main(rest),
+        Some("dev") => bftd::cli::dev::main(rest),
+        Some(flag) if flag == "-c" || flag.starts_with("--config") => {
+            let mut all = vec![cmd.clone()];
+            all.extend(rest);
+            bftd::cli::start::main(all)
+        }
         Some("keygen") => bftd::cli::keygen::main(rest),
         Some("testnet") => bftd::cli::testnet::main(rest),
         Some("-h" | "--help" | "help") => {

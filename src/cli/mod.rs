@@ -1,22 +1,26 @@
 //! Command-line front ends of the `bftd` binary, one module per subcommand. Each parses its
 //! own arguments with `lexopt` and returns `Err(message)` for a one-line, actionable error.
 
+pub mod dev;
 pub mod keygen;
 pub mod sim;
+pub mod start;
 pub mod testnet;
 
 pub const HELP: &str = "\
 bftd: a Byzantine-fault-tolerant replicated key-value store
 
 USAGE:
+    bftd --config FILE        Run one node (same as 'bftd start --config FILE')
     bftd <COMMAND> [OPTIONS]
 
 COMMANDS:
+    start      Run one node in the foreground (see 'bftd start --help')
+    dev        Run a local cluster on 127.0.0.1 until Ctrl-C (see 'bftd dev --help')
     sim        Run the deterministic consensus simulator (see 'bftd sim --help')
     keygen     Make one key pair: signing (Ed25519) and Noise (X25519) (see 'bftd keygen --help')
     testnet    Write configs and keys for a local cluster (see 'bftd testnet --help')
     help       Print this help
 
-The node daemon (bftd --config FILE) and 'bftd dev' are not built yet: they arrive with the
-daemon issue. The config files 'bftd testnet' writes are the ones the daemon will read.
+Set RUST_LOG (error, warn, info, debug) to change how much the node logs.
 ";

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::consensus::CoreConfig;
 use crate::net::NetLimits;
+use crate::node::settings::{FaultSettings, NodeSettings};
 
 /// One node's config file (`nodeN.toml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +33,10 @@ pub struct NodeConfig {
     pub consensus: ConsensusConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub node: NodeSettings,
+    #[serde(default)]
+    pub faults: FaultSettings,
 }
 
 /// One `[[members]]` entry.

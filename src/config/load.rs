@@ -94,6 +94,10 @@ impl NodeConfig {
         let listen_addr = members::socket_addr(file, "listen_addr", &self.listen_addr)?;
         let (allowed_clients, client_policy) = self.parse_clients(file, &members)?;
         self.check_consensus(file)?;
+        self.node
+            .validate(self.consensus.committed_blocks_retained)
+            .and_then(|()| self.faults.validate())
+            .map_err(|(field, problem)| ConfigError::field(file, field, problem))?;
         let signing_secret =
             members::read_key_file(file, "signing_key_path", &self.signing_key_path)?;
         let noise_secret = members::read_key_file(file, "noise_key_path", &self.noise_key_path)?;

@@ -75,6 +75,7 @@ pub fn render_node(spec: &ClusterSpec, node: usize, data_dir: &Path, keys: &OwnP
     }
     out.push_str("\n[consensus]\n# Defaults apply to every field left out; see the README.\n");
     out.push_str("\n[limits]\n");
+    out.push_str("\n[node]\n");
     members_toml(&mut out, &spec.members);
     out
 }

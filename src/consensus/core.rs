@@ -200,6 +200,12 @@ impl Core {
         self.mempool.len()
     }
 
+    /// True while the core is fetching blocks it is missing (the runtime falls back to a
+    /// snapshot when that makes no progress).
+    pub fn is_syncing(&self) -> bool {
+        self.sync.is_fetching()
+    }
+
     pub fn leader(&self) -> NodeId {
         self.committee.leader(self.round)
     }
@@ -222,6 +228,14 @@ impl Core {
         match self.mempool.add(req) {
             AddOutcome::Added => self.pacemaker.arm(self.now),
             AddOutcome::Duplicate => self.stats.requests_duplicate += 1,
+            AddOutcome::Committed => {
+                self.stats.requests_duplicate += 1;
+                self.out.push(Action::RejectRequest {
+                    client,
+                    seq,
+                    reason: RejectReason::Committed,
+                });
+            }
             AddOutcome::Full => {
                 self.stats.requests_rejected_busy += 1;
                 self.out.push(Action::RejectRequest {

@@ -69,6 +69,9 @@ pub enum PersistItem {
 pub enum RejectReason {
     /// The mempool is full: try again later.
     Busy,
+    /// The same `(client, seq)` was already committed: the runtime answers with the reply the
+    /// state machine stored for it (a client's retry must see the one result it produced).
+    Committed,
 }
 
 /// What a restarted core resumes from: its last durable safety state, the blocks it persisted

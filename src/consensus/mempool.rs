@@ -26,7 +26,10 @@ pub struct Mempool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AddOutcome {
     Added,
+    /// The same `(client, seq)` is already waiting.
     Duplicate,
+    /// The same `(client, seq)` was already committed (and is still remembered).
+    Committed,
     Full,
 }
 
@@ -54,8 +57,11 @@ impl Mempool {
 
     pub fn add(&mut self, req: ClientRequest) -> AddOutcome {
         let key = (req.client, req.seq);
-        if self.requests.contains_key(&key) || self.committed.contains(&key) {
+        if self.requests.contains_key(&key) {
             return AddOutcome::Duplicate;
+        }
+        if self.committed.contains(&key) {
+            return AddOutcome::Committed;
         }
         if self.requests.len() >= self.requests_max
             || self.bytes + req.size_bytes() > self.bytes_max
@@ -151,7 +157,7 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(
             m.add(req(1, 1, 10)),
-            AddOutcome::Duplicate,
+            AddOutcome::Committed,
             "committed is remembered"
         );
         assert_eq!(m.add(req(1, 3, 10)), AddOutcome::Added);

@@ -97,6 +97,11 @@ impl SyncState {
         v
     }
 
+    /// True while some block is being fetched.
+    pub fn is_fetching(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
+
     pub fn next_deadline(&self) -> Option<TimeMs> {
         self.outstanding.values().map(|o| o.deadline).min()
     }

@@ -129,6 +129,7 @@ impl Committee {
 
 /// A node's own signing key, bound to its cluster. Ed25519 signing is deterministic, so the
 /// core can sign without a source of randomness.
+#[derive(Clone)]
 pub struct Signer {
     key: SigningKey,
     cluster: ClusterId,

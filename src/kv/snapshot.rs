@@ -132,6 +132,16 @@ impl KvStore {
 
     /// Verifies the snapshot at `path` and replaces this store's state with it.
     pub fn install_snapshot(&mut self, path: &Path) -> Result<SnapshotInfo, StorageError> {
+        self.install_snapshot_with_meta(path, &[])
+    }
+
+    /// [`KvStore::install_snapshot`], writing the runtime's `meta` entries (see
+    /// [`KvStore::apply_nowait`]) in the same atomic replacement.
+    pub fn install_snapshot_with_meta(
+        &mut self,
+        path: &Path,
+        meta: &[(&[u8], &[u8])],
+    ) -> Result<SnapshotInfo, StorageError> {
         let bytes = self.engine.fs().read_file(path, SNAPSHOT_BYTES_MAX)?;
         let (info, mut entries, accumulator) = parse_snapshot(&bytes, path)?;
         if info.applied_height < self.applied_height {
@@ -141,13 +151,31 @@ impl KvStore {
             );
             return Err(StorageError::invalid(reason));
         }
-        let meta = TableEntry {
+        let meta_entry = TableEntry {
             key: META_KEY.to_vec(),
             tombstone: false,
             value: encode_meta(info.applied_height, &accumulator),
         };
         let at = entries.partition_point(|e| e.key.as_slice() < META_KEY);
-        entries.insert(at, meta);
+        entries.insert(at, meta_entry);
+        for (key, value) in meta {
+            assert!(
+                key.first() == Some(&META_PREFIX) && *key != META_KEY,
+                "runtime meta keys live under the meta prefix"
+            );
+            let at = entries.partition_point(|e| e.key.as_slice() < *key);
+            if entries.get(at).is_some_and(|e| e.key.as_slice() == *key) {
+                continue;
+            }
+            entries.insert(
+                at,
+                TableEntry {
+                    key: key.to_vec(),
+                    tombstone: false,
+                    value: value.to_vec(),
+                },
+            );
+        }
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
         self.accumulator = accumulator;

@@ -14,7 +14,7 @@ use std::path::Path;
 use super::digest::DigestAccumulator;
 use super::exactly_once::{self, SeqStatus};
 use super::execute::{execute_ops, range};
-use super::keys::{META_KEY, data_key, decode_versioned};
+use super::keys::{META_KEY, META_PREFIX, data_key, decode_versioned};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
 use super::reply::{KeyValue, KvReply, Reply, VersionedValue, decode_reply, encode_reply};
@@ -73,6 +73,22 @@ impl KvStore {
         height: u64,
         requests: &[KvRequest<'_>],
     ) -> Result<Vec<KvReply>, StorageError> {
+        let (replies, lsn) = self.apply_nowait(height, requests, &[])?;
+        self.engine.wait_durable(lsn)?;
+        Ok(replies)
+    }
+
+    /// Like [`KvStore::apply`], but returns once the block's batch is queued in the WAL (and
+    /// visible to reads), with the LSN to pass to `engine().wait_durable` before the replies
+    /// may be released. `meta` entries (keys starting with `m`, not covered by the digest or
+    /// snapshots) are written in the same atomic batch: the runtime records which block the
+    /// state is at this way, so the two can never disagree after a crash.
+    pub fn apply_nowait(
+        &mut self,
+        height: u64,
+        requests: &[KvRequest<'_>],
+        meta: &[(&[u8], &[u8])],
+    ) -> Result<(Vec<KvReply>, Lsn), StorageError> {
         if height <= self.applied_height {
             let reason = format!(
                 "block {height} is not above the applied height {}",
@@ -87,11 +103,40 @@ impl KvStore {
         }
         let accumulator = overlay.accumulator();
         overlay.put_uncovered(META_KEY.to_vec(), encode_meta(height, &accumulator));
+        for (key, value) in meta {
+            assert!(
+                key.first() == Some(&META_PREFIX) && *key != META_KEY,
+                "runtime meta keys live under the meta prefix"
+            );
+            overlay.put_uncovered(key.to_vec(), value.to_vec());
+        }
         let (batch, accumulator) = overlay.into_batch();
-        self.engine.write(&batch)?;
+        let lsn = self.engine.write_nowait(&batch)?;
         self.applied_height = height;
         self.accumulator = accumulator;
-        Ok(replies)
+        Ok((replies, lsn))
+    }
+
+    /// A runtime meta entry written with [`KvStore::apply_nowait`].
+    pub fn meta(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.engine.get(key)
+    }
+
+    /// The stored reply of an already executed request `(client, seq)`, if it is still in the
+    /// exactly-once window: what a node answers to a retry that consensus already ordered.
+    pub fn cached_reply(&self, client: &[u8; 32], seq: u64) -> Result<Option<Reply>, StorageError> {
+        let overlay = BlockOverlay::new(&self.engine, self.accumulator);
+        match exactly_once::classify(&overlay, client, seq)? {
+            SeqStatus::Cached(bytes) => decode_reply(&bytes).map(Some).map_err(|_| {
+                StorageError::invalid(format!("stored reply of seq {seq} does not decode"))
+            }),
+            SeqStatus::TooOld { oldest_kept_seq } => {
+                Ok(Some(Reply::Rejected(super::reply::Rejection::SeqTooOld {
+                    oldest_kept_seq,
+                })))
+            }
+            SeqStatus::Fresh => Ok(None),
+        }
     }
 
     /// Equal on every node that applied the same blocks; O(1) (maintained incrementally).

@@ -1,0 +1,184 @@
+//! The consensus core's durable state: its safety data and the blocks it holds, in a storage
+//! engine of their own (`<data_dir>/consensus`), apart from the replicated KV state
+//! (`<data_dir>/state`).
+//!
+//! Why a separate engine: installing a snapshot replaces the whole KV engine, and the safety
+//! data must survive that untouched (a node that forgot its last vote could vote twice).
+//!
+//! Layout:
+//! ```text
+//! "s"                          -> rkyv SafetyData (replaced on every change)
+//! "b" ++ height(u64 BE) ++ id  -> rkyv Block
+//! ```
+//! Which block the KV state is at lives in the KV engine's meta entry `COMMITTED_META_KEY`,
+//! written in the same atomic batch as the block's effects (see `storage_thread`).
+//!
+//! Invariants: `persist` writes one engine batch per `Persist` action, so a crash keeps a
+//! prefix of the actions; blocks below `committed - retained` are pruned in the background
+//! of commits, never above.
+
+use std::path::Path;
+
+use crate::codec;
+use crate::consensus::{DurableState, PersistItem, SafetyData};
+use crate::storage::{Engine, EngineOptions, Lsn, StorageError, WriteBatch};
+use crate::types::{Block, BlockHeader, BlockId, ClusterId};
+
+const SAFETY_KEY: &[u8] = b"s";
+const BLOCK_PREFIX: u8 = b'b';
+/// The KV engine meta key that names the block the state is at.
+pub const COMMITTED_META_KEY: &[u8] = b"mnode/committed";
+/// Largest stored block or safety record the decoder accepts.
+const RECORD_BYTES_MAX: usize = codec::MESSAGE_BYTES_MAX;
+
+pub struct BlockStore {
+    engine: Engine,
+    /// Blocks below this height are pruned (exclusive).
+    pruned_below: u64,
+}
+
+fn block_key(height: u64, id: &BlockId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(41);
+    key.push(BLOCK_PREFIX);
+    key.extend_from_slice(&height.to_be_bytes());
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn height_key(height: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(BLOCK_PREFIX);
+    key.extend_from_slice(&height.to_be_bytes());
+    key
+}
+
+/// Encodes a committed block header for the KV meta entry: id, parent, round, height.
+pub fn encode_header(h: &BlockHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(&h.id.0);
+    out.extend_from_slice(&h.parent.0);
+    out.extend_from_slice(&h.round.to_le_bytes());
+    out.extend_from_slice(&h.height.to_le_bytes());
+    out
+}
+
+pub fn decode_header(bytes: &[u8]) -> Option<BlockHeader> {
+    if bytes.len() != 80 {
+        return None;
+    }
+    let id = BlockId(bytes[..32].try_into().ok()?);
+    let parent = BlockId(bytes[32..64].try_into().ok()?);
+    let round = u64::from_le_bytes(bytes[64..72].try_into().ok()?);
+    let height = u64::from_le_bytes(bytes[72..80].try_into().ok()?);
+    Some(BlockHeader {
+        id,
+        parent,
+        round,
+        height,
+    })
+}
+
+impl BlockStore {
+    pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, StorageError> {
+        let engine = Engine::open(dir, options, |lsn, kind, _| {
+            Err(StorageError::invalid(format!(
+                "unexpected WAL record kind {kind} at LSN {lsn}"
+            )))
+        })?;
+        Ok(Self {
+            engine,
+            pruned_below: 0,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Queues one `Persist` action's items as one atomic batch; durable once
+    /// `engine().wait_durable(lsn)` returns.
+    pub fn persist(&self, items: &[PersistItem]) -> Result<Lsn, StorageError> {
+        let mut batch = WriteBatch::new();
+        for item in items {
+            match item {
+                PersistItem::Safety(s) => batch.put(SAFETY_KEY, codec::encode(s).into_vec()),
+                PersistItem::Block { id, block } => {
+                    batch.put(block_key(block.height, id), codec::encode(block).into_vec())
+                }
+            }
+        }
+        self.engine.write_nowait(&batch)
+    }
+
+    /// Deletes blocks below `height` (exclusive). Bounded work per call: at most `max` blocks.
+    pub fn prune_below(&mut self, height: u64, max: usize) -> Result<Option<Lsn>, StorageError> {
+        if height <= self.pruned_below {
+            return Ok(None);
+        }
+        let rows = self.engine.range(
+            &height_key(self.pruned_below),
+            Some(&height_key(height)),
+            max,
+        );
+        let done = rows.len() < max;
+        let mut batch = WriteBatch::new();
+        for (key, _) in &rows {
+            batch.delete(key.clone());
+        }
+        if done {
+            self.pruned_below = height;
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        self.engine.write_nowait(&batch).map(Some)
+    }
+
+    /// The state a restarted core resumes from. `committed` is the block the KV state is at
+    /// (genesis for a fresh node); blocks at or below `committed.height - retained` are not
+    /// loaded.
+    pub fn load(
+        &mut self,
+        cluster: &ClusterId,
+        committed: BlockHeader,
+        retained: u64,
+    ) -> Result<DurableState, StorageError> {
+        let safety = match self.engine.get(SAFETY_KEY) {
+            None => SafetyData::genesis(cluster),
+            Some(bytes) => codec::decode::<SafetyData>(&bytes, RECORD_BYTES_MAX).map_err(|e| {
+                StorageError::corrupt(self.engine.dir(), 0, format!("safety record: {e}"))
+            })?,
+        };
+        let from = committed.height.saturating_sub(retained);
+        let mut blocks = Vec::new();
+        let mut failure = None;
+        self.engine.scan(
+            &height_key(from),
+            Some(&[BLOCK_PREFIX + 1]),
+            |key, value| match codec::decode::<Block>(value, RECORD_BYTES_MAX) {
+                Ok(block) => {
+                    let id = block.compute_id();
+                    if key[9..] != id.0 {
+                        failure = Some(format!("block at key {key:02x?} has another id"));
+                        return false;
+                    }
+                    blocks.push((id, block));
+                    true
+                }
+                Err(e) => {
+                    failure = Some(format!("block record: {e}"));
+                    false
+                }
+            },
+        );
+        if let Some(why) = failure {
+            return Err(StorageError::corrupt(self.engine.dir(), 0, why));
+        }
+        self.pruned_below = from;
+        Ok(DurableState {
+            safety,
+            blocks,
+            committed,
+        })
+    }
+}

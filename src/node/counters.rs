@@ -1,0 +1,75 @@
+//! The node runtime's own counters (the core counts in `CoreStats`, the transport in
+//! `NetCounters`): what the verifier pool refused and why, what clients were told, and what
+//! the storage thread did. Relaxed atomics: they are statistics, not synchronisation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::crypto::VerifyError;
+use crate::types::NodeId;
+use crate::wire::Refusal;
+
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn bump(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct NodeCounters {
+    pub peer_frames_undecodable: Counter,
+    pub client_frames_undecodable: Counter,
+    /// Snapshot requests or answers dropped because a queue was full.
+    pub state_frames_dropped: Counter,
+    pub requests_accepted: Counter,
+    pub requests_refused_busy: Counter,
+    pub requests_refused_not_authorised: Counter,
+    pub requests_refused_invalid: Counter,
+    pub replies_sent: Counter,
+    pub blocks_applied: Counter,
+    pub snapshots_saved: Counter,
+    pub snapshots_installed: Counter,
+    /// Peer messages that failed verification, per peer (index = node id).
+    pub peer_messages_rejected: Vec<Counter>,
+    /// Of those, the ones with an invalid signature.
+    pub peer_bad_signatures: Vec<Counter>,
+}
+
+impl NodeCounters {
+    pub fn new(members: usize) -> Self {
+        Self {
+            peer_messages_rejected: (0..members).map(|_| Counter::default()).collect(),
+            peer_bad_signatures: (0..members).map(|_| Counter::default()).collect(),
+            ..Self::default()
+        }
+    }
+
+    pub fn rejected_peer_message(&self, from: NodeId, e: &VerifyError) {
+        if let Some(c) = self.peer_messages_rejected.get(from.index()) {
+            c.bump();
+        }
+        if matches!(e, VerifyError::BadSignature(_))
+            && let Some(c) = self.peer_bad_signatures.get(from.index())
+        {
+            c.bump();
+        }
+    }
+
+    pub fn request_refused(&self, why: Refusal) {
+        match why {
+            Refusal::Busy => self.requests_refused_busy.bump(),
+            Refusal::NotAuthorised => self.requests_refused_not_authorised.bump(),
+            Refusal::Invalid => self.requests_refused_invalid.bump(),
+        }
+    }
+}

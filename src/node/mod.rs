@@ -1,0 +1,354 @@
+//! The node runtime: the threads of one `bftd` node around the sans-I/O core (DESIGN §3).
+//!
+//! ```text
+//! transport (mio thread) --frames--> verifier pool (k threads) --verified--> consensus thread
+//!      ^                                    | stale reads, status               | persist, commit
+//!      |                                    v                                   v
+//!      +---------- replies, messages ------------------------------------- storage thread
+//! ```
+//! - [`verify_pool`]: decode, validate and batch-verify; nothing unverified goes further;
+//! - [`consensus_loop`]: owns the [`crate::consensus::Core`], real clock and timers;
+//! - [`storage_loop`]: group-commits the core's state ([`block_store`]) and the KV state
+//!   machine, then releases persist reports and client replies;
+//! - [`state_transfer`] and [`snapshots`]: catching up by snapshot when blocks are gone;
+//! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts.
+//!
+//! Every channel is bounded (sizes in [`settings::NodeSettings`]). Shutdown: the consensus
+//! thread and verifiers stop on a flag; the storage thread then drains its queue, waits for
+//! the last sync and exits; the transport closes last. No safety state is lost: the core
+//! never lets a vote out before its persist is durable, and the storage thread finishes
+//! every persist it was given.
+
+pub mod block_store;
+pub mod consensus_loop;
+pub mod counters;
+pub mod lossy;
+pub mod routes;
+pub mod settings;
+pub mod snapshots;
+pub mod state_transfer;
+pub mod status;
+pub mod storage_loop;
+pub mod verify_pool;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::bounded;
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::LoadedConfig;
+use crate::crypto::{Verifier, VerifierLimits};
+use crate::kv::KvStore;
+use crate::net::{NetStats, Transport};
+use crate::storage::{EngineOptions, StorageError};
+use crate::types::Block;
+use crate::wire::NodeStatus;
+use block_store::{BlockStore, COMMITTED_META_KEY, decode_header};
+use consensus_loop::{ConsensusCtx, CoreFactory};
+use counters::NodeCounters;
+use routes::ReplyRoutes;
+use snapshots::SnapshotDir;
+use state_transfer::StateTransfer;
+use status::StatusBoard;
+use storage_loop::{StorageCtx, StorageToConsensus};
+use verify_pool::VerifyCtx;
+
+/// Why a node could not start. The message names what failed and where.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running node. Drop or [`Node::shutdown`] stops it cleanly.
+pub struct Node {
+    transport: Option<Transport>,
+    stop: Arc<AtomicBool>,
+    consensus: Option<JoinHandle<()>>,
+    storage: Option<JoinHandle<()>>,
+    verifiers: Vec<JoinHandle<()>>,
+    status: Arc<StatusBoard>,
+    counters: Arc<NodeCounters>,
+    failure: Arc<Mutex<Option<String>>>,
+    local_addr: SocketAddr,
+}
+
+fn storage_error(what: &str, dir: &Path, e: StorageError) -> StartError {
+    StartError(format!("{what} in {}: {e}", dir.display()))
+}
+
+fn engine_options() -> EngineOptions {
+    EngineOptions {
+        // The node logs no records of its own in either engine.
+        caller_pins_wal: false,
+        ..EngineOptions::default()
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| StartError(format!("cannot start thread {name}: {e}")))
+}
+
+impl Node {
+    /// Opens the data dir (replaying both WALs), binds the listener and starts every thread.
+    pub fn start(cfg: &LoadedConfig) -> Result<Node, StartError> {
+        let settings = cfg.raw.node.clone();
+        let data_dir = &cfg.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StartError(format!(
+                "cannot create data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let state_dir = data_dir.join("state");
+        let consensus_dir = data_dir.join("consensus");
+        let kv = KvStore::open(&state_dir, engine_options())
+            .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
+        let mut blocks = BlockStore::open(&consensus_dir, engine_options())
+            .map_err(|e| storage_error("cannot open the consensus store", &consensus_dir, e))?;
+        let committed = match kv.meta(COMMITTED_META_KEY) {
+            None if kv.applied_height() == 0 => Block::genesis_header(&cfg.cluster),
+            None => {
+                return Err(StartError(format!(
+                    "{}: the state is at height {} but does not say which block; the data dir is damaged",
+                    state_dir.display(),
+                    kv.applied_height()
+                )));
+            }
+            Some(bytes) => decode_header(&bytes)
+                .filter(|h| h.height == kv.applied_height())
+                .ok_or_else(|| {
+                    StartError(format!(
+                        "{}: the committed-block record is corrupt",
+                        state_dir.display()
+                    ))
+                })?,
+        };
+        let core_cfg = cfg.core_config();
+        let durable = blocks
+            .load(
+                &cfg.cluster,
+                committed,
+                core_cfg.committed_blocks_retained as u64,
+            )
+            .map_err(|e| storage_error("cannot load the consensus state", &consensus_dir, e))?;
+        log::info!(
+            "node {}: state at height {}, {} stored blocks, resuming at round {}",
+            cfg.node_id,
+            committed.height,
+            durable.blocks.len(),
+            durable.safety.resume_round()
+        );
+        let snapshots = SnapshotDir::open(&data_dir.join("snapshots"), settings.snapshots_kept)
+            .map_err(|e| {
+                StartError(format!("cannot open {}/snapshots: {e}", data_dir.display()))
+            })?;
+
+        let committee = Arc::new(cfg.committee().clone());
+        let factory = CoreFactory {
+            cfg: core_cfg.clone(),
+            committee: committee.clone(),
+            signer: cfg.signer(),
+            me: cfg.node_id,
+        };
+        let core = factory.build(durable);
+
+        let transport = Transport::start(cfg.transport_config())
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", cfg.listen_addr)))?;
+        let local_addr = transport.local_addr();
+        let out = transport.sender();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(StatusBoard::new(cfg.node_id.0));
+        let digest = kv.state_digest();
+        status.update(|s| {
+            s.applied_height = committed.height;
+            s.committed_height = committed.height;
+            s.state_digest = digest;
+        });
+        let counters = Arc::new(NodeCounters::new(committee.n()));
+        let routes = Arc::new(ReplyRoutes::new(settings.reply_routes_max));
+        let kv = Arc::new(RwLock::new(kv));
+        let failure = Arc::new(Mutex::new(None));
+
+        let (consensus_tx, consensus_rx) = bounded(settings.consensus_queue_max);
+        let (storage_tx, storage_rx) = bounded(settings.storage_queue_max);
+        let (wake_tx, wake_rx) = bounded(1);
+        let (installed_tx, installed_rx) = bounded(4);
+        let durable_ticket = Arc::new(AtomicU64::new(0));
+
+        let storage_ctx = StorageCtx {
+            kv: kv.clone(),
+            blocks,
+            snapshots,
+            out: out.clone(),
+            routes: routes.clone(),
+            status: status.clone(),
+            counters: counters.clone(),
+            to_consensus: StorageToConsensus {
+                durable_ticket: durable_ticket.clone(),
+                wake: wake_tx,
+                installed: installed_tx,
+            },
+            snapshot_interval_blocks: settings.snapshot_interval_blocks,
+            blocks_retained: core_cfg.committed_blocks_retained as u64,
+            failure: failure.clone(),
+        };
+        let storage = spawn("bftd-storage", move || {
+            storage_loop::run(storage_ctx, storage_rx)
+        })?;
+
+        let verifier = Arc::new(Verifier::new(
+            committee.clone(),
+            VerifierLimits {
+                block_requests_max: core_cfg.block_requests_max,
+                block_bytes_max: core_cfg.block_bytes_max,
+                sync_blocks_max: core_cfg.sync_blocks_max as usize,
+                ..VerifierLimits::default()
+            },
+            cfg.client_policy().clone(),
+        ));
+        let verify_ctx = VerifyCtx {
+            verifier,
+            inbound: transport.inbound().clone(),
+            consensus: consensus_tx,
+            storage: storage_tx.clone(),
+            out: out.clone(),
+            routes: routes.clone(),
+            kv: kv.clone(),
+            status: status.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            batch_frames_max: settings.verify_batch_frames_max,
+        };
+        let mut verifiers = Vec::new();
+        for i in 0..settings.verifier_thread_count() {
+            let ctx = verify_ctx.clone();
+            verifiers.push(spawn(&format!("bftd-verify-{i}"), move || {
+                verify_pool::run(ctx)
+            })?);
+        }
+        drop(verify_ctx);
+
+        let faults = if cfg.raw.faults.is_active() {
+            log::warn!(
+                "injecting network faults on peer frames: {:?}",
+                cfg.raw.faults
+            );
+            Some(
+                lossy::FaultyLink::start(cfg.raw.faults.clone(), out.clone())
+                    .map_err(|e| StartError(format!("cannot start the fault injector: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let consensus_ctx = ConsensusCtx {
+            core,
+            factory,
+            inputs: consensus_rx,
+            storage: storage_tx,
+            durable_ticket,
+            durable_wake: wake_rx,
+            installed: installed_rx,
+            out,
+            faults,
+            routes,
+            status: status.clone(),
+            counters: counters.clone(),
+            net: transport.counters(),
+            transfer: StateTransfer::new(
+                committee.f(),
+                settings.state_transfer_after_ms,
+                data_dir.join("snapshots").join("incoming.part"),
+            ),
+            stop: stop.clone(),
+        };
+        let consensus = spawn("bftd-consensus", move || consensus_loop::run(consensus_ctx))?;
+        log::info!("node {} listening on {local_addr}", cfg.node_id);
+        Ok(Node {
+            transport: Some(transport),
+            stop,
+            consensus: Some(consensus),
+            storage: Some(storage),
+            verifiers,
+            status,
+            counters,
+            failure,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.snapshot()
+    }
+
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    pub fn net_stats(&self) -> NetStats {
+        self.transport
+            .as_ref()
+            .map(Transport::stats)
+            .unwrap_or_default()
+    }
+
+    /// The storage error that stopped the node, if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
+    /// True once a thread stopped on its own (a storage failure).
+    pub fn has_failed(&self) -> bool {
+        self.failure.lock().is_some() || self.storage.as_ref().is_some_and(|t| t.is_finished())
+    }
+
+    /// Stops the node: no new input, every queued persist and commit finished and synced,
+    /// then the sockets closed. Returns the storage failure, if there was one.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.stop_threads();
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.verifiers.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(t) = self.consensus.take() {
+            let _ = t.join();
+        }
+        // Both senders of the storage queue are gone now: it drains, syncs and exits.
+        if let Some(t) = self.storage.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.transport.take() {
+            t.shutdown();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}

@@ -1,0 +1,106 @@
+//! Which client connections asked for which request, so the reply goes back to them.
+//!
+//! A client sends each request to every node, so each node routes a reply to the connection
+//! (the client's Noise key) that gave it the request. The table is bounded: beyond
+//! `capacity` entries the oldest are forgotten (their clients time out and retry; a retry
+//! re-registers the route and gets the cached reply).
+
+use std::collections::{HashMap, VecDeque};
+
+use parking_lot::Mutex;
+
+use crate::net::ClientId;
+use crate::types::ClientKey;
+
+type Key = (ClientKey, u64);
+
+pub struct ReplyRoutes {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+struct Inner {
+    routes: HashMap<Key, Vec<ClientId>>,
+    order: VecDeque<Key>,
+}
+
+/// Connections per request remembered (a client reconnecting and retrying adds one).
+const CONNECTIONS_PER_REQUEST_MAX: usize = 4;
+
+impl ReplyRoutes {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                routes: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn add(&self, client: ClientKey, seq: u64, conn: ClientId) {
+        let mut g = self.inner.lock();
+        let key = (client, seq);
+        match g.routes.get_mut(&key) {
+            Some(conns) => {
+                if !conns.contains(&conn) && conns.len() < CONNECTIONS_PER_REQUEST_MAX {
+                    conns.push(conn);
+                }
+                return;
+            }
+            None => {
+                g.routes.insert(key, vec![conn]);
+                g.order.push_back(key);
+            }
+        }
+        while g.routes.len() > self.capacity {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            g.routes.remove(&old);
+        }
+        // `order` may hold keys already taken; keep it from growing without bound.
+        if g.order.len() > self.capacity * 2 {
+            let Inner { routes, order } = &mut *g;
+            order.retain(|k| routes.contains_key(k));
+        }
+    }
+
+    /// The connections waiting for `(client, seq)`, forgetting them.
+    pub fn take(&self, client: &ClientKey, seq: u64) -> Vec<ClientId> {
+        self.inner
+            .lock()
+            .routes
+            .remove(&(*client, seq))
+            .unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_taken_once_and_bounded() {
+        let r = ReplyRoutes::new(2);
+        let (a, b) = (ClientKey([1; 32]), ClientId([9; 32]));
+        r.add(a, 1, b);
+        r.add(a, 1, b);
+        assert_eq!(r.take(&a, 1), vec![b]);
+        assert!(r.take(&a, 1).is_empty());
+        for seq in 0..10 {
+            r.add(a, seq, b);
+        }
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.take(&a, 9), vec![b], "the newest survive");
+        assert!(r.take(&a, 0).is_empty(), "the oldest were forgotten");
+    }
+}

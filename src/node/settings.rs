@@ -1,0 +1,126 @@
+//! Node-level settings from a node config's `[node]` and `[faults]` tables: thread counts,
+//! queue bounds, snapshots and state transfer, and (for demonstrations only) injected network
+//! faults. Every field is optional; unknown fields are errors.
+
+/// `[node]`: how the runtime around the core is sized.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Verifier threads; 0 means one per CPU core.
+    pub verifier_threads: usize,
+    /// Frames one verifier thread decodes and verifies as one signature batch.
+    pub verify_batch_frames_max: usize,
+    /// Verified events waiting for the consensus thread; verifiers block beyond it (peer
+    /// messages) or answer `busy` (client requests).
+    pub consensus_queue_max: usize,
+    /// Jobs waiting for the storage thread; the consensus thread blocks beyond it.
+    pub storage_queue_max: usize,
+    /// Client requests whose reply route (which connection asked) is remembered.
+    pub reply_routes_max: usize,
+    /// Save a snapshot of the state every this many committed blocks (for peers that fell too
+    /// far behind to sync block by block). Must be below `consensus.committed_blocks_retained`,
+    /// so a node that installed a snapshot can fetch the blocks after it.
+    pub snapshot_interval_blocks: u64,
+    /// Snapshot files kept in `<data_dir>/snapshots`.
+    pub snapshots_kept: usize,
+    /// A node whose committed height has not moved for this long while it is fetching blocks
+    /// asks its peers for a snapshot.
+    pub state_transfer_after_ms: u64,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            verifier_threads: 0,
+            verify_batch_frames_max: 256,
+            consensus_queue_max: 8192,
+            storage_queue_max: 1024,
+            reply_routes_max: 200_000,
+            snapshot_interval_blocks: 5_000,
+            snapshots_kept: 2,
+            state_transfer_after_ms: 3_000,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// The number of verifier threads to start.
+    pub fn verifier_thread_count(&self) -> usize {
+        if self.verifier_threads > 0 {
+            return self.verifier_threads;
+        }
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+
+    /// Checks the invariants; the error names the field.
+    pub fn validate(&self, committed_blocks_retained: usize) -> Result<(), (String, String)> {
+        let nonzero = [
+            (
+                "verify_batch_frames_max",
+                self.verify_batch_frames_max as u64,
+            ),
+            ("consensus_queue_max", self.consensus_queue_max as u64),
+            ("storage_queue_max", self.storage_queue_max as u64),
+            ("reply_routes_max", self.reply_routes_max as u64),
+            ("snapshot_interval_blocks", self.snapshot_interval_blocks),
+            ("snapshots_kept", self.snapshots_kept as u64),
+            ("state_transfer_after_ms", self.state_transfer_after_ms),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err((format!("node.{name}"), "must be above zero".into()));
+        }
+        if self.snapshot_interval_blocks >= committed_blocks_retained as u64 {
+            return Err((
+                "node.snapshot_interval_blocks".into(),
+                format!(
+                    "is {} but must be below consensus.committed_blocks_retained ({committed_blocks_retained}), \
+                     or a node that installs a snapshot could not fetch the blocks after it",
+                    self.snapshot_interval_blocks
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[faults]`: network faults the node injects into its own outgoing peer frames, to watch
+/// view changes happen (`bftd dev --lossy`). All zero (off) by default; never for production.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Share of peer frames dropped, 0.0 ..= 1.0.
+    pub drop_share: f64,
+    /// Share of peer frames sent twice.
+    pub duplicate_share: f64,
+    /// Share of peer frames held back for a random delay up to `delay_ms_max`.
+    pub delay_share: f64,
+    pub delay_ms_max: u64,
+}
+
+impl FaultSettings {
+    pub fn is_active(&self) -> bool {
+        self.drop_share > 0.0 || self.duplicate_share > 0.0 || self.delay_share > 0.0
+    }
+
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, v) in [
+            ("drop_share", self.drop_share),
+            ("duplicate_share", self.duplicate_share),
+            ("delay_share", self.delay_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err((
+                    format!("faults.{name}"),
+                    format!("is {v}, must be in 0.0 ..= 1.0"),
+                ));
+            }
+        }
+        if self.delay_share > 0.0 && self.delay_ms_max == 0 {
+            return Err((
+                "faults.delay_ms_max".into(),
+                "must be above zero when faults.delay_share is".into(),
+            ));
+        }
+        Ok(())
+    }
+}

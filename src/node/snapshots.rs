@@ -1,0 +1,135 @@
+//! The node's snapshot files (`<data_dir>/snapshots`): saved every
+//! `snapshot_interval_blocks` committed blocks, served in chunks to peers that fell behind,
+//! and the landing place of a snapshot this node downloads.
+//!
+//! Each snapshot is two files: `snap-<height>.snap` (the KV snapshot format, self-checking:
+//! blake3 over the file and a recomputed state digest) and `snap-<height>.offer` (the rkyv
+//! [`SnapshotOffer`]: which committed block the state is after). The `.offer` file is written
+//! last, durably, so a snapshot without one is incomplete and ignored (and deleted).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::codec;
+use crate::wire::SnapshotOffer;
+
+/// Largest chunk served or asked for.
+pub const CHUNK_BYTES_MAX: u32 = 1 << 20;
+
+pub struct SnapshotDir {
+    dir: PathBuf,
+    kept: usize,
+    /// Complete snapshots, oldest first.
+    offers: Vec<SnapshotOffer>,
+}
+
+impl SnapshotDir {
+    /// Opens (creating) the directory, lists complete snapshots, deletes incomplete ones.
+    pub fn open(dir: &Path, kept: usize) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut offers = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let Some(height) = name
+                .strip_prefix("snap-")
+                .and_then(|n| n.strip_suffix(".snap"))
+                .and_then(|h| h.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            match read_offer(&offer_path(dir, height)) {
+                Some(offer) if offer.height == height => offers.push(offer),
+                _ => {
+                    log::warn!("{}: incomplete snapshot, deleting it", path.display());
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        offers.sort_by_key(|o| o.height);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kept: kept.max(1),
+            offers,
+        })
+    }
+
+    pub fn newest(&self) -> Option<&SnapshotOffer> {
+        self.offers.last()
+    }
+
+    pub fn snap_path(&self, height: u64) -> PathBuf {
+        self.dir.join(format!("snap-{height:020}.snap"))
+    }
+
+    /// Where a download in progress is written.
+    pub fn incoming_path(&self) -> PathBuf {
+        self.dir.join("incoming.part")
+    }
+
+    /// Records a complete snapshot file at `snap_path(offer.height)`, then drops the oldest
+    /// beyond the number kept.
+    pub fn add(&mut self, offer: SnapshotOffer) -> std::io::Result<()> {
+        let path = offer_path(&self.dir, offer.height);
+        let tmp = path.with_extension("offer.tmp");
+        let bytes = codec::encode(&offer);
+        {
+            let mut f = fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&self.dir)?.sync_all()?;
+        self.offers.retain(|o| o.height != offer.height);
+        self.offers.push(offer);
+        self.offers.sort_by_key(|o| o.height);
+        while self.offers.len() > self.kept {
+            let old = self.offers.remove(0);
+            let _ = fs::remove_file(offer_path(&self.dir, old.height));
+            let _ = fs::remove_file(self.snap_path(old.height));
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes at `offset` of the snapshot at `height`; empty if it is gone or the
+    /// offset is past its end.
+    pub fn chunk(&self, height: u64, offset: u64, len: u32) -> Vec<u8> {
+        if !self.offers.iter().any(|o| o.height == height) {
+            return Vec::new();
+        }
+        let len = len.min(CHUNK_BYTES_MAX) as usize;
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = fs::File::open(self.snap_path(height))?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = Vec::with_capacity(len);
+            f.take(len as u64).read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        read().unwrap_or_else(|e| {
+            log::warn!("reading snapshot {height} for a peer: {e}");
+            Vec::new()
+        })
+    }
+}
+
+fn offer_path(dir: &Path, height: u64) -> PathBuf {
+    dir.join(format!("snap-{height:020}.offer"))
+}
+
+fn read_offer(path: &Path) -> Option<SnapshotOffer> {
+    let bytes = fs::read(path).ok()?;
+    codec::decode::<SnapshotOffer>(&bytes, 4096).ok()
+}
+
+/// Height and state digest from a snapshot file's header (see `kv::snapshot`), to check a
+/// downloaded file against the agreed offer before installing it.
+pub fn read_header(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut head = [0u8; 52];
+    fs::File::open(path)?.read_exact(&mut head)?;
+    let mut height = [0u8; 8];
+    height.copy_from_slice(&head[12..20]);
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&head[20..52]);
+    Ok((u64::from_le_bytes(height), digest))
+}

@@ -1,0 +1,44 @@
+//! The node's status as the threads publish it: the consensus thread writes round, leader
+//! and committed height; the storage thread writes the applied height and state digest.
+//! Readers (status requests, health) take a copy. Writes are a few words under a
+//! `parking_lot` mutex, once per handled event batch.
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::wire::NodeStatus;
+
+pub struct StatusBoard {
+    started: Instant,
+    inner: Mutex<NodeStatus>,
+}
+
+impl StatusBoard {
+    pub fn new(node_id: u16) -> Self {
+        Self {
+            started: Instant::now(),
+            inner: Mutex::new(NodeStatus {
+                node_id,
+                round: 0,
+                leader: 0,
+                committed_height: 0,
+                applied_height: 0,
+                state_digest: [0; 32],
+                uptime_ms: 0,
+                mempool_requests: 0,
+                peers_connected: 0,
+            }),
+        }
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut NodeStatus)) {
+        f(&mut self.inner.lock());
+    }
+
+    pub fn snapshot(&self) -> NodeStatus {
+        let mut s = self.inner.lock().clone();
+        s.uptime_ms = self.started.elapsed().as_millis() as u64;
+        s
+    }
+}

@@ -1,0 +1,335 @@
+//! The storage thread: makes the core's state durable, applies committed blocks to the KV
+//! state machine, answers clients, and keeps and serves snapshots.
+//!
+//! Group commit: it takes every job queued (up to `GROUP_JOBS_MAX`), queues all their WAL
+//! writes, then waits once per engine (the consensus engine and the KV engine sync in
+//! parallel, each with its own committer thread). Only then does it
+//! - publish the highest durable persist ticket (the consensus thread then releases the votes
+//!   and timeouts that waited for it: persist before speaking), and
+//! - send the replies of the applied blocks (a client never sees a result that a crash could
+//!   take back on this node).
+//!
+//! Fail-stop: any storage error stops the thread; the node stops acknowledging anything
+//! (STYLE rule 7) and `Node::wait` reports the error.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Mutex, RwLock};
+
+use super::block_store::{BlockStore, COMMITTED_META_KEY, encode_header};
+use super::counters::NodeCounters;
+use super::routes::ReplyRoutes;
+use super::snapshots::{SnapshotDir, read_header};
+use super::status::StatusBoard;
+use crate::consensus::PersistItem;
+use crate::kv::{KvReply, KvRequest, KvStore, encode_reply};
+use crate::net::{Outbound, OutboundSender};
+use crate::storage::{Lsn, StorageError};
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId};
+use crate::wire::client::encode_node_frame;
+use crate::wire::peer::encode_peer;
+use crate::wire::{NodeFrame, PeerFrame, SnapshotOffer, StateMsg};
+
+/// Jobs handled as one group commit at most.
+const GROUP_JOBS_MAX: usize = 512;
+/// Old blocks deleted per group at most (pruning is spread over commits).
+const PRUNE_BLOCKS_PER_GROUP: usize = 256;
+
+pub enum StorageJob {
+    /// Make `items` durable, then report `ticket`.
+    Persist {
+        ticket: u64,
+        items: Vec<PersistItem>,
+    },
+    /// Apply a committed block and reply to its clients.
+    Commit { id: BlockId, block: Block },
+    /// Consensus saw `(client, seq)` again after it committed: answer from the exactly-once
+    /// table.
+    CachedReply { client: ClientKey, seq: u64 },
+    /// A peer's snapshot request.
+    ServeState { from: NodeId, msg: StateMsg },
+    /// Install the downloaded snapshot at `path`, which the cluster agreed is `offer`.
+    Install { path: PathBuf, offer: SnapshotOffer },
+}
+
+/// What the storage thread tells the consensus thread.
+pub struct StorageToConsensus {
+    /// Highest persist ticket that is durable.
+    pub durable_ticket: Arc<AtomicU64>,
+    /// A token whenever `durable_ticket` moved (capacity 1: a wake-up, not a queue).
+    pub wake: Sender<()>,
+    /// Outcome of an `Install` job: the block the state is now at.
+    pub installed: Sender<Result<BlockHeader, String>>,
+}
+
+pub struct StorageCtx {
+    pub kv: Arc<RwLock<KvStore>>,
+    pub blocks: BlockStore,
+    pub snapshots: SnapshotDir,
+    pub out: OutboundSender,
+    pub routes: Arc<ReplyRoutes>,
+    pub status: Arc<StatusBoard>,
+    pub counters: Arc<NodeCounters>,
+    pub to_consensus: StorageToConsensus,
+    pub snapshot_interval_blocks: u64,
+    pub blocks_retained: u64,
+    /// Set when the thread stopped on a storage error.
+    pub failure: Arc<Mutex<Option<String>>>,
+}
+
+/// The effects of one group, released once its writes are durable.
+#[derive(Default)]
+struct Group {
+    blocks_lsn: Option<Lsn>,
+    kv_lsn: Option<Lsn>,
+    ticket: Option<u64>,
+    replies: Vec<KvReply>,
+    cached: Vec<(ClientKey, u64)>,
+}
+
+pub fn run(mut ctx: StorageCtx, jobs: Receiver<StorageJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_JOBS_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = ctx.process(batch) {
+            let why = format!("storage failed, the node stops: {e}");
+            log::error!("{why}");
+            *ctx.failure.lock() = Some(why);
+            return;
+        }
+    }
+    // Every sender is gone: the node is shutting down and everything queued was handled.
+    log::debug!("storage thread done");
+}
+
+impl StorageCtx {
+    fn process(&mut self, batch: Vec<StorageJob>) -> Result<(), StorageError> {
+        let mut group = Group::default();
+        for job in batch {
+            match job {
+                StorageJob::Persist { ticket, items } => {
+                    group.blocks_lsn = Some(self.blocks.persist(&items)?);
+                    group.ticket = Some(ticket);
+                }
+                StorageJob::Commit { id, block } => self.apply(id, &block, &mut group)?,
+                StorageJob::CachedReply { client, seq } => group.cached.push((client, seq)),
+                StorageJob::ServeState { from, msg } => self.serve_state(from, msg),
+                StorageJob::Install { path, offer } => {
+                    // Everything before the install is released first.
+                    self.release(std::mem::take(&mut group))?;
+                    let result = self.install(&path, &offer);
+                    let _ = std::fs::remove_file(&path);
+                    if let Err(e) = &result {
+                        log::warn!("snapshot {} not installed: {e}", offer.height);
+                    }
+                    let _ = self.to_consensus.installed.send(result);
+                }
+            }
+        }
+        self.release(group)
+    }
+
+    fn apply(&mut self, id: BlockId, block: &Block, group: &mut Group) -> Result<(), StorageError> {
+        let kv_lock = Arc::clone(&self.kv);
+        let mut kv = kv_lock.write();
+        let applied = kv.applied_height();
+        if block.height <= applied {
+            // A restarted core re-commits blocks the state already has.
+            return Ok(());
+        }
+        if block.height != applied + 1 {
+            return Err(StorageError::invalid(format!(
+                "commit of height {} but the state is at {applied}",
+                block.height
+            )));
+        }
+        let requests: Vec<KvRequest<'_>> = block
+            .payload
+            .iter()
+            .map(|r| KvRequest {
+                client: r.client.0,
+                seq: r.seq,
+                ops: &r.ops,
+            })
+            .collect();
+        let header = block.header(id);
+        let meta = encode_header(&header);
+        let (replies, lsn) =
+            kv.apply_nowait(block.height, &requests, &[(COMMITTED_META_KEY, &meta)])?;
+        group.kv_lsn = Some(lsn);
+        group.replies.extend(replies);
+        self.counters.blocks_applied.bump();
+        let digest = kv.state_digest();
+        if block.height.is_multiple_of(self.snapshot_interval_blocks) {
+            self.save_snapshot(&kv, header, digest)?;
+        }
+        drop(kv);
+        self.status.update(|s| {
+            s.applied_height = block.height;
+            s.state_digest = digest;
+        });
+        if let Some(lsn) = self.blocks.prune_below(
+            block.height.saturating_sub(self.blocks_retained),
+            PRUNE_BLOCKS_PER_GROUP,
+        )? {
+            group.blocks_lsn = Some(group.blocks_lsn.map_or(lsn, |l| l.max(lsn)));
+        }
+        Ok(())
+    }
+
+    /// Saves the state right after block `header` (the caller holds the KV lock, so no later
+    /// block is in it). A failure to save is logged, not fatal: snapshots serve other nodes.
+    fn save_snapshot(
+        &mut self,
+        kv: &KvStore,
+        header: BlockHeader,
+        digest: [u8; 32],
+    ) -> Result<(), StorageError> {
+        let path = self.snapshots.snap_path(header.height);
+        let started = std::time::Instant::now();
+        let info = match kv.save_snapshot(&path) {
+            Ok(info) => info,
+            Err(e) => {
+                log::warn!("saving snapshot at height {}: {e}", header.height);
+                return Ok(());
+            }
+        };
+        debug_assert_eq!(info.state_digest, digest);
+        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let offer = SnapshotOffer {
+            height: header.height,
+            block_id: header.id,
+            parent_id: header.parent,
+            round: header.round,
+            state_digest: info.state_digest,
+            file_bytes,
+        };
+        if let Err(e) = self.snapshots.add(offer) {
+            log::warn!("recording snapshot at height {}: {e}", header.height);
+            return Ok(());
+        }
+        self.counters.snapshots_saved.bump();
+        log::info!(
+            "saved snapshot at height {} ({} entries, {file_bytes} bytes) in {} ms",
+            header.height,
+            info.entry_count,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// Waits for the group's writes, then lets its effects out.
+    fn release(&mut self, group: Group) -> Result<(), StorageError> {
+        if let Some(lsn) = group.blocks_lsn {
+            self.blocks.engine().wait_durable(lsn)?;
+        }
+        if let Some(lsn) = group.kv_lsn {
+            self.kv.read().engine().wait_durable(lsn)?;
+        }
+        if let Some(ticket) = group.ticket {
+            self.to_consensus
+                .durable_ticket
+                .fetch_max(ticket, Ordering::SeqCst);
+            let _ = self.to_consensus.wake.try_send(());
+        }
+        for reply in group.replies {
+            self.send_reply(reply.client, reply.seq, || encode_reply(&reply.reply));
+        }
+        for (client, seq) in group.cached {
+            let cached = self.kv.read().cached_reply(&client.0, seq)?;
+            // `None`: ordered but not applied here yet; the commit's own reply will answer.
+            if let Some(reply) = cached {
+                self.send_reply(client.0, seq, || encode_reply(&reply));
+            }
+        }
+        Ok(())
+    }
+
+    fn send_reply(&self, client: [u8; 32], seq: u64, encode: impl FnOnce() -> Vec<u8>) {
+        let conns = self.routes.take(&ClientKey(client), seq);
+        if conns.is_empty() {
+            return;
+        }
+        let frame = encode_node_frame(&NodeFrame::Reply {
+            client,
+            seq,
+            reply: encode(),
+        });
+        for conn in conns {
+            self.counters.replies_sent.bump();
+            if self
+                .out
+                .send(Outbound::ToClient(conn, frame.clone()))
+                .is_err()
+            {
+                return; // the transport is gone: shutting down
+            }
+        }
+    }
+
+    fn serve_state(&self, from: NodeId, msg: StateMsg) {
+        let answer = match msg {
+            StateMsg::OfferRequest => StateMsg::Offer(self.snapshots.newest().cloned()),
+            StateMsg::ChunkRequest {
+                height,
+                offset,
+                len,
+            } => StateMsg::Chunk {
+                height,
+                offset,
+                bytes: self.snapshots.chunk(height, offset, len),
+            },
+            StateMsg::Offer(_) | StateMsg::Chunk { .. } => return,
+        };
+        let bytes = encode_peer(&PeerFrame::State(answer));
+        let _ = self.out.try_send(Outbound::ToPeer(from, bytes));
+    }
+
+    fn install(
+        &mut self,
+        path: &std::path::Path,
+        offer: &SnapshotOffer,
+    ) -> Result<BlockHeader, String> {
+        let (height, digest) =
+            read_header(path).map_err(|e| format!("reading the download: {e}"))?;
+        if height != offer.height || digest != offer.state_digest {
+            return Err("the downloaded file is not the snapshot the peers agreed on".into());
+        }
+        let header = BlockHeader {
+            id: offer.block_id,
+            parent: offer.parent_id,
+            round: offer.round,
+            height: offer.height,
+        };
+        let meta = encode_header(&header);
+        let mut kv = self.kv.write();
+        let info = kv
+            .install_snapshot_with_meta(path, &[(COMMITTED_META_KEY, &meta)])
+            .map_err(|e| e.to_string())?;
+        if info.state_digest != offer.state_digest {
+            return Err("the installed state digest differs from the agreed one".into());
+        }
+        self.counters.snapshots_installed.bump();
+        // Keep it, so this node can serve it in turn.
+        let kept = self.snapshots.snap_path(offer.height);
+        if std::fs::copy(path, &kept).is_ok() {
+            let _ = self.snapshots.add(offer.clone());
+        }
+        let digest = kv.state_digest();
+        drop(kv);
+        self.status.update(|s| {
+            s.applied_height = offer.height;
+            s.state_digest = digest;
+        });
+        log::info!("installed snapshot at height {}", offer.height);
+        Ok(header)
+    }
+}

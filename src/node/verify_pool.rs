@@ -1,0 +1,217 @@
+//! The verifier pool: threads that take raw frames from the transport, decode and validate
+//! them, verify every signature in one batch per handful of frames, and pass what is valid
+//! on. Nothing unverified reaches the consensus thread (it only accepts `Verified<T>`).
+//!
+//! Routing: consensus messages and client requests go to the consensus thread; a peer's
+//! snapshot requests go to the storage thread; answers to our own snapshot requests go to
+//! the consensus thread (which runs the state transfer); stale reads and status requests are
+//! answered here, from the KV store's read lock and the status board.
+//!
+//! Backpressure: a peer message waits for room in the consensus queue (the transport stops
+//! reading that peer meanwhile); a client request that finds the queue full is refused with
+//! `busy` at once, so clients cannot crowd out the protocol.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::RwLock;
+
+use super::consensus_loop::ConsensusInput;
+use super::counters::NodeCounters;
+use super::routes::ReplyRoutes;
+use super::status::StatusBoard;
+use super::storage_loop::StorageJob;
+use crate::crypto::{Verifier, VerifyError};
+use crate::kv::KvStore;
+use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
+use crate::types::{ClientRequest, Message, NodeId};
+use crate::wire::client::{decode_client_frame, encode_node_frame};
+use crate::wire::peer::decode_peer;
+use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
+
+/// Everything one verifier thread needs; cloned per thread.
+#[derive(Clone)]
+pub struct VerifyCtx {
+    pub verifier: Arc<Verifier>,
+    pub inbound: Receiver<Inbound>,
+    pub consensus: Sender<ConsensusInput>,
+    pub storage: Sender<StorageJob>,
+    pub out: OutboundSender,
+    pub routes: Arc<ReplyRoutes>,
+    pub kv: Arc<RwLock<KvStore>>,
+    pub status: Arc<StatusBoard>,
+    pub counters: Arc<NodeCounters>,
+    pub stop: Arc<AtomicBool>,
+    pub batch_frames_max: usize,
+}
+
+/// Frames of one batch, sorted by what they need.
+#[derive(Default)]
+struct Sorted {
+    messages: Vec<(NodeId, Message)>,
+    requests: Vec<(ClientId, ClientRequest)>,
+}
+
+pub fn run(ctx: VerifyCtx) {
+    loop {
+        let first = match ctx.inbound.recv_timeout(Duration::from_millis(100)) {
+            Ok(frame) => frame,
+            Err(RecvTimeoutError::Timeout) => {
+                if ctx.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut sorted = Sorted::default();
+        ctx.sort(first, &mut sorted);
+        for _ in 1..ctx.batch_frames_max {
+            match ctx.inbound.try_recv() {
+                Ok(frame) => ctx.sort(frame, &mut sorted),
+                Err(_) => break,
+            }
+        }
+        if !ctx.forward_messages(sorted.messages) || !ctx.forward_requests(sorted.requests) {
+            return; // the consensus thread is gone: shutting down
+        }
+    }
+}
+
+impl VerifyCtx {
+    fn sort(&self, frame: Inbound, sorted: &mut Sorted) {
+        match frame.from {
+            Remote::Peer(from) => match decode_peer(&frame.bytes) {
+                Ok(PeerFrame::Consensus(msg)) => sorted.messages.push((from, msg)),
+                Ok(PeerFrame::State(msg)) => self.route_state(from, msg),
+                Err(e) => {
+                    self.counters.peer_frames_undecodable.bump();
+                    log::warn!("{from} sent a frame that does not decode: {e}");
+                }
+            },
+            Remote::Client(conn) => match decode_client_frame(&frame.bytes) {
+                Ok(ClientFrame::Submit(req)) => sorted.requests.push((conn, req)),
+                Ok(ClientFrame::StaleGet { id, key }) => self.stale_get(conn, id, &key),
+                Ok(ClientFrame::Status { id }) => {
+                    let status = self.status.snapshot();
+                    self.reply(conn, &NodeFrame::Status { id, status });
+                }
+                Err(e) => {
+                    self.counters.client_frames_undecodable.bump();
+                    log::debug!("{conn:?} sent a frame that does not decode: {e}");
+                }
+            },
+        }
+    }
+
+    fn route_state(&self, from: NodeId, msg: StateMsg) {
+        let delivered = match msg {
+            StateMsg::OfferRequest | StateMsg::ChunkRequest { .. } => self
+                .storage
+                .try_send(StorageJob::ServeState { from, msg })
+                .is_ok(),
+            StateMsg::Offer(_) | StateMsg::Chunk { .. } => self
+                .consensus
+                .try_send(ConsensusInput::State { from, msg })
+                .is_ok(),
+        };
+        if !delivered {
+            // State transfer retries on its own; under load it simply waits.
+            self.counters.state_frames_dropped.bump();
+        }
+    }
+
+    fn stale_get(&self, conn: ClientId, id: u64, key: &[u8]) {
+        let kv = self.kv.read();
+        let applied_height = kv.applied_height();
+        match kv.get(key) {
+            Ok(value) => {
+                drop(kv);
+                self.reply(
+                    conn,
+                    &NodeFrame::StaleValue {
+                        id,
+                        applied_height,
+                        value,
+                    },
+                );
+            }
+            Err(e) => log::error!("stale read failed: {e}"),
+        }
+    }
+
+    fn reply(&self, conn: ClientId, frame: &NodeFrame) {
+        // A full outbound queue means the node is overloaded; a dropped answer to a read
+        // is retried by the client.
+        let _ = self
+            .out
+            .try_send(Outbound::ToClient(conn, encode_node_frame(frame)));
+    }
+
+    fn forward_messages(&self, messages: Vec<(NodeId, Message)>) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        let (from, msgs): (Vec<NodeId>, Vec<Message>) = messages.into_iter().unzip();
+        for (from, result) in from.into_iter().zip(self.verifier.verify_messages(msgs)) {
+            match result {
+                Ok(msg) => {
+                    if self
+                        .consensus
+                        .send(ConsensusInput::Message { from, msg })
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.counters.rejected_peer_message(from, &e);
+                    log::warn!("dropped a message from {from}: {e}");
+                }
+            }
+        }
+        true
+    }
+
+    fn forward_requests(&self, requests: Vec<(ClientId, ClientRequest)>) -> bool {
+        if requests.is_empty() {
+            return true;
+        }
+        let (conns, reqs): (Vec<ClientId>, Vec<ClientRequest>) = requests.into_iter().unzip();
+        let keys: Vec<_> = reqs.iter().map(|r| (r.client, r.seq)).collect();
+        let results = self.verifier.verify_requests(reqs);
+        for ((conn, (client, seq)), result) in conns.into_iter().zip(keys).zip(results) {
+            let refusal = match result {
+                Ok(req) => {
+                    self.routes.add(client, seq, conn);
+                    match self.consensus.try_send(ConsensusInput::Request(req)) {
+                        Ok(()) => {
+                            self.counters.requests_accepted.bump();
+                            continue;
+                        }
+                        Err(TrySendError::Full(_)) => {
+                            self.routes.take(&client, seq);
+                            Refusal::Busy
+                        }
+                        Err(TrySendError::Disconnected(_)) => return false,
+                    }
+                }
+                Err(VerifyError::NotAuthorised(_)) => Refusal::NotAuthorised,
+                Err(e) => {
+                    log::debug!("refused request {seq} of {conn:?}: {e}");
+                    Refusal::Invalid
+                }
+            };
+            self.counters.request_refused(refusal);
+            let frame = NodeFrame::Refused {
+                client: client.0,
+                seq,
+                reason: refusal,
+            };
+            self.reply(conn, &frame);
+        }
+        true
+    }
+}

@@ -1,0 +1,429 @@
+//! Helpers for the tests that run whole clusters: a testnet directory on free 127.0.0.1
+//! ports, `bftd` processes to start, kill, stop and continue, a minimal raw client speaking
+//! the client wire protocol, and waiting for conditions with generous deadlines.
+//!
+//! Included by the cluster test files with `#[path]`; compiled alone it holds no tests.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bftd::config::{ClientConfig, LoadedClientConfig};
+use bftd::crypto::domain;
+use bftd::kv::{Op, Reply, decode_reply, encode_ops};
+use bftd::net::frame::FrameDecoder;
+use bftd::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
+use bftd::types::{ClientKey, ClientRequest};
+use bftd::wire::client::{decode_node_frame, encode_client_frame};
+use bftd::wire::{ClientFrame, NodeFrame, NodeStatus};
+
+/// Generous: a loaded 2-core machine building other code must not fail a test.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it holds; panics with `what` after `deadline`.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` consecutive free ports on 127.0.0.1, probed by binding them. Ports are spread by the
+/// process id so parallel test binaries rarely probe the same range.
+pub fn free_port_range(n: usize) -> u16 {
+    let mut base = 20_000 + (std::process::id() % 2_000) as u16 * 17;
+    loop {
+        let all_free = (0..n as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+        base = if base > 60_000 {
+            20_000
+        } else {
+            base + n as u16 + 7
+        };
+    }
+}
+
+pub fn bftd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bftd"))
+}
+
+/// A testnet directory written by `bftd testnet`.
+pub struct Testnet {
+    pub dir: tempfile::TempDir,
+    pub nodes: usize,
+    pub base_port: u16,
+}
+
+impl Testnet {
+    /// Writes an `n`-node testnet; `consensus` and `node` are extra TOML lines for those
+    /// tables of every node config.
+    pub fn new(n: usize, consensus: &str, node: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base_port = free_port_range(n);
+        let status = Command::new(bftd_bin())
+            .args([
+                "testnet",
+                "--nodes",
+                &n.to_string(),
+                "--base-port",
+                &base_port.to_string(),
+                "--force",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run bftd testnet");
+        assert!(status.success(), "bftd testnet failed");
+        for i in 0..n {
+            let path = dir.path().join(format!("node{i}.toml"));
+            let text = std::fs::read_to_string(&path).expect("read node config");
+            let text = text
+                .replace("[consensus]\n", &format!("[consensus]\n{consensus}\n"))
+                .replace(
+                    "[node]\n",
+                    &format!("[node]\nverifier_threads = 1\n{node}\n"),
+                );
+            std::fs::write(&path, text).expect("write node config");
+        }
+        Self {
+            dir,
+            nodes: n,
+            base_port,
+        }
+    }
+
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.toml"))
+    }
+
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.path().join("client.toml")
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base_port + i as u16))
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("data").join(format!("node{i}"))
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.log"))
+    }
+}
+
+/// One `bftd --config` process. Killed (SIGKILL) when dropped.
+pub struct NodeProc {
+    pub child: Child,
+    pub index: usize,
+}
+
+impl NodeProc {
+    pub fn start(net: &Testnet, i: usize) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(net.log_path(i))
+            .expect("open node log");
+        let child = Command::new(bftd_bin())
+            .arg("--config")
+            .arg(net.config(i))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn bftd");
+        Self { child, index: i }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit; returns its status code.
+    pub fn terminate(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking client of one node: Noise handshake, then client frames. For tests
+/// that need to see exactly what one node answers.
+pub struct RawClient {
+    stream: TcpStream,
+    link: NoiseLink,
+    decoder: FrameDecoder,
+    pub cfg: LoadedClientConfig,
+    pending: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects to node `i` of `net` with the testnet's client keys.
+    pub fn connect(net: &Testnet, i: usize) -> std::io::Result<Self> {
+        let cfg = ClientConfig::load(&net.client_config()).map_err(std::io::Error::other)?;
+        Self::connect_with(cfg, net.addr(i))
+    }
+
+    pub fn connect_with(cfg: LoadedClientConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut hs = Handshake::initiator(cfg.noise_secret(), &cfg.cluster.0)
+            .map_err(std::io::Error::other)?;
+        let mut decoder = FrameDecoder::new(HANDSHAKE_MESSAGE_BYTES_MAX);
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        hs.write_message(&mut out).map_err(std::io::Error::other)?;
+        stream.write_all(&out)?;
+        let msg2 = read_frame(&mut stream, &mut decoder, &mut pending)?;
+        hs.read_message(&msg2).map_err(std::io::Error::other)?;
+        out.clear();
+        hs.write_message(&mut out).map_err(std::io::Error::other)?;
+        stream.write_all(&out)?;
+        decoder.set_limit_bytes(sealed_len(64 << 20));
+        let link = hs.into_link().map_err(std::io::Error::other)?;
+        Ok(Self {
+            stream,
+            link,
+            decoder,
+            cfg,
+            pending,
+        })
+    }
+
+    pub fn send(&mut self, frame: &ClientFrame) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        self.link
+            .seal(&encode_client_frame(frame), &mut out)
+            .map_err(std::io::Error::other)?;
+        self.stream.write_all(&out)
+    }
+
+    pub fn recv(&mut self) -> std::io::Result<NodeFrame> {
+        let frame = read_frame(&mut self.stream, &mut self.decoder, &mut self.pending)?;
+        let plain = self.link.open(&frame).map_err(std::io::Error::other)?;
+        decode_node_frame(&plain).map_err(std::io::Error::other)
+    }
+
+    /// A signed request carrying `ops`, with sequence number `seq`.
+    pub fn request(&self, seq: u64, ops: &[Op]) -> ClientRequest {
+        let signer = self.cfg.signer();
+        let client = ClientKey(signer.public_key());
+        let ops = encode_ops(ops);
+        let signature = signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops));
+        ClientRequest {
+            client,
+            seq,
+            ops,
+            signature,
+        }
+    }
+
+    /// Submits `ops` as request `seq` and waits for this node's reply to it.
+    pub fn submit(&mut self, seq: u64, ops: &[Op]) -> std::io::Result<Reply> {
+        let req = self.request(seq, ops);
+        self.send(&ClientFrame::Submit(req))?;
+        loop {
+            match self.recv()? {
+                NodeFrame::Reply { seq: s, reply, .. } if s == seq => {
+                    return decode_reply(&reply).map_err(std::io::Error::other);
+                }
+                NodeFrame::Refused { seq: s, reason, .. } if s == seq => {
+                    return Err(std::io::Error::other(format!("refused: {reason:?}")));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn status(&mut self) -> std::io::Result<NodeStatus> {
+        self.send(&ClientFrame::Status { id: 7 })?;
+        loop {
+            if let NodeFrame::Status { status, .. } = self.recv()? {
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// Reads one length-prefixed frame (the transport's framing) from a blocking stream.
+fn read_frame(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    pending: &mut Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    loop {
+        let mut input: &[u8] = pending;
+        let result = decoder.feed(&mut input);
+        let consumed = pending.len() - input.len();
+        pending.drain(..consumed);
+        match result {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::other(format!("{e:?}"))),
+        }
+        let mut buf = [0u8; 64 * 1024];
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Status of node `i`, or `None` if it does not answer.
+pub fn status_of(net: &Testnet, i: usize) -> Option<NodeStatus> {
+    RawClient::connect(net, i).ok()?.status().ok()
+}
+
+pub fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+pub fn get(key: &str) -> Op {
+    Op::Get {
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+/// Prints the tail of every node's log (for a failing test's output).
+pub fn dump_logs(net: &Testnet) {
+    for i in 0..net.nodes {
+        let text = std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!("----- node{i}.log (last 30 lines) -----");
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
+
+/// Connections to every node of a testnet; submits each request to all and waits for `f + 1`
+/// identical replies (what the client library does; here to test the nodes on their own).
+pub struct AllNodes {
+    pub clients: Vec<Option<RawClient>>,
+    pub f: usize,
+}
+
+impl AllNodes {
+    pub fn connect(net: &Testnet, f: usize) -> Self {
+        let clients = (0..net.nodes)
+            .map(|i| RawClient::connect(net, i).ok())
+            .collect();
+        Self { clients, f }
+    }
+
+    /// Sends request `seq` to every connected node and returns the reply `f + 1` nodes agree on.
+    pub fn submit(&mut self, seq: u64, ops: &[Op]) -> Reply {
+        let Some(req) = self
+            .clients
+            .iter()
+            .flatten()
+            .next()
+            .map(|c| c.request(seq, ops))
+        else {
+            panic!("no node is connected");
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut handles = Vec::new();
+        for (i, slot) in self.clients.iter_mut().enumerate() {
+            let Some(mut c) = slot.take() else { continue };
+            let req = req.clone();
+            let tx = tx.clone();
+            handles.push(std::thread::spawn(move || {
+                let result = (|| -> std::io::Result<Vec<u8>> {
+                    c.send(&ClientFrame::Submit(req))?;
+                    loop {
+                        match c.recv()? {
+                            NodeFrame::Reply { seq: s, reply, .. } if s == seq => return Ok(reply),
+                            _ => {}
+                        }
+                    }
+                })();
+                let ok = result.is_ok();
+                let _ = tx.send((i, result));
+                (i, ok.then_some(c))
+            }));
+        }
+        drop(tx);
+        let mut answers: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+        let mut agreed = None;
+        for (_, result) in rx.iter() {
+            if let Ok(bytes) = result {
+                let n = answers.entry(bytes.clone()).or_default();
+                *n += 1;
+                if *n > self.f && agreed.is_none() {
+                    agreed = Some(bytes);
+                }
+            }
+        }
+        for h in handles {
+            if let Ok((i, c)) = h.join() {
+                self.clients[i] = c;
+            }
+        }
+        let bytes =
+            agreed.unwrap_or_else(|| panic!("no f+1 agreement on request {seq}: {answers:?}"));
+        decode_reply(&bytes).expect("reply decodes")
+    }
+}

@@ -136,5 +136,10 @@ fn help_is_printed_for_each_command() {
     }
     let out = bftd(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("keygen") && help.contains("testnet") && help.contains("not built yet"));
+    assert!(
+        help.contains("keygen")
+            && help.contains("testnet")
+            && help.contains("dev")
+            && help.contains("--config")
+    );
 }

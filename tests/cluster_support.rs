@@ -39,7 +39,11 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
 /// `n` consecutive free ports on 127.0.0.1, probed by binding them. Ports are spread by the
 /// process id so parallel test binaries rarely probe the same range.
 pub fn free_port_range(n: usize) -> u16 {
-    let mut base = 20_000 + (std::process::id() % 2_000) as u16 * 17;
+    // Tests of one binary run in parallel threads: each call takes a fresh range, so two
+    // testnets never probe (and pick) the same ports before either has bound them.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let offset = NEXT.fetch_add(n as u16 + 3, std::sync::atomic::Ordering::Relaxed);
+    let mut base = 20_000 + (std::process::id() % 1_000) as u16 * 31 + offset;
     loop {
         let all_free = (0..n as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if all_free {
@@ -289,6 +293,19 @@ impl RawClient {
         }
     }
 
+    /// This node's own value of `key` (a stale read: no consensus round).
+    pub fn stale_get(&mut self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        self.send(&ClientFrame::StaleGet {
+            id: 9,
+            key: key.as_bytes().to_vec(),
+        })?;
+        loop {
+            if let NodeFrame::StaleValue { value, .. } = self.recv()? {
+                return Ok(value.map(|v| v.value));
+            }
+        }
+    }
+
     pub fn status(&mut self) -> std::io::Result<NodeStatus> {
         self.send(&ClientFrame::Status { id: 7 })?;
         loop {
@@ -346,7 +363,7 @@ pub fn get(key: &str) -> Op {
 pub fn dump_logs(net: &Testnet) {
     for i in 0..net.nodes {
         let text = std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        let tail: Vec<&str> = text.lines().rev().take(60).collect();
         eprintln!("----- node{i}.log (last 30 lines) -----");
         for line in tail.into_iter().rev() {
             eprintln!("{line}");
@@ -360,21 +377,46 @@ pub fn path_exists(p: &Path) -> bool {
 
 /// Connections to every node of a testnet; submits each request to all and waits for `f + 1`
 /// identical replies (what the client library does; here to test the nodes on their own).
+/// Nodes that are down are skipped and reconnected before each request.
 pub struct AllNodes {
     pub clients: Vec<Option<RawClient>>,
     pub f: usize,
+    addrs: Vec<SocketAddr>,
+    client_config: PathBuf,
 }
 
 impl AllNodes {
     pub fn connect(net: &Testnet, f: usize) -> Self {
-        let clients = (0..net.nodes)
-            .map(|i| RawClient::connect(net, i).ok())
-            .collect();
-        Self { clients, f }
+        let mut all = Self {
+            clients: (0..net.nodes).map(|_| None).collect(),
+            f,
+            addrs: (0..net.nodes).map(|i| net.addr(i)).collect(),
+            client_config: net.client_config(),
+        };
+        all.reconnect();
+        all
     }
 
-    /// Sends request `seq` to every connected node and returns the reply `f + 1` nodes agree on.
+    fn reconnect(&mut self) {
+        for (i, slot) in self.clients.iter_mut().enumerate() {
+            if slot.is_none()
+                && let Ok(cfg) = ClientConfig::load(&self.client_config)
+            {
+                *slot = RawClient::connect_with(cfg, self.addrs[i]).ok();
+            }
+        }
+    }
+
+    /// Sends request `seq` to every node and returns the reply `f + 1` nodes agree on.
     pub fn submit(&mut self, seq: u64, ops: &[Op]) -> Reply {
+        self.try_submit(seq, ops)
+            .unwrap_or_else(|e| panic!("request {seq}: {e}"))
+    }
+
+    /// Like `submit`, but an error (no `f + 1` agreement before the nodes' read timeouts)
+    /// is returned; retrying with the same `seq` is safe (exactly-once).
+    pub fn try_submit(&mut self, seq: u64, ops: &[Op]) -> Result<Reply, String> {
+        self.reconnect();
         let Some(req) = self
             .clients
             .iter()
@@ -382,7 +424,7 @@ impl AllNodes {
             .next()
             .map(|c| c.request(seq, ops))
         else {
-            panic!("no node is connected");
+            return Err("no node is reachable".into());
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let mut handles = Vec::new();
@@ -408,13 +450,17 @@ impl AllNodes {
         drop(tx);
         let mut answers: std::collections::HashMap<Vec<u8>, usize> = Default::default();
         let mut agreed = None;
-        for (_, result) in rx.iter() {
-            if let Ok(bytes) = result {
-                let n = answers.entry(bytes.clone()).or_default();
-                *n += 1;
-                if *n > self.f && agreed.is_none() {
-                    agreed = Some(bytes);
+        let mut errors = Vec::new();
+        for (i, result) in rx.iter() {
+            match result {
+                Ok(bytes) => {
+                    let n = answers.entry(bytes.clone()).or_default();
+                    *n += 1;
+                    if *n > self.f && agreed.is_none() {
+                        agreed = Some(bytes);
+                    }
                 }
+                Err(e) => errors.push(format!("node {i}: {e}")),
             }
         }
         for h in handles {
@@ -422,8 +468,21 @@ impl AllNodes {
                 self.clients[i] = c;
             }
         }
-        let bytes =
-            agreed.unwrap_or_else(|| panic!("no f+1 agreement on request {seq}: {answers:?}"));
-        decode_reply(&bytes).expect("reply decodes")
+        match agreed {
+            Some(bytes) => decode_reply(&bytes).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no f+1 agreement: {} distinct replies, errors: {errors:?}",
+                answers.len()
+            )),
+        }
+    }
+}
+
+impl Drop for Testnet {
+    /// A failing test prints the tail of every node's log.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(self);
+        }
     }
 }

@@ -28,7 +28,6 @@ use crate::types::{
 /// A message that may leave only once the safety state it depends on is durable.
 #[derive(Debug)]
 enum Deferred {
-    Send(NodeId, Message),
     Broadcast(Message),
     /// This node is the next leader: count its own vote.
     OwnVote(Vote),
@@ -142,6 +141,11 @@ impl Core {
         self.now = now;
         let high_qc = self.safety.high_qc.clone();
         self.process_qc(&high_qc, None);
+        // Tell the peers where we are; those ahead answer with their certificates, so a node
+        // that restarts into an idle cluster still catches up.
+        self.out.push(Action::Broadcast {
+            msg: Message::SyncInfo(self.sync_info()),
+        });
         if self.has_work() {
             self.pacemaker.restart(now);
         }
@@ -290,10 +294,6 @@ impl Core {
     }
 
     fn on_vote(&mut self, vote: Vote) {
-        if self.committee.leader(vote.round + 1) != self.me {
-            self.stats.dropped_not_leader += 1;
-            return;
-        }
         if vote.round + 1 < self.round {
             self.stats.dropped_stale += 1;
             return;
@@ -323,10 +323,17 @@ impl Core {
     }
 
     fn on_sync_info(&mut self, from: NodeId, s: SyncInfo) {
+        // A peer that is behind us (e.g. just restarted into an idle cluster, where no new
+        // proposal would ever tell it) gets our certificates back. Only when it is behind, so
+        // two nodes never answer each other in a loop.
+        let behind = s.high_qc.round < self.safety.high_qc.round;
         if let Some(tc) = &s.high_tc {
             self.process_tc(tc, Some(from));
         }
         self.process_qc(&s.high_qc, Some(from));
+        if behind {
+            self.send(from, Message::SyncInfo(self.sync_info()));
+        }
     }
 
     fn on_sync_request(&mut self, from: NodeId, r: SyncRequest) {
@@ -496,7 +503,10 @@ impl Core {
                 .any(|b| !b.payload.is_empty())
     }
 
-    fn sync_info(&self) -> SyncInfo {
+    /// This node's certificates, for the runtime to gossip now and then: a peer that is ahead
+    /// answers with its own, so a node that missed messages (or restarted while its links were
+    /// still down) learns where the cluster is even when no new proposal comes.
+    pub fn sync_info(&self) -> SyncInfo {
         SyncInfo {
             high_qc: self.safety.high_qc.clone(),
             high_tc: self.safety.high_tc.clone(),
@@ -509,14 +519,13 @@ impl Core {
         let Some(block) = self.tree.get(id) else {
             return;
         };
-        let next_leader = self.committee.leader(block.round + 1);
         if let Some(v) = &self.safety.last_vote
             && v.round == block.round
             && v.block_id == *id
         {
             // Asked again in the same round: re-send the stored vote, never re-sign.
             let v = v.clone();
-            self.send_vote(next_leader, v);
+            self.send_vote(v);
             return;
         }
         if !self.safety.may_vote(block, self.round) {
@@ -535,15 +544,16 @@ impl Core {
         self.safety.record_vote(&vote);
         self.safety_dirty = true;
         self.stats.votes_sent += 1;
-        self.send_vote(next_leader, vote);
+        self.send_vote(vote);
     }
 
-    fn send_vote(&mut self, leader: NodeId, vote: Vote) {
-        if leader == self.me {
-            self.defer(Deferred::OwnVote(vote));
-        } else {
-            self.defer(Deferred::Send(leader, Message::Vote(vote)));
-        }
+    /// Votes go to every member, not only the next leader: every node forms the QC itself.
+    /// When the next leader is down, the others still hold the QC, so its round costs one
+    /// timeout and the TC carries the QC on (with votes to the leader alone, the round before
+    /// it was lost as well, and the backed-off second timeout doubled the cost).
+    fn send_vote(&mut self, vote: Vote) {
+        self.defer(Deferred::Broadcast(Message::Vote(vote.clone())));
+        self.defer(Deferred::OwnVote(vote));
     }
 
     fn add_vote(&mut self, vote: &Vote) {
@@ -551,8 +561,11 @@ impl Core {
             VoteOutcome::QuorumFormed(qc) => {
                 self.stats.qcs_formed += 1;
                 let before = self.tree.root().height;
+                let leader = self.committee.leader(qc.round + 1) == self.me;
                 self.process_qc(&qc, None);
-                if self.tree.root().height > before {
+                // Everyone aggregates; the next leader also hands the QC to those that
+                // missed votes, so they commit without waiting for its proposal.
+                if leader && self.tree.root().height > before {
                     // Fast commit: everyone can commit now, without waiting for a proposal.
                     self.broadcast(Message::SyncInfo(SyncInfo {
                         high_qc: qc,
@@ -810,7 +823,6 @@ impl Core {
 
     fn release(&mut self, d: Deferred) {
         match d {
-            Deferred::Send(to, msg) => self.send(to, msg),
             Deferred::Broadcast(msg) => self.broadcast(msg),
             Deferred::OwnVote(v) => self.add_vote(&v),
             Deferred::OwnTimeout(t) => self.add_timeout(&t),

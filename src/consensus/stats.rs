@@ -16,7 +16,6 @@ pub struct CoreStats {
     pub sync_requests_sent: u64,
     pub dropped_far_future: u64,
     pub dropped_stale: u64,
-    pub dropped_not_leader: u64,
     pub duplicate_votes: u64,
     pub equivocations_seen: u64,
     pub blocks_rejected: u64,

@@ -35,6 +35,8 @@ use crate::wire::{NodeFrame, PeerFrame, Refusal, StateMsg};
 
 /// Longest the loop sleeps without checking the stop flag and the state transfer.
 const IDLE_WAKE_MS: u64 = 100;
+/// How often the node gossips its certificates (see `Core::sync_info`).
+const SYNC_GOSSIP_MS: u64 = 2_000;
 /// Inputs handled before the loop looks at timers and persist reports again.
 const INPUTS_PER_TURN_MAX: usize = 256;
 
@@ -105,8 +107,8 @@ pub fn run(mut ctx: ConsensusCtx) {
     let mut last_ticket = 0u64;
     let actions = ctx.core.start(clock.now_ms());
     ctx.execute(actions, &mut timer, ticket_base, &mut last_ticket);
-    let peers_seen = PeersSeen::default();
-    let mut peers_seen = peers_seen;
+    let mut peers_seen = PeersSeen::default();
+    let mut last_gossip_ms = 0u64;
     while !ctx.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
         let wait_ms = timer
@@ -153,6 +155,11 @@ pub fn run(mut ctx: ConsensusCtx) {
             ctx.core.is_syncing(),
         );
         ctx.transfer_steps(steps);
+        if clock.now_ms().saturating_sub(last_gossip_ms) >= SYNC_GOSSIP_MS {
+            last_gossip_ms = clock.now_ms();
+            let info = ctx.core.sync_info();
+            ctx.broadcast(Message::SyncInfo(info));
+        }
         ctx.publish(&mut peers_seen);
     }
     log::debug!("consensus thread done");

@@ -73,7 +73,10 @@ pub enum NodeFrame {
         applied_height: u64,
         value: Option<VersionedValue>,
     },
-    Status { id: u64, status: NodeStatus },
+    Status {
+        id: u64,
+        status: NodeStatus,
+    },
 }
 
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {

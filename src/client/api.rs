@@ -172,7 +172,7 @@ impl Client {
             let tick = (options.resend_interval / 4)
                 .clamp(Duration::from_millis(2), Duration::from_millis(50));
             std::thread::Builder::new()
-                .name("bftctl-ticker".into())
+                .name("client-ticker".into())
                 .spawn(move || {
                     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                         shutdown_rx.recv_timeout(tick)

@@ -172,7 +172,7 @@ pub(crate) fn spawn(
     events: Arc<dyn LinkEvents>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
-        .name(format!("bftctl-link-{}", ctx.node))
+        .name(format!("client-link-{}", ctx.node))
         .spawn(move || run(&link, &ctx, &*events))
 }
 
@@ -311,7 +311,7 @@ fn session(
         let frames_out = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&frames_out);
         let handle = std::thread::Builder::new()
-            .name(format!("bftctl-write-{}", ctx.node))
+            .name(format!("client-write-{}", ctx.node))
             .spawn(move || write_loop(writer_stream, &noise, &rx, &counter));
         match handle {
             Ok(h) => (h, frames_out),

@@ -5,11 +5,13 @@
 //! - [`crypto`]: Ed25519 keys, domain-separated signing, the batch verifier;
 //! - [`consensus`]: the sans-I/O chained-HotStuff core (no I/O, no clock, no RNG);
 //! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
-//! - [`sim`]: the deterministic simulator that drives many cores with faults and checks safety.
+//! - [`sim`]: the deterministic simulator that drives many cores with faults and checks safety;
+//! - [`client`]: the client library (f + 1 matching replies) and the `bftctl` command.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod consensus;

@@ -1,7 +1,7 @@
-//! `bftctl`: the command-line client. The client library and its commands arrive with the
-//! client issue; until then it says so instead of pretending.
+//! `bftctl`: the command-line client (see `bftctl --help` and `bftd::client::cli`).
 
 fn main() {
-    eprintln!("bftctl: not built yet: the client library arrives with the client issue");
-    std::process::exit(2);
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let code = bftd::client::cli::main(std::env::args_os().skip(1).collect());
+    std::process::exit(code);
 }

@@ -1,0 +1,441 @@
+//! The public face of the client library: [`Client`], [`Ticket`], and typed results.
+//!
+//! A `Client` is cheap to clone (one `Arc`) and `Send + Sync`: clones share the links, the
+//! in-flight table and the seq counter, so many threads can pipeline through one client. The
+//! threads (one per member link, one writer per live link, one ticker) stop when the last
+//! clone is dropped or [`Client::shutdown`] is called.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::config::LoadedClientConfig;
+use crate::kv::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
+use crate::kv::{KeyValue, Op, OpReply, OpResult, Txn, VersionedValue, encode_ops};
+use crate::types::NodeId;
+use crate::wire::client::{ClientFrame, NodeFrame, NodeStatus};
+
+use super::core::{Committed, Core, Outcome, QueryKind};
+use super::error::ClientError;
+use super::link::{self, Link, LinkContext, LinkReport};
+use super::options::{ClientOptions, ClusterEndpoints};
+use super::seq::initial_seq;
+
+/// A connection to a whole cluster. See the module doc of [`crate::client`] for an example.
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    core: Arc<Core>,
+    shutdown: Arc<AtomicBool>,
+    /// Dropped on shutdown, which wakes every sleeping link and the ticker at once.
+    shutdown_tx: Mutex<Option<Sender<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Handle {
+    fn stop(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.shutdown_tx.lock().take();
+        for link in &self.core.links {
+            link.close();
+        }
+        self.core.close();
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // No join here: a link thread may sit in a connect for up to `connect_timeout`, and a
+        // client going away must not stall its owner. `Client::shutdown` joins.
+        self.stop();
+    }
+}
+
+/// A request in flight. [`Ticket::wait`] blocks until `f + 1` nodes agree, a refusal from
+/// `f + 1` nodes, or the request timeout, whichever comes first.
+#[must_use = "a ticket is the only way to learn whether the request committed"]
+pub struct Ticket {
+    seq: u64,
+    rx: Receiver<Outcome>,
+}
+
+impl Ticket {
+    /// The request's seq (its exactly-once identity together with the client key).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Blocks until the outcome is known (at most the client's `request_timeout`).
+    pub fn wait(self) -> Result<Committed, ClientError> {
+        self.rx.recv().unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// The outcome if it is already known; `None` while still in flight.
+    pub fn try_wait(&self) -> Option<Result<Committed, ClientError>> {
+        match self.rx.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(ClientError::Closed)),
+        }
+    }
+}
+
+/// A range's entries, in key order; `more` is true if the range held more than `limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeResult {
+    pub entries: Vec<KeyValue>,
+    pub more: bool,
+}
+
+/// A transaction's outcome: which branch ran and the results of its operations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResult {
+    /// True if every compare held (the success branch ran).
+    pub succeeded: bool,
+    pub results: Vec<OpResult>,
+}
+
+/// A **stale** read: the value on one node, as of that node's last applied block. It may be
+/// behind the cluster, and a Byzantine node may lie; use [`Client::get`] for a checked,
+/// linearizable read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleRead {
+    /// The one node that answered; nothing else vouches for the value.
+    pub node: NodeId,
+    pub applied_height: u64,
+    pub value: Option<VersionedValue>,
+}
+
+/// One node's answer to [`Client::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatusReport {
+    pub node: NodeId,
+    pub addr: std::net::SocketAddr,
+    /// The node's own report, or why there is none ("unreachable: ...", "no answer").
+    pub status: Result<NodeStatus, String>,
+}
+
+impl Client {
+    /// Loads nothing itself: pass a loaded `client.toml`. Starts the link threads, which
+    /// connect in the background; calls made before a link is up are sent when it comes up.
+    pub fn connect(config: &LoadedClientConfig, options: ClientOptions) -> Result<Self, String> {
+        Self::start(ClusterEndpoints::from_config(config), options)
+    }
+
+    /// Like [`Client::connect`], from explicit endpoints and keys (tests, embedding).
+    pub fn start(cluster: ClusterEndpoints, options: ClientOptions) -> Result<Self, String> {
+        cluster.validate()?;
+        options.validate()?;
+        let links: Vec<Arc<Link>> = cluster
+            .members
+            .iter()
+            .map(|m| Arc::new(Link::new(m.clone())))
+            .collect();
+        let core = Arc::new(Core::new(
+            cluster.f,
+            cluster.signer,
+            options.clone(),
+            links.clone(),
+            initial_seq(),
+        ));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+        let handle = Handle {
+            core: Arc::clone(&core),
+            shutdown: Arc::clone(&shutdown),
+            shutdown_tx: Mutex::new(Some(shutdown_tx)),
+            threads: Mutex::new(Vec::new()),
+        };
+        let spawn_err = |e: std::io::Error| format!("cannot start a client thread: {e}");
+        for (node, link) in links.into_iter().enumerate() {
+            let ctx = LinkContext {
+                node,
+                cluster: cluster.cluster,
+                noise_secret: cluster.noise_secret,
+                options: options.clone(),
+                shutdown: Arc::clone(&shutdown),
+                shutdown_rx: shutdown_rx.clone(),
+            };
+            let events: Arc<dyn link::LinkEvents> = core.clone();
+            let thread = link::spawn(link, ctx, events).map_err(spawn_err)?;
+            handle.threads.lock().push(thread);
+        }
+        let ticker = {
+            let core = Arc::clone(&core);
+            let tick = (options.resend_interval / 4)
+                .clamp(Duration::from_millis(2), Duration::from_millis(50));
+            std::thread::Builder::new()
+                .name("client-ticker".into())
+                .spawn(move || {
+                    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                        shutdown_rx.recv_timeout(tick)
+                    {
+                        core.tick(Instant::now());
+                    }
+                })
+                .map_err(spawn_err)?
+        };
+        handle.threads.lock().push(ticker);
+        Ok(Self {
+            handle: Arc::new(handle),
+        })
+    }
+
+    fn core(&self) -> &Core {
+        &self.handle.core
+    }
+
+    /// Stops every thread of this client (and of its clones) and waits for them. Requests
+    /// still in flight finish with [`ClientError::Closed`].
+    pub fn shutdown(self) {
+        self.handle.stop();
+        let threads = std::mem::take(&mut *self.handle.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Signs `ops` as one request and sends it to every node; returns at once with a
+    /// [`Ticket`] (blocking only while `in_flight_max` requests are in flight). All ops are
+    /// applied atomically, in order, exactly once.
+    ///
+    /// ```no_run
+    /// # fn demo(client: &bftd::client::Client) -> Result<(), bftd::client::ClientError> {
+    /// use bftd::kv::Op;
+    /// let tickets: Vec<_> = (0..100)
+    ///     .map(|i| client.submit(vec![Op::Put { key: format!("k{i}").into(), value: b"v".to_vec() }]))
+    ///     .collect::<Result<_, _>>()?;
+    /// for t in tickets {
+    ///     t.wait()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn submit(&self, ops: Vec<Op>) -> Result<Ticket, ClientError> {
+        if ops.is_empty() || ops.len() > OPS_PER_REQUEST_MAX {
+            return Err(ClientError::Usage(format!(
+                "a request carries 1..={OPS_PER_REQUEST_MAX} operations, not {}",
+                ops.len()
+            )));
+        }
+        let (seq, rx) = self.core().submit(encode_ops(&ops))?;
+        Ok(Ticket { seq, rx })
+    }
+
+    /// Several operations in one signed request (one signature, applied atomically): the
+    /// cheapest way to write many keys. Returns one result per operation.
+    pub fn batch(&self, ops: Vec<Op>) -> Result<Vec<OpReply>, ClientError> {
+        let results = self.submit(ops)?.wait()?.results;
+        Ok(results)
+    }
+
+    fn one(&self, op: Op) -> Result<OpReply, ClientError> {
+        let mut results = self.batch(vec![op])?;
+        match (results.pop(), results.is_empty()) {
+            (Some(r), true) => Ok(r),
+            _ => Err(ClientError::BadReply(
+                "expected exactly one result for one operation".into(),
+            )),
+        }
+    }
+
+    fn simple(&self, op: Op) -> Result<OpResult, ClientError> {
+        match self.one(op)? {
+            OpReply::Simple(r) => Ok(r),
+            other => Err(shape("a simple result", &other)),
+        }
+    }
+
+    /// Writes `value` under `key`; returns the key's new version (1 after the first put).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use bftd::client::{Client, ClientOptions};
+    /// use bftd::config::ClientConfig;
+    /// let config = ClientConfig::load(std::path::Path::new("bftd-dev/client.toml"))?;
+    /// let client = Client::connect(&config, ClientOptions::default())?;
+    /// let version = client.put(b"greeting", b"hello")?;
+    /// let read = client.get(b"greeting")?; // linearizable: ordered through consensus
+    /// assert_eq!(read.map(|v| v.version), Some(version));
+    /// # Ok(()) }
+    /// ```
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<u64, ClientError> {
+        match self.simple(Op::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })? {
+            OpResult::Put { version } => Ok(version),
+            other => Err(shape("a put result", &other)),
+        }
+    }
+
+    /// Linearizable read: ordered through consensus like a write, checked by `f + 1` nodes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, ClientError> {
+        match self.simple(Op::Get { key: key.to_vec() })? {
+            OpResult::Get { found } => Ok(found),
+            other => Err(shape("a get result", &other)),
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn delete(&self, key: &[u8]) -> Result<bool, ClientError> {
+        match self.simple(Op::Delete { key: key.to_vec() })? {
+            OpResult::Delete { existed } => Ok(existed),
+            other => Err(shape("a delete result", &other)),
+        }
+    }
+
+    /// Keys in `start <= key < end` (`end = None`: to the last key), at most `limit` (the
+    /// state machine clamps it to 1000).
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<RangeResult, ClientError> {
+        let op = Op::Range {
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            limit,
+        };
+        match self.simple(op)? {
+            OpResult::Range { entries, more } => Ok(RangeResult { entries, more }),
+            other => Err(shape("a range result", &other)),
+        }
+    }
+
+    /// Runs a transaction atomically: if every compare holds, the success branch, else the
+    /// failure branch. A compare-and-swap:
+    ///
+    /// ```no_run
+    /// # fn demo(client: &bftd::client::Client) -> Result<(), bftd::client::ClientError> {
+    /// use bftd::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+    /// let cas = Txn {
+    ///     compare: vec![Compare { key: b"k".to_vec(), op: CompareOp::Equal, target: CompareTarget::Version(3) }],
+    ///     success: vec![TxnOp::Put { key: b"k".to_vec(), value: b"new".to_vec() }],
+    ///     failure: vec![TxnOp::Get { key: b"k".to_vec() }],
+    /// };
+    /// let outcome = client.txn(cas)?;
+    /// println!("swapped: {}", outcome.succeeded);
+    /// # Ok(()) }
+    /// ```
+    pub fn txn(&self, txn: Txn) -> Result<TxnResult, ClientError> {
+        match self.one(Op::Txn(txn))? {
+            OpReply::Txn { succeeded, results } => Ok(TxnResult { succeeded, results }),
+            other => Err(shape("a transaction result", &other)),
+        }
+    }
+
+    /// A **stale** read of `key` from one node (the first connected one): fast, not ordered,
+    /// not checked by other nodes. The result says which node answered and at which height.
+    pub fn get_stale(&self, key: &[u8]) -> Result<StaleRead, ClientError> {
+        self.stale(key, None)
+    }
+
+    /// Like [`Client::get_stale`], from the given node.
+    pub fn get_stale_from(&self, node: NodeId, key: &[u8]) -> Result<StaleRead, ClientError> {
+        if node.index() >= self.core().links.len() {
+            return Err(ClientError::Usage(format!("{node} is not a member")));
+        }
+        self.stale(key, Some(node.index()))
+    }
+
+    fn stale(&self, key: &[u8], target: Option<usize>) -> Result<StaleRead, ClientError> {
+        if key.len() > KEY_BYTES_MAX {
+            return Err(ClientError::TooLarge(format!(
+                "key of {} bytes exceeds {KEY_BYTES_MAX}",
+                key.len()
+            )));
+        }
+        let key = key.to_vec();
+        let rx = self
+            .core()
+            .query(QueryKind::Stale { target }, |id| ClientFrame::StaleGet {
+                id,
+                key,
+            })?;
+        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+        for (i, answer) in answers.into_iter().enumerate() {
+            if let Some(NodeFrame::StaleValue {
+                applied_height,
+                value,
+                ..
+            }) = answer
+            {
+                return Ok(StaleRead {
+                    node: NodeId(i as u16),
+                    applied_height,
+                    value,
+                });
+            }
+        }
+        Err(ClientError::Unreachable {
+            answers: self.core().describe_links(),
+        })
+    }
+
+    /// Asks every node for its status; waits for all of them or `query_timeout`. Nodes that did
+    /// not answer are reported with their link state (e.g. "unreachable: connection refused").
+    pub fn status(&self) -> Result<Vec<NodeStatusReport>, ClientError> {
+        let rx = self
+            .core()
+            .query(QueryKind::Status, |id| ClientFrame::Status { id })?;
+        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+        let reports = answers
+            .into_iter()
+            .zip(&self.core().links)
+            .map(|(answer, link)| NodeStatusReport {
+                node: link.endpoint.id,
+                addr: link.endpoint.addr,
+                status: match answer {
+                    Some(NodeFrame::Status { status, .. }) => Ok(status),
+                    _ if link.is_up() => Err("connected, but no answer in time".into()),
+                    _ => Err(link.describe()),
+                },
+            })
+            .collect();
+        Ok(reports)
+    }
+
+    /// Waits until at least `count` links are up, or `timeout` passes; returns how many are.
+    pub fn wait_connected(&self, count: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let up = self.core().links.iter().filter(|l| l.is_up()).count();
+            if up >= count || Instant::now() >= deadline {
+                return up;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Each link's state and counters.
+    pub fn links(&self) -> Vec<LinkReport> {
+        self.core().links.iter().map(|l| l.report()).collect()
+    }
+
+    /// Answers that arrived for requests or queries already finished (late replies are normal).
+    pub fn stray_frames(&self) -> u64 {
+        self.core().stray_frames.load(Ordering::Relaxed)
+    }
+
+    /// Byzantine members tolerated; results need `f() + 1` matching replies.
+    pub fn f(&self) -> usize {
+        self.core().f
+    }
+
+    /// The client's identity: its Ed25519 public key.
+    pub fn client_key(&self) -> [u8; 32] {
+        self.core().client_key.0
+    }
+}
+
+fn shape(expected: &str, got: &impl std::fmt::Debug) -> ClientError {
+    ClientError::BadReply(format!("expected {expected}, the cluster returned {got:?}"))
+}

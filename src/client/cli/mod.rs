@@ -1,0 +1,375 @@
+//! `bftctl`: the command-line client over [`crate::client::Client`].
+//!
+//! - this file: the help text and argument parsing (`lexopt`; options may come before or
+//!   after the command);
+//! - [`commands`]: running one command and printing its result (text or `--json`);
+//! - [`txn`]: the `--if` / `--then` / `--else` mini-language;
+//! - [`bench`]: `bftctl bench`;
+//! - [`json`]: a minimal JSON writer.
+//!
+//! Invariant: every failure reaches `main` as one line (`bftctl: ...`, exit status 1; usage
+//! mistakes exit 2); nothing here panics on user input or on what nodes send.
+
+pub mod bench;
+pub mod commands;
+pub mod json;
+pub mod txn;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::prelude::*;
+
+/// Where `bftd dev` writes its local test cluster; `bftctl` reads `client.toml` from there
+/// unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "./bftd-dev/client.toml";
+
+pub const HELP: &str = "\
+bftctl: command-line client of a bftd cluster
+
+USAGE:
+    bftctl [OPTIONS] <COMMAND> [ARGS]
+
+COMMANDS:
+    put KEY VALUE                 Write VALUE under KEY; prints the key's new version
+    get KEY [--stale]             Read KEY. Linearizable (ordered through consensus, checked
+                                  by f+1 nodes) unless --stale: then one node answers from
+                                  its last applied state, and the output says which node
+    del KEY                       Delete KEY; says whether it existed
+    range START [END] [--limit N] Keys in START <= key < END (no END: to the last key),
+                                  at most N [default and max: 1000]
+    txn [--if COND]... [--then OPS] [--else OPS]
+                                  Atomically: if every COND holds run --then, else --else.
+                                  COND: version(K) = 3, value(K) != 'x', exists(K) = true
+                                  (operators = != < >; several: repeat --if or use ';').
+                                  OPS: 'put K V; get K; del K'. Quote words with ' or \".
+    status                        Each node's id, round, committed height, leader, state
+                                  digest and uptime; unreachable nodes are shown as such
+    bench [--ops N] [--value-size B] [--concurrency C]
+                                  N puts of B-byte values from C threads [1000, 64, 16];
+                                  prints throughput and latency p50/p90/p99/max
+
+OPTIONS:
+    -c, --config FILE     Client config [default: ./bftd-dev/client.toml, the directory
+                          'bftd dev' writes; 'bftd testnet' writes DIR/client.toml]
+    --json                Print one JSON document instead of text
+    --timeout-ms MS       Give up on a request after MS [default: 10000]
+    -h, --help            Print this help
+    -V, --version         Print the version
+
+Every request is signed, sent to all nodes, retried with the same sequence number (so a
+write applies exactly once), and accepted only when f+1 nodes return identical replies.
+Exit status: 0 on success; 1 on failure, with one line 'bftctl: REASON' on stderr naming what
+each node answered (timeout, busy, not authorised, unreachable); 2 for a usage mistake.
+'status' exits 1 when any node did not answer (after printing what it has).
+";
+
+/// One parsed command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+        stale: bool,
+    },
+    Del {
+        key: String,
+    },
+    Range {
+        start: String,
+        end: Option<String>,
+        limit: u32,
+    },
+    Txn {
+        ifs: Vec<String>,
+        then: Option<String>,
+        els: Option<String>,
+    },
+    Status,
+    Bench(bench::BenchSpec),
+}
+
+/// Parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Args {
+    pub config: PathBuf,
+    pub json: bool,
+    pub timeout_ms: Option<u64>,
+    pub command: Command,
+}
+
+/// A parse result: run, or print something and stop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Run(Args),
+    Help,
+    Version,
+}
+
+/// Options that belong to one command, collected wherever they appear.
+#[derive(Default)]
+struct Flags {
+    stale: bool,
+    limit: Option<u32>,
+    ifs: Vec<String>,
+    then: Option<String>,
+    els: Option<String>,
+    ops: Option<u64>,
+    value_size: Option<usize>,
+    concurrency: Option<usize>,
+    /// Names of the command-specific flags given, to refuse them on other commands.
+    given: Vec<&'static str>,
+}
+
+fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    parser
+        .value()
+        .map_err(|e| e.to_string())?
+        .into_string()
+        .map_err(|_| format!("{flag}: value must be valid UTF-8"))
+}
+
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
+    let raw = text(parser, flag)?;
+    raw.parse()
+        .map_err(|_| format!("{flag}: '{raw}' is not a valid number"))
+}
+
+/// Parses `bftctl`'s arguments (without the program name). Errors are usage mistakes.
+pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
+    let mut config = PathBuf::from(DEFAULT_CONFIG);
+    let (mut json, mut timeout_ms) = (false, None);
+    let mut flags = Flags::default();
+    let mut words: Vec<String> = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('c') | Long("config") => {
+                config = parser.value().map_err(|e| e.to_string())?.into()
+            }
+            Long("json") => json = true,
+            Long("timeout-ms") => timeout_ms = Some(number(&mut parser, "--timeout-ms")?),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Long("stale") => flag(&mut flags, "--stale", |f| f.stale = true),
+            Long("limit") => {
+                let v = number(&mut parser, "--limit")?;
+                flag(&mut flags, "--limit", |f| f.limit = Some(v));
+            }
+            Long("if") => {
+                let v = text(&mut parser, "--if")?;
+                flag(&mut flags, "--if", |f| f.ifs.push(v));
+            }
+            Long("then") => {
+                let v = text(&mut parser, "--then")?;
+                flag(&mut flags, "--then", |f| f.then = Some(v));
+            }
+            Long("else") => {
+                let v = text(&mut parser, "--else")?;
+                flag(&mut flags, "--else", |f| f.els = Some(v));
+            }
+            Long("ops") => {
+                let v = number(&mut parser, "--ops")?;
+                flag(&mut flags, "--ops", |f| f.ops = Some(v));
+            }
+            Long("value-size") => {
+                let v = number(&mut parser, "--value-size")?;
+                flag(&mut flags, "--value-size", |f| f.value_size = Some(v));
+            }
+            Long("concurrency") => {
+                let v = number(&mut parser, "--concurrency")?;
+                flag(&mut flags, "--concurrency", |f| f.concurrency = Some(v));
+            }
+            Value(v) => words.push(
+                v.into_string()
+                    .map_err(|_| "arguments must be valid UTF-8".to_string())?,
+            ),
+            other => return Err(format!("{}; see 'bftctl --help'", other.unexpected())),
+        }
+    }
+    let command = command(words, flags)?;
+    Ok(Parsed::Run(Args {
+        config,
+        json,
+        timeout_ms,
+        command,
+    }))
+}
+
+fn flag(flags: &mut Flags, name: &'static str, set: impl FnOnce(&mut Flags)) {
+    set(flags);
+    flags.given.push(name);
+}
+
+fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
+    let mut words = words.into_iter();
+    let Some(name) = words.next() else {
+        return Err("no command given; see 'bftctl --help'".into());
+    };
+    let rest: Vec<String> = words.collect();
+    let (command, allowed): (Command, &[&str]) = match (name.as_str(), rest.as_slice()) {
+        ("put", [k, v]) => (
+            Command::Put {
+                key: k.clone(),
+                value: v.clone(),
+            },
+            &[],
+        ),
+        ("get", [k]) => (
+            Command::Get {
+                key: k.clone(),
+                stale: flags.stale,
+            },
+            &["--stale"],
+        ),
+        ("del" | "delete", [k]) => (Command::Del { key: k.clone() }, &[]),
+        ("range", [start, end @ ..]) if end.len() <= 1 => {
+            let limit = flags.limit.unwrap_or(crate::kv::ops::RANGE_LIMIT_MAX);
+            if limit == 0 {
+                return Err("--limit must be above zero".into());
+            }
+            let end = end.first().cloned();
+            (
+                Command::Range {
+                    start: start.clone(),
+                    end,
+                    limit,
+                },
+                &["--limit"],
+            )
+        }
+        ("txn", []) => {
+            let cmd = Command::Txn {
+                ifs: flags.ifs.clone(),
+                then: flags.then.clone(),
+                els: flags.els.clone(),
+            };
+            (cmd, &["--if", "--then", "--else"])
+        }
+        ("status", []) => (Command::Status, &[]),
+        ("bench", []) => {
+            let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
+            (
+                Command::Bench(spec),
+                &["--ops", "--value-size", "--concurrency"],
+            )
+        }
+        ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench", _) => {
+            return Err(format!(
+                "'{name}' got {} argument(s), which does not fit its usage; see 'bftctl --help'",
+                rest.len()
+            ));
+        }
+        _ => return Err(format!("unknown command '{name}'; see 'bftctl --help'")),
+    };
+    if let Some(bad) = flags.given.iter().find(|f| !allowed.contains(f)) {
+        return Err(format!(
+            "{bad} does not apply to '{name}'; see 'bftctl --help'"
+        ));
+    }
+    Ok(command)
+}
+
+/// Runs `bftctl` with `args`; returns the process exit status (messages already printed).
+pub fn main(args: Vec<OsString>) -> i32 {
+    let args = match parse(args) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            print!("{HELP}");
+            return 0;
+        }
+        Ok(Parsed::Version) => {
+            println!("bftctl {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("bftctl: {e}");
+            return 2;
+        }
+    };
+    match commands::run(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bftctl: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Parsed, String> {
+        parse(args.iter().map(OsString::from).collect())
+    }
+
+    fn cmd(args: &[&str]) -> Command {
+        match run(args) {
+            Ok(Parsed::Run(a)) => a.command,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_and_options_anywhere() {
+        assert_eq!(
+            cmd(&["put", "k", "v"]),
+            Command::Put {
+                key: "k".into(),
+                value: "v".into()
+            }
+        );
+        assert_eq!(
+            cmd(&["get", "k", "--stale"]),
+            Command::Get {
+                key: "k".into(),
+                stale: true
+            }
+        );
+        let Ok(Parsed::Run(a)) = run(&["get", "k", "--json", "--config", "x.toml"]) else {
+            panic!()
+        };
+        assert!(a.json);
+        assert_eq!(a.config, PathBuf::from("x.toml"));
+        assert_eq!(
+            cmd(&["range", "a", "--limit", "5"]),
+            Command::Range {
+                start: "a".into(),
+                end: None,
+                limit: 5
+            }
+        );
+        assert_eq!(
+            cmd(&["--", "put", "-k", "-v"]),
+            Command::Put {
+                key: "-k".into(),
+                value: "-v".into()
+            }
+        );
+        let Ok(Parsed::Run(default)) = run(&["status"]) else {
+            panic!()
+        };
+        assert_eq!(default.config, PathBuf::from(DEFAULT_CONFIG));
+    }
+
+    #[test]
+    fn usage_mistakes_are_errors() {
+        for bad in [
+            &["put", "k"][..],
+            &["get", "k", "--limit", "3"],
+            &["frob"],
+            &[],
+            &["range", "a", "b", "c"],
+            &["bench", "--ops", "x"],
+            &["put", "k", "v", "--stale"],
+            &["range", "a", "--limit", "0"],
+        ] {
+            assert!(run(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(run(&["--help"]), Ok(Parsed::Help));
+    }
+}

@@ -1,0 +1,433 @@
+//! The in-flight table: requests and queries waiting for answers, fed by the link threads and
+//! driven by a ticker thread (resends and deadlines).
+//!
+//! Invariants:
+//! - at most `in_flight_max` seqs between the oldest unfinished request and the next seq
+//!   (`reserve` blocks while the span is full), which also bounds the table; the span is at
+//!   most the nodes' exactly-once window, so a retried seq is never below it;
+//! - every request and query finishes exactly once — accepted, refused, expired, or closed —
+//!   and is then removed; a late answer for a finished seq is counted as stray and ignored;
+//! - a frame that names another client, or answers a query that was not sent to that node, is
+//!   a protocol violation: the link reporting it is closed (see `link`).
+//! - sends never block: links queue with `try_send`, and the ticker resends what was dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use parking_lot::{Condvar, Mutex};
+
+use crate::crypto::{Signer, domain};
+use crate::kv::{OpReply, Reply, decode_reply};
+use crate::types::{ClientKey, ClientRequest, NodeId};
+use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
+
+use super::error::{ClientError, NodeAnswer, Said};
+use super::link::{Link, LinkEvents};
+use super::options::ClientOptions;
+use super::tally::{self, Answer, Verdict};
+
+/// A request the cluster executed: `f + 1` nodes sent these results.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub seq: u64,
+    /// One result per operation, in order.
+    pub results: Vec<OpReply>,
+    /// The nodes whose replies matched (at least `f + 1`).
+    pub agreeing: Vec<NodeId>,
+}
+
+pub(crate) type Outcome = Result<Committed, ClientError>;
+
+struct Request {
+    /// `None` between `reserve` and `fill` (while the request is being signed).
+    frame: Option<Vec<u8>>,
+    started: Instant,
+    deadline: Instant,
+    next_resend: Instant,
+    answers: Vec<Option<Answer>>,
+    done: Sender<Outcome>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QueryKind {
+    Status,
+    /// Asked of one node: the first one connected, unless the caller named one.
+    Stale {
+        target: Option<usize>,
+    },
+}
+
+struct Query {
+    kind: QueryKind,
+    frame: Vec<u8>,
+    deadline: Instant,
+    answers: Vec<Option<NodeFrame>>,
+    done: Sender<Vec<Option<NodeFrame>>>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_seq: u64,
+    requests: BTreeMap<u64, Request>,
+    next_query: u64,
+    queries: HashMap<u64, Query>,
+    closed: bool,
+}
+
+impl Table {
+    fn span(&self) -> u64 {
+        let oldest = self
+            .requests
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_seq);
+        self.next_seq - oldest
+    }
+}
+
+pub(crate) struct Core {
+    pub f: usize,
+    pub client_key: ClientKey,
+    signer: Signer,
+    pub options: ClientOptions,
+    pub links: Vec<Arc<Link>>,
+    table: Mutex<Table>,
+    room: Condvar,
+    pub closed: AtomicBool,
+    pub stray_frames: AtomicU64,
+}
+
+impl Core {
+    pub(crate) fn new(
+        f: usize,
+        signer: Signer,
+        options: ClientOptions,
+        links: Vec<Arc<Link>>,
+        first_seq: u64,
+    ) -> Self {
+        Self {
+            f,
+            client_key: ClientKey(signer.public_key()),
+            signer,
+            options,
+            links,
+            table: Mutex::new(Table {
+                next_seq: first_seq,
+                ..Table::default()
+            }),
+            room: Condvar::new(),
+            closed: AtomicBool::new(false),
+            stray_frames: AtomicU64::new(0),
+        }
+    }
+
+    /// Signs `ops` as the next request, sends it to every node, and returns its seq and the
+    /// channel its outcome will arrive on. Blocks while `in_flight_max` seqs are in flight.
+    pub(crate) fn submit(&self, ops: Vec<u8>) -> Result<(u64, Receiver<Outcome>), ClientError> {
+        let (seq, rx) = self.reserve()?;
+        let body = domain::request_body(&self.client_key, seq, &ops);
+        let request = ClientRequest {
+            client: self.client_key,
+            seq,
+            signature: self.signer.sign(domain::REQUEST, &body),
+            ops,
+        };
+        let frame = encode_client_frame(&ClientFrame::Submit(request));
+        let mut table = self.table.lock();
+        if frame.len() > self.options.frame_bytes_max {
+            table.requests.remove(&seq);
+            self.room.notify_all();
+            return Err(ClientError::TooLarge(format!(
+                "request of {} bytes exceeds the frame limit of {} bytes",
+                frame.len(),
+                self.options.frame_bytes_max
+            )));
+        }
+        if let Some(r) = table.requests.get_mut(&seq) {
+            for link in &self.links {
+                link.send(&frame);
+            }
+            r.frame = Some(frame);
+        }
+        Ok((seq, rx))
+    }
+
+    fn reserve(&self) -> Result<(u64, Receiver<Outcome>), ClientError> {
+        let mut table = self.table.lock();
+        while !table.closed && table.span() >= self.options.in_flight_max as u64 {
+            self.room.wait(&mut table);
+        }
+        if table.closed {
+            return Err(ClientError::Closed);
+        }
+        let seq = table.next_seq;
+        table.next_seq += 1;
+        let (done, rx) = bounded(1);
+        let now = Instant::now();
+        let request = Request {
+            frame: None,
+            started: now,
+            deadline: now + self.options.request_timeout,
+            next_resend: now + self.options.resend_interval,
+            answers: vec![None; self.links.len()],
+            done,
+        };
+        table.requests.insert(seq, request);
+        Ok((seq, rx))
+    }
+
+    /// Sends a status or stale-read query; the answers (index = node) arrive on the channel
+    /// when every asked node answered or at `query_timeout`.
+    pub(crate) fn query(
+        &self,
+        kind: QueryKind,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<Receiver<Vec<Option<NodeFrame>>>, ClientError> {
+        let mut table = self.table.lock();
+        if table.closed {
+            return Err(ClientError::Closed);
+        }
+        let id = table.next_query;
+        table.next_query += 1;
+        let (done, rx) = bounded(1);
+        let mut query = Query {
+            kind,
+            frame: encode_client_frame(&make(id)),
+            deadline: Instant::now() + self.options.query_timeout,
+            answers: vec![None; self.links.len()],
+            done,
+        };
+        for node in 0..self.links.len() {
+            self.send_query(&mut query, node);
+        }
+        table.queries.insert(id, query);
+        Ok(rx)
+    }
+
+    fn send_query(&self, q: &mut Query, node: usize) {
+        if q.answers[node].is_some() || !self.links[node].is_up() {
+            return;
+        }
+        match q.kind {
+            QueryKind::Status => {}
+            QueryKind::Stale { target: Some(t) } if t == node => {}
+            QueryKind::Stale { target: Some(_) } => return,
+            QueryKind::Stale { target: None } => q.kind = QueryKind::Stale { target: Some(node) },
+        }
+        self.links[node].send(&q.frame);
+    }
+
+    /// What each node said, for an error.
+    fn describe(&self, answers: &[Option<Answer>]) -> Vec<NodeAnswer> {
+        answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| NodeAnswer {
+                node: NodeId(i as u16),
+                said: match a {
+                    Some(Answer::Reply(bytes)) => Said::Reply {
+                        fingerprint: crate::keys_file::to_hex(&blake3::hash(bytes).as_bytes()[..4]),
+                    },
+                    Some(Answer::Refused(r)) => Said::Refused(*r),
+                    None => Said::Nothing {
+                        link: self.links[i].describe(),
+                    },
+                },
+            })
+            .collect()
+    }
+
+    /// Link states as "no answer" entries, for errors about queries.
+    pub(crate) fn describe_links(&self) -> Vec<NodeAnswer> {
+        self.describe(&vec![None; self.links.len()])
+    }
+
+    fn accepted(seq: u64, reply: &[u8], agreeing: Vec<NodeId>) -> Outcome {
+        match decode_reply(reply) {
+            Ok(Reply::Done(results)) => Ok(Committed {
+                seq,
+                results,
+                agreeing,
+            }),
+            Ok(Reply::Rejected(rejection)) => Err(ClientError::Rejected { seq, rejection }),
+            Err(e) => Err(ClientError::BadReply(format!(
+                "{} nodes agreed on reply bytes to request {seq} that do not decode: {e}",
+                agreeing.len()
+            ))),
+        }
+    }
+
+    fn expired(&self, seq: u64, r: &Request) -> ClientError {
+        let answers = self.describe(&r.answers);
+        let silent = r.answers.iter().all(Option::is_none);
+        if silent && !self.links.iter().any(|l| l.is_up()) {
+            return ClientError::Unreachable { answers };
+        }
+        if tally::count_refused(&r.answers, Refusal::Busy) > self.f {
+            return ClientError::Busy { seq, answers };
+        }
+        ClientError::Timeout {
+            seq,
+            waited_ms: r.started.elapsed().as_millis() as u64,
+            needed: self.f + 1,
+            answers,
+        }
+    }
+
+    fn on_answer(&self, node: usize, seq: u64, answer: Answer) {
+        let mut table = self.table.lock();
+        let Some(r) = table.requests.get_mut(&seq) else {
+            self.stray_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !tally::record(&mut r.answers[node], answer) {
+            return;
+        }
+        let outcome = match tally::judge(&r.answers, self.f) {
+            Verdict::Open => return,
+            Verdict::Accepted { reply, nodes } => Self::accepted(seq, &reply, nodes),
+            Verdict::Refused(reason) => {
+                let answers = self.describe(&r.answers);
+                Err(match reason {
+                    Refusal::NotAuthorised => ClientError::NotAuthorised { seq, answers },
+                    _ => ClientError::Invalid { seq, answers },
+                })
+            }
+        };
+        if let Some(r) = table.requests.remove(&seq) {
+            let _ = r.done.send(outcome);
+        }
+        self.room.notify_all();
+    }
+
+    fn on_query_answer(&self, node: usize, id: u64, frame: NodeFrame) -> Result<(), String> {
+        let mut table = self.table.lock();
+        let Some(q) = table.queries.get_mut(&id) else {
+            self.stray_frames.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let asked = match (q.kind, &frame) {
+            (QueryKind::Status, NodeFrame::Status { .. }) => true,
+            (QueryKind::Stale { target }, NodeFrame::StaleValue { .. }) => target == Some(node),
+            _ => false,
+        };
+        if !asked {
+            return Err(format!(
+                "answer to query {id} that was not asked of this node"
+            ));
+        }
+        q.answers[node].get_or_insert(frame);
+        let complete = match q.kind {
+            QueryKind::Status => q.answers.iter().all(Option::is_some),
+            QueryKind::Stale { .. } => true,
+        };
+        if complete && let Some(q) = table.queries.remove(&id) {
+            let _ = q.done.send(q.answers);
+        }
+        Ok(())
+    }
+
+    /// One pass of the ticker: expire what passed its deadline, resend what is due.
+    pub(crate) fn tick(&self, now: Instant) {
+        let mut table = self.table.lock();
+        let expired: Vec<u64> = table
+            .requests
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(r) = table.requests.remove(&seq) {
+                let _ = r.done.send(Err(self.expired(seq, &r)));
+            }
+            self.room.notify_all();
+        }
+        for r in table.requests.values_mut().filter(|r| now >= r.next_resend) {
+            r.next_resend = now + self.options.resend_interval;
+            self.resend(r, None);
+        }
+        let done: Vec<u64> = table
+            .queries
+            .iter()
+            .filter(|(_, q)| now >= q.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(q) = table.queries.remove(&id) {
+                let _ = q.done.send(q.answers);
+            }
+        }
+    }
+
+    /// Sends `r` to every node (or just `only`) that has not replied yet; busy ones included.
+    fn resend(&self, r: &Request, only: Option<usize>) {
+        let Some(frame) = &r.frame else {
+            return;
+        };
+        for (i, link) in self.links.iter().enumerate() {
+            let wanted = only.is_none_or(|o| o == i);
+            if wanted && !matches!(r.answers[i], Some(Answer::Reply(_))) {
+                link.send(frame);
+            }
+        }
+    }
+
+    /// Finishes everything with `Closed` and wakes blocked submitters.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut table = self.table.lock();
+        table.closed = true;
+        for (_, r) in std::mem::take(&mut table.requests) {
+            let _ = r.done.send(Err(ClientError::Closed));
+        }
+        table.queries.clear();
+        self.room.notify_all();
+    }
+}
+
+impl LinkEvents for Core {
+    fn link_up(&self, node: usize) {
+        let mut table = self.table.lock();
+        for r in table.requests.values() {
+            self.resend(r, Some(node));
+        }
+        for q in table.queries.values_mut() {
+            self.send_query(q, node);
+        }
+    }
+
+    fn frame(&self, node: usize, frame: NodeFrame) -> Result<(), String> {
+        match frame {
+            NodeFrame::Reply { client, seq, reply } => {
+                self.check_client(&client)?;
+                self.on_answer(node, seq, Answer::Reply(reply));
+                Ok(())
+            }
+            NodeFrame::Refused {
+                client,
+                seq,
+                reason,
+            } => {
+                self.check_client(&client)?;
+                self.on_answer(node, seq, Answer::Refused(reason));
+                Ok(())
+            }
+            NodeFrame::StaleValue { id, .. } | NodeFrame::Status { id, .. } => {
+                self.on_query_answer(node, id, frame)
+            }
+        }
+    }
+}
+
+impl Core {
+    fn check_client(&self, client: &[u8; 32]) -> Result<(), String> {
+        if *client != self.client_key.0 {
+            return Err("reply addressed to another client".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,404 @@
+//! One authenticated link to one member: dial, Noise handshake, read, write, redial.
+//!
+//! Each member gets a link thread that loops: dial (`connect_timeout`), run the XX handshake as
+//! initiator with the cluster id as prologue, check the node's static key against the
+//! configured one *before* sending the last handshake message (so our identity is never
+//! revealed to an impostor), then read frames until the link fails. A writer thread per live
+//! session drains a bounded queue, so a node that stops reading can never block a caller:
+//! when the queue is full the frame is dropped and counted (requests are resent on a timer).
+//!
+//! Invariants: every received frame is bounded (`FrameDecoder` limit = sealed size of
+//! `frame_bytes_max`), opened and decoded without panicking; a frame that fails any check —
+//! Noise, decoding, or the client core's protocol check — counts as garbage and closes the
+//! link. Redials back off exponentially from `reconnect_backoff_min` to `..._max`; the backoff
+//! resets after a session that ended without garbage. Shutdown wakes every sleep and read.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use parking_lot::Mutex;
+
+use crate::net::frame::FrameDecoder;
+use crate::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
+use crate::types::ClusterId;
+use crate::wire::client::{NodeFrame, decode_node_frame};
+
+use super::options::{ClientOptions, Endpoint};
+
+/// What the link reports to the client core. `frame` returns `Err(why)` for a frame that
+/// breaks the protocol (e.g. a reply addressed to another client): the link is then closed.
+pub(crate) trait LinkEvents: Send + Sync + 'static {
+    fn link_up(&self, node: usize);
+    fn frame(&self, node: usize, frame: NodeFrame) -> Result<(), String>;
+}
+
+/// Counters of one link, for `Client::links()` and tests.
+#[derive(Default, Debug)]
+pub(crate) struct LinkCounters {
+    pub sessions: AtomicU64,
+    pub dial_failures: AtomicU64,
+    pub garbage: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_dropped: AtomicU64,
+}
+
+/// A copy of one link's state and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkReport {
+    pub node: crate::types::NodeId,
+    pub addr: std::net::SocketAddr,
+    pub connected: bool,
+    /// Why the link is down, or was last closed ("" before any failure).
+    pub last_error: String,
+    /// Handshakes completed (1 + reconnects).
+    pub sessions: u64,
+    pub dial_failures: u64,
+    /// Frames from this node that failed a check; each one closed the link.
+    pub garbage_frames: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Frames not queued because this node's writer queue was full.
+    pub frames_dropped: u64,
+}
+
+struct Session {
+    queue: Sender<Vec<u8>>,
+    stream: TcpStream,
+}
+
+/// The part of a link other threads touch.
+pub(crate) struct Link {
+    pub endpoint: Endpoint,
+    session: Mutex<Option<Session>>,
+    last_error: Mutex<String>,
+    counters: LinkCounters,
+}
+
+impl Link {
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            session: Mutex::new(None),
+            last_error: Mutex::new(String::new()),
+            counters: LinkCounters::default(),
+        }
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.session.lock().is_some()
+    }
+
+    /// Queues one plaintext frame; false if the link is down or its queue is full.
+    pub(crate) fn send(&self, frame: &[u8]) -> bool {
+        let session = self.session.lock();
+        let Some(s) = session.as_ref() else {
+            return false;
+        };
+        match s.queue.try_send(frame.to_vec()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// "connected", or why not, for error messages.
+    pub(crate) fn describe(&self) -> String {
+        if self.is_up() {
+            return "connected".into();
+        }
+        let err = self.last_error.lock();
+        if err.is_empty() {
+            "not connected yet".into()
+        } else {
+            format!("unreachable: {err}")
+        }
+    }
+
+    pub(crate) fn report(&self) -> LinkReport {
+        let c = &self.counters;
+        LinkReport {
+            node: self.endpoint.id,
+            addr: self.endpoint.addr,
+            connected: self.is_up(),
+            last_error: self.last_error.lock().clone(),
+            sessions: c.sessions.load(Ordering::Relaxed),
+            dial_failures: c.dial_failures.load(Ordering::Relaxed),
+            garbage_frames: c.garbage.load(Ordering::Relaxed),
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the live session, if any, which wakes its reader.
+    pub(crate) fn close(&self) {
+        if let Some(s) = self.session.lock().take() {
+            let _ = s.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// What the link thread needs besides the [`Link`].
+pub(crate) struct LinkContext {
+    pub node: usize,
+    pub cluster: ClusterId,
+    pub noise_secret: [u8; 32],
+    pub options: ClientOptions,
+    pub shutdown: Arc<AtomicBool>,
+    /// Closed (dropped) on shutdown: wakes backoff sleeps at once.
+    pub shutdown_rx: Receiver<()>,
+}
+
+/// How a session ended.
+enum End {
+    /// The node closed, an I/O error, or shutdown: not the node's fault as far as we know.
+    Closed(String),
+    /// The node sent something that failed a check.
+    Garbage(String),
+}
+
+/// Spawns the link thread of `link`.
+pub(crate) fn spawn(
+    link: Arc<Link>,
+    ctx: LinkContext,
+    events: Arc<dyn LinkEvents>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("client-link-{}", ctx.node))
+        .spawn(move || run(&link, &ctx, &*events))
+}
+
+fn run(link: &Link, ctx: &LinkContext, events: &dyn LinkEvents) {
+    let mut backoff = ctx.options.reconnect_backoff_min;
+    while !ctx.shutdown.load(Ordering::Acquire) {
+        let (end, established) = match dial(link, ctx) {
+            Ok((stream, noise, decoder)) => {
+                (session(link, ctx, events, stream, noise, decoder), true)
+            }
+            Err(why) => {
+                link.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
+                (End::Closed(why), false)
+            }
+        };
+        let (why, garbage) = match end {
+            End::Closed(why) => (why, false),
+            End::Garbage(why) => (why, true),
+        };
+        if ctx.shutdown.load(Ordering::Acquire) {
+            break;
+        }
+        log::debug!("client: link to {} down: {why}", link.endpoint.id);
+        *link.last_error.lock() = why;
+        if established && !garbage {
+            backoff = ctx.options.reconnect_backoff_min;
+        }
+        // Returns at once when the shutdown sender is dropped.
+        let _ = ctx.shutdown_rx.recv_timeout(backoff);
+        backoff = (backoff * 2).min(ctx.options.reconnect_backoff_max);
+    }
+    link.close();
+}
+
+/// Dials and runs the handshake; on success the stream is ready for transport frames.
+fn dial(link: &Link, ctx: &LinkContext) -> Result<(TcpStream, NoiseLink, FrameDecoder), String> {
+    let addr = link.endpoint.addr;
+    let mut stream = TcpStream::connect_timeout(&addr, ctx.options.connect_timeout)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let setup = |s: &TcpStream| -> std::io::Result<()> {
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(ctx.options.io_timeout))?;
+        s.set_write_timeout(Some(ctx.options.io_timeout))
+    };
+    setup(&stream).map_err(|e| format!("socket setup: {e}"))?;
+    let mut decoder = FrameDecoder::new(HANDSHAKE_MESSAGE_BYTES_MAX);
+    let mut pending = Vec::new();
+    let noise = handshake(link, ctx, &mut stream, &mut decoder, &mut pending)?;
+    if !pending.is_empty() {
+        // The node speaks only after our last handshake message: early bytes break the protocol.
+        return Err("node sent data before the handshake finished".into());
+    }
+    decoder.set_limit_bytes(sealed_len(ctx.options.frame_bytes_max));
+    stream
+        .set_read_timeout(None)
+        .map_err(|e| format!("socket setup: {e}"))?;
+    Ok((stream, noise, decoder))
+}
+
+fn handshake(
+    link: &Link,
+    ctx: &LinkContext,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    pending: &mut Vec<u8>,
+) -> Result<NoiseLink, String> {
+    let noise_err = |e: crate::net::noise::NoiseError| format!("handshake: {e}");
+    let mut hs = Handshake::initiator(&ctx.noise_secret, &ctx.cluster.0).map_err(noise_err)?;
+    let mut out = Vec::new();
+    hs.write_message(&mut out).map_err(noise_err)?;
+    stream
+        .write_all(&out)
+        .map_err(|e| format!("handshake: {e}"))?;
+    let msg = read_frame(stream, decoder, pending).map_err(|e| match e {
+        End::Closed(why) | End::Garbage(why) => format!("handshake: {why}"),
+    })?;
+    hs.read_message(&msg).map_err(noise_err)?;
+    if hs.remote_static() != Some(link.endpoint.noise_public_key) {
+        return Err(format!(
+            "handshake: the node at {} did not prove {}'s configured noise key; refusing it",
+            link.endpoint.addr, link.endpoint.id
+        ));
+    }
+    out.clear();
+    hs.write_message(&mut out).map_err(noise_err)?;
+    stream
+        .write_all(&out)
+        .map_err(|e| format!("handshake: {e}"))?;
+    hs.into_link().map_err(noise_err)
+}
+
+/// Reads until one whole frame is in; bytes after it stay in `pending`.
+fn read_frame(
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    pending: &mut Vec<u8>,
+) -> Result<Vec<u8>, End> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut input = &pending[..];
+        let fed = decoder
+            .feed(&mut input)
+            .map_err(|e| End::Garbage(e.to_string()))?;
+        let used = pending.len() - input.len();
+        pending.drain(..used);
+        if let Some(frame) = fed {
+            return Ok(frame);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(End::Closed("closed by the node".into())),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(End::Closed(e.to_string())),
+        }
+    }
+}
+
+/// Runs one established session until it fails.
+fn session(
+    link: &Link,
+    ctx: &LinkContext,
+    events: &dyn LinkEvents,
+    stream: TcpStream,
+    noise: NoiseLink,
+    mut decoder: FrameDecoder,
+) -> End {
+    let started = Instant::now();
+    let noise = Arc::new(Mutex::new(noise));
+    let (queue, rx) = bounded(ctx.options.link_queue_frames_max);
+    let (writer_stream, closer) = match (stream.try_clone(), stream.try_clone()) {
+        (Ok(w), Ok(c)) => (w, c),
+        (Err(e), _) | (_, Err(e)) => return End::Closed(format!("socket clone: {e}")),
+    };
+    let writer = {
+        let noise = Arc::clone(&noise);
+        let frames_out = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&frames_out);
+        let handle = std::thread::Builder::new()
+            .name(format!("client-write-{}", ctx.node))
+            .spawn(move || write_loop(writer_stream, &noise, &rx, &counter));
+        match handle {
+            Ok(h) => (h, frames_out),
+            Err(e) => return End::Closed(format!("spawning the writer: {e}")),
+        }
+    };
+    *link.session.lock() = Some(Session {
+        queue,
+        stream: closer,
+    });
+    link.counters.sessions.fetch_add(1, Ordering::Relaxed);
+    log::debug!("client: link to {} up", link.endpoint.id);
+    events.link_up(ctx.node);
+    let end = read_loop(link, ctx, events, stream, &noise, &mut decoder);
+    link.close(); // drops the queue sender, so the writer exits
+    let (handle, frames_out) = writer;
+    let _ = handle.join();
+    link.counters
+        .frames_out
+        .fetch_add(frames_out.load(Ordering::Relaxed), Ordering::Relaxed);
+    log::debug!(
+        "client: session with {} lasted {:?}",
+        link.endpoint.id,
+        started.elapsed()
+    );
+    end
+}
+
+fn write_loop(
+    mut stream: TcpStream,
+    noise: &Mutex<NoiseLink>,
+    rx: &Receiver<Vec<u8>>,
+    frames_out: &AtomicU64,
+) {
+    let mut out = Vec::new();
+    while let Ok(plain) = rx.recv() {
+        out.clear();
+        // Seal under the lock, write outside it: only this thread writes, so the nonce order
+        // matches the byte order on the wire.
+        if noise.lock().seal(&plain, &mut out).is_err() || stream.write_all(&out).is_err() {
+            let _ = stream.shutdown(Shutdown::Both); // wakes the reader, which ends the session
+            return;
+        }
+        frames_out.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn read_loop(
+    link: &Link,
+    ctx: &LinkContext,
+    events: &dyn LinkEvents,
+    mut stream: TcpStream,
+    noise: &Mutex<NoiseLink>,
+    decoder: &mut FrameDecoder,
+) -> End {
+    let mut pending = Vec::new();
+    loop {
+        if ctx.shutdown.load(Ordering::Acquire) {
+            return End::Closed("client shut down".into());
+        }
+        let wire = match read_frame(&mut stream, decoder, &mut pending) {
+            Ok(w) => w,
+            Err(end) => return count(link, end),
+        };
+        let plain = match noise.lock().open(&wire) {
+            Ok(p) => p,
+            Err(e) => return count(link, End::Garbage(e.to_string())),
+        };
+        let frame = match decode_node_frame(&plain) {
+            Ok(f) => f,
+            Err(e) => return count(link, End::Garbage(format!("undecodable frame: {e}"))),
+        };
+        link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        if let Err(why) = events.frame(ctx.node, frame) {
+            return count(link, End::Garbage(why));
+        }
+    }
+}
+
+fn count(link: &Link, end: End) -> End {
+    if let End::Garbage(why) = &end {
+        link.counters.garbage.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "client: {} sent garbage, closing the link: {why}",
+            link.endpoint.id
+        );
+        return End::Garbage(format!("garbage from the node: {why}"));
+    }
+    end
+}

@@ -1,0 +1,407 @@
+//! Helpers for the client tests: a cluster of FAKE nodes built on the real node-side transport
+//! (`bftd::net::Transport`), each with a switchable behaviour (honest, silent, lying, busy,
+//! refusing, sending garbage), sharing one state machine so honest replies are identical.
+//!
+//! Included by the client test files with `#[path]`; compiled alone it holds no tests.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bftd::client::{Client, ClientOptions, ClusterEndpoints, Endpoint};
+use bftd::crypto::{Signer, domain};
+use bftd::kv::{
+    CompareOp, CompareTarget, KeyValue, Op, OpReply, OpResult, Reply, Txn, TxnOp, VersionedValue,
+    decode_ops, encode_reply,
+};
+use bftd::net::{
+    ClientAccess, NetLimits, Outbound, PeerConfig, Remote, StaticKeypair, Transport,
+    TransportConfig, generate_static_keypair,
+};
+use bftd::types::{ClusterId, NodeId};
+use bftd::wire::client::{
+    ClientFrame, NodeFrame, NodeStatus, Refusal, decode_client_frame, encode_node_frame,
+};
+use parking_lot::Mutex;
+
+/// Generous: a loaded 2-core machine running another engineer's build must not fail a test.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    /// Reads and drops everything.
+    Silent,
+    /// Replies to submits with a well-formed but wrong reply, different per node.
+    Lie,
+    Busy,
+    NotAuthorised,
+    /// Answers every frame with bytes that are not a node frame.
+    Garbage,
+}
+
+/// The one "consensus order" all honest fakes share: the first node to see a request executes
+/// it, the others return the stored reply bytes, as real nodes would after a commit.
+#[derive(Default)]
+pub struct SharedState {
+    pub kv: BTreeMap<Vec<u8>, VersionedValue>,
+    pub height: u64,
+    pub replies: HashMap<([u8; 32], u64), Vec<u8>>,
+    /// Requests executed (each (client, seq) once).
+    pub executed: u64,
+}
+
+pub struct FakeNode {
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    /// Submit frames this node received (including resends).
+    pub submits_seen: Arc<AtomicU64>,
+    transport: Option<Arc<Transport>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub struct FakeCluster {
+    pub cluster: ClusterId,
+    pub keys: Vec<StaticKeypair>,
+    pub addrs: Vec<SocketAddr>,
+    pub nodes: Vec<FakeNode>,
+    pub state: Arc<Mutex<SharedState>>,
+    pub client_signing_secret: [u8; 32],
+    pub client_noise: StaticKeypair,
+}
+
+fn limits() -> NetLimits {
+    NetLimits {
+        max_frame_bytes: 4 << 20,
+        write_buffer_bytes_max: 32 << 20,
+        handshake_timeout_ms: 2000,
+        ..NetLimits::default()
+    }
+}
+
+impl FakeCluster {
+    /// Starts `n` honest fake nodes on 127.0.0.1, port 0.
+    pub fn start(n: usize) -> Self {
+        let mut c = Self {
+            cluster: ClusterId::from_name("client-test"),
+            keys: (0..n).map(|_| generate_static_keypair().unwrap()).collect(),
+            addrs: vec!["127.0.0.1:0".parse().unwrap(); n],
+            nodes: Vec::new(),
+            state: Arc::new(Mutex::new(SharedState::default())),
+            client_signing_secret: [7; 32],
+            client_noise: generate_static_keypair().unwrap(),
+        };
+        for i in 0..n {
+            let node = c.spawn(i, c.addrs[i], Arc::new(Mutex::new(Behaviour::Honest)));
+            c.nodes.push(node);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize, addr: SocketAddr, behaviour: Arc<Mutex<Behaviour>>) -> FakeNode {
+        let config = TransportConfig {
+            self_id: NodeId(i as u16),
+            listen_addr: addr,
+            static_private_key: self.keys[i].private,
+            // No peer links: each fake serves only clients.
+            peers: vec![PeerConfig {
+                id: NodeId(i as u16),
+                addr,
+                static_public_key: self.keys[i].public,
+            }],
+            clients: ClientAccess::Any,
+            prologue: self.cluster.0.to_vec(),
+            limits: limits(),
+        };
+        let transport = Arc::new(Transport::start(config).unwrap());
+        self.addrs[i] = transport.local_addr();
+        let stop = Arc::new(AtomicBool::new(false));
+        let submits_seen = Arc::new(AtomicU64::new(0));
+        let ctx = NodeCtx {
+            id: i as u16,
+            cluster: self.cluster,
+            behaviour: Arc::clone(&behaviour),
+            state: Arc::clone(&self.state),
+            submits_seen: Arc::clone(&submits_seen),
+            started: Instant::now(),
+        };
+        let (t, s) = (Arc::clone(&transport), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || serve(&t, &s, &ctx));
+        FakeNode {
+            behaviour,
+            submits_seen,
+            transport: Some(transport),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set(&self, i: usize, b: Behaviour) {
+        *self.nodes[i].behaviour.lock() = b;
+    }
+
+    /// Stops node `i` (its listener and every connection close).
+    pub fn stop(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.stop.store(true, Ordering::Release);
+        if let Some(t) = node.thread.take() {
+            t.join().unwrap();
+        }
+        if let Some(t) = node.transport.take() {
+            match Arc::try_unwrap(t) {
+                Ok(t) => t.shutdown(),
+                Err(_) => panic!("transport still shared"),
+            }
+        }
+    }
+
+    /// Starts node `i` again on its old address, with its old behaviour.
+    pub fn restart(&mut self, i: usize) {
+        let behaviour = Arc::clone(&self.nodes[i].behaviour);
+        let node = self.spawn(i, self.addrs[i], behaviour);
+        self.nodes[i] = node;
+    }
+
+    pub fn endpoints(&self) -> ClusterEndpoints {
+        ClusterEndpoints {
+            cluster: self.cluster,
+            f: (self.keys.len() - 1) / 3,
+            members: (0..self.keys.len())
+                .map(|i| Endpoint {
+                    id: NodeId(i as u16),
+                    addr: self.addrs[i],
+                    noise_public_key: self.keys[i].public,
+                })
+                .collect(),
+            signer: Signer::new(self.client_signing_secret, self.cluster),
+            noise_secret: self.client_noise.private,
+        }
+    }
+
+    /// A client with fast resends and redials, and the given request timeout.
+    pub fn client(&self, request_timeout: Duration) -> Client {
+        Client::start(self.endpoints(), test_options(request_timeout)).unwrap()
+    }
+
+    pub fn executed(&self) -> u64 {
+        self.state.lock().executed
+    }
+}
+
+pub fn test_options(request_timeout: Duration) -> ClientOptions {
+    ClientOptions {
+        request_timeout,
+        resend_interval: Duration::from_millis(100),
+        reconnect_backoff_min: Duration::from_millis(10),
+        reconnect_backoff_max: Duration::from_millis(200),
+        query_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i);
+        }
+    }
+}
+
+struct NodeCtx {
+    id: u16,
+    cluster: ClusterId,
+    behaviour: Arc<Mutex<Behaviour>>,
+    state: Arc<Mutex<SharedState>>,
+    submits_seen: Arc<AtomicU64>,
+    started: Instant,
+}
+
+fn serve(transport: &Transport, stop: &AtomicBool, ctx: &NodeCtx) {
+    while !stop.load(Ordering::Acquire) {
+        let Ok(msg) = transport.inbound().recv_timeout(Duration::from_millis(20)) else {
+            continue;
+        };
+        let Remote::Client(client_id) = msg.from else {
+            continue;
+        };
+        let behaviour = *ctx.behaviour.lock();
+        let reply = match behaviour {
+            Behaviour::Silent => None,
+            Behaviour::Garbage => Some(b"\xffthis is not a node frame".to_vec()),
+            _ => match decode_client_frame(&msg.bytes) {
+                Ok(frame) => answer(ctx, behaviour, frame).map(|f| encode_node_frame(&f)),
+                Err(_) => None,
+            },
+        };
+        if let Some(bytes) = reply {
+            let _ = transport.send(Outbound::ToClient(client_id, bytes));
+        }
+    }
+}
+
+fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<NodeFrame> {
+    match frame {
+        ClientFrame::Submit(req) => {
+            ctx.submits_seen.fetch_add(1, Ordering::Relaxed);
+            let (client, seq) = (req.client.0, req.seq);
+            let refuse = |reason| {
+                Some(NodeFrame::Refused {
+                    client,
+                    seq,
+                    reason,
+                })
+            };
+            match behaviour {
+                Behaviour::Busy => return refuse(Refusal::Busy),
+                Behaviour::NotAuthorised => return refuse(Refusal::NotAuthorised),
+                _ => {}
+            }
+            if !signature_ok(ctx.cluster, &req) {
+                return refuse(Refusal::Invalid);
+            }
+            let reply = if behaviour == Behaviour::Lie {
+                let lie = OpResult::Put {
+                    version: 1000 + u64::from(ctx.id),
+                };
+                encode_reply(&Reply::Done(vec![OpReply::Simple(lie)]))
+            } else {
+                execute(&ctx.state, client, seq, &req.ops)
+            };
+            Some(NodeFrame::Reply { client, seq, reply })
+        }
+        ClientFrame::StaleGet { id, key } => {
+            let s = ctx.state.lock();
+            Some(NodeFrame::StaleValue {
+                id,
+                applied_height: s.height,
+                value: s.kv.get(&key).cloned(),
+            })
+        }
+        ClientFrame::Status { id } => {
+            let s = ctx.state.lock();
+            Some(NodeFrame::Status {
+                id,
+                status: NodeStatus {
+                    node_id: ctx.id,
+                    round: s.height + 5,
+                    leader: 1,
+                    committed_height: s.height,
+                    applied_height: s.height,
+                    state_digest: [0xab; 32],
+                    uptime_ms: ctx.started.elapsed().as_millis() as u64,
+                    mempool_requests: 0,
+                    peers_connected: 3,
+                },
+            })
+        }
+    }
+}
+
+fn signature_ok(cluster: ClusterId, req: &bftd::types::ClientRequest) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&req.client.0) else {
+        return false;
+    };
+    let body = domain::request_body(&req.client, req.seq, &req.ops);
+    let msg = domain::signing_bytes(domain::REQUEST, &cluster, &body);
+    let sig = ed25519_dalek::Signature::from_bytes(&req.signature.0);
+    key.verify_strict(&msg, &sig).is_ok()
+}
+
+/// Executes a request once in the shared order; later calls return the stored bytes.
+fn execute(state: &Mutex<SharedState>, client: [u8; 32], seq: u64, ops: &[u8]) -> Vec<u8> {
+    let mut s = state.lock();
+    if let Some(r) = s.replies.get(&(client, seq)) {
+        return r.clone();
+    }
+    s.height += 1;
+    s.executed += 1;
+    let reply = match decode_ops(ops) {
+        Ok(ops) => Reply::Done(ops.into_iter().map(|op| apply(&mut s, op)).collect()),
+        Err(rejection) => Reply::Rejected(rejection),
+    };
+    let bytes = encode_reply(&reply);
+    s.replies.insert((client, seq), bytes.clone());
+    bytes
+}
+
+fn apply(s: &mut SharedState, op: Op) -> OpReply {
+    match op.into_simple() {
+        Ok(simple) => OpReply::Simple(apply_simple(s, simple)),
+        Err(txn) => apply_txn(s, txn),
+    }
+}
+
+fn apply_txn(s: &mut SharedState, txn: Txn) -> OpReply {
+    let holds = txn.compare.iter().all(|c| {
+        let cur = s.kv.get(&c.key);
+        let ord = match (&c.target, cur) {
+            (CompareTarget::Version(v), _) => cur.map_or(0, |x| x.version).cmp(v),
+            (CompareTarget::Value(v), Some(x)) => x.value.cmp(v),
+            (CompareTarget::Value(_), None) => return false,
+            (CompareTarget::Exists(e), _) => cur.is_some().cmp(e),
+        };
+        match c.op {
+            CompareOp::Equal => ord.is_eq(),
+            CompareOp::NotEqual => ord.is_ne(),
+            CompareOp::Less => ord.is_lt(),
+            CompareOp::Greater => ord.is_gt(),
+        }
+    });
+    let branch = if holds { txn.success } else { txn.failure };
+    let results = branch.into_iter().map(|op| apply_simple(s, op)).collect();
+    OpReply::Txn {
+        succeeded: holds,
+        results,
+    }
+}
+
+fn apply_simple(s: &mut SharedState, op: TxnOp) -> OpResult {
+    let height = s.height;
+    match op {
+        TxnOp::Put { key, value } => {
+            let version = s.kv.get(&key).map_or(0, |v| v.version) + 1;
+            s.kv.insert(
+                key,
+                VersionedValue {
+                    value,
+                    version,
+                    mod_height: height,
+                },
+            );
+            OpResult::Put { version }
+        }
+        TxnOp::Get { key } => OpResult::Get {
+            found: s.kv.get(&key).cloned(),
+        },
+        TxnOp::Delete { key } => OpResult::Delete {
+            existed: s.kv.remove(&key).is_some(),
+        },
+        TxnOp::Range { start, end, limit } => {
+            let mut entries: Vec<KeyValue> =
+                s.kv.range(start..)
+                    .take_while(|(k, _)| end.as_ref().is_none_or(|e| *k < e))
+                    .map(|(k, v)| KeyValue {
+                        key: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect();
+            let more = entries.len() > limit as usize;
+            entries.truncate(limit as usize);
+            OpResult::Range { entries, more }
+        }
+    }
+}

@@ -29,7 +29,7 @@ use bftd::wire::{ClientFrame, NodeFrame, NodeStatus};
 #[path = "cluster_support.rs"]
 pub mod support;
 
-use support::{DEADLINE, RawClient, Testnet, put, status_of, wait_for};
+use support::{DEADLINE, RawClient, Testnet, put, wait_for};
 
 /// One cluster at a time: each test starts 4 to 7 node processes plus attackers, and the
 /// machine may have two cores. Run side by side they would test the scheduler, not the node.
@@ -119,11 +119,21 @@ pub fn node_noise_secret(net: &Testnet, i: usize) -> [u8; 32] {
 // ---------------------------------------------------------------------------------------------
 // Cluster checks
 
+/// Status of node `i` asked with `observer`'s key, or `None` if it does not answer. Not
+/// `status_of`: that uses the honest client's key, and a node keeps one link per client key,
+/// so asking with it would replace (close) the honest load's link.
+pub fn observe(net: &Testnet, observer: &LoadedClientConfig, i: usize) -> Option<NodeStatus> {
+    RawClient::connect_with(observer.clone(), net.addr(i))
+        .ok()?
+        .status()
+        .ok()
+}
+
 /// The highest applied height among the nodes in `which` that answer.
-pub fn highest_applied(net: &Testnet, which: &[usize]) -> u64 {
+pub fn highest_applied(net: &Testnet, observer: &LoadedClientConfig, which: &[usize]) -> u64 {
     which
         .iter()
-        .filter_map(|&i| status_of(net, i))
+        .filter_map(|&i| observe(net, observer, i))
         .map(|s| s.applied_height)
         .max()
         .unwrap_or(0)
@@ -131,13 +141,21 @@ pub fn highest_applied(net: &Testnet, which: &[usize]) -> u64 {
 
 /// Waits until the nodes in `which` answer status with the same applied height and state
 /// digest, at or above `height_min`; returns that status.
-pub fn wait_converged(net: &Testnet, which: &[usize], height_min: u64) -> NodeStatus {
+pub fn wait_converged(
+    net: &Testnet,
+    observer: &LoadedClientConfig,
+    which: &[usize],
+    height_min: u64,
+) -> NodeStatus {
     let mut agreed = None;
     wait_for(
         &format!("nodes {which:?} agree on one state at height >= {height_min}"),
         DEADLINE,
         || {
-            let s: Vec<_> = which.iter().filter_map(|&i| status_of(net, i)).collect();
+            let s: Vec<_> = which
+                .iter()
+                .filter_map(|&i| observe(net, observer, i))
+                .collect();
             let same = s.len() == which.len()
                 && s.iter().all(|x| {
                     x.applied_height == s[0].applied_height && x.state_digest == s[0].state_digest
@@ -163,6 +181,7 @@ pub struct WorkerStats {
     /// Connections made after the first (each one means the previous link broke).
     pub reconnects: AtomicU64,
     pub link_errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
 }
 
 /// One client connection per node, each in its own thread; a request goes to every node and
@@ -289,8 +308,9 @@ fn worker(
             Ok(None) => {
                 stats.refusals.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err(e) => {
                 stats.link_errors.fetch_add(1, Ordering::Relaxed);
+                *stats.last_error.lock().unwrap() = Some(format!("request {}: {e}", req.seq));
                 conn = None;
             }
         }

@@ -312,7 +312,10 @@ fn hostile_input_to_each_node_leaves_it_up_committing_and_bounded() {
     let start = Instant::now();
     let net = Testnet::new(4, CONSENSUS, "");
     set_limits(&net, "handshake_timeout_ms = 1000");
-    let attacker = add_client(&net, "attacker");
+    let [attacker, observer]: [LoadedClientConfig; 2] =
+        add_clients(&net, &["attacker", "observer"])
+            .try_into()
+            .expect("two clients");
     let mut procs = start_all(&net);
     let load = HonestLoad::start(&net);
     load.wait_more(5, "before any attack");
@@ -335,10 +338,132 @@ fn hostile_input_to_each_node_leaves_it_up_committing_and_bounded() {
     }
     let committed = load.finish();
     let all = [0, 1, 2, 3];
-    let agreed = wait_converged(&net, &all, highest_applied(&net, &all));
+    let agreed = wait_converged(
+        &net,
+        &observer,
+        &all,
+        highest_applied(&net, &observer, &all),
+    );
     eprintln!(
         "{committed} honest requests committed, all at height {} ({:?} in all)",
         agreed.applied_height,
         start.elapsed()
     );
+}
+
+/// Limits low enough for a test to exceed: at most 8 unfinished inbound handshakes and 16
+/// connections other than peer links; an unfinished handshake dies after 2 s.
+const FLOOD_LIMITS: &str = "connections_max = 16\nhandshakes_max = 8\nhandshake_timeout_ms = 2000";
+const CONNECTIONS_MAX: usize = 16;
+const FLOOD_CONNECTIONS: usize = 300;
+const FLOOD_CLIENTS: usize = 24;
+
+/// Opens `FLOOD_CONNECTIONS` connections to `addr`, each sending a first handshake message,
+/// and holds them all; returns how many the node answered (took into a handshake slot).
+fn handshake_flood(addr: SocketAddr, prologue: &[u8], load: &HonestLoad) -> usize {
+    let secret = stranger_secret();
+    let mut held = Vec::new();
+    for _ in 0..FLOOD_CONNECTIONS {
+        let mut s = connect(addr);
+        let mut hs = bftd::net::noise::Handshake::initiator(&secret, prologue).expect("hs");
+        let mut msg1 = Vec::new();
+        hs.write_message(&mut msg1).expect("msg1");
+        let _ = s.write_all(&msg1);
+        held.push(s);
+    }
+    load.wait_more(10, "while the handshake flood is held");
+    // Answered or not, the node must close every one: at once when over the limit, at the
+    // handshake timeout otherwise (a queued answer is still read before the close).
+    let mut answered = 0;
+    for (k, mut s) in held.into_iter().enumerate() {
+        answered += usize::from(read_handshake_frame(&mut s).is_some());
+        assert!(closed_by_remote(&mut s), "flood connection {k} left open");
+    }
+    answered
+}
+
+/// A flood beyond `handshakes_max` (unauthenticated) and beyond `connections_max` (allowed
+/// client keys) against node 3, which only accepts peer links: the honest client, whose links
+/// predate the flood, keeps committing; the node refuses what is over the limits, closes
+/// everything it took, serves new clients once the flood is gone, and stays bounded.
+#[test]
+fn connection_flood_beyond_the_limits_is_refused_and_honest_clients_keep_committing() {
+    let _serial = serial();
+    let start = Instant::now();
+    let net = Testnet::new(4, CONSENSUS, "");
+    set_limits(&net, FLOOD_LIMITS);
+    let observer = add_client(&net, "observer");
+    let names: Vec<String> = (0..FLOOD_CLIENTS).map(|k| format!("flood{k}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let flooders = add_clients(&net, &names);
+    let mut procs = start_all(&net);
+    let target = 3;
+    let load = HonestLoad::start(&net);
+    load.wait_more(5, "before the flood");
+    let before_kib = procs[target].rss_kib();
+
+    let prologue = flooders[0].cluster.0.to_vec();
+    let answered = handshake_flood(net.addr(target), &prologue, &load);
+    eprintln!("handshake flood: {answered} of {FLOOD_CONNECTIONS} answered, the rest refused");
+    assert!(answered > 0, "the node took no handshake at all");
+    assert!(
+        answered < FLOOD_CONNECTIONS,
+        "handshakes_max refused nothing"
+    );
+
+    // Allowed clients up to connections_max; the honest client already holds one.
+    let mut links: Vec<Link> = flooders
+        .iter()
+        .filter_map(|cfg| client_link(cfg, net.addr(target)))
+        .filter_map(|mut l| l.status(1).is_ok().then_some(l))
+        .collect();
+    eprintln!(
+        "client flood: {} of {FLOOD_CLIENTS} links served",
+        links.len()
+    );
+    assert!(
+        links.len() < CONNECTIONS_MAX,
+        "connections_max = {CONNECTIONS_MAX} let the honest link and {} more in",
+        links.len()
+    );
+    assert!(!links.is_empty(), "the node took no client at all");
+    load.wait_more(10, "while connections_max is reached");
+    assert_alive(&mut procs[target], &net);
+    for l in &mut links {
+        l.status(2)
+            .expect("a link taken under the limit is still served");
+    }
+
+    // Peer links come on top of connections_max: a restarted peer gets back in while the
+    // clients fill every other slot.
+    procs.remove(0).kill();
+    procs.insert(0, NodeProc::start(&net, 0));
+    let held = &mut links[0];
+    let mut id = 10;
+    wait_for("node 0 links to node 3 again", DEADLINE, || {
+        id += 1;
+        held.status(id)
+            .expect("status over a held link")
+            .peers_connected
+            == 3
+            && observe(&net, &observer, 0).is_some_and(|s| s.peers_connected == 3)
+    });
+    drop(links);
+
+    let after_kib = procs[target].rss_kib();
+    assert_rss_bounded(target, before_kib, after_kib);
+    wait_for("a new client is served after the flood", DEADLINE, || {
+        observe(&net, &observer, target).is_some()
+    });
+    load.wait_more(10, "after the flood");
+    assert_eq!(load.reconnects(target), 0, "the honest link broke");
+    load.finish();
+    let all = [0, 1, 2, 3];
+    wait_converged(
+        &net,
+        &observer,
+        &all,
+        highest_applied(&net, &observer, &all),
+    );
+    eprintln!("flood test took {:?}", start.elapsed());
 }

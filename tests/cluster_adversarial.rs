@@ -39,7 +39,10 @@ use bftd::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
 /// connections, or a buffer sized by an attacker's length prefix (up to 4 GiB), would not fit.
 const RSS_GROWTH_KIB_MAX: u64 = 64 * 1024;
 
-/// View changes in a few hundred milliseconds, so a silent leader costs little.
+/// View changes in a few hundred milliseconds, so a silent leader costs little. Still, with a
+/// dead leader in the rotation a commit waits for enough live leaders in a row, and the
+/// honest load sends one request at a time: about one request commits per rotation, so the
+/// tests ask for a handful of commits while a node is down, not for throughput.
 const CONSENSUS: &str = "round_timeout_base_ms = 300";
 
 fn start_all(net: &Testnet) -> Vec<NodeProc> {
@@ -466,4 +469,98 @@ fn connection_flood_beyond_the_limits_is_refused_and_honest_clients_keep_committ
         highest_applied(&net, &observer, &all),
     );
     eprintln!("flood test took {:?}", start.elapsed());
+}
+
+/// Waits until the round of every node in `live` passed `round_min`; returns the lowest round.
+fn wait_rounds(net: &Testnet, observer: &LoadedClientConfig, live: &[usize], round_min: u64) {
+    wait_for(
+        &format!("nodes {live:?} past round {round_min}"),
+        DEADLINE,
+        || {
+            live.iter()
+                .all(|&i| observe(net, observer, i).is_some_and(|s| s.round >= round_min))
+        },
+    );
+}
+
+/// The current leader frozen with SIGSTOP while the honest load runs: the others time it out
+/// round after round and keep committing; after SIGCONT it catches up to the same state.
+#[test]
+fn a_stopped_leader_is_routed_around_and_catches_up_after_sigcont() {
+    let _serial = serial();
+    let start = Instant::now();
+    let net = Testnet::new(4, CONSENSUS, "");
+    let observer = add_client(&net, "observer");
+    let mut procs = start_all(&net);
+    let load = HonestLoad::start(&net);
+    load.wait_more(5, "before the stop");
+    let status = observe(&net, &observer, 0).expect("node 0 answers");
+    let target = usize::from(status.leader);
+    let live: Vec<usize> = (0..net.nodes).filter(|&i| i != target).collect();
+
+    procs[target].signal("STOP");
+    let stopped_at = Instant::now();
+    // Leaders rotate every round: 12 rounds give the stopped node at least two turns to miss,
+    // each costing the others a round timeout.
+    wait_rounds(&net, &observer, &live, status.round + 12);
+    load.wait_more(8, &format!("while node {target} is stopped"));
+    let height = highest_applied(&net, &observer, &live);
+    let stopped_for = stopped_at.elapsed();
+    let replies = load.replies(target);
+    procs[target].signal("CONT");
+
+    assert_alive(&mut procs[target], &net);
+    wait_for(
+        &format!("node {target} answers the honest client again"),
+        DEADLINE,
+        || load.replies(target) > replies,
+    );
+    load.wait_more(5, "after SIGCONT");
+    let committed = load.finish();
+    let all: Vec<usize> = (0..net.nodes).collect();
+    let agreed = wait_converged(&net, &observer, &all, height);
+    eprintln!(
+        "node {target} stopped for {stopped_for:?} (the others reached height {height}); \
+         {committed} requests committed, all nodes at height {} ({:?} in all)",
+        agreed.applied_height,
+        start.elapsed()
+    );
+}
+
+/// Seven members tolerate two faults: with two processes SIGKILLed the other five keep
+/// committing and agree.
+#[test]
+fn seven_nodes_keep_committing_with_two_killed() {
+    let _serial = serial();
+    let start = Instant::now();
+    let net = Testnet::new(7, CONSENSUS, "");
+    let observer = add_client(&net, "observer");
+    let mut procs: Vec<Option<NodeProc>> = start_all(&net).into_iter().map(Some).collect();
+    let load = HonestLoad::start(&net);
+    load.wait_more(5, "with all seven up");
+    let killed = [2, 5];
+    for i in killed {
+        procs[i].take().expect("running").kill();
+    }
+    let live: Vec<usize> = (0..net.nodes).filter(|i| !killed.contains(i)).collect();
+    let round = observe(&net, &observer, live[0])
+        .expect("a live node")
+        .round;
+    wait_rounds(&net, &observer, &live, round + 14);
+    load.wait_more(8, "with nodes 2 and 5 dead");
+    for p in procs.iter_mut().flatten() {
+        assert_alive(p, &net);
+    }
+    let committed = load.finish();
+    let agreed = wait_converged(
+        &net,
+        &observer,
+        &live,
+        highest_applied(&net, &observer, &live),
+    );
+    eprintln!(
+        "{committed} requests committed; the five live nodes at height {} ({:?} in all)",
+        agreed.applied_height,
+        start.elapsed()
+    );
 }

@@ -176,3 +176,45 @@ fn flood_of_connections_is_bounded_and_honest_peers_keep_going() {
         .unwrap();
     assert_eq!(got.bytes, b"after flood");
 }
+
+#[test]
+fn a_restarted_peer_gets_back_in_while_clients_fill_connections_max() {
+    // connections_max bounds clients and unfinished handshakes; peer links come on top. A peer
+    // that lost its link dials in as an unfinished handshake, so a slot must be kept for it.
+    let mut limits = support::test_limits();
+    limits.connections_max = 2;
+    let mut cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    let mut clients: Vec<NoiseClient> = (0..2)
+        .map(|_| NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap()))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for c in &mut clients {
+        c.send(b"holding a slot").unwrap();
+    }
+    wait_until("both clients linked", || {
+        cluster.stats(1).client_links_established >= 2
+    });
+    let addr = cluster.addrs[0];
+    cluster.nodes[0].take().unwrap().shutdown();
+    wait_until("node 1 notices node 0 is gone", || {
+        cluster.stats(1).disconnects >= 1
+    });
+    cluster.start_node(0, addr);
+    cluster.wait_link(1, 0, 2);
+    honest_traffic_still_flows(&cluster, "after the peer got back in");
+    // The room kept for the peer is not room for a third client.
+    let third = NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap());
+    if let Ok(mut third) = third {
+        let _ = third.send(b"one too many");
+        assert!(closed_by_remote(&mut third.stream));
+    }
+    wait_counted(
+        &cluster,
+        "third client refused",
+        |s| s.rejected_too_many_connections,
+        1,
+    );
+    assert_eq!(cluster.stats(1).client_links_established, 2);
+    drop(clients);
+}

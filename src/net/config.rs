@@ -44,7 +44,8 @@ pub struct NetLimits {
     pub handshakes_max: usize,
     /// Concurrent connections other than peer links (clients and unfinished inbound
     /// handshakes). Peer links (at most one per peer) come on top, so clients can never take
-    /// the room a peer needs to get back in.
+    /// the room a peer needs to get back in; so does one unfinished handshake per peer that
+    /// dials us and has no link (a client that finishes one there is closed).
     pub connections_max: usize,
     /// A handshake not finished within this closes the connection.
     pub handshake_timeout_ms: u64,

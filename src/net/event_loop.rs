@@ -3,12 +3,13 @@
 //! Invariants: the loop never blocks except in `poll`, and never parses past a frame header
 //! (payloads go out unread). Every close goes through [`EventLoop::close`], which deregisters
 //! the socket, forgets the connection in every table and counts why. Accepts are refused (and
-//! counted) beyond `connections_max` non-peer connections or `handshakes_max` unfinished inbound
-//! handshakes, and an unfinished handshake dies at `handshake_timeout_ms`, so a flood of
-//! connections costs a bounded number of fds and bytes. A connection that stopped reading
-//! because the inbound channel was full, or because it spent its read budget, sits in
-//! `resume` and is pumped again after a short poll timeout (edge-triggered readiness would
-//! not report it again).
+//! counted) beyond `connections_max` non-peer connections (plus one slot per peer that dials
+//! us and has no link, which a client finishing its handshake cannot keep) or `handshakes_max`
+//! unfinished inbound handshakes, and an unfinished handshake dies at `handshake_timeout_ms`,
+//! so a flood of connections costs a bounded number of fds and bytes. A connection that
+//! stopped reading because the inbound channel was full, or because it spent its read budget,
+//! sits in `resume` and is pumped again after a short poll timeout (edge-triggered readiness
+//! would not report it again).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -184,7 +185,16 @@ impl EventLoop {
             .filter(|c| c.handshake_deadline().is_some() && c.dialled().is_none())
             .count();
         let peer_conns = self.peers.iter().filter(|s| s.conn.is_some()).count();
-        if self.conns.len().saturating_sub(peer_conns) >= self.limits.connections_max
+        // A peer that dials us comes in as an unfinished handshake, so clients filling
+        // `connections_max` must not shut it out: keep one slot per such peer without a link.
+        // Those slots are not room for more clients (`on_established` checks).
+        let peers_to_accept = self
+            .peers
+            .iter()
+            .filter(|s| !s.we_dial && s.conn.is_none())
+            .count();
+        let non_peer_max = self.limits.connections_max + peers_to_accept;
+        if self.conns.len().saturating_sub(peer_conns) >= non_peer_max
             || handshaking >= self.limits.handshakes_max
         {
             self.io.counters.reject(RejectReason::TooManyConnections);
@@ -315,6 +325,11 @@ impl EventLoop {
                 self.peers.established(id, token)
             }
             Remote::Client(client) => {
+                let another = !self.clients.contains_key(&client);
+                if another && self.clients.len() >= self.limits.connections_max {
+                    self.close(token, Close::Reject(RejectReason::TooManyConnections));
+                    return;
+                }
                 bump(&self.io.counters.client_links_established, 1);
                 self.clients
                     .insert(client, token)

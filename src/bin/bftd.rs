@@ -4,9 +4,18 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args_os().skip(1);
-    let Some(cmd) = args.next() else {
+    let cmd = args.next();
+    // `bftd dev` prints its own summary; node logs would bury it, so it shows warnings only
+    // unless RUST_LOG says otherwise.
+    let default_level = if cmd.as_deref() == Some("dev".as_ref()) {
+        "warn"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    let Some(cmd) = cmd else {
         eprint!("{}", bftd::cli::HELP);
         return ExitCode::from(2);
     };

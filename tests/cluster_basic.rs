@@ -64,3 +64,40 @@ fn writes_commit_on_every_node_and_survive_a_clean_restart() {
         "write survived the restart"
     );
 }
+
+/// Runs `bftd --config` to completion and returns its exit code and last stderr line.
+fn run_to_exit(net: &Testnet, i: usize) -> (Option<i32>, String) {
+    let out = std::process::Command::new(bftd_bin())
+        .arg("--config")
+        .arg(net.config(i))
+        .output()
+        .expect("run bftd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or("").to_string();
+    (out.status.code(), last)
+}
+
+#[test]
+fn a_node_that_cannot_start_exits_1_with_the_reason() {
+    let net = Testnet::new(4, "", "");
+    // The port is taken.
+    let taken = std::net::TcpListener::bind(net.addr(1)).expect("bind the node's port");
+    let (code, why) = run_to_exit(&net, 1);
+    drop(taken);
+    assert_eq!(code, Some(1));
+    assert!(why.contains("cannot listen on") && why.contains("in use"), "{why}");
+    // The data dir is held by a running node.
+    let running = NodeProc::start(&net, 0);
+    wait_for("node 0 is up", DEADLINE, || status_of(&net, 0).is_some());
+    let (code, why) = run_to_exit(&net, 0);
+    assert_eq!(code, Some(1));
+    assert!(why.contains("in use"), "{why}");
+    drop(running);
+    // A config mistake names the file and the field.
+    let path = net.config(2);
+    let text = std::fs::read_to_string(&path).expect("read config");
+    std::fs::write(&path, text.replace("f = 1", "f = 2")).expect("write config");
+    let (code, why) = run_to_exit(&net, 2);
+    assert_eq!(code, Some(1));
+    assert!(why.contains("node2.toml: cluster has 4 members but f = 2 needs at least 7"), "{why}");
+}

@@ -311,7 +311,57 @@ fn concurrent_clients_see_a_linearizable_history_across_leader_crashes() {
         checked.elapsed(),
         began.elapsed()
     );
+    assert_stale_final_read_is_caught(&history);
     wait_converged(&net);
+}
+
+/// The value an acknowledged write gave `key` at `version`, if the history has it.
+fn acked_value(history: &[Operation], key: &[u8], version: u64) -> Option<Vec<u8>> {
+    history.iter().find_map(|w| match (&w.input, &w.outcome) {
+        (
+            Input::Put { value } | Input::Cas { value, .. },
+            Outcome::Ok(Output::Put { version: v } | Output::CasSwapped { version: v }),
+        ) if w.key == key && *v == version => Some(value.clone()),
+        _ => None,
+    })
+}
+
+/// Non-vacuity on the real history: make one final read (it started after every other
+/// operation returned) see the value one version older, written by an acknowledged write;
+/// the checker must reject that.
+fn assert_stale_final_read_is_caught(history: &[Operation]) {
+    let mut mutated = history.to_vec();
+    let injected = mutated.iter_mut().any(|o| {
+        let Outcome::Ok(Output::Get {
+            found: Some((_, version)),
+        }) = &o.outcome
+        else {
+            return false;
+        };
+        let older = version - 1;
+        match acked_value(history, &o.key, older) {
+            Some(value) if o.client == CLIENTS && older > 0 => {
+                o.outcome = Outcome::Ok(Output::Get {
+                    found: Some((value, older)),
+                });
+                true
+            }
+            _ => false,
+        }
+    });
+    if !injected {
+        eprintln!("no final read with an acknowledged older version: mutation check skipped");
+        return;
+    }
+    let started = Instant::now();
+    assert!(
+        lin::check(&mutated).is_err(),
+        "a stale read injected into the real history was accepted"
+    );
+    eprintln!(
+        "a stale read injected into the real history is rejected ({:?})",
+        started.elapsed()
+    );
 }
 
 // ---- The checker can fail ----
@@ -400,8 +450,8 @@ fn checker_accepts_unknown_outcomes_either_way() {
 
 #[test]
 fn checker_is_fast_on_a_large_concurrent_history() {
-    // 4 clients, 60 overlapping writes each plus reads of the final value: every interleaving
-    // of concurrent writes is possible, which the memoisation must keep cheap.
+    // 4 clients, 60 rounds of 4 mutually overlapping writes, then a read of the final value:
+    // each round's writes may be ordered 4! ways, which the memoisation must keep cheap.
     let mut ops = Vec::new();
     let mut version = 0;
     for round in 0..60u64 {
@@ -416,8 +466,8 @@ fn checker_is_fast_on_a_large_concurrent_history() {
             ));
         }
     }
-    let last = format!("59-3");
-    ops.push(get_op(9, (10_000, 10_010), Some((&last, version))));
+    let last = "59-3";
+    ops.push(get_op(9, (10_000, 10_010), Some((last, version))));
     let started = Instant::now();
     assert!(lin::check(&ops).is_ok());
     let took = started.elapsed();
@@ -469,6 +519,7 @@ fn a_write_retried_after_the_replying_node_dies_is_applied_once() {
     let (x, bytes) = first_reply(&net, seq, &write);
     let first = bftd::kv::decode_reply(&bytes).expect("decode reply");
     assert_eq!(put_version(&first), Some(1), "first reply: {first:?}");
+    eprintln!("first reply at {:?}", began.elapsed());
     procs[x].take().expect("node x runs").kill();
     eprintln!("node {x} replied first; SIGKILLed it");
     // The client retries the same signed request (same key, same seq) on the others.
@@ -484,6 +535,7 @@ fn a_write_retried_after_the_replying_node_dies_is_applied_once() {
         again, first,
         "the retry must get the stored reply, not a new write"
     );
+    eprintln!("retry answered in {:?}", retried.elapsed());
     // X comes back, catches up, and answers the same seq from the replicated table.
     procs[x] = Some(NodeProc::start(&net, x));
     wait_converged(&net);
@@ -492,12 +544,23 @@ fn a_write_retried_after_the_replying_node_dies_is_applied_once() {
         .submit(seq, &write)
         .expect("restarted node answers the retry");
     assert_eq!(from_x, first, "restarted node {x}");
+    eprintln!(
+        "restarted node answered the retry; at {:?}",
+        began.elapsed()
+    );
     // A read after all the retries: still version 1.
     let mut read = None;
     wait_for("a read commits", DEADLINE, || {
         read = all.try_submit(seq + 1, &[get("once")]).ok();
         read.is_some()
     });
+    eprintln!("read answered; at {:?}", began.elapsed());
+    let silent: Vec<usize> = (0..net.nodes)
+        .filter(|&i| all.clients[i].is_none())
+        .collect();
+    if !silent.is_empty() {
+        eprintln!("nodes {silent:?} did not answer the read (f + 1 others did)");
+    }
     let found = match read {
         Some(Reply::Done(ops)) => match ops.as_slice() {
             [OpReply::Simple(OpResult::Get { found })] => found.clone(),

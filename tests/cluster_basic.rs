@@ -85,7 +85,10 @@ fn a_node_that_cannot_start_exits_1_with_the_reason() {
     let (code, why) = run_to_exit(&net, 1);
     drop(taken);
     assert_eq!(code, Some(1));
-    assert!(why.contains("cannot listen on") && why.contains("in use"), "{why}");
+    assert!(
+        why.contains("cannot listen on") && why.contains("in use"),
+        "{why}"
+    );
     // The data dir is held by a running node.
     let running = NodeProc::start(&net, 0);
     wait_for("node 0 is up", DEADLINE, || status_of(&net, 0).is_some());
@@ -99,5 +102,8 @@ fn a_node_that_cannot_start_exits_1_with_the_reason() {
     std::fs::write(&path, text.replace("f = 1", "f = 2")).expect("write config");
     let (code, why) = run_to_exit(&net, 2);
     assert_eq!(code, Some(1));
-    assert!(why.contains("node2.toml: cluster has 4 members but f = 2 needs at least 7"), "{why}");
+    assert!(
+        why.contains("node2.toml: cluster has 4 members but f = 2 needs at least 7"),
+        "{why}"
+    );
 }

@@ -27,6 +27,8 @@ OPTIONS:
     --faults F       Byzantine members tolerated; needs N >= 3F + 1 [default: (N - 1) / 3]
     --dir DIR        Output directory [default: ./testnet]
     --base-port P    Node i listens on 127.0.0.1:(P + i) [default: 7000]
+    --hosts IPS      Comma-separated IPs, one per node: node i listens on IPS[i]:P instead
+                     (for machines or containers of their own, e.g. the docker localnet)
     --force          Write into DIR even if it is not empty (replaces files of the same name)
     -h, --help       Print this help
 
@@ -54,8 +56,19 @@ fn value<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Resul
         .ok_or_else(|| format!("{flag}: '{}' is not a valid value", raw.to_string_lossy()))
 }
 
-fn parse(args: Vec<OsString>) -> Result<Option<TestnetSpec>, String> {
+fn parse_hosts(raw: &str) -> Result<Vec<IpAddr>, String> {
+    raw.split(',')
+        .map(|h| {
+            h.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("--hosts: '{h}' is not an IP address"))
+        })
+        .collect()
+}
+
+fn parse(args: Vec<OsString>) -> Result<Option<(TestnetSpec, Option<Vec<IpAddr>>)>, String> {
     let (mut nodes, mut faults, mut force) = (4usize, None, false);
+    let mut hosts: Option<Vec<IpAddr>> = None;
     let (mut dir, mut base_port) = (PathBuf::from("./testnet"), 7000u16);
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -65,6 +78,10 @@ fn parse(args: Vec<OsString>) -> Result<Option<TestnetSpec>, String> {
             Long("dir") => dir = parser.value().map_err(|e| e.to_string())?.into(),
             Long("base-port") => base_port = value(&mut parser, "--base-port")?,
             Long("force") => force = true,
+            Long("hosts") => {
+                let raw = parser.value().map_err(|e| e.to_string())?;
+                hosts = Some(parse_hosts(&raw.to_string_lossy())?);
+            }
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -87,13 +104,30 @@ fn parse(args: Vec<OsString>) -> Result<Option<TestnetSpec>, String> {
             "--base-port {base_port}: ports for {nodes} nodes do not fit"
         ));
     }
-    Ok(Some(TestnetSpec {
-        nodes,
-        faults,
-        dir,
-        base_port,
-        force,
-    }))
+    if let Some(h) = &hosts {
+        if h.len() != nodes {
+            return Err(format!(
+                "--hosts lists {} IPs but --nodes is {nodes}",
+                h.len()
+            ));
+        }
+        let unique: std::collections::HashSet<_> = h.iter().collect();
+        if unique.len() != h.len() {
+            return Err(
+                "--hosts lists an IP twice; nodes on one host need --base-port instead".into(),
+            );
+        }
+    }
+    Ok(Some((
+        TestnetSpec {
+            nodes,
+            faults,
+            dir,
+            base_port,
+            force,
+        },
+        hosts,
+    )))
 }
 
 /// Refuses to write into a non-empty directory unless forced.
@@ -119,8 +153,20 @@ fn write_file(path: &Path, text: &str, written: &mut Vec<PathBuf>) -> Result<(),
     Ok(())
 }
 
-/// Writes the whole cluster; returns every file written, in order.
+/// Writes the whole cluster on 127.0.0.1; returns every file written, in order.
 pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, String> {
+    write_testnet_on(spec, None)
+}
+
+/// Writes the whole cluster; with `hosts`, node `i` listens on `hosts[i]:base_port` (one
+/// host per node), else on `127.0.0.1:(base_port + i)`.
+pub fn write_testnet_on(
+    spec: &TestnetSpec,
+    hosts: Option<&[IpAddr]>,
+) -> Result<Vec<PathBuf>, String> {
+    if hosts.is_some_and(|h| h.len() != spec.nodes) {
+        return Err("one host per node is needed".into());
+    }
     prepare_dir(spec)?;
     let mut written = Vec::new();
     let mut members = Vec::with_capacity(spec.nodes);
@@ -129,10 +175,16 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, String> {
         let (s, n) = key_paths(&spec.dir, &format!("node{i}"));
         written.extend([s, n]);
         // Bounds checked in parse: base_port + i fits a u16, and i < TESTNET_NODES_MAX.
-        let port = spec.base_port.saturating_add(i as u16);
+        let addr = match hosts {
+            Some(h) => SocketAddr::new(h[i], spec.base_port),
+            None => SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                spec.base_port.saturating_add(i as u16),
+            ),
+        };
         members.push(Member {
             id: NodeId(i as u16),
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            addr,
             signing_public_key: keys.signing,
             noise_public_key: keys.noise,
         });
@@ -172,10 +224,10 @@ pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, String> {
 }
 
 pub fn main(args: Vec<OsString>) -> Result<(), String> {
-    let Some(spec) = parse(args)? else {
+    let Some((spec, hosts)) = parse(args)? else {
         return Ok(());
     };
-    let written = write_testnet(&spec)?;
+    let written = write_testnet_on(&spec, hosts.as_deref())?;
     let mut report = format!(
         "testnet: {} nodes, f = {}, in {}\n",
         spec.nodes,

@@ -66,7 +66,10 @@ fn parse_hosts(raw: &str) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
-fn parse(args: Vec<OsString>) -> Result<Option<(TestnetSpec, Option<Vec<IpAddr>>)>, String> {
+/// The spec, and the hosts of `--hosts` if given.
+type Parsed = (TestnetSpec, Option<Vec<IpAddr>>);
+
+fn parse(args: Vec<OsString>) -> Result<Option<Parsed>, String> {
     let (mut nodes, mut faults, mut force) = (4usize, None, false);
     let mut hosts: Option<Vec<IpAddr>> = None;
     let (mut dir, mut base_port) = (PathBuf::from("./testnet"), 7000u16);

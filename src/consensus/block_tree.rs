@@ -5,7 +5,8 @@
 //! - every stored uncommitted block's parent is stored or is the root (the tree is connected);
 //! - `height == parent.height + 1` and `round > parent.round` for every stored block;
 //! - after a commit, only descendants of the new root remain uncommitted (forks are pruned);
-//! - at most `uncommitted_max` uncommitted and `retain` committed blocks are held.
+//! - at most `uncommitted_max` uncommitted and `retain` committed blocks are held, and the
+//!   committed ones hold at most `retain_bytes` of payload (beyond the newest one).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,6 +18,9 @@ pub struct BlockTree {
     /// Ids of retained committed blocks, ascending by height.
     committed: VecDeque<BlockId>,
     retain: usize,
+    /// Payload bytes of the retained committed blocks, and their cap.
+    committed_bytes: usize,
+    retain_bytes: usize,
     uncommitted_max: usize,
 }
 
@@ -37,8 +41,16 @@ impl BlockTree {
             root,
             committed: VecDeque::new(),
             retain,
+            committed_bytes: 0,
+            retain_bytes: usize::MAX,
             uncommitted_max,
         }
+    }
+
+    /// Also caps the retained committed blocks by payload bytes (the newest block is kept).
+    pub fn with_retained_bytes(mut self, bytes: usize) -> Self {
+        self.retain_bytes = bytes;
+        self
     }
 
     /// Re-adopts committed history after a restart: the chain of `blocks` ending at the root,
@@ -57,10 +69,13 @@ impl BlockTree {
             }
         }
         for (id, block) in chain.into_iter().rev() {
+            let bytes = block.payload_bytes();
             if self.blocks.insert(id, block).is_none() {
                 self.committed.push_back(id);
+                self.committed_bytes += bytes;
             }
         }
+        self.prune();
     }
 
     /// The retained committed blocks, oldest first.
@@ -149,6 +164,7 @@ impl BlockTree {
         for id in path {
             if let Some(b) = self.blocks.get(&id) {
                 self.root = b.header(id);
+                self.committed_bytes += b.payload_bytes();
                 out.push((id, b.clone()));
                 self.committed.push_back(id);
             }
@@ -158,9 +174,13 @@ impl BlockTree {
     }
 
     fn prune(&mut self) {
-        while self.committed.len() > self.retain {
-            if let Some(old) = self.committed.pop_front() {
-                self.blocks.remove(&old);
+        while self.committed.len() > self.retain
+            || (self.committed_bytes > self.retain_bytes && self.committed.len() > 1)
+        {
+            if let Some(old) = self.committed.pop_front()
+                && let Some(b) = self.blocks.remove(&old)
+            {
+                self.committed_bytes = self.committed_bytes.saturating_sub(b.payload_bytes());
             }
         }
         let root = self.root;

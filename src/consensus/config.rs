@@ -22,6 +22,9 @@ pub struct CoreConfig {
     pub round_window: u64,
     /// Committed blocks kept in memory to serve peers that sync.
     pub committed_blocks_retained: usize,
+    /// ... and at most this many payload bytes of them (memory stays bounded under load; a
+    /// peer further behind than what is retained catches up by snapshot).
+    pub committed_bytes_retained: usize,
     /// Uncommitted blocks held; more are dropped until a commit prunes forks.
     pub uncommitted_blocks_max: usize,
     /// Blocks held while their parent is being fetched.
@@ -45,6 +48,7 @@ impl Default for CoreConfig {
             mempool_bytes_max: 64 * 1024 * 1024,
             round_window: 100,
             committed_blocks_retained: 10_000,
+            committed_bytes_retained: 64 * 1024 * 1024,
             uncommitted_blocks_max: 1_000,
             orphan_blocks_max: 64,
             sync_blocks_max: 64,

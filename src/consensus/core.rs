@@ -91,7 +91,8 @@ impl Core {
                 root,
                 cfg.committed_blocks_retained,
                 cfg.uncommitted_blocks_max,
-            ),
+            )
+            .with_retained_bytes(cfg.committed_bytes_retained),
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             pacemaker: Pacemaker::new(cfg.round_timeout_base_ms, cfg.round_timeout_max_ms),

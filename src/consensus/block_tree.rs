@@ -190,11 +190,18 @@ impl BlockTree {
             .filter(|(id, b)| b.height > root.height && !self.extends_root(id))
             .map(|(id, _)| *id)
             .collect();
-        let committed_set: std::collections::HashSet<&BlockId> = self.committed.iter().collect();
+        // The retained committed blocks have consecutive heights, ending at the root, so the
+        // committed block of height h sits at index h - (root.height + 1 - len): an O(1) test
+        // (a set of all retained ids, rebuilt per commit, was a top entry of the profile).
+        let first_height = (root.height + 1).saturating_sub(self.committed.len() as u64);
+        let is_committed = |id: &BlockId, height: Height| {
+            height >= first_height
+                && self.committed.get((height - first_height) as usize) == Some(id)
+        };
         let forks: Vec<BlockId> = self
             .blocks
             .iter()
-            .filter(|(id, b)| b.height <= root.height && !committed_set.contains(id))
+            .filter(|(id, b)| b.height <= root.height && !is_committed(id, b.height))
             .map(|(id, _)| *id)
             .collect();
         for id in stale.into_iter().chain(forks) {

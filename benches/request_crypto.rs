@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
+use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
 use bftd::kv::{Op, encode_ops};
-use bftd::types::{ClientKey, ClientRequest, ClusterId};
+use bftd::types::{ClientRequest, ClusterId};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH_SIZES: [usize; 3] = [1, 16, 128];
@@ -33,15 +33,7 @@ fn ops_bytes(seq: u64) -> Vec<u8> {
 }
 
 fn sign(signer: &Signer, seq: u64) -> ClientRequest {
-    let client = ClientKey(signer.public_key());
-    let ops = ops_bytes(seq);
-    let signature = signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops));
-    ClientRequest {
-        client,
-        seq,
-        ops,
-        signature,
-    }
+    signer.sign_request(seq, ops_bytes(seq))
 }
 
 fn client_signers() -> Vec<Signer> {

@@ -86,16 +86,6 @@ fn wait_converged(net: &Testnet, nodes: &[usize]) {
     });
 }
 
-fn start_all(net: &Testnet) -> Vec<Option<NodeProc>> {
-    let procs = (0..net.nodes)
-        .map(|i| Some(NodeProc::start(net, i)))
-        .collect();
-    wait_for("every node answers status", DEADLINE, || {
-        (0..net.nodes).all(|i| status_of(net, i).is_some())
-    });
-    procs
-}
-
 #[test]
 fn killing_the_leader_under_load_loses_nothing_and_commits_resume() {
     let net = Testnet::new(4, "round_timeout_base_ms = 300", "");

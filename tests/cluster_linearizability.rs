@@ -46,16 +46,6 @@ fn allow_any_client(net: &Testnet) {
     }
 }
 
-fn start_all(net: &Testnet) -> Vec<Option<NodeProc>> {
-    let procs = (0..net.nodes)
-        .map(|i| Some(NodeProc::start(net, i)))
-        .collect();
-    wait_for("every node answers status", DEADLINE, || {
-        (0..net.nodes).all(|i| status_of(net, i).is_some())
-    });
-    procs
-}
-
 fn wait_converged(net: &Testnet) {
     wait_for("nodes converge on one state digest", DEADLINE, || {
         let s: Vec<_> = (0..net.nodes).filter_map(|i| status_of(net, i)).collect();

@@ -13,11 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bftd::config::{ClientConfig, LoadedClientConfig};
-use bftd::crypto::domain;
 use bftd::kv::{Op, Reply, decode_reply, encode_ops};
 use bftd::net::frame::FrameDecoder;
 use bftd::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
-use bftd::types::{ClientKey, ClientRequest};
+use bftd::types::ClientRequest;
 use bftd::wire::client::{decode_node_frame, encode_client_frame};
 use bftd::wire::{ClientFrame, NodeFrame, NodeStatus};
 
@@ -264,16 +263,7 @@ impl RawClient {
 
     /// A signed request carrying `ops`, with sequence number `seq`.
     pub fn request(&self, seq: u64, ops: &[Op]) -> ClientRequest {
-        let signer = self.cfg.signer();
-        let client = ClientKey(signer.public_key());
-        let ops = encode_ops(ops);
-        let signature = signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops));
-        ClientRequest {
-            client,
-            seq,
-            ops,
-            signature,
-        }
+        self.cfg.signer().sign_request(seq, encode_ops(ops))
     }
 
     /// Submits `ops` as request `seq` and waits for this node's reply to it.
@@ -476,6 +466,17 @@ impl AllNodes {
             )),
         }
     }
+}
+
+/// Starts every node of `net` as a process and waits until each answers a status request.
+pub fn start_all(net: &Testnet) -> Vec<Option<NodeProc>> {
+    let procs = (0..net.nodes)
+        .map(|i| Some(NodeProc::start(net, i)))
+        .collect();
+    wait_for("every node answers status", DEADLINE, || {
+        (0..net.nodes).all(|i| status_of(net, i).is_some())
+    });
+    procs
 }
 
 impl Drop for Testnet {

@@ -19,9 +19,9 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex};
 
-use crate::crypto::{Signer, domain};
+use crate::crypto::Signer;
 use crate::kv::{OpReply, Reply, decode_reply};
-use crate::types::{ClientKey, ClientRequest, NodeId};
+use crate::types::{ClientKey, NodeId};
 use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
 
 use super::error::{ClientError, NodeAnswer, Said};
@@ -129,13 +129,7 @@ impl Core {
     /// channel its outcome will arrive on. Blocks while `in_flight_max` seqs are in flight.
     pub(crate) fn submit(&self, ops: Vec<u8>) -> Result<(u64, Receiver<Outcome>), ClientError> {
         let (seq, rx) = self.reserve()?;
-        let body = domain::request_body(&self.client_key, seq, &ops);
-        let request = ClientRequest {
-            client: self.client_key,
-            seq,
-            signature: self.signer.sign(domain::REQUEST, &body),
-            ops,
-        };
+        let request = self.signer.sign_request(seq, ops);
         let frame = encode_client_frame(&ClientFrame::Submit(request));
         let mut table = self.table.lock();
         if frame.len() > self.options.frame_bytes_max {

@@ -136,6 +136,22 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// A client request carrying `ops` with sequence number `seq`, signed by this key (the
+    /// client key is this signer's public key).
+    pub fn sign_request(&self, seq: u64, ops: Vec<u8>) -> crate::types::ClientRequest {
+        let client = crate::types::ClientKey(self.public_key());
+        let signature = self.sign(
+            super::domain::REQUEST,
+            &super::domain::request_body(&client, seq, &ops),
+        );
+        crate::types::ClientRequest {
+            client,
+            seq,
+            ops,
+            signature,
+        }
+    }
+
     pub fn new(secret: [u8; 32], cluster: ClusterId) -> Self {
         Self {
             key: SigningKey::from_bytes(&secret),

@@ -17,8 +17,8 @@ use super::node::Replica;
 use super::rng::SimRng;
 use crate::codec;
 use crate::consensus::{Action, Core, CoreConfig, CoreStats, Event, TimeMs};
-use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
-use crate::types::{Block, ClientKey, ClientRequest, ClusterId, Message, NodeId};
+use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
+use crate::types::{Block, ClientRequest, ClusterId, Message, NodeId};
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]
@@ -137,7 +137,6 @@ struct SimNode {
 
 struct Client {
     secret: [u8; 32],
-    key: ClientKey,
     seq: u64,
 }
 
@@ -251,12 +250,7 @@ impl Sim {
         for c in 0..sim.cfg.clients {
             let mut secret = [0xc1u8; 32];
             secret[..8].copy_from_slice(&(c as u64).to_le_bytes());
-            let key = ClientKey(Signer::new(secret, cluster).public_key());
-            sim.clients.push(Client {
-                secret,
-                key,
-                seq: 0,
-            });
+            sim.clients.push(Client { secret, seq: 0 });
         }
         sim
     }
@@ -539,13 +533,7 @@ impl Sim {
         let client = &mut self.clients[c];
         client.seq += 1;
         let signer = Signer::new(client.secret, *self.committee.cluster());
-        let body = domain::request_body(&client.key, client.seq, &ops);
-        let req = ClientRequest {
-            client: client.key,
-            seq: client.seq,
-            ops,
-            signature: signer.sign(domain::REQUEST, &body),
-        };
+        let req = signer.sign_request(client.seq, ops);
         self.checker.on_submit(req.client, req.seq, self.now);
         self.submitted += 1;
         self.send_request(req);

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Some("sim") => bftd::cli::sim::main(rest),
         Some("start") => bftd::cli::start::main(rest),
         Some("dev") => bftd::cli::dev::main(rest),
+        Some("inspect") => bftd::cli::inspect::main(rest),
         Some(flag) if flag == "-c" || flag.starts_with("--config") => {
             let mut all = vec![cmd.clone()];
             all.extend(rest);

@@ -2,6 +2,7 @@
 //! own arguments with `lexopt` and returns `Err(message)` for a one-line, actionable error.
 
 pub mod dev;
+pub mod inspect;
 pub mod keygen;
 pub mod sim;
 pub mod start;
@@ -17,6 +18,7 @@ USAGE:
 COMMANDS:
     start      Run one node in the foreground (see 'bftd start --help')
     dev        Run a local cluster on 127.0.0.1 until Ctrl-C (see 'bftd dev --help')
+    inspect    Report a data dir's contents and verify every checksum (see 'bftd inspect --help')
     sim        Run the deterministic consensus simulator (see 'bftd sim --help')
     keygen     Make one key pair: signing (Ed25519) and Noise (X25519) (see 'bftd keygen --help')
     testnet    Write configs and keys for a local cluster (see 'bftd testnet --help')

@@ -1,0 +1,178 @@
+//! The two load loops and the once-a-second progress line.
+//!
+//! - **Closed loop**: `clients` worker threads share one [`Client`]; each sends a request,
+//!   waits for its outcome and sends the next, until the duration is up. Latency is from send
+//!   to outcome.
+//! - **Open loop**: request `i` is due at `start + i / rate`, whatever happened before. Workers
+//!   (at most `clients` in flight) take the next index, sleep until it is due and send it; if
+//!   all were busy, it goes out late and its latency still counts from when it was *due*, so a
+//!   stall is charged to every request it delayed (no coordinated omission, as in wrk2).
+//!   Requests due before the end that no worker could start in time are counted as unsent.
+//!
+//! Invariants: every request started is waited for and recorded once (success or error kind);
+//! no request starts after the end; threads are bounded by `--clients` (at most 256).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bftd::client::{Client, ClientError};
+
+use crate::args::{Load, Spec};
+use crate::report::progress_line;
+use crate::rng::Rng;
+use crate::stats::Recorder;
+use crate::workload::{Request, Workload};
+
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the progress loop checks whether the workers are done.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How the load part of a run went (the counts are in the [`Recorder`]).
+pub struct Ran {
+    pub elapsed: Duration,
+    pub unsent: u64,
+}
+
+struct Shared {
+    client: Client,
+    workload: Workload,
+    recorder: Arc<Recorder>,
+    start: Instant,
+    end: Instant,
+    /// Open loop: the next schedule index to take; the number of requests started.
+    next_index: AtomicU64,
+    started: AtomicU64,
+}
+
+/// Runs the load for `spec.duration`, printing progress to stderr; returns when every
+/// request started has finished.
+pub fn run(
+    client: &Client,
+    spec: &Spec,
+    workload: Workload,
+    seed: u64,
+    recorder: &Arc<Recorder>,
+) -> Result<Ran, String> {
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        workload,
+        recorder: Arc::clone(recorder),
+        start,
+        end: start + spec.duration,
+        next_index: AtomicU64::new(0),
+        started: AtomicU64::new(0),
+    });
+    let mut workers = Vec::with_capacity(spec.load.clients());
+    for index in 0..spec.load.clients() {
+        let (shared, rng) = (Arc::clone(&shared), Rng::for_worker(seed, index));
+        let load = spec.load;
+        let worker = std::thread::Builder::new()
+            .name(format!("loadgen-{index}"))
+            .spawn(move || match load {
+                Load::Closed { .. } => closed_worker(&shared, rng),
+                Load::Open { rate_per_s, .. } => open_worker(&shared, rng, rate_per_s),
+            })
+            .map_err(|e| format!("cannot start worker thread {index}: {e}"))?;
+        workers.push(worker);
+    }
+    report_progress(&shared, &workers);
+    for w in workers {
+        // A worker only panics on a bug in loadgen; what it recorded before still counts.
+        let _ = w.join();
+    }
+    let elapsed = start.elapsed();
+    let unsent = match spec.load {
+        Load::Closed { .. } => 0,
+        Load::Open { rate_per_s, .. } => scheduled(spec.duration, rate_per_s)
+            .saturating_sub(shared.started.load(Ordering::Relaxed)),
+    };
+    Ok(Ran { elapsed, unsent })
+}
+
+fn closed_worker(shared: &Shared, mut rng: Rng) {
+    while Instant::now() < shared.end {
+        let request = shared.workload.next(&mut rng);
+        let sent = Instant::now();
+        let outcome = execute(&shared.client, request);
+        record(shared, sent, outcome);
+    }
+}
+
+fn open_worker(shared: &Shared, mut rng: Rng, rate_per_s: f64) {
+    let due_count = scheduled(shared.end - shared.start, rate_per_s);
+    loop {
+        let i = shared.next_index.fetch_add(1, Ordering::Relaxed);
+        if i >= due_count {
+            return;
+        }
+        let due = shared.start + Duration::from_secs_f64(i as f64 / rate_per_s);
+        let now = Instant::now();
+        if now >= shared.end {
+            return; // late past the end: counted as unsent
+        }
+        if let Some(wait) = due.checked_duration_since(now) {
+            std::thread::sleep(wait);
+        }
+        shared.started.fetch_add(1, Ordering::Relaxed);
+        let request = shared.workload.next(&mut rng);
+        let outcome = execute(&shared.client, request);
+        record(shared, due, outcome);
+    }
+}
+
+/// Requests due in `[0, duration)` at `rate_per_s`: indices `i` with `i / rate < duration`.
+fn scheduled(duration: Duration, rate_per_s: f64) -> u64 {
+    (duration.as_secs_f64() * rate_per_s).ceil() as u64
+}
+
+fn execute(client: &Client, request: Request) -> Result<(), ClientError> {
+    match request {
+        Request::Ops(ops) => client.submit(ops)?.wait().map(drop),
+        Request::StaleGet(key) => client.get_stale(&key).map(drop),
+    }
+}
+
+fn record(shared: &Shared, since: Instant, outcome: Result<(), ClientError>) {
+    match outcome {
+        Ok(()) => shared
+            .recorder
+            .ok(since.elapsed(), shared.workload.batch() as u64),
+        Err(e) => shared.recorder.error(&e),
+    }
+}
+
+/// Prints one line per second until every worker has finished.
+fn report_progress(shared: &Shared, workers: &[JoinHandle<()>]) {
+    let mut last = shared.start;
+    let mut next = shared.start + PROGRESS_INTERVAL;
+    while !workers.iter().all(JoinHandle::is_finished) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(POLL_INTERVAL.min(next - now));
+            continue;
+        }
+        let interval = shared.recorder.take_interval();
+        eprintln!(
+            "{}",
+            progress_line(now - shared.start, now - last, &interval)
+        );
+        last = now;
+        next += PROGRESS_INTERVAL;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scheduled;
+    use std::time::Duration;
+
+    #[test]
+    fn schedule_counts_requests_due_before_the_end() {
+        assert_eq!(scheduled(Duration::from_secs(10), 100.0), 1000);
+        assert_eq!(scheduled(Duration::from_millis(1500), 1.0), 2); // due at 0 s and 1 s
+        assert_eq!(scheduled(Duration::from_millis(10), 1.0), 1);
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod dev;
 pub mod keygen;
+pub mod sd_notify;
 pub mod sim;
 pub mod start;
 pub mod testnet;

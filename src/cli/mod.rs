@@ -4,6 +4,7 @@
 pub mod dev;
 pub mod inspect;
 pub mod keygen;
+pub mod sd_notify;
 pub mod sim;
 pub mod start;
 pub mod testnet;

@@ -1,5 +1,6 @@
 //! `bftd --config FILE` (alias `bftd start --config FILE`): run one node in the foreground
 //! until SIGTERM or SIGINT, then stop cleanly (every queued persist synced, files closed).
+//! Under systemd it reports readiness and stopping through [`super::sd_notify`].
 //!
 //! Exit status: 0 after a clean stop; 1 with a one-line reason when the node cannot start
 //! (bad config, port in use, damaged data dir) or when it stopped on a storage failure.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 
+use super::sd_notify;
 use crate::config::NodeConfig;
 use crate::node::Node;
 
@@ -27,7 +29,8 @@ OPTIONS:
     -h, --help          Print this help
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more. SIGTERM or SIGINT stops the
-node cleanly: it finishes the WAL sync in flight and closes its files.
+node cleanly: it finishes the WAL sync in flight and closes its files. Under systemd
+(NOTIFY_SOCKET set) it reports READY=1 once it listens and STOPPING=1 when it stops.
 ";
 
 fn parse(args: Vec<OsString>) -> Result<Option<PathBuf>, String> {
@@ -73,12 +76,15 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         cfg.raw.cluster_name,
         node.local_addr()
     );
+    // WALs replayed, port open, threads running: ready for systemd (Type=notify).
+    sd_notify::notify_logged("READY=1");
     while !stop.load(Ordering::Relaxed) && !node.has_failed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     if stop.load(Ordering::Relaxed) {
         log::info!("stopping on signal");
     }
+    sd_notify::notify_logged("STOPPING=1");
     node.shutdown()?;
     log::info!("stopped cleanly");
     Ok(())

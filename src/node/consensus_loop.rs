@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::counters::NodeCounters;
 use super::lossy::FaultyLink;
+use super::metrics::NodeMetrics;
 use super::routes::ReplyRoutes;
 use super::state_transfer::{StateTransfer, TransferStep};
 use super::status::StatusBoard;
@@ -87,6 +88,7 @@ pub struct ConsensusCtx {
     pub routes: Arc<ReplyRoutes>,
     pub status: Arc<StatusBoard>,
     pub counters: Arc<NodeCounters>,
+    pub metrics: Arc<NodeMetrics>,
     pub net: Arc<NetCounters>,
     pub transfer: StateTransfer,
     pub stop: Arc<AtomicBool>,
@@ -187,7 +189,10 @@ impl ConsensusCtx {
     ) {
         let event = match input {
             ConsensusInput::Message { from, msg } => Event::MessageReceived { from, msg },
-            ConsensusInput::Request(req) => Event::RequestReceived(req),
+            ConsensusInput::Request(req) => {
+                self.metrics.request_arrived(req.client, req.seq);
+                Event::RequestReceived(req)
+            }
             ConsensusInput::State { from, msg } => {
                 if self.transfer.is_installing() {
                     return;
@@ -213,6 +218,8 @@ impl ConsensusCtx {
         ticket_base: u64,
         last_ticket: &mut u64,
     ) {
+        // Called after every step of the core: the one place to see its QCs advance.
+        self.metrics.core_stepped(&self.core);
         for action in actions {
             match action {
                 Action::Send { to, msg } => self.send_peer(to, msg),
@@ -357,6 +364,8 @@ impl ConsensusCtx {
             }
         }
         let core = &self.core;
+        self.metrics
+            .publish_core(core, self.transfer.is_installing());
         self.status.update(|s| {
             s.round = core.round();
             s.leader = core.leader().0;

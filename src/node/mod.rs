@@ -11,7 +11,9 @@
 //! - [`storage_loop`]: group-commits the core's state ([`block_store`]) and the KV state
 //!   machine, then releases persist reports and client replies;
 //! - [`state_transfer`] and [`snapshots`]: catching up by snapshot when blocks are gone;
-//! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts.
+//! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
+//! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
+//!   listener (`[node] metrics_addr`) and the timings it reports.
 //!
 //! Every channel is bounded (sizes in [`settings::NodeSettings`]). Shutdown: the consensus
 //! thread and verifiers stop on a flag; the storage thread then drains its queue, waits for
@@ -22,7 +24,10 @@
 pub mod block_store;
 pub mod consensus_loop;
 pub mod counters;
+pub mod histogram;
 pub mod lossy;
+pub mod metrics;
+pub mod metrics_http;
 pub mod routes;
 pub mod settings;
 pub mod snapshots;
@@ -50,6 +55,8 @@ use crate::wire::NodeStatus;
 use block_store::{BlockStore, COMMITTED_META_KEY, decode_header};
 use consensus_loop::{ConsensusCtx, CoreFactory};
 use counters::NodeCounters;
+use metrics::{MetricsSources, NodeMetrics};
+use metrics_http::MetricsServer;
 use routes::ReplyRoutes;
 use snapshots::SnapshotDir;
 use state_transfer::StateTransfer;
@@ -80,6 +87,8 @@ pub struct Node {
     counters: Arc<NodeCounters>,
     failure: Arc<Mutex<Option<String>>>,
     local_addr: SocketAddr,
+    metrics: Arc<NodeMetrics>,
+    metrics_server: Option<MetricsServer>,
 }
 
 fn storage_error(what: &str, dir: &Path, e: StorageError) -> StartError {
@@ -179,6 +188,7 @@ impl Node {
             s.state_digest = digest;
         });
         let counters = Arc::new(NodeCounters::new(committee.n()));
+        let metrics = Arc::new(NodeMetrics::default());
         let routes = Arc::new(ReplyRoutes::new(settings.reply_routes_max));
         let kv = Arc::new(RwLock::new(kv));
         let failure = Arc::new(Mutex::new(None));
@@ -197,6 +207,7 @@ impl Node {
             routes: routes.clone(),
             status: status.clone(),
             counters: counters.clone(),
+            metrics: metrics.clone(),
             to_consensus: StorageToConsensus {
                 durable_ticket: durable_ticket.clone(),
                 wake: wake_tx,
@@ -267,6 +278,7 @@ impl Node {
             routes,
             status: status.clone(),
             counters: counters.clone(),
+            metrics: metrics.clone(),
             net: transport.counters(),
             transfer: StateTransfer::new(
                 committee.f(),
@@ -274,6 +286,23 @@ impl Node {
                 data_dir.join("snapshots").join("incoming.part"),
             ),
             stop: stop.clone(),
+        };
+        let metrics_server = match settings.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let sources = MetricsSources {
+                    metrics: metrics.clone(),
+                    status: status.clone(),
+                    counters: counters.clone(),
+                    net: transport.counters(),
+                    f: committee.f(),
+                    health_qc_age_ms_max: settings.health_qc_age_ms_max,
+                };
+                let server = MetricsServer::start(addr, sources)
+                    .map_err(|e| StartError(format!("cannot serve metrics on {addr}: {e}")))?;
+                log::info!("metrics and health on http://{}", server.local_addr());
+                Some(server)
+            }
         };
         let consensus = spawn("bftd-consensus", move || consensus_loop::run(consensus_ctx))?;
         log::info!("node {} listening on {local_addr}", cfg.node_id);
@@ -287,6 +316,8 @@ impl Node {
             counters,
             failure,
             local_addr,
+            metrics,
+            metrics_server,
         })
     }
 
@@ -300,6 +331,16 @@ impl Node {
 
     pub fn counters(&self) -> &NodeCounters {
         &self.counters
+    }
+
+    /// The runtime's latency histograms and the core's published counters.
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
+    }
+
+    /// Where `/metrics` and `/health` are served (`[node] metrics_addr`), if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     pub fn net_stats(&self) -> NetStats {
@@ -331,6 +372,7 @@ impl Node {
 
     fn stop_threads(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        drop(self.metrics_server.take());
         for t in self.verifiers.drain(..) {
             let _ = t.join();
         }

@@ -1,6 +1,7 @@
 //! Node-level settings from a node config's `[node]` and `[faults]` tables: thread counts,
-//! queue bounds, snapshots and state transfer, and (for demonstrations only) injected network
-//! faults. Every field is optional; unknown fields are errors.
+//! queue bounds, snapshots and state transfer, the optional metrics listener, and (for
+//! demonstrations only) injected network faults. Every field is optional; unknown fields are
+//! errors.
 
 /// `[node]`: how the runtime around the core is sized.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -26,6 +27,11 @@ pub struct NodeSettings {
     /// A node whose committed height has not moved for this long while it is fetching blocks
     /// asks its peers for a snapshot.
     pub state_transfer_after_ms: u64,
+    /// Where to serve `/metrics` (Prometheus text) and `/health` over HTTP, e.g.
+    /// `"127.0.0.1:9100"`; off when absent. Unauthenticated: bind it to a private address.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `/health` answers 503 when the last QC is older than this while work is pending.
+    pub health_qc_age_ms_max: u64,
 }
 
 impl Default for NodeSettings {
@@ -39,6 +45,8 @@ impl Default for NodeSettings {
             snapshot_interval_blocks: 5_000,
             snapshots_kept: 2,
             state_transfer_after_ms: 3_000,
+            metrics_addr: None,
+            health_qc_age_ms_max: 10_000,
         }
     }
 }
@@ -65,6 +73,7 @@ impl NodeSettings {
             ("snapshot_interval_blocks", self.snapshot_interval_blocks),
             ("snapshots_kept", self.snapshots_kept as u64),
             ("state_transfer_after_ms", self.state_transfer_after_ms),
+            ("health_qc_age_ms_max", self.health_qc_age_ms_max),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err((format!("node.{name}"), "must be above zero".into()));

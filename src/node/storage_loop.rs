@@ -15,12 +15,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use super::block_store::{BlockStore, COMMITTED_META_KEY, encode_header};
 use super::counters::NodeCounters;
+use super::metrics::NodeMetrics;
 use super::routes::ReplyRoutes;
 use super::snapshots::{SnapshotDir, read_header};
 use super::status::StatusBoard;
@@ -73,6 +75,7 @@ pub struct StorageCtx {
     pub routes: Arc<ReplyRoutes>,
     pub status: Arc<StatusBoard>,
     pub counters: Arc<NodeCounters>,
+    pub metrics: Arc<NodeMetrics>,
     pub to_consensus: StorageToConsensus,
     pub snapshot_interval_blocks: u64,
     pub blocks_retained: u64,
@@ -229,10 +232,14 @@ impl StorageCtx {
     /// Waits for the group's writes, then lets its effects out.
     fn release(&mut self, group: Group) -> Result<(), StorageError> {
         if let Some(lsn) = group.blocks_lsn {
+            let started = Instant::now();
             self.blocks.engine().wait_durable(lsn)?;
+            self.metrics.wal_fsync_consensus.observe(started.elapsed());
         }
         if let Some(lsn) = group.kv_lsn {
+            let started = Instant::now();
             self.kv.read().engine().wait_durable(lsn)?;
+            self.metrics.wal_fsync_state.observe(started.elapsed());
         }
         if let Some(ticket) = group.ticket {
             self.to_consensus
@@ -241,6 +248,8 @@ impl StorageCtx {
             let _ = self.to_consensus.wake.try_send(());
         }
         for reply in group.replies {
+            self.metrics
+                .request_replied(ClientKey(reply.client), reply.seq);
             self.send_reply(reply.client, reply.seq, || encode_reply(&reply.reply));
         }
         for (client, seq) in group.cached {

@@ -1,0 +1,583 @@
+//! What the metrics endpoint reports: the latency histograms the runtime times, a copy of the
+//! core's [`CoreStats`] that the consensus thread publishes, and the Prometheus text and
+//! health verdict built from them plus the [`StatusBoard`], [`NodeCounters`] and
+//! [`NetCounters`].
+//!
+//! Timing happens here in the runtime, never in the sans-I/O core (STYLE rule 1):
+//! - QC formation: the time between two high-QC advances of consecutive rounds, seen by the
+//!   consensus thread after each step of the core (so one steady-state round's length);
+//! - commit latency: from a request's arrival at the consensus thread to its reply being
+//!   released by the storage thread (durable); arrivals are kept in a bounded table;
+//! - WAL fsync: each `wait_durable` of the storage thread, per engine.
+//!
+//! Invariants: every table here is bounded ([`PENDING_REQUESTS_MAX`]); rendering takes copies
+//! and holds no lock while formatting.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::counters::{Counter, NodeCounters};
+use super::histogram::Histogram;
+use super::status::StatusBoard;
+use crate::consensus::{Core, CoreStats};
+use crate::net::{NetCounters, NetStats};
+use crate::types::ClientKey;
+use crate::wire::NodeStatus;
+
+/// Request arrivals remembered for the commit-latency histogram; beyond it the oldest are
+/// forgotten (those requests go untimed, counted in `requests_untimed`).
+pub const PENDING_REQUESTS_MAX: usize = 65_536;
+/// Blocks the storage thread may lag behind the committed height and still be healthy.
+pub const HEALTH_APPLY_LAG_BLOCKS_MAX: u64 = 64;
+
+/// What the consensus thread last published about the core.
+#[derive(Clone, Debug, Default)]
+pub struct ConsensusSnapshot {
+    pub stats: CoreStats,
+    pub syncing: bool,
+    pub installing: bool,
+    pub high_qc_round: u64,
+    /// When the high QC last advanced (None: not since the node started).
+    pub last_qc_at: Option<Instant>,
+    /// `stats.view_changes` at that moment.
+    pub view_changes_at_last_qc: u64,
+}
+
+#[derive(Default)]
+struct PendingRequests {
+    arrived: HashMap<(ClientKey, u64), Instant>,
+    order: VecDeque<(ClientKey, u64)>,
+}
+
+/// Shared between the consensus thread, the storage thread and the metrics thread.
+#[derive(Default)]
+pub struct NodeMetrics {
+    pub qc_formation: Histogram,
+    pub commit_latency: Histogram,
+    pub wal_fsync_consensus: Histogram,
+    pub wal_fsync_state: Histogram,
+    pub requests_untimed: Counter,
+    pending: Mutex<PendingRequests>,
+    consensus: Mutex<ConsensusSnapshot>,
+}
+
+impl NodeMetrics {
+    /// Consensus thread, after each step of the core: notices high-QC advances.
+    pub fn core_stepped(&self, core: &Core) {
+        let round = core.safety().high_qc.round;
+        let mut c = self.consensus.lock();
+        if round <= c.high_qc_round {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(last) = c.last_qc_at
+            && round == c.high_qc_round + 1
+        {
+            self.qc_formation.observe(now.duration_since(last));
+        }
+        c.high_qc_round = round;
+        c.last_qc_at = Some(now);
+        c.view_changes_at_last_qc = core.stats().view_changes;
+    }
+
+    /// Consensus thread, once per turn: a copy of the core's counters.
+    pub fn publish_core(&self, core: &Core, installing: bool) {
+        let mut c = self.consensus.lock();
+        c.stats.clone_from(core.stats());
+        c.syncing = core.is_syncing();
+        c.installing = installing;
+    }
+
+    pub fn consensus(&self) -> ConsensusSnapshot {
+        self.consensus.lock().clone()
+    }
+
+    /// Consensus thread: request `(client, seq)` arrived (a retry keeps the first arrival).
+    pub fn request_arrived(&self, client: ClientKey, seq: u64) {
+        let mut p = self.pending.lock();
+        let key = (client, seq);
+        if p.arrived.contains_key(&key) {
+            return;
+        }
+        p.arrived.insert(key, Instant::now());
+        p.order.push_back(key);
+        while p.arrived.len() > PENDING_REQUESTS_MAX {
+            let Some(old) = p.order.pop_front() else {
+                break;
+            };
+            if p.arrived.remove(&old).is_some() {
+                self.requests_untimed.bump();
+            }
+        }
+        if p.order.len() > PENDING_REQUESTS_MAX * 2 {
+            let PendingRequests { arrived, order } = &mut *p;
+            order.retain(|k| arrived.contains_key(k));
+        }
+    }
+
+    /// Storage thread: the reply to `(client, seq)` was released.
+    pub fn request_replied(&self, client: ClientKey, seq: u64) {
+        let arrived = self.pending.lock().arrived.remove(&(client, seq));
+        if let Some(at) = arrived {
+            self.commit_latency.observe(at.elapsed());
+        }
+    }
+}
+
+/// Everything the metrics thread reads.
+#[derive(Clone)]
+pub struct MetricsSources {
+    pub metrics: Arc<NodeMetrics>,
+    pub status: Arc<StatusBoard>,
+    pub counters: Arc<NodeCounters>,
+    pub net: Arc<NetCounters>,
+    /// Byzantine members tolerated: health wants `2f` peers heard from.
+    pub f: usize,
+    pub health_qc_age_ms_max: u64,
+}
+
+/// The `/health` verdict.
+#[derive(Debug)]
+pub struct Health {
+    pub healthy: bool,
+    /// Why not, one phrase each (empty when healthy).
+    pub reasons: Vec<String>,
+    pub json: String,
+}
+
+impl MetricsSources {
+    /// Healthy: a quorum of peers heard from, not fetching blocks or a snapshot, the state
+    /// applied close to the committed height, and a QC within `health_qc_age_ms_max` — or,
+    /// when no QC is due, an idle cluster (empty mempool, no view change since the last QC).
+    pub fn health(&self) -> Health {
+        let s = self.status.snapshot();
+        let c = self.metrics.consensus();
+        let qc_age_ms = c.last_qc_at.map(|t| t.elapsed().as_millis() as u64);
+        let mut reasons = Vec::new();
+        if usize::from(s.peers_connected) < 2 * self.f {
+            reasons.push(format!(
+                "heard from {} peers in the last 5 s, a quorum needs {}",
+                s.peers_connected,
+                2 * self.f
+            ));
+        }
+        if c.syncing {
+            reasons.push("fetching missing blocks from peers".into());
+        }
+        if c.installing {
+            reasons.push("installing a snapshot".into());
+        }
+        if s.applied_height + HEALTH_APPLY_LAG_BLOCKS_MAX < s.committed_height {
+            reasons.push(format!(
+                "state applied to height {}, {} blocks behind the committed height",
+                s.applied_height,
+                s.committed_height - s.applied_height
+            ));
+        }
+        let qc_recent = qc_age_ms.is_some_and(|a| a <= self.health_qc_age_ms_max);
+        let idle = s.mempool_requests == 0 && c.stats.view_changes == c.view_changes_at_last_qc;
+        if !qc_recent && !idle {
+            reasons.push(match qc_age_ms {
+                Some(a) => format!(
+                    "last QC {a} ms ago (limit {} ms) with work pending",
+                    self.health_qc_age_ms_max
+                ),
+                None => "no QC seen since start, with work pending".into(),
+            });
+        }
+        let json = health_json(&s, &c, qc_age_ms, &reasons);
+        Health {
+            healthy: reasons.is_empty(),
+            reasons,
+            json,
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let s = self.status.snapshot();
+        let c = self.metrics.consensus();
+        let net = self.net.snapshot();
+        let mut out = String::with_capacity(16 * 1024);
+        write_gauges(&mut out, &s);
+        write_core(&mut out, &c.stats);
+        write_peers(&mut out, &net, s.node_id);
+        write_rejections(&mut out, &net, &self.counters);
+        write_requests(&mut out, &self.counters, &self.metrics);
+        write_histograms(&mut out, &self.metrics);
+        out
+    }
+}
+
+fn json_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|ch| match ch {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => vec![' '],
+            c => vec![c],
+        })
+        .collect()
+}
+
+fn health_json(
+    s: &NodeStatus,
+    c: &ConsensusSnapshot,
+    qc_age_ms: Option<u64>,
+    reasons: &[String],
+) -> String {
+    let reasons: Vec<String> = reasons
+        .iter()
+        .map(|r| format!("\"{}\"", json_escape(r)))
+        .collect();
+    format!(
+        "{{\"status\":\"{}\",\"reasons\":[{}],\"node_id\":{},\"round\":{},\"committed_height\":{},\
+         \"applied_height\":{},\"peers_connected\":{},\"mempool_requests\":{},\"syncing\":{},\
+         \"last_qc_age_ms\":{}}}\n",
+        if reasons.is_empty() {
+            "ok"
+        } else {
+            "unhealthy"
+        },
+        reasons.join(","),
+        s.node_id,
+        s.round,
+        s.committed_height,
+        s.applied_height,
+        s.peers_connected,
+        s.mempool_requests,
+        c.syncing,
+        qc_age_ms.map_or("null".to_string(), |a| a.to_string()),
+    )
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn write_gauges(out: &mut String, s: &NodeStatus) {
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "bftd_round",
+            "The consensus round this node is in.",
+            s.round,
+        ),
+        (
+            "bftd_committed_height",
+            "Height of the highest block this node knows committed.",
+            s.committed_height,
+        ),
+        (
+            "bftd_applied_height",
+            "Height the KV state machine has applied.",
+            s.applied_height,
+        ),
+        (
+            "bftd_mempool_requests",
+            "Client requests waiting to be ordered.",
+            s.mempool_requests,
+        ),
+        (
+            "bftd_peers_connected",
+            "Peers heard from in the last 5 seconds.",
+            u64::from(s.peers_connected),
+        ),
+        (
+            "bftd_leader",
+            "Node id of the current round's leader.",
+            u64::from(s.leader),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        single(out, name, "gauge", help, v);
+    }
+    single(
+        out,
+        "bftd_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        s.uptime_ms as f64 / 1000.0,
+    );
+}
+
+fn write_core(out: &mut String, st: &CoreStats) {
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "bftd_view_changes_total",
+            "Rounds entered through a timeout certificate.",
+            st.view_changes,
+        ),
+        (
+            "bftd_timeouts_total",
+            "Timeout messages this node sent (its round timer fired).",
+            st.timeouts_sent,
+        ),
+        (
+            "bftd_proposals_total",
+            "Blocks this node proposed.",
+            st.proposals_made,
+        ),
+        ("bftd_votes_total", "Votes this node sent.", st.votes_sent),
+        (
+            "bftd_qcs_formed_total",
+            "Quorum certificates this node aggregated.",
+            st.qcs_formed,
+        ),
+        (
+            "bftd_tcs_formed_total",
+            "Timeout certificates this node aggregated.",
+            st.tcs_formed,
+        ),
+        (
+            "bftd_blocks_committed_total",
+            "Blocks committed since the node started.",
+            st.blocks_committed,
+        ),
+        (
+            "bftd_requests_committed_total",
+            "Client requests committed since the node started.",
+            st.requests_committed,
+        ),
+        (
+            "bftd_sync_requests_total",
+            "Block fetch requests sent to peers.",
+            st.sync_requests_sent,
+        ),
+        (
+            "bftd_equivocations_seen_total",
+            "Conflicting messages from one signer in one round.",
+            st.equivocations_seen,
+        ),
+    ];
+    for (name, help, v) in counters {
+        single(out, name, "counter", help, v);
+    }
+    header(
+        out,
+        "bftd_consensus_dropped_total",
+        "counter",
+        "Verified inputs the consensus core dropped, by reason.",
+    );
+    for (reason, v) in [
+        ("far_future", st.dropped_far_future),
+        ("stale", st.dropped_stale),
+        ("duplicate_vote", st.duplicate_votes),
+        ("block_rejected", st.blocks_rejected),
+        ("orphan", st.orphans_dropped),
+        ("unsolicited_sync", st.unsolicited_sync),
+        ("request_busy", st.requests_rejected_busy),
+        ("request_duplicate", st.requests_duplicate),
+    ] {
+        let _ = writeln!(
+            out,
+            "bftd_consensus_dropped_total{{reason=\"{reason}\"}} {v}"
+        );
+    }
+}
+
+fn write_peers(out: &mut String, net: &NetStats, me: u16) {
+    type Field = fn(&crate::net::PeerStats) -> u64;
+    let series: [(&str, &str, Field); 5] = [
+        (
+            "bftd_peer_received_bytes_total",
+            "Application bytes received from each peer.",
+            |p| p.bytes_in,
+        ),
+        (
+            "bftd_peer_sent_bytes_total",
+            "Application bytes sent to each peer.",
+            |p| p.bytes_out,
+        ),
+        (
+            "bftd_peer_received_frames_total",
+            "Frames received from each peer.",
+            |p| p.frames_in,
+        ),
+        (
+            "bftd_peer_sent_frames_total",
+            "Frames sent to each peer.",
+            |p| p.frames_out,
+        ),
+        (
+            "bftd_peer_dropped_frames_total",
+            "Frames to each peer dropped on the way out.",
+            |p| p.frames_dropped,
+        ),
+    ];
+    for (name, help, field) in series {
+        header(out, name, "counter", help);
+        for (i, p) in net.peers.iter().enumerate() {
+            if i != usize::from(me) {
+                let _ = writeln!(out, "{name}{{peer=\"{i}\"}} {}", field(p));
+            }
+        }
+    }
+}
+
+fn write_rejections(out: &mut String, net: &NetStats, counters: &NodeCounters) {
+    header(
+        out,
+        "bftd_rejected_total",
+        "counter",
+        "Connections closed and frames refused for the remote's fault, by reason.",
+    );
+    for (reason, v) in [
+        ("unknown_key", net.rejected_unknown_key),
+        ("handshake_failed", net.rejected_handshake_failed),
+        ("handshake_timeout", net.rejected_handshake_timeout),
+        ("oversize_frame", net.rejected_oversize_frame),
+        ("garbage", net.rejected_garbage),
+        ("too_many_connections", net.rejected_too_many_connections),
+        ("wrong_direction", net.rejected_wrong_direction),
+        (
+            "undecodable_peer_frame",
+            counters.peer_frames_undecodable.get(),
+        ),
+        (
+            "undecodable_client_frame",
+            counters.client_frames_undecodable.get(),
+        ),
+    ] {
+        let _ = writeln!(out, "bftd_rejected_total{{reason=\"{reason}\"}} {v}");
+    }
+    for (name, help, list) in [
+        (
+            "bftd_peer_rejected_messages_total",
+            "Peer messages that failed verification, by sending peer.",
+            &counters.peer_messages_rejected,
+        ),
+        (
+            "bftd_peer_invalid_signatures_total",
+            "Peer messages with an invalid signature, by sending peer.",
+            &counters.peer_bad_signatures,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        for (i, c) in list.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{peer=\"{i}\"}} {}", c.get());
+        }
+    }
+}
+
+fn write_requests(out: &mut String, counters: &NodeCounters, metrics: &NodeMetrics) {
+    header(
+        out,
+        "bftd_client_requests_total",
+        "counter",
+        "Client requests received, by result of admission.",
+    );
+    for (result, v) in [
+        ("accepted", counters.requests_accepted.get()),
+        ("busy", counters.requests_refused_busy.get()),
+        (
+            "not_authorised",
+            counters.requests_refused_not_authorised.get(),
+        ),
+        ("invalid", counters.requests_refused_invalid.get()),
+    ] {
+        let _ = writeln!(out, "bftd_client_requests_total{{result=\"{result}\"}} {v}");
+    }
+    let totals: [(&str, &str, u64); 5] = [
+        (
+            "bftd_client_replies_total",
+            "Replies sent to client connections.",
+            counters.replies_sent.get(),
+        ),
+        (
+            "bftd_blocks_applied_total",
+            "Committed blocks applied to the KV state.",
+            counters.blocks_applied.get(),
+        ),
+        (
+            "bftd_snapshots_saved_total",
+            "State snapshots saved.",
+            counters.snapshots_saved.get(),
+        ),
+        (
+            "bftd_snapshots_installed_total",
+            "State snapshots installed from peers.",
+            counters.snapshots_installed.get(),
+        ),
+        (
+            "bftd_requests_untimed_total",
+            "Requests left out of the commit latency histogram (arrival table full).",
+            metrics.requests_untimed.get(),
+        ),
+    ];
+    for (name, help, v) in totals {
+        single(out, name, "counter", help, v);
+    }
+}
+
+fn write_histograms(out: &mut String, m: &NodeMetrics) {
+    header(
+        out,
+        "bftd_qc_formation_seconds",
+        "histogram",
+        "Time between high-QC advances of consecutive rounds.",
+    );
+    m.qc_formation
+        .snapshot()
+        .write_prometheus(out, "bftd_qc_formation_seconds", "");
+    header(
+        out,
+        "bftd_commit_latency_seconds",
+        "histogram",
+        "From a request's arrival at the consensus thread to its durable reply.",
+    );
+    m.commit_latency
+        .snapshot()
+        .write_prometheus(out, "bftd_commit_latency_seconds", "");
+    header(
+        out,
+        "bftd_wal_fsync_seconds",
+        "histogram",
+        "Storage thread waits for a WAL sync, by engine.",
+    );
+    m.wal_fsync_consensus.snapshot().write_prometheus(
+        out,
+        "bftd_wal_fsync_seconds",
+        "engine=\"consensus\"",
+    );
+    m.wal_fsync_state.snapshot().write_prometheus(
+        out,
+        "bftd_wal_fsync_seconds",
+        "engine=\"state\"",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_arrivals_are_bounded_and_timed_once() {
+        let m = NodeMetrics::default();
+        let c = ClientKey([7; 32]);
+        m.request_arrived(c, 1);
+        m.request_arrived(c, 1);
+        m.request_replied(c, 1);
+        m.request_replied(c, 1);
+        assert_eq!(m.commit_latency.snapshot().count, 1);
+        for seq in 0..(PENDING_REQUESTS_MAX as u64 + 10) {
+            m.request_arrived(c, seq);
+        }
+        assert_eq!(m.pending.lock().arrived.len(), PENDING_REQUESTS_MAX);
+        assert_eq!(m.requests_untimed.get(), 10);
+        assert!(m.pending.lock().order.len() <= PENDING_REQUESTS_MAX * 2);
+    }
+
+    #[test]
+    fn json_escapes_quotes() {
+        assert_eq!(json_escape("a\"b\\c\n"), "a\\\"b\\\\c ");
+    }
+}

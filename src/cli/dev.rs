@@ -185,14 +185,15 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             .join(", ")
     );
     println!("  client config: {}", client.display());
-    println!(
-        "  try:           bftctl --config {} put hello world",
-        client.display()
-    );
-    println!(
-        "                 bftctl --config {} get hello",
-        client.display()
-    );
+    // bftctl reads ./bftd-dev/client.toml by default.
+    let flag = if spec.dir == Path::new("./bftd-dev") {
+        String::new()
+    } else {
+        format!("--config {} ", client.display())
+    };
+    println!("  try:           bftctl {flag}put hello world");
+    println!("                 bftctl {flag}get hello");
+    println!("                 bftctl {flag}status");
     if spec.lossy.is_some() {
         println!("  --lossy: node-to-node frames are dropped, delayed and duplicated");
     }

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Some("start") => bftd::cli::start::main(rest),
         Some("dev") => bftd::cli::dev::main(rest),
         Some("inspect") => bftd::cli::inspect::main(rest),
+        Some("snapshot") => bftd::cli::snapshot::main(rest),
         Some(flag) if flag == "-c" || flag.starts_with("--config") => {
             let mut all = vec![cmd.clone()];
             all.extend(rest);

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod keygen;
 pub mod sd_notify;
 pub mod sim;
+pub mod snapshot;
 pub mod start;
 pub mod testnet;
 
@@ -20,6 +21,7 @@ COMMANDS:
     start      Run one node in the foreground (see 'bftd start --help')
     dev        Run a local cluster on 127.0.0.1 until Ctrl-C (see 'bftd dev --help')
     inspect    Report a data dir's contents and verify every checksum (see 'bftd inspect --help')
+    snapshot   Offline backup and restore of a node's state (see 'bftd snapshot --help')
     sim        Run the deterministic consensus simulator (see 'bftd sim --help')
     keygen     Make one key pair: signing (Ed25519) and Noise (X25519) (see 'bftd keygen --help')
     testnet    Write configs and keys for a local cluster (see 'bftd testnet --help')

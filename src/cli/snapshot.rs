@@ -1,0 +1,167 @@
+//! `bftd snapshot save|restore`: offline backups of a node's replicated state.
+//!
+//! A backup file is `BFTDBAK1` (8 bytes), the committed block header the state is at (80
+//! bytes: id, parent, round, height), then a KV snapshot file (`kv::snapshot`: its own blake3
+//! checksum and a state digest recomputed on install). Restore checks all of it before it
+//! replaces anything, and only ever replaces `state/`: the safety data in `consensus/` stays,
+//! so a restored node cannot forget a vote it cast. Both need the node stopped (the engines'
+//! directory lock enforces it).
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use lexopt::prelude::*;
+
+use crate::keys_file::to_hex;
+use crate::kv::KvStore;
+use crate::node::block_store::{COMMITTED_META_KEY, decode_header, encode_header};
+use crate::storage::EngineOptions;
+
+const HELP: &str = "\
+bftd snapshot: offline backup and restore of a node's state
+
+USAGE:
+    bftd snapshot save --data-dir DIR FILE
+    bftd snapshot restore --data-dir DIR FILE
+
+save writes the state of the stopped node at DIR to FILE (atomically). restore replaces the
+state of the stopped node at DIR with FILE after verifying its checksum and state digest; it
+refuses a backup older than the state already there, and it never touches DIR/consensus (the
+node's safety data). After a restore, start the node: it fetches the blocks after the backup
+from its peers.
+";
+
+const MAGIC: &[u8; 8] = b"BFTDBAK1";
+const HEADER_BYTES: usize = 80;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        caller_pins_wal: false,
+        background_compaction: false,
+        ..EngineOptions::default()
+    }
+}
+
+pub fn main(args: Vec<OsString>) -> Result<(), String> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let (mut action, mut dir, mut file) = (None::<String>, None::<PathBuf>, None::<PathBuf>);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("data-dir") => {
+                dir = Some(parser.value().map_err(|e| e.to_string())?.into());
+            }
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(());
+            }
+            Value(v) if action.is_none() => action = Some(v.to_string_lossy().into()),
+            Value(v) if file.is_none() => file = Some(v.into()),
+            other => {
+                return Err(format!(
+                    "{}; see 'bftd snapshot --help'",
+                    other.unexpected()
+                ));
+            }
+        }
+    }
+    let usage = "usage: bftd snapshot save|restore --data-dir DIR FILE; see 'bftd snapshot --help'";
+    let (Some(action), Some(dir), Some(file)) = (action, dir, file) else {
+        return Err(usage.into());
+    };
+    match action.as_str() {
+        "save" => save(&dir, &file),
+        "restore" => restore(&dir, &file),
+        _ => Err(usage.into()),
+    }
+}
+
+fn save(dir: &Path, file: &Path) -> Result<(), String> {
+    let state = dir.join("state");
+    if !state.is_dir() {
+        return Err(format!(
+            "{}: no state/ here; is it a node's data_dir?",
+            dir.display()
+        ));
+    }
+    let kv = KvStore::open(&state, options()).map_err(|e| e.to_string())?;
+    let header = match kv.meta(COMMITTED_META_KEY) {
+        Some(bytes) => decode_header(&bytes).ok_or("the committed-block record is corrupt")?,
+        None => {
+            return Err("the state is empty (nothing committed yet): nothing to back up".into());
+        }
+    };
+    let kv_file = file.with_extension("kvsnap.tmp");
+    let info = kv.save_snapshot(&kv_file).map_err(|e| e.to_string())?;
+    let write = || -> std::io::Result<()> {
+        let tmp = file.with_extension("bak.tmp");
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(MAGIC)?;
+        out.write_all(&encode_header(&header))?;
+        std::io::copy(&mut std::fs::File::open(&kv_file)?, &mut out)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        std::fs::remove_file(&kv_file)
+    };
+    write().map_err(|e| format!("{}: {e}", file.display()))?;
+    println!(
+        "saved height {} ({} entries, state digest {}) to {}",
+        info.applied_height,
+        info.entry_count,
+        to_hex(&info.state_digest),
+        file.display()
+    );
+    Ok(())
+}
+
+fn restore(dir: &Path, file: &Path) -> Result<(), String> {
+    let shown = file.display();
+    let mut input = std::fs::File::open(file).map_err(|e| format!("{shown}: {e}"))?;
+    let mut head = [0u8; 8 + HEADER_BYTES];
+    input
+        .read_exact(&mut head)
+        .map_err(|_| format!("{shown}: too short to be a bftd backup"))?;
+    if &head[..8] != MAGIC {
+        return Err(format!("{shown}: not a bftd backup (wrong magic)"));
+    }
+    let header = decode_header(&head[8..]).ok_or(format!("{shown}: corrupt block header"))?;
+    if !dir.join("consensus").is_dir() {
+        eprintln!(
+            "bftd snapshot: warning: {} has no consensus/ (safety data); if this node id ever \
+             voted before, do not start it until the cluster is past its last round",
+            dir.display()
+        );
+    }
+    let kv_file = dir.join("restore.kvsnap.tmp");
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut copy = || -> std::io::Result<()> {
+        let mut out = std::fs::File::create(&kv_file)?;
+        std::io::copy(&mut input, &mut out)?;
+        out.sync_all()
+    };
+    copy().map_err(|e| format!("{}: {e}", kv_file.display()))?;
+    let result = (|| {
+        let mut kv = KvStore::open(&dir.join("state"), options()).map_err(|e| e.to_string())?;
+        let meta = encode_header(&header);
+        let info = kv
+            .install_snapshot_with_meta(&kv_file, &[(COMMITTED_META_KEY, &meta)])
+            .map_err(|e| e.to_string())?;
+        if info.applied_height != header.height {
+            return Err(format!(
+                "{shown}: the snapshot is at height {} but its header says {}",
+                info.applied_height, header.height
+            ));
+        }
+        Ok(info)
+    })();
+    let _ = std::fs::remove_file(&kv_file);
+    let info = result?;
+    println!(
+        "restored height {} ({} entries, state digest {}) into {}",
+        info.applied_height,
+        info.entry_count,
+        to_hex(&info.state_digest),
+        dir.display()
+    );
+    Ok(())
+}

@@ -189,10 +189,7 @@ impl ConsensusCtx {
     ) {
         let event = match input {
             ConsensusInput::Message { from, msg } => Event::MessageReceived { from, msg },
-            ConsensusInput::Request(req) => {
-                self.metrics.request_arrived(req.client, req.seq);
-                Event::RequestReceived(req)
-            }
+            ConsensusInput::Request(req) => Event::RequestReceived(req),
             ConsensusInput::State { from, msg } => {
                 if self.transfer.is_installing() {
                     return;

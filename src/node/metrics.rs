@@ -6,31 +6,26 @@
 //! Timing happens here in the runtime, never in the sans-I/O core (STYLE rule 1):
 //! - QC formation: the time between two high-QC advances of consecutive rounds, seen by the
 //!   consensus thread after each step of the core (so one steady-state round's length);
-//! - commit latency: from a request's arrival at the consensus thread to its reply being
-//!   released by the storage thread (durable); arrivals are kept in a bounded table;
+//! - commit latency: from a request's first arrival (when its reply route was registered, see
+//!   [`super::routes`]) to its reply being released by the storage thread (durable);
 //! - WAL fsync: each `wait_durable` of the storage thread, per engine.
 //!
-//! Invariants: every table here is bounded ([`PENDING_REQUESTS_MAX`]); rendering takes copies
-//! and holds no lock while formatting.
+//! Invariants: rendering takes copies and holds no lock while formatting.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::counters::{Counter, NodeCounters};
+use super::counters::NodeCounters;
 use super::histogram::Histogram;
+use super::routes::ReplyRoutes;
 use super::status::StatusBoard;
 use crate::consensus::{Core, CoreStats};
 use crate::net::{NetCounters, NetStats};
-use crate::types::ClientKey;
 use crate::wire::NodeStatus;
 
-/// Request arrivals remembered for the commit-latency histogram; beyond it the oldest are
-/// forgotten (those requests go untimed, counted in `requests_untimed`).
-pub const PENDING_REQUESTS_MAX: usize = 65_536;
 /// Blocks the storage thread may lag behind the committed height and still be healthy.
 pub const HEALTH_APPLY_LAG_BLOCKS_MAX: u64 = 64;
 
@@ -47,12 +42,6 @@ pub struct ConsensusSnapshot {
     pub view_changes_at_last_qc: u64,
 }
 
-#[derive(Default)]
-struct PendingRequests {
-    arrived: HashMap<(ClientKey, u64), Instant>,
-    order: VecDeque<(ClientKey, u64)>,
-}
-
 /// Shared between the consensus thread, the storage thread and the metrics thread.
 #[derive(Default)]
 pub struct NodeMetrics {
@@ -60,8 +49,6 @@ pub struct NodeMetrics {
     pub commit_latency: Histogram,
     pub wal_fsync_consensus: Histogram,
     pub wal_fsync_state: Histogram,
-    pub requests_untimed: Counter,
-    pending: Mutex<PendingRequests>,
     consensus: Mutex<ConsensusSnapshot>,
 }
 
@@ -95,37 +82,6 @@ impl NodeMetrics {
     pub fn consensus(&self) -> ConsensusSnapshot {
         self.consensus.lock().clone()
     }
-
-    /// Consensus thread: request `(client, seq)` arrived (a retry keeps the first arrival).
-    pub fn request_arrived(&self, client: ClientKey, seq: u64) {
-        let mut p = self.pending.lock();
-        let key = (client, seq);
-        if p.arrived.contains_key(&key) {
-            return;
-        }
-        p.arrived.insert(key, Instant::now());
-        p.order.push_back(key);
-        while p.arrived.len() > PENDING_REQUESTS_MAX {
-            let Some(old) = p.order.pop_front() else {
-                break;
-            };
-            if p.arrived.remove(&old).is_some() {
-                self.requests_untimed.bump();
-            }
-        }
-        if p.order.len() > PENDING_REQUESTS_MAX * 2 {
-            let PendingRequests { arrived, order } = &mut *p;
-            order.retain(|k| arrived.contains_key(k));
-        }
-    }
-
-    /// Storage thread: the reply to `(client, seq)` was released.
-    pub fn request_replied(&self, client: ClientKey, seq: u64) {
-        let arrived = self.pending.lock().arrived.remove(&(client, seq));
-        if let Some(at) = arrived {
-            self.commit_latency.observe(at.elapsed());
-        }
-    }
 }
 
 /// Everything the metrics thread reads.
@@ -135,6 +91,7 @@ pub struct MetricsSources {
     pub status: Arc<StatusBoard>,
     pub counters: Arc<NodeCounters>,
     pub net: Arc<NetCounters>,
+    pub routes: Arc<ReplyRoutes>,
     /// Byzantine members tolerated: health wants `2f` peers heard from.
     pub f: usize,
     pub health_qc_age_ms_max: u64,
@@ -207,7 +164,7 @@ impl MetricsSources {
         write_core(&mut out, &c.stats);
         write_peers(&mut out, &net, s.node_id);
         write_rejections(&mut out, &net, &self.counters);
-        write_requests(&mut out, &self.counters, &self.metrics);
+        write_requests(&mut out, &self.counters, &self.routes);
         write_histograms(&mut out, &self.metrics);
         out
     }
@@ -468,7 +425,7 @@ fn write_rejections(out: &mut String, net: &NetStats, counters: &NodeCounters) {
     }
 }
 
-fn write_requests(out: &mut String, counters: &NodeCounters, metrics: &NodeMetrics) {
+fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoutes) {
     header(
         out,
         "bftd_client_requests_total",
@@ -508,9 +465,9 @@ fn write_requests(out: &mut String, counters: &NodeCounters, metrics: &NodeMetri
             counters.snapshots_installed.get(),
         ),
         (
-            "bftd_requests_untimed_total",
-            "Requests left out of the commit latency histogram (arrival table full).",
-            metrics.requests_untimed.get(),
+            "bftd_reply_routes_evicted_total",
+            "Reply routes forgotten because the table was full (those requests go untimed).",
+            routes.evicted.get(),
         ),
     ];
     for (name, help, v) in totals {
@@ -532,7 +489,7 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
         out,
         "bftd_commit_latency_seconds",
         "histogram",
-        "From a request's arrival at the consensus thread to its durable reply.",
+        "From a request's first arrival at the node to its durable reply.",
     );
     m.commit_latency
         .snapshot()
@@ -558,23 +515,6 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_arrivals_are_bounded_and_timed_once() {
-        let m = NodeMetrics::default();
-        let c = ClientKey([7; 32]);
-        m.request_arrived(c, 1);
-        m.request_arrived(c, 1);
-        m.request_replied(c, 1);
-        m.request_replied(c, 1);
-        assert_eq!(m.commit_latency.snapshot().count, 1);
-        for seq in 0..(PENDING_REQUESTS_MAX as u64 + 10) {
-            m.request_arrived(c, seq);
-        }
-        assert_eq!(m.pending.lock().arrived.len(), PENDING_REQUESTS_MAX);
-        assert_eq!(m.requests_untimed.get(), 10);
-        assert!(m.pending.lock().order.len() <= PENDING_REQUESTS_MAX * 2);
-    }
 
     #[test]
     fn json_escapes_quotes() {

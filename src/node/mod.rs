@@ -275,7 +275,7 @@ impl Node {
             installed: installed_rx,
             out,
             faults,
-            routes,
+            routes: routes.clone(),
             status: status.clone(),
             counters: counters.clone(),
             metrics: metrics.clone(),
@@ -295,6 +295,7 @@ impl Node {
                     status: status.clone(),
                     counters: counters.clone(),
                     net: transport.counters(),
+                    routes: routes.clone(),
                     f: committee.f(),
                     health_qc_age_ms_max: settings.health_qc_age_ms_max,
                 };

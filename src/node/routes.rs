@@ -3,12 +3,15 @@
 //! A client sends each request to every node, so each node routes a reply to the connection
 //! (the client's Noise key) that gave it the request. The table is bounded: beyond
 //! `capacity` entries the oldest are forgotten (their clients time out and retry; a retry
-//! re-registers the route and gets the cached reply).
+//! re-registers the route and gets the cached reply). Each route also keeps when the request
+//! first arrived, which is what the commit-latency histogram measures from.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use super::counters::Counter;
 use crate::net::ClientId;
 use crate::types::ClientKey;
 
@@ -17,10 +20,18 @@ type Key = (ClientKey, u64);
 pub struct ReplyRoutes {
     inner: Mutex<Inner>,
     capacity: usize,
+    /// Routes forgotten because the table was full.
+    pub evicted: Counter,
+}
+
+/// Who waits for one request, and since when.
+pub struct Route {
+    pub arrived: Instant,
+    pub conns: Vec<ClientId>,
 }
 
 struct Inner {
-    routes: HashMap<Key, Vec<ClientId>>,
+    routes: HashMap<Key, Route>,
     order: VecDeque<Key>,
 }
 
@@ -35,6 +46,7 @@ impl ReplyRoutes {
                 order: VecDeque::new(),
             }),
             capacity: capacity.max(1),
+            evicted: Counter::default(),
         }
     }
 
@@ -42,14 +54,18 @@ impl ReplyRoutes {
         let mut g = self.inner.lock();
         let key = (client, seq);
         match g.routes.get_mut(&key) {
-            Some(conns) => {
-                if !conns.contains(&conn) && conns.len() < CONNECTIONS_PER_REQUEST_MAX {
-                    conns.push(conn);
+            Some(route) => {
+                if !route.conns.contains(&conn) && route.conns.len() < CONNECTIONS_PER_REQUEST_MAX {
+                    route.conns.push(conn);
                 }
                 return;
             }
             None => {
-                g.routes.insert(key, vec![conn]);
+                let route = Route {
+                    arrived: Instant::now(),
+                    conns: vec![conn],
+                };
+                g.routes.insert(key, route);
                 g.order.push_back(key);
             }
         }
@@ -57,7 +73,9 @@ impl ReplyRoutes {
             let Some(old) = g.order.pop_front() else {
                 break;
             };
-            g.routes.remove(&old);
+            if g.routes.remove(&old).is_some() {
+                self.evicted.bump();
+            }
         }
         // `order` may hold keys already taken; keep it from growing without bound.
         if g.order.len() > self.capacity * 2 {
@@ -68,11 +86,14 @@ impl ReplyRoutes {
 
     /// The connections waiting for `(client, seq)`, forgetting them.
     pub fn take(&self, client: &ClientKey, seq: u64) -> Vec<ClientId> {
-        self.inner
-            .lock()
-            .routes
-            .remove(&(*client, seq))
+        self.take_route(client, seq)
+            .map(|r| r.conns)
             .unwrap_or_default()
+    }
+
+    /// The route of `(client, seq)` with its arrival time, forgetting it.
+    pub fn take_route(&self, client: &ClientKey, seq: u64) -> Option<Route> {
+        self.inner.lock().routes.remove(&(*client, seq))
     }
 
     pub fn len(&self) -> usize {
@@ -100,6 +121,7 @@ mod tests {
             r.add(a, seq, b);
         }
         assert_eq!(r.len(), 2);
+        assert_eq!(r.evicted.get(), 8);
         assert_eq!(r.take(&a, 9), vec![b], "the newest survive");
         assert!(r.take(&a, 0).is_empty(), "the oldest were forgotten");
     }

@@ -248,25 +248,34 @@ impl StorageCtx {
             let _ = self.to_consensus.wake.try_send(());
         }
         for reply in group.replies {
-            self.metrics
-                .request_replied(ClientKey(reply.client), reply.seq);
-            self.send_reply(reply.client, reply.seq, || encode_reply(&reply.reply));
+            self.send_reply(reply.client, reply.seq, true, || encode_reply(&reply.reply));
         }
         for (client, seq) in group.cached {
             let cached = self.kv.read().cached_reply(&client.0, seq)?;
             // `None`: ordered but not applied here yet; the commit's own reply will answer.
             if let Some(reply) = cached {
-                self.send_reply(client.0, seq, || encode_reply(&reply));
+                self.send_reply(client.0, seq, false, || encode_reply(&reply));
             }
         }
         Ok(())
     }
 
-    fn send_reply(&self, client: [u8; 32], seq: u64, encode: impl FnOnce() -> Vec<u8>) {
-        let conns = self.routes.take(&ClientKey(client), seq);
-        if conns.is_empty() {
+    /// Sends the reply to every connection waiting for it; `timed` replies (fresh commits,
+    /// not answers to retries) go into the commit-latency histogram.
+    fn send_reply(
+        &self,
+        client: [u8; 32],
+        seq: u64,
+        timed: bool,
+        encode: impl FnOnce() -> Vec<u8>,
+    ) {
+        let Some(route) = self.routes.take_route(&ClientKey(client), seq) else {
             return;
+        };
+        if timed {
+            self.metrics.commit_latency.observe(route.arrived.elapsed());
         }
+        let conns = route.conns;
         let frame = encode_node_frame(&NodeFrame::Reply {
             client,
             seq,

@@ -95,8 +95,10 @@ fn metrics_and_health_of_a_committing_cluster() {
         let (code, body) = get(addr, "/metrics");
         assert_eq!(code, 200);
         m = parse_metrics(&body);
+        // The consensus thread publishes the core's counters every 50 ms: wait for them too.
         value(&m, "bftd_applied_height") >= 1.0
             && value(&m, "bftd_commit_latency_seconds_count") >= 5.0
+            && value(&m, "bftd_requests_committed_total") >= 5.0
     });
     assert!(value(&m, "bftd_committed_height") >= 1.0);
     assert!(value(&m, "bftd_round") >= 1.0);

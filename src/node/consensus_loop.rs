@@ -38,6 +38,10 @@ use crate::wire::{NodeFrame, PeerFrame, Refusal, StateMsg};
 const IDLE_WAKE_MS: u64 = 100;
 /// How often the node gossips its certificates (see `Core::sync_info`).
 const SYNC_GOSSIP_MS: u64 = 2_000;
+/// How often the status board and the metrics get a fresh copy of the core's state: readers
+/// poll them, so copying (and snapshotting every peer counter) on each turn would only add
+/// work to this thread's hot loop.
+const PUBLISH_EVERY_MS: u64 = 50;
 /// Inputs handled before the loop looks at timers and persist reports again.
 const INPUTS_PER_TURN_MAX: usize = 256;
 
@@ -111,6 +115,7 @@ pub fn run(mut ctx: ConsensusCtx) {
     ctx.execute(actions, &mut timer, ticket_base, &mut last_ticket);
     let mut peers_seen = PeersSeen::default();
     let mut last_gossip_ms = 0u64;
+    let mut last_publish_ms: Option<u64> = None;
     while !ctx.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
         let wait_ms = timer
@@ -162,7 +167,10 @@ pub fn run(mut ctx: ConsensusCtx) {
             let info = ctx.core.sync_info();
             ctx.broadcast(Message::SyncInfo(info));
         }
-        ctx.publish(&mut peers_seen);
+        if last_publish_ms.is_none_or(|t| clock.now_ms().saturating_sub(t) >= PUBLISH_EVERY_MS) {
+            last_publish_ms = Some(clock.now_ms());
+            ctx.publish(&mut peers_seen);
+        }
     }
     log::debug!("consensus thread done");
     // Dropping ctx closes the storage queue once the verifiers are gone too; the storage

@@ -199,6 +199,7 @@ impl Node {
         let (installed_tx, installed_rx) = bounded(4);
         let durable_ticket = Arc::new(AtomicU64::new(0));
 
+        let incoming_snapshot = snapshots.incoming_path();
         let storage_ctx = StorageCtx {
             kv: kv.clone(),
             blocks,
@@ -283,7 +284,7 @@ impl Node {
             transfer: StateTransfer::new(
                 committee.f(),
                 settings.state_transfer_after_ms,
-                data_dir.join("snapshots").join("incoming.part"),
+                incoming_snapshot,
             ),
             stop: stop.clone(),
         };

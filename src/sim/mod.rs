@@ -10,9 +10,9 @@ mod byzantine;
 mod checker;
 mod config;
 mod node;
-mod rng;
+
 mod runner;
 
+pub use crate::util::SimRng;
 pub use config::{ByzKind, Scenario, SimConfig};
-pub use rng::SimRng;
 pub use runner::{SimReport, run};

@@ -14,11 +14,11 @@ use super::byzantine::ByzState;
 use super::checker::Checker;
 use super::config::{ByzKind, Scenario, SimConfig};
 use super::node::Replica;
-use super::rng::SimRng;
 use crate::codec;
 use crate::consensus::{Action, Core, CoreConfig, CoreStats, Event, TimeMs};
 use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
 use crate::types::{Block, ClientRequest, ClusterId, Message, NodeId};
+use crate::util::SimRng;
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]

@@ -232,6 +232,11 @@ impl StateTransfer {
         if end < offer.file_bytes {
             return vec![append, chunk_request(from, offer.height, end)];
         }
+        if offer.height <= self.last_height {
+            // Blocks caught up during the download: installing would not move the state.
+            self.phase = Phase::Idle;
+            return vec![append];
+        }
         let offer = offer.clone();
         self.phase = Phase::Installing;
         vec![append, TransferStep::Install(offer)]

@@ -192,3 +192,79 @@ impl Checker {
         self.by_height.keys().next_back().copied().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ClusterId;
+
+    fn checker() -> Checker {
+        let genesis = Block::genesis_header(&ClusterId::from_name("checker-tests"));
+        Checker::new(genesis, &[true, true, true, false], 1_000)
+    }
+
+    fn reply(bytes: &[u8]) -> AppliedReply {
+        AppliedReply {
+            client: [1; 32],
+            seq: 7,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn equal_states_and_replies_pass() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(1), 5, [9; 32], &[reply(b"ok")], 11);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+    }
+
+    #[test]
+    fn a_different_digest_at_the_same_height_is_a_violation() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[], 10);
+        c.on_applied(NodeId(1), 5, [8; 32], &[], 11);
+        assert_eq!(c.violations().len(), 1);
+        assert!(
+            c.violations()[0].starts_with("state:"),
+            "{:?}",
+            c.violations()
+        );
+    }
+
+    #[test]
+    fn different_reply_bytes_for_one_request_are_a_violation() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(2), 5, [9; 32], &[reply(b"ko")], 11);
+        assert_eq!(c.violations().len(), 1);
+        assert!(
+            c.violations()[0].starts_with("replies:"),
+            "{:?}",
+            c.violations()
+        );
+    }
+
+    #[test]
+    fn a_byzantine_node_is_not_checked() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(3), 5, [8; 32], &[reply(b"ko")], 11);
+        assert!(c.violations().is_empty());
+    }
+
+    #[test]
+    fn an_install_moves_the_chain_tip_and_is_checked_against_the_digests() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 16, [9; 32], &[], 10);
+        let header = BlockHeader {
+            id: BlockId([16; 32]),
+            parent: BlockId([15; 32]),
+            round: 20,
+            height: 16,
+        };
+        c.on_install(NodeId(1), header, [7; 32], 12);
+        assert_eq!(c.violations().len(), 1, "{:?}", c.violations());
+        assert!(c.violations()[0].starts_with("state:"));
+    }
+}

@@ -4,8 +4,12 @@
 //! - [`types`] and [`codec`]: the protocol's data and its one validated wire/disk encoding;
 //! - [`crypto`]: Ed25519 keys, domain-separated signing, the batch verifier;
 //! - [`consensus`]: the sans-I/O chained-HotStuff core (no I/O, no clock, no RNG);
+//! - [`replica`]: the one driver of the core (tickets, timers, state-transfer decisions), with
+//!   no I/O either: the node and the simulator are shells around it;
 //! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
-//! - [`sim`]: the deterministic simulator that drives many cores with faults and checks safety;
+//! - [`sim`]: the deterministic simulator that drives many replicas with faults and checks
+//!   safety, replies and state digests;
+//! - [`util`]: small shared mechanisms (the seeded RNG);
 //! - [`client`]: the client library (f + 1 matching replies) and the `bftctl` command.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -20,7 +24,9 @@ pub mod keys_file;
 pub mod kv;
 pub mod net;
 pub mod node;
+pub mod replica;
 pub mod sim;
 pub mod storage;
 pub mod types;
+pub mod util;
 pub mod wire;

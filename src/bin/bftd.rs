@@ -6,9 +6,10 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let cmd = args.next();
-    // `bftd dev` prints its own summary; node logs would bury it, so it shows warnings only
-    // unless RUST_LOG says otherwise.
-    let default_level = if cmd.as_deref() == Some("dev".as_ref()) {
+    // `bftd dev` and `bftd sim` print their own summaries; the logs of the nodes (or of the
+    // simulated nodes' storage) would bury them, so they show warnings only unless RUST_LOG
+    // says otherwise.
+    let default_level = if matches!(cmd.as_deref().and_then(|c| c.to_str()), Some("dev" | "sim")) {
         "warn"
     } else {
         "info"

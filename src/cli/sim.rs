@@ -20,7 +20,8 @@ OPTIONS:
     --seeds N           Run N seeds (from --seed-start, default 0) and print a summary
     --seed-start S      First seed of a --seeds sweep [default: 0]
     --nodes N           Cluster size [default: 4]
-    --scenario NAME     happy | leader-crash | partition | crash-restart-all | lossy | random,
+    --scenario NAME     happy | leader-crash | partition | crash-restart-all | lossy | random |
+                        snapshot-install,
                         or 'mix' to draw one per seed [default: mix for --seeds, random for --seed]
     --byzantine KINDS   Comma-separated Byzantine members: silent, equivocate, double-vote,
                         bad-sig, replay, flood, twins; 'none'; or 'mix' to draw up to f per
@@ -178,7 +179,7 @@ fn run_one(cfg: &SimConfig) -> Result<(), String> {
         "simulated {} ms in {} steps ({:.2}s wall): height {}, {} requests committed of {} \
          submitted (summed over honest nodes), {} view changes, {} timeouts, {} messages \
          delivered, {} dropped, {} rejected by the verifier, {} far-future dropped, {} \
-         equivocations seen",
+         equivocations seen, {} snapshots installed",
         r.end_ms,
         r.steps,
         started.elapsed().as_secs_f64(),
@@ -191,7 +192,8 @@ fn run_one(cfg: &SimConfig) -> Result<(), String> {
         r.messages_dropped,
         r.rejected_by_verifier,
         r.dropped_far_future,
-        r.equivocations_seen
+        r.equivocations_seen,
+        r.snapshots_installed
     );
     if r.ok() {
         println!("ok: no violations");

@@ -24,3 +24,27 @@ pub struct CoreStats {
     pub requests_rejected_busy: u64,
     pub requests_duplicate: u64,
 }
+
+impl CoreStats {
+    /// Adds `other` (a replaced core's counters) into these.
+    pub fn add(&mut self, other: &CoreStats) {
+        self.proposals_made += other.proposals_made;
+        self.votes_sent += other.votes_sent;
+        self.qcs_formed += other.qcs_formed;
+        self.tcs_formed += other.tcs_formed;
+        self.timeouts_sent += other.timeouts_sent;
+        self.view_changes += other.view_changes;
+        self.blocks_committed += other.blocks_committed;
+        self.requests_committed += other.requests_committed;
+        self.sync_requests_sent += other.sync_requests_sent;
+        self.dropped_far_future += other.dropped_far_future;
+        self.dropped_stale += other.dropped_stale;
+        self.duplicate_votes += other.duplicate_votes;
+        self.equivocations_seen += other.equivocations_seen;
+        self.blocks_rejected += other.blocks_rejected;
+        self.orphans_dropped += other.orphans_dropped;
+        self.unsolicited_sync += other.unsolicited_sync;
+        self.requests_rejected_busy += other.requests_rejected_busy;
+        self.requests_duplicate += other.requests_duplicate;
+    }
+}

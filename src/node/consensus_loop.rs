@@ -1,18 +1,18 @@
-//! The consensus thread: owns the sans-I/O [`Core`] and drives it with real time.
+//! The consensus thread: a real clock and channels around the [`Replica`], which drives the
+//! sans-I/O core.
 //!
-//! It feeds the core verified messages and requests, timer expiries and "persisted" reports,
-//! and carries out the actions it returns, in order: sends go to the transport, persists and
-//! commits to the storage thread. The core itself holds back every vote, timeout and proposal
-//! until the persist it depends on is reported durable, so this loop may send whatever the
-//! core returns at once.
-//!
-//! Persist tickets: the core numbers its persists from 1. When the core is rebuilt on top of
-//! an installed snapshot, the new core numbers from 1 again, so this loop adds `ticket_base`
-//! (the last ticket issued before) to every ticket it passes to storage, and only reports
-//! tickets above the base to the new core.
+//! It feeds the replica verified messages and requests, state-transfer answers, durable
+//! reports and install results, stamped with the time, and carries out the effects it
+//! returns, in order: sends go to the transport, persists, commits and installs to the
+//! storage thread, and the snapshot download to its file. Every decision (tickets, timers,
+//! gossip, when to ask for a snapshot, when to rebuild the core) is the replica's; this file
+//! only does the I/O.
 //!
 //! Time: milliseconds since the thread started, from a monotonic clock.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,21 +23,18 @@ use super::counters::NodeCounters;
 use super::lossy::FaultyLink;
 use super::metrics::NodeMetrics;
 use super::routes::ReplyRoutes;
-use super::state_transfer::{StateTransfer, TransferStep};
 use super::status::StatusBoard;
 use super::storage_loop::StorageJob;
-use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, RejectReason};
-use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
+use crate::crypto::{Verified, VerifiedMessage};
 use crate::net::{NetCounters, Outbound, OutboundSender};
-use crate::types::{BlockHeader, ClientRequest, Message, NodeId};
+use crate::replica::{Effect, Input, Replica};
+use crate::types::{BlockHeader, ClientKey, ClientRequest, Message, NodeId};
 use crate::wire::client::encode_node_frame;
 use crate::wire::peer::{encode_consensus, encode_peer};
-use crate::wire::{NodeFrame, PeerFrame, Refusal, StateMsg};
+use crate::wire::{NodeFrame, PeerFrame, Refusal, SnapshotOffer, StateMsg};
 
-/// Longest the loop sleeps without checking the stop flag and the state transfer.
+/// Longest the loop sleeps without checking the stop flag.
 const IDLE_WAKE_MS: u64 = 100;
-/// How often the node gossips its certificates (see `Core::sync_info`).
-const SYNC_GOSSIP_MS: u64 = 2_000;
 /// How often the status board and the metrics get a fresh copy of the core's state: readers
 /// poll them, so copying (and snapshotting every peer counter) on each turn would only add
 /// work to this thread's hot loop.
@@ -59,29 +56,8 @@ pub enum ConsensusInput {
     },
 }
 
-/// What it takes to (re)build the core.
-pub struct CoreFactory {
-    pub cfg: CoreConfig,
-    pub committee: Arc<Committee>,
-    pub signer: Signer,
-    pub me: NodeId,
-}
-
-impl CoreFactory {
-    pub fn build(&self, durable: DurableState) -> Core {
-        Core::new(
-            self.cfg.clone(),
-            self.committee.clone(),
-            self.signer.clone(),
-            self.me,
-            Some(durable),
-        )
-    }
-}
-
 pub struct ConsensusCtx {
-    pub core: Core,
-    pub factory: CoreFactory,
+    pub replica: Replica,
     pub inputs: Receiver<ConsensusInput>,
     pub storage: Sender<StorageJob>,
     pub durable_ticket: Arc<AtomicU64>,
@@ -94,8 +70,14 @@ pub struct ConsensusCtx {
     pub counters: Arc<NodeCounters>,
     pub metrics: Arc<NodeMetrics>,
     pub net: Arc<NetCounters>,
-    pub transfer: StateTransfer,
+    /// Where a snapshot download is written (`snapshots/incoming.part`).
+    pub incoming_snapshot: PathBuf,
     pub stop: Arc<AtomicBool>,
+}
+
+/// The snapshot download in progress.
+struct Download {
+    file: File,
 }
 
 struct Clock(Instant);
@@ -108,26 +90,24 @@ impl Clock {
 
 pub fn run(mut ctx: ConsensusCtx) {
     let clock = Clock(Instant::now());
-    let mut timer: Option<u64> = None;
-    let mut ticket_base = 0u64;
-    let mut last_ticket = 0u64;
-    let actions = ctx.core.start(clock.now_ms());
-    ctx.execute(actions, &mut timer, ticket_base, &mut last_ticket);
+    let mut download: Option<Download> = None;
+    let effects = ctx.replica.start(clock.now_ms());
+    ctx.execute(&clock, effects, &mut download);
     let mut peers_seen = PeersSeen::default();
-    let mut last_gossip_ms = 0u64;
     let mut last_publish_ms: Option<u64> = None;
     while !ctx.stop.load(Ordering::Relaxed) {
-        let now = clock.now_ms();
-        let wait_ms = timer
-            .map_or(IDLE_WAKE_MS, |t| t.saturating_sub(now))
+        let wait_ms = ctx
+            .replica
+            .next_deadline_ms()
+            .saturating_sub(clock.now_ms())
             .min(IDLE_WAKE_MS);
         select! {
             recv(ctx.inputs) -> input => {
                 let Ok(input) = input else { break };
-                ctx.on_input(&clock, input, &mut timer, ticket_base, &mut last_ticket);
+                ctx.on_input(&clock, input, &mut download);
                 for _ in 1..INPUTS_PER_TURN_MAX {
                     match ctx.inputs.try_recv() {
-                        Ok(input) => ctx.on_input(&clock, input, &mut timer, ticket_base, &mut last_ticket),
+                        Ok(input) => ctx.on_input(&clock, input, &mut download),
                         Err(_) => break,
                     }
                 }
@@ -135,37 +115,18 @@ pub fn run(mut ctx: ConsensusCtx) {
             recv(ctx.durable_wake) -> _ => {}
             recv(ctx.installed) -> result => {
                 if let Ok(result) = result {
-                    ctx.on_installed(&clock, result, &mut timer, &mut ticket_base, &mut last_ticket);
+                    ctx.step(&clock, Input::Installed(result), &mut download);
                 }
             }
             default(Duration::from_millis(wait_ms)) => {}
         }
         // Persist reports: the storage thread only raises a counter, so this never blocks it.
         let durable = ctx.durable_ticket.load(Ordering::SeqCst);
-        if durable > ticket_base {
-            let actions = ctx.core.handle(
-                clock.now_ms(),
-                Event::Persisted {
-                    ticket: durable - ticket_base,
-                },
-            );
-            ctx.execute(actions, &mut timer, ticket_base, &mut last_ticket);
+        if durable > ctx.replica.durable_ticket() {
+            ctx.step(&clock, Input::Durable { ticket: durable }, &mut download);
         }
-        if timer.is_some_and(|t| clock.now_ms() >= t) {
-            timer = None;
-            let actions = ctx.core.handle(clock.now_ms(), Event::TimerFired);
-            ctx.execute(actions, &mut timer, ticket_base, &mut last_ticket);
-        }
-        let steps = ctx.transfer.tick(
-            clock.now_ms(),
-            ctx.core.committed().height,
-            ctx.core.is_syncing(),
-        );
-        ctx.transfer_steps(steps);
-        if clock.now_ms().saturating_sub(last_gossip_ms) >= SYNC_GOSSIP_MS {
-            last_gossip_ms = clock.now_ms();
-            let info = ctx.core.sync_info();
-            ctx.broadcast(Message::SyncInfo(info));
+        if clock.now_ms() >= ctx.replica.next_deadline_ms() {
+            ctx.step(&clock, Input::Tick, &mut download);
         }
         if last_publish_ms.is_none_or(|t| clock.now_ms().saturating_sub(t) >= PUBLISH_EVERY_MS) {
             last_publish_ms = Some(clock.now_ms());
@@ -187,77 +148,112 @@ struct PeersSeen {
 const PEER_SILENT_AFTER: Duration = Duration::from_secs(5);
 
 impl ConsensusCtx {
-    fn on_input(
-        &mut self,
-        clock: &Clock,
-        input: ConsensusInput,
-        timer: &mut Option<u64>,
-        ticket_base: u64,
-        last_ticket: &mut u64,
-    ) {
-        let event = match input {
-            ConsensusInput::Message { from, msg } => Event::MessageReceived { from, msg },
-            ConsensusInput::Request(req) => Event::RequestReceived(req),
-            ConsensusInput::State { from, msg } => {
-                if self.transfer.is_installing() {
-                    return;
-                }
-                let steps = self.transfer.on_message(
-                    clock.now_ms(),
-                    from,
-                    msg,
-                    self.core.committed().height,
-                );
-                self.transfer_steps(steps);
-                return;
-            }
+    fn on_input(&mut self, clock: &Clock, input: ConsensusInput, download: &mut Option<Download>) {
+        let input = match input {
+            ConsensusInput::Message { from, msg } => Input::MessageReceived { from, msg },
+            ConsensusInput::Request(req) => Input::RequestReceived(req),
+            ConsensusInput::State { from, msg } => Input::StateReceived { from, msg },
         };
-        let actions = self.core.handle(clock.now_ms(), event);
-        self.execute(actions, timer, ticket_base, last_ticket);
+        self.step(clock, input, download);
     }
 
-    fn execute(
-        &mut self,
-        actions: Vec<Action>,
-        timer: &mut Option<u64>,
-        ticket_base: u64,
-        last_ticket: &mut u64,
-    ) {
-        // Called after every step of the core: the one place to see its QCs advance.
-        self.metrics.core_stepped(&self.core);
-        for action in actions {
-            match action {
-                Action::Send { to, msg } => self.send_peer(to, msg),
-                Action::Broadcast { msg } => self.broadcast(msg),
-                Action::Persist { ticket, items } => {
-                    let ticket = ticket_base + ticket;
-                    *last_ticket = ticket;
-                    self.to_storage(StorageJob::Persist { ticket, items });
+    /// One step of the replica, then its effects.
+    fn step(&mut self, clock: &Clock, input: Input, download: &mut Option<Download>) {
+        let effects = self.replica.handle(clock.now_ms(), input);
+        self.execute(clock, effects, download);
+    }
+
+    fn execute(&mut self, clock: &Clock, effects: Vec<Effect>, download: &mut Option<Download>) {
+        // Called after every step of the replica: the one place to see its QCs advance.
+        self.metrics.core_stepped(self.replica.core());
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } => self.send_peer(to, msg),
+                Effect::Broadcast { msg } => self.broadcast(msg),
+                Effect::SendState { to, msg } => {
+                    let bytes = encode_peer(&PeerFrame::State(msg));
+                    let _ = self.out.send(Outbound::ToPeer(to, bytes));
                 }
-                Action::Commit { id, block } => self.to_storage(StorageJob::Commit { id, block }),
-                Action::SetTimer { deadline_ms } => *timer = Some(deadline_ms),
-                Action::RejectRequest {
-                    client,
-                    seq,
-                    reason: RejectReason::Committed,
-                } => self.to_storage(StorageJob::CachedReply { client, seq }),
-                Action::RejectRequest {
-                    client,
-                    seq,
-                    reason: RejectReason::Busy,
-                } => {
-                    self.counters.request_refused(Refusal::Busy);
-                    let frame = encode_node_frame(&NodeFrame::Refused {
-                        client: client.0,
-                        seq,
-                        reason: Refusal::Busy,
-                    });
-                    for conn in self.routes.take(&client, seq) {
-                        let _ = self.out.try_send(Outbound::ToClient(conn, frame.clone()));
+                Effect::BroadcastState { msg } => {
+                    let bytes = encode_peer(&PeerFrame::State(msg));
+                    let _ = self.out.send(Outbound::Broadcast(bytes));
+                }
+                Effect::Persist { ticket, items } => {
+                    self.to_storage(StorageJob::Persist { ticket, items })
+                }
+                Effect::Commit { id, block } => self.to_storage(StorageJob::Commit { id, block }),
+                Effect::ReplyFromTable { client, seq } => {
+                    self.to_storage(StorageJob::CachedReply { client, seq })
+                }
+                Effect::RefuseBusy { client, seq } => self.refuse_busy(client, seq),
+                Effect::DownloadBegin { offer } => {
+                    *download = self.begin_download(&offer);
+                    if download.is_none() {
+                        self.download_failed(clock, download);
                     }
                 }
+                Effect::DownloadAppend { bytes, .. } => {
+                    if !append(download, &bytes) {
+                        self.download_failed(clock, download);
+                    }
+                }
+                Effect::InstallSnapshot { offer } => self.install(clock, offer, download),
             }
         }
+    }
+
+    fn refuse_busy(&self, client: ClientKey, seq: u64) {
+        self.counters.request_refused(Refusal::Busy);
+        let frame = encode_node_frame(&NodeFrame::Refused {
+            client: client.0,
+            seq,
+            reason: Refusal::Busy,
+        });
+        for conn in self.routes.take(&client, seq) {
+            let _ = self.out.try_send(Outbound::ToClient(conn, frame.clone()));
+        }
+    }
+
+    fn begin_download(&self, offer: &SnapshotOffer) -> Option<Download> {
+        match File::create(&self.incoming_snapshot) {
+            Ok(file) => Some(Download { file }),
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot create the download of snapshot {}: {e}",
+                    self.incoming_snapshot.display(),
+                    offer.height
+                );
+                None
+            }
+        }
+    }
+
+    /// The download is complete: synced, then handed to the storage thread, which checks and
+    /// installs it after every commit queued before.
+    fn install(&mut self, clock: &Clock, offer: SnapshotOffer, download: &mut Option<Download>) {
+        let synced = match download.take() {
+            Some(d) => d.file.sync_data().map_err(|e| e.to_string()),
+            None => Err("no download in progress".to_string()),
+        };
+        match synced {
+            Ok(()) => self.to_storage(StorageJob::Install {
+                path: self.incoming_snapshot.clone(),
+                offer,
+            }),
+            Err(e) => {
+                log::warn!("syncing the snapshot download: {e}");
+                let effects = self
+                    .replica
+                    .handle(clock.now_ms(), Input::Installed(Err(e)));
+                self.execute(clock, effects, download);
+            }
+        }
+    }
+
+    fn download_failed(&mut self, clock: &Clock, download: &mut Option<Download>) {
+        *download = None;
+        let effects = self.replica.handle(clock.now_ms(), Input::DownloadFailed);
+        self.execute(clock, effects, download);
     }
 
     fn to_storage(&self, job: StorageJob) {
@@ -294,62 +290,13 @@ impl ConsensusCtx {
             return;
         }
         // Faults are decided per link.
-        let me = self.factory.me;
-        let members: Vec<NodeId> = self.factory.committee.members().collect();
+        let me = self.replica.me();
+        let members: Vec<NodeId> = self.replica.committee().members().collect();
         for to in members {
             if to != me {
                 self.send_bytes(to, bytes.clone());
             }
         }
-    }
-
-    fn transfer_steps(&mut self, steps: Vec<TransferStep>) {
-        for step in steps {
-            match step {
-                TransferStep::Broadcast(msg) => {
-                    let bytes = encode_peer(&PeerFrame::State(msg));
-                    let _ = self.out.send(Outbound::Broadcast(bytes));
-                }
-                TransferStep::Send(to, msg) => {
-                    let bytes = encode_peer(&PeerFrame::State(msg));
-                    let _ = self.out.send(Outbound::ToPeer(to, bytes));
-                }
-                TransferStep::Install { path, offer } => {
-                    self.to_storage(StorageJob::Install { path, offer })
-                }
-            }
-        }
-    }
-
-    /// After a snapshot install: a new core on top of the installed block, keeping the safety
-    /// data (the old core's, which is at least what is durable: nothing it promised is lost).
-    fn on_installed(
-        &mut self,
-        clock: &Clock,
-        result: Result<BlockHeader, String>,
-        timer: &mut Option<u64>,
-        ticket_base: &mut u64,
-        last_ticket: &mut u64,
-    ) {
-        self.transfer.on_installed(clock.now_ms());
-        let Ok(header) = result else { return };
-        if header.height <= self.core.committed().height {
-            return; // blocks caught up meanwhile
-        }
-        let durable = DurableState {
-            safety: self.core.safety().clone(),
-            blocks: Vec::new(),
-            committed: header,
-        };
-        self.core = self.factory.build(durable);
-        *ticket_base = *last_ticket;
-        *timer = None;
-        log::info!(
-            "consensus restarted on top of the snapshot at height {}",
-            header.height
-        );
-        let actions = self.core.start(clock.now_ms());
-        self.execute(actions, timer, *ticket_base, last_ticket);
     }
 
     fn publish(&self, peers: &mut PeersSeen) {
@@ -364,13 +311,14 @@ impl ConsensusCtx {
                 peers.last_frames[i] = p.frames_in;
                 peers.last_change[i] = Instant::now();
             }
-            if i != self.factory.me.index() && peers.last_change[i].elapsed() < PEER_SILENT_AFTER {
+            if i != self.replica.me().index() && peers.last_change[i].elapsed() < PEER_SILENT_AFTER
+            {
                 connected += 1;
             }
         }
-        let core = &self.core;
+        let core = self.replica.core();
         self.metrics
-            .publish_core(core, self.transfer.is_installing());
+            .publish_core(core, self.replica.is_installing());
         self.status.update(|s| {
             s.round = core.round();
             s.leader = core.leader().0;
@@ -378,5 +326,19 @@ impl ConsensusCtx {
             s.mempool_requests = core.mempool_len() as u64;
             s.peers_connected = connected;
         });
+    }
+}
+
+/// Appends to the download; false if there is none or the write failed.
+fn append(download: &mut Option<Download>, bytes: &[u8]) -> bool {
+    let Some(d) = download.as_mut() else {
+        return false;
+    };
+    match d.file.write_all(bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("writing the snapshot download: {e}");
+            false
+        }
     }
 }

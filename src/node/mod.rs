@@ -7,10 +7,11 @@
 //!      +---------- replies, messages ------------------------------------- storage thread
 //! ```
 //! - [`verify_pool`]: decode, validate and batch-verify; nothing unverified goes further;
-//! - [`consensus_loop`]: owns the [`crate::consensus::Core`], real clock and timers;
+//! - [`consensus_loop`]: the real clock and channels around the [`crate::replica::Replica`],
+//!   which drives the [`crate::consensus::Core`] (timers, tickets, state-transfer decisions);
 //! - [`storage_loop`]: group-commits the core's state ([`block_store`]) and the KV state
 //!   machine, then releases persist reports and client replies;
-//! - [`state_transfer`] and [`snapshots`]: catching up by snapshot when blocks are gone;
+//! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
 //! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
 //!   listener (`[node] metrics_addr`) and the timings it reports.
@@ -31,7 +32,6 @@ pub mod metrics_http;
 pub mod routes;
 pub mod settings;
 pub mod snapshots;
-pub mod state_transfer;
 pub mod status;
 pub mod storage_loop;
 pub mod verify_pool;
@@ -49,17 +49,17 @@ use crate::config::LoadedConfig;
 use crate::crypto::{Verifier, VerifierLimits};
 use crate::kv::KvStore;
 use crate::net::{NetStats, Transport};
+use crate::replica::{Replica, ReplicaConfig};
 use crate::storage::{EngineOptions, StorageError};
 use crate::types::Block;
 use crate::wire::NodeStatus;
 use block_store::{BlockStore, COMMITTED_META_KEY, decode_header};
-use consensus_loop::{ConsensusCtx, CoreFactory};
+use consensus_loop::ConsensusCtx;
 use counters::NodeCounters;
 use metrics::{MetricsSources, NodeMetrics};
 use metrics_http::MetricsServer;
 use routes::ReplyRoutes;
 use snapshots::SnapshotDir;
-use state_transfer::StateTransfer;
 use status::StatusBoard;
 use storage_loop::{StorageCtx, StorageToConsensus};
 use verify_pool::VerifyCtx;
@@ -166,13 +166,15 @@ impl Node {
             })?;
 
         let committee = Arc::new(cfg.committee().clone());
-        let factory = CoreFactory {
-            cfg: core_cfg.clone(),
+        let replica_cfg = ReplicaConfig {
+            core: core_cfg.clone(),
             committee: committee.clone(),
             signer: cfg.signer(),
             me: cfg.node_id,
+            state_transfer_after_ms: settings.state_transfer_after_ms,
         };
-        let core = factory.build(durable);
+        // The consensus thread's clock starts at 0 when it starts.
+        let replica = Replica::new(replica_cfg, Some(durable), 0);
 
         let transport = Transport::start(cfg.transport_config())
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", cfg.listen_addr)))?;
@@ -267,8 +269,7 @@ impl Node {
             None
         };
         let consensus_ctx = ConsensusCtx {
-            core,
-            factory,
+            replica,
             inputs: consensus_rx,
             storage: storage_tx,
             durable_ticket,
@@ -281,11 +282,7 @@ impl Node {
             counters: counters.clone(),
             metrics: metrics.clone(),
             net: transport.counters(),
-            transfer: StateTransfer::new(
-                committee.f(),
-                settings.state_transfer_after_ms,
-                incoming_snapshot,
-            ),
+            incoming_snapshot,
             stop: stop.clone(),
         };
         let metrics_server = match settings.metrics_addr {

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use crate::codec;
 use crate::wire::SnapshotOffer;
 
-/// Largest chunk served or asked for.
-pub const CHUNK_BYTES_MAX: u32 = 1 << 20;
+/// Largest chunk served or asked for (the replica's state transfer asks for these).
+pub use crate::replica::CHUNK_BYTES_MAX;
 
 pub struct SnapshotDir {
     dir: PathBuf,

@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::config::ByzKind;
-use super::rng::SimRng;
 use crate::crypto::{Committee, Signer, domain};
 use crate::types::{
     Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, Timeout, Vote,
 };
+use crate::util::SimRng;
 
 const REPLAY_BUFFER_MAX: usize = 256;
 const REQUEST_STASH_MAX: usize = 16;

@@ -3,12 +3,21 @@
 //! - chain: each honest node's commits are consecutive heights, each the child of the last,
 //!   across its crashes and restarts;
 //! - liveness: after the last fault heals, every honest node commits a request submitted after
-//!   the heal, before the run ends.
+//!   the heal, before the run ends;
+//! - state: every honest node's state has the same digest at the same height, and the same
+//!   request at the same height gets byte-identical replies on every honest node (also after
+//!   a node installed a snapshot, which moves its chain tip to the snapshot's block).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::state::AppliedReply;
 use crate::consensus::TimeMs;
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, Height, NodeId};
+
+/// The first honest node to reach a height, and its state digest there.
+type DigestSeen = ([u8; 32], NodeId);
+/// One request's reply at one height: the blake3 hash of the reply bytes.
+type ReplyKey = (Height, [u8; 32], u64);
 
 pub struct Checker {
     by_height: BTreeMap<Height, (BlockId, NodeId)>,
@@ -19,6 +28,8 @@ pub struct Checker {
     /// Requests some honest node committed (clients stop retrying those).
     committed: HashSet<(ClientKey, u64)>,
     heal_at_ms: TimeMs,
+    digests: BTreeMap<Height, DigestSeen>,
+    replies: HashMap<ReplyKey, ([u8; 32], NodeId)>,
     violations: Vec<String>,
 }
 
@@ -34,6 +45,8 @@ impl Checker {
             submitted_at: HashMap::new(),
             committed: HashSet::new(),
             heal_at_ms,
+            digests: BTreeMap::new(),
+            replies: HashMap::new(),
             violations: Vec::new(),
         }
     }
@@ -83,6 +96,70 @@ impl Checker {
         }
     }
 
+    /// An honest node applied the block at `height`: its state digest and its replies.
+    pub fn on_applied(
+        &mut self,
+        node: NodeId,
+        height: Height,
+        digest: [u8; 32],
+        replies: &[AppliedReply],
+        now: TimeMs,
+    ) {
+        if self.tips.get(node.index()).is_none_or(Option::is_none) {
+            return;
+        }
+        self.check_digest(node, height, digest, now);
+        for r in replies {
+            let hash = *blake3::hash(&r.bytes).as_bytes();
+            match self.replies.get(&(height, r.client, r.seq)) {
+                Some((other, who)) if *other != hash => {
+                    let msg = format!(
+                        "replies: at t={now}ms {node} answered seq {} at height {height} with \
+                         other bytes than {who}",
+                        r.seq
+                    );
+                    self.violation(msg);
+                }
+                Some(_) => {}
+                None => {
+                    self.replies.insert((height, r.client, r.seq), (hash, node));
+                }
+            }
+        }
+    }
+
+    /// An honest node installed a snapshot: its state is after `header` now.
+    pub fn on_install(&mut self, node: NodeId, header: BlockHeader, digest: [u8; 32], now: TimeMs) {
+        let Some(Some(tip)) = self.tips.get(node.index()).copied() else {
+            return;
+        };
+        if header.height <= tip.height {
+            self.violation(format!(
+                "install: at t={now}ms {node} installed a snapshot at height {} at or below its \
+                 tip {}",
+                header.height, tip.height
+            ));
+        }
+        self.check_digest(node, header.height, digest, now);
+        self.tips[node.index()] = Some(header);
+    }
+
+    fn check_digest(&mut self, node: NodeId, height: Height, digest: [u8; 32], now: TimeMs) {
+        match self.digests.get(&height) {
+            Some((other, who)) if *other != digest => {
+                let msg = format!(
+                    "state: at t={now}ms {node}'s state digest at height {height} differs from \
+                     {who}'s"
+                );
+                self.violation(msg);
+            }
+            Some(_) => {}
+            None => {
+                self.digests.insert(height, (digest, node));
+            }
+        }
+    }
+
     pub fn is_committed(&self, client: ClientKey, seq: u64) -> bool {
         self.committed.contains(&(client, seq))
     }
@@ -101,7 +178,7 @@ impl Checker {
         }
     }
 
-    fn violation(&mut self, msg: String) {
+    pub fn violation(&mut self, msg: String) {
         if self.violations.len() < VIOLATIONS_KEPT_MAX {
             self.violations.push(msg);
         }
@@ -113,5 +190,81 @@ impl Checker {
 
     pub fn max_height(&self) -> Height {
         self.by_height.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ClusterId;
+
+    fn checker() -> Checker {
+        let genesis = Block::genesis_header(&ClusterId::from_name("checker-tests"));
+        Checker::new(genesis, &[true, true, true, false], 1_000)
+    }
+
+    fn reply(bytes: &[u8]) -> AppliedReply {
+        AppliedReply {
+            client: [1; 32],
+            seq: 7,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn equal_states_and_replies_pass() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(1), 5, [9; 32], &[reply(b"ok")], 11);
+        assert!(c.violations().is_empty(), "{:?}", c.violations());
+    }
+
+    #[test]
+    fn a_different_digest_at_the_same_height_is_a_violation() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[], 10);
+        c.on_applied(NodeId(1), 5, [8; 32], &[], 11);
+        assert_eq!(c.violations().len(), 1);
+        assert!(
+            c.violations()[0].starts_with("state:"),
+            "{:?}",
+            c.violations()
+        );
+    }
+
+    #[test]
+    fn different_reply_bytes_for_one_request_are_a_violation() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(2), 5, [9; 32], &[reply(b"ko")], 11);
+        assert_eq!(c.violations().len(), 1);
+        assert!(
+            c.violations()[0].starts_with("replies:"),
+            "{:?}",
+            c.violations()
+        );
+    }
+
+    #[test]
+    fn a_byzantine_node_is_not_checked() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 5, [9; 32], &[reply(b"ok")], 10);
+        c.on_applied(NodeId(3), 5, [8; 32], &[reply(b"ko")], 11);
+        assert!(c.violations().is_empty());
+    }
+
+    #[test]
+    fn an_install_moves_the_chain_tip_and_is_checked_against_the_digests() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 16, [9; 32], &[], 10);
+        let header = BlockHeader {
+            id: BlockId([16; 32]),
+            parent: BlockId([15; 32]),
+            round: 20,
+            height: 16,
+        };
+        c.on_install(NodeId(1), header, [7; 32], 12);
+        assert_eq!(c.violations().len(), 1, "{:?}", c.violations());
+        assert!(c.violations()[0].starts_with("state:"));
     }
 }

@@ -91,16 +91,20 @@ pub enum Scenario {
     Lossy,
     /// A random mix of partitions, crashes and loss drawn from the seed.
     Random,
+    /// One node is down for most of the run while peers keep few blocks: it must catch up by
+    /// installing a snapshot.
+    SnapshotInstall,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Happy,
         Scenario::LeaderCrash,
         Scenario::Partition,
         Scenario::CrashRestartAll,
         Scenario::Lossy,
         Scenario::Random,
+        Scenario::SnapshotInstall,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +115,7 @@ impl Scenario {
             Scenario::CrashRestartAll => "crash-restart-all",
             Scenario::Lossy => "lossy",
             Scenario::Random => "random",
+            Scenario::SnapshotInstall => "snapshot-install",
         }
     }
 }

@@ -2,17 +2,19 @@
 //! clock, over a seeded faulty network, with crashes, restarts and Byzantine members, checked
 //! for agreement, chain consistency and liveness after every step.
 //!
-//! It drives the real [`crate::consensus::Core`], the real codec and the real verifier; only
-//! the clock, the network and the disk are simulated. A failing run prints the one command
+//! It drives the production [`crate::replica::Replica`] (and through it the real core), the
+//! real codec, the real verifier and a real `KvStore` per node; only the clock, the network
+//! and the consensus disk are simulated. Honest nodes must produce identical replies and equal
+//! state digests at equal heights, also after installing a snapshot. A failing run prints the one command
 //! that replays it ([`SimConfig::repro_command`]).
 
 mod byzantine;
 mod checker;
 mod config;
 mod node;
-mod rng;
 mod runner;
+mod state;
 
+pub use crate::util::SimRng;
 pub use config::{ByzKind, Scenario, SimConfig};
-pub use rng::SimRng;
 pub use runner::{SimReport, run};

@@ -1,13 +1,16 @@
-//! One simulated node's replica: a core (absent while crashed), its durable disk image, and
-//! the persist batches in flight.
+//! One simulated copy of a node: the [`crate::replica::Replica`] that production runs (absent
+//! while crashed), its durable disk image, the persist batches in flight, and its replicated
+//! state ([`super::state::StateStore`]).
 //!
 //! Invariant: `durable` holds exactly what a real disk would hold after the reported syncs
 //! (plus, after a crash mid-sync, possibly a prefix of the batch being written). A restarted
-//! core sees only `durable`.
+//! replica sees only `durable`.
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::state::StateStore;
 use crate::consensus::{DurableState, PersistItem, SafetyData, TimeMs};
+use crate::replica::Replica;
 use crate::types::{Block, BlockHeader, BlockId, ClusterId};
 
 /// Committed blocks a simulated disk keeps below the committed tip.
@@ -56,6 +59,11 @@ impl DurableStore {
         }
     }
 
+    /// A snapshot was installed: the state is after `header`.
+    pub fn on_install(&mut self, header: BlockHeader) {
+        self.committed = header;
+    }
+
     pub fn to_state(&self) -> DurableState {
         DurableState {
             safety: self
@@ -69,25 +77,33 @@ impl DurableStore {
 }
 
 /// One running copy of a node (twins have two).
-pub struct Replica {
-    pub core: Option<crate::consensus::Core>,
+pub struct NodeCopy {
+    pub replica: Option<Replica>,
     pub durable: DurableStore,
+    pub state: StateStore,
     /// Persist batches handed to the "disk", not yet reported durable.
     pub pending: VecDeque<(u64, Vec<PersistItem>)>,
     /// When the last scheduled sync completes (syncs complete in order).
     pub last_sync_done: TimeMs,
     /// Bumped on every crash so events for a dead incarnation are ignored.
     pub epoch: u64,
+    /// The one live wake-up scheduled for the replica (earlier ones are stale).
+    pub wake_at: Option<TimeMs>,
+    /// Snapshots installed into `state`, over all incarnations.
+    pub installs: u64,
 }
 
-impl Replica {
-    pub fn new(core: crate::consensus::Core, cluster: ClusterId) -> Self {
+impl NodeCopy {
+    pub fn new(replica: Replica, cluster: ClusterId, state: StateStore) -> Self {
         Self {
-            core: Some(core),
+            replica: Some(replica),
             durable: DurableStore::new(cluster),
+            state,
             pending: VecDeque::new(),
             last_sync_done: 0,
             epoch: 0,
+            wake_at: None,
+            installs: 0,
         }
     }
 
@@ -103,10 +119,11 @@ impl Replica {
         }
     }
 
-    /// Crash: the core is gone; a sync in progress may have written a prefix of its batch.
+    /// Crash: the replica is gone; a sync in progress may have written a prefix of its batch.
     pub fn crash(&mut self, torn_prefix: Option<usize>) {
-        self.core = None;
+        self.replica = None;
         self.epoch += 1;
+        self.wake_at = None;
         if let (Some(n), Some((_, items))) = (torn_prefix, self.pending.front()) {
             let n = n.min(items.len());
             let prefix: Vec<PersistItem> = items[..n].to_vec();

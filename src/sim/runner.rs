@@ -1,10 +1,12 @@
 //! The simulation loop: one thread, one seeded RNG, one priority queue of timed events.
 //!
-//! Every message is encoded, "sent" through the simulated network (latency, loss,
+//! Each node copy runs the production [`Replica`]; this file is its simulated shell. Every
+//! message is encoded as a peer frame, "sent" through the simulated network (latency, loss,
 //! duplication, reordering, partitions), decoded and verified on arrival exactly as the daemon
-//! does, then handed to the receiving core. Persist actions complete after a simulated disk
-//! delay, in order; a crash loses what was not reported durable. Ties in time are broken by
-//! insertion order, so a seed always replays the same run.
+//! does, then handed to the receiving replica. Persist effects complete after a simulated disk
+//! delay, in order; a crash loses what was not reported durable. Committed blocks are applied
+//! to a real `KvStore` per copy, snapshots are saved, served, downloaded and installed. Ties
+//! in time are broken by insertion order, so a seed always replays the same run.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -13,12 +15,16 @@ use std::sync::Arc;
 use super::byzantine::ByzState;
 use super::checker::Checker;
 use super::config::{ByzKind, Scenario, SimConfig};
-use super::node::Replica;
-use super::rng::SimRng;
-use crate::codec;
-use crate::consensus::{Action, Core, CoreConfig, CoreStats, Event, TimeMs};
+use super::node::NodeCopy;
+use super::state::StateStore;
+use crate::consensus::{CoreConfig, CoreStats, TimeMs};
 use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
-use crate::types::{Block, ClientRequest, ClusterId, Message, NodeId};
+use crate::kv::{Op, encode_ops};
+use crate::replica::{Effect, Input, Replica, ReplicaConfig};
+use crate::types::{Block, BlockHeader, BlockId, ClientRequest, ClusterId, Message, NodeId};
+use crate::util::SimRng;
+use crate::wire::peer::{decode_peer, encode_consensus, encode_peer};
+use crate::wire::{PeerFrame, SnapshotOffer, StateMsg};
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]
@@ -35,6 +41,8 @@ pub struct SimReport {
     pub rejected_by_verifier: u64,
     pub dropped_far_future: u64,
     pub equivocations_seen: u64,
+    /// Snapshots installed by honest replicas.
+    pub snapshots_installed: u64,
     pub requests_submitted: u64,
     pub end_ms: TimeMs,
     pub steps: u64,
@@ -50,7 +58,7 @@ impl SimReport {
 /// Runs one simulation to its end and reports what the checkers saw.
 pub fn run(config: &SimConfig) -> Result<SimReport, String> {
     config.validate()?;
-    let mut sim = Sim::new(config.clone());
+    let mut sim = Sim::new(config.clone())?;
     sim.schedule_scenario();
     sim.run();
     Ok(sim.report())
@@ -71,10 +79,19 @@ enum Ev {
         to: NodeId,
         req: ClientRequest,
     },
-    Timer {
+    /// The replica's next deadline (only the latest scheduled one is live).
+    Wake {
         node: NodeId,
         replica: usize,
         epoch: u64,
+        at: TimeMs,
+    },
+    /// The state store finished installing a snapshot.
+    Installed {
+        node: NodeId,
+        replica: usize,
+        epoch: u64,
+        result: Result<BlockHeader, String>,
     },
     SyncDone {
         node: NodeId,
@@ -127,7 +144,7 @@ impl Ord for Scheduled {
 struct SimNode {
     id: NodeId,
     byz: Option<ByzState>,
-    replicas: Vec<Replica>,
+    replicas: Vec<NodeCopy>,
     verifier: Verifier,
     /// For twins: which replica hears from each sender.
     twin_side: Vec<usize>,
@@ -147,7 +164,7 @@ struct Sim {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     committee: Arc<Committee>,
-    core_cfg: CoreConfig,
+    replica_cfg: ReplicaConfig,
     secrets: Vec<[u8; 32]>,
     nodes: Vec<SimNode>,
     clients: Vec<Client>,
@@ -172,9 +189,14 @@ const DISK_MS_MAX: u64 = 8;
 const CLIENT_RETRY_MS: u64 = 2_000;
 /// Share of crashes that tear the batch being synced (a prefix of it reaches the disk).
 const TORN_CRASH_CHANCE: f64 = 0.5;
+/// A replica asks for a snapshot after its committed height stood still this long while
+/// fetching blocks.
+const STATE_TRANSFER_AFTER_MS: u64 = 1_500;
+/// Committed blocks each core retains in the snapshot-install scenario.
+const SNAPSHOT_SCENARIO_BLOCKS_RETAINED: usize = 8;
 
 impl Sim {
-    fn new(mut cfg: SimConfig) -> Self {
+    fn new(mut cfg: SimConfig) -> Result<Self, String> {
         let mut rng = SimRng::new(cfg.seed);
         // Outside the clean scenario, timers race the network: short random round timeouts,
         // and a share of messages delayed past them until the heal.
@@ -202,13 +224,17 @@ impl Sim {
             Ok(c) => Arc::new(c),
             Err(e) => panic!("simulator keys form no committee: {e}"),
         };
-        let core_cfg = CoreConfig {
+        let mut core_cfg = CoreConfig {
             round_timeout_base_ms: cfg.round_timeout_base_ms,
             round_timeout_max_ms: cfg.round_timeout_max_ms,
             block_requests_max: 100,
             sync_retry_ms: 300,
             ..CoreConfig::default()
         };
+        if cfg.scenario == Scenario::SnapshotInstall {
+            // Peers keep too few blocks for a node that was down for seconds to sync.
+            core_cfg.committed_blocks_retained = SNAPSHOT_SCENARIO_BLOCKS_RETAINED;
+        }
         // Byzantine members are drawn from the seed.
         let mut ids: Vec<usize> = (0..cfg.nodes).collect();
         let mut byz_at: Vec<Option<ByzKind>> = vec![None; cfg.nodes];
@@ -225,8 +251,14 @@ impl Sim {
             now: 0,
             queue: BinaryHeap::new(),
             seq: 0,
+            replica_cfg: ReplicaConfig {
+                core: core_cfg,
+                committee: committee.clone(),
+                signer: Signer::new(secrets[0], cluster),
+                me: NodeId(0),
+                state_transfer_after_ms: STATE_TRANSFER_AFTER_MS,
+            },
             committee,
-            core_cfg,
             secrets,
             nodes: Vec::new(),
             clients: Vec::new(),
@@ -244,7 +276,7 @@ impl Sim {
             cfg,
         };
         for (i, kind) in byz_at.into_iter().enumerate() {
-            let node = sim.make_node(NodeId(i as u16), kind);
+            let node = sim.make_node(NodeId(i as u16), kind)?;
             sim.nodes.push(node);
         }
         for c in 0..sim.cfg.clients {
@@ -252,14 +284,20 @@ impl Sim {
             secret[..8].copy_from_slice(&(c as u64).to_le_bytes());
             sim.clients.push(Client { secret, seq: 0 });
         }
-        sim
+        Ok(sim)
     }
 
-    fn make_node(&mut self, id: NodeId, kind: Option<ByzKind>) -> SimNode {
+    fn make_node(&mut self, id: NodeId, kind: Option<ByzKind>) -> Result<SimNode, String> {
         let copies = if kind == Some(ByzKind::Twins) { 2 } else { 1 };
-        let replicas = (0..copies)
-            .map(|_| Replica::new(self.new_core(id, None), *self.committee.cluster()))
-            .collect();
+        let mut replicas = Vec::new();
+        for _ in 0..copies {
+            let replica = self.new_replica(id, None);
+            replicas.push(NodeCopy::new(
+                replica,
+                *self.committee.cluster(),
+                StateStore::open()?,
+            ));
+        }
         let twin_side = (0..self.cfg.nodes)
             .map(|_| self.rng.range(0, copies as u64 - 1) as usize)
             .collect();
@@ -272,25 +310,23 @@ impl Sim {
             VerifierLimits::default(),
             ClientPolicy::Any,
         );
-        SimNode {
+        Ok(SimNode {
             id,
             byz,
             replicas,
             verifier,
             twin_side,
             retired: Vec::new(),
-        }
+        })
     }
 
-    fn new_core(&self, id: NodeId, durable: Option<crate::consensus::DurableState>) -> Core {
-        let signer = Signer::new(self.secrets[id.index()], *self.committee.cluster());
-        Core::new(
-            self.core_cfg.clone(),
-            self.committee.clone(),
-            signer,
-            id,
-            durable,
-        )
+    fn new_replica(&self, id: NodeId, durable: Option<crate::consensus::DurableState>) -> Replica {
+        let cfg = ReplicaConfig {
+            signer: Signer::new(self.secrets[id.index()], *self.committee.cluster()),
+            me: id,
+            ..self.replica_cfg.clone()
+        };
+        Replica::new(cfg, durable, self.now)
     }
 
     fn schedule(&mut self, at: TimeMs, ev: Ev) {
@@ -315,11 +351,11 @@ impl Sim {
         self.schedule(0, Ev::ClientTick);
         for i in 0..self.nodes.len() {
             for r in 0..self.nodes[i].replicas.len() {
-                let actions = match self.nodes[i].replicas[r].core.as_mut() {
-                    Some(core) => core.start(0),
+                let effects = match self.nodes[i].replicas[r].replica.as_mut() {
+                    Some(replica) => replica.start(0),
                     None => Vec::new(),
                 };
-                self.dispatch(NodeId(i as u16), r, actions);
+                self.dispatch(NodeId(i as u16), r, effects);
             }
         }
         match self.cfg.scenario {
@@ -327,6 +363,16 @@ impl Sim {
             Scenario::LeaderCrash => {
                 let at = self.rng.range(1_000, 3_000);
                 self.schedule(at, Ev::CrashLeader { restart_at: heal });
+            }
+            Scenario::SnapshotInstall => {
+                // Down for most of the run: when it is back, its peers no longer hold the
+                // blocks it misses, so it must install a snapshot.
+                let honest = self.honest_ids();
+                if let Some(&id) = self.rng.pick(&honest) {
+                    let at = self.rng.range(500, 1_500);
+                    self.schedule(at, Ev::Crash { node: id });
+                    self.schedule(heal, Ev::Restart { node: id });
+                }
             }
             Scenario::Partition => {
                 let at = self.rng.range(1_000, 3_000);
@@ -434,13 +480,16 @@ impl Sim {
         match ev {
             Ev::Deliver { to, from, bytes } => self.deliver(to, from, &bytes),
             Ev::Request { to, req } => self.deliver_request(to, req),
-            Ev::Timer {
+            Ev::Wake {
                 node,
                 replica,
                 epoch,
+                at,
             } => {
-                if self.nodes[node.index()].replicas[replica].epoch == epoch {
-                    self.handle(node, replica, Event::TimerFired);
+                let copy = &mut self.nodes[node.index()].replicas[replica];
+                if copy.epoch == epoch && copy.wake_at == Some(at) {
+                    copy.wake_at = None;
+                    self.handle(node, replica, Input::Tick);
                 }
             }
             Ev::SyncDone {
@@ -449,10 +498,20 @@ impl Sim {
                 epoch,
                 ticket,
             } => {
-                let rep = &mut self.nodes[node.index()].replicas[replica];
-                if rep.epoch == epoch && rep.core.is_some() {
-                    rep.complete_sync(ticket);
-                    self.handle(node, replica, Event::Persisted { ticket });
+                let copy = &mut self.nodes[node.index()].replicas[replica];
+                if copy.epoch == epoch && copy.replica.is_some() {
+                    copy.complete_sync(ticket);
+                    self.handle(node, replica, Input::Durable { ticket });
+                }
+            }
+            Ev::Installed {
+                node,
+                replica,
+                epoch,
+                result,
+            } => {
+                if self.nodes[node.index()].replicas[replica].epoch == epoch {
+                    self.handle(node, replica, Input::Installed(result));
                 }
             }
             Ev::Crash { node } => self.crash(node),
@@ -491,7 +550,7 @@ impl Sim {
             .nodes
             .iter()
             .filter(|n| n.byz.is_none())
-            .filter_map(|n| n.replicas[0].core.as_ref().map(Core::round))
+            .filter_map(|n| n.replicas[0].replica.as_ref().map(|r| r.core().round()))
             .max()?;
         let leader = self.committee.leader(round);
         self.nodes[leader.index()].byz.is_none().then_some(leader)
@@ -503,33 +562,32 @@ impl Sim {
             .chance(TORN_CRASH_CHANCE)
             .then(|| self.rng.range(0, 3) as usize);
         let n = &mut self.nodes[node.index()];
-        for rep in &mut n.replicas {
-            if let Some(core) = rep.core.as_ref() {
-                n.retired.push(core.stats().clone());
-                rep.crash(torn);
+        for copy in &mut n.replicas {
+            if let Some(replica) = copy.replica.as_ref() {
+                n.retired.push(replica.core_stats());
+                copy.crash(torn);
             }
         }
     }
 
     fn restart(&mut self, node: NodeId) {
         for r in 0..self.nodes[node.index()].replicas.len() {
-            if self.nodes[node.index()].replicas[r].core.is_some() {
+            if self.nodes[node.index()].replicas[r].replica.is_some() {
                 continue;
             }
             let state = self.nodes[node.index()].replicas[r].durable.to_state();
-            let mut core = self.new_core(node, Some(state));
-            let actions = core.start(self.now);
-            let rep = &mut self.nodes[node.index()].replicas[r];
-            rep.core = Some(core);
-            rep.last_sync_done = self.now;
-            self.dispatch(node, r, actions);
+            let mut replica = self.new_replica(node, Some(state));
+            let effects = replica.start(self.now);
+            let copy = &mut self.nodes[node.index()].replicas[r];
+            copy.replica = Some(replica);
+            copy.last_sync_done = self.now;
+            self.dispatch(node, r, effects);
         }
     }
 
     fn client_tick(&mut self) {
         let c = (self.submitted % self.clients.len() as u64) as usize;
-        let len = self.rng.range(8, 64) as usize;
-        let ops: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+        let ops = self.client_ops();
         let client = &mut self.clients[c];
         client.seq += 1;
         let signer = Signer::new(client.secret, *self.committee.cluster());
@@ -541,6 +599,22 @@ impl Sim {
         if next <= self.end_ms {
             self.schedule(next, Ev::ClientTick);
         }
+    }
+
+    /// One request's operations on a small key space, so requests read and overwrite each
+    /// other's keys and replies depend on the order consensus chose.
+    fn client_ops(&mut self) -> Vec<u8> {
+        let key = format!("k{}", self.rng.range(0, 15)).into_bytes();
+        let op = match self.rng.range(0, 9) {
+            0..=4 => {
+                let len = self.rng.range(1, 32) as usize;
+                let value = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                Op::Put { key, value }
+            }
+            5..=7 => Op::Get { key },
+            _ => Op::Delete { key },
+        };
+        encode_ops(&[op])
     }
 
     /// Sends a request to every node through the same lossy network as node traffic (a client
@@ -579,19 +653,24 @@ impl Sim {
             return;
         };
         for r in 0..self.nodes[to.index()].replicas.len() {
-            self.handle(to, r, Event::RequestReceived(verified.clone()));
+            self.handle(to, r, Input::RequestReceived(verified.clone()));
         }
     }
 
     fn deliver(&mut self, to: NodeId, from: NodeId, bytes: &[u8]) {
         let n = &mut self.nodes[to.index()];
         let replica = n.twin_side[from.index()];
-        if n.replicas[replica].core.is_none() {
+        if n.replicas[replica].replica.is_none() {
             self.dropped += 1;
             return;
         }
-        let msg = match codec::decode_message(bytes) {
-            Ok(m) => m,
+        let msg = match decode_peer(bytes) {
+            Ok(PeerFrame::Consensus(m)) => m,
+            Ok(PeerFrame::State(m)) => {
+                self.delivered += 1;
+                self.deliver_state(to, replica, from, m);
+                return;
+            }
             Err(_) => {
                 self.rejected += 1;
                 return;
@@ -606,80 +685,166 @@ impl Sim {
             self.net_send(to, dest, &m);
         }
         match self.nodes[to.index()].verifier.verify_message(msg) {
-            Ok(v) => self.handle(to, replica, Event::MessageReceived { from, msg: v }),
+            Ok(v) => self.handle(to, replica, Input::MessageReceived { from, msg: v }),
             Err(_) => self.rejected += 1,
         }
     }
 
-    fn handle(&mut self, node: NodeId, replica: usize, event: Event) {
+    /// State transfer: requests are served by the copy's state store (as the node's storage
+    /// thread serves them), answers go to the replica.
+    fn deliver_state(&mut self, to: NodeId, replica: usize, from: NodeId, msg: StateMsg) {
+        match self.nodes[to.index()].replicas[replica].state.serve(&msg) {
+            Some(answer) => self.net_send_state(to, from, &answer),
+            None => self.handle(to, replica, Input::StateReceived { from, msg }),
+        }
+    }
+
+    fn handle(&mut self, node: NodeId, replica: usize, input: Input) {
         let now = self.now;
         if self.cfg.trace_nodes.contains(&node.index()) {
             let round = self.nodes[node.index()].replicas[replica]
-                .core
+                .replica
                 .as_ref()
-                .map(Core::round);
+                .map(|r| r.core().round());
             eprintln!(
                 "{now:>6} {node:?}/{replica} r{round:?} <- {}",
-                trace_event(&event)
+                trace_input(&input)
             );
         }
-        let actions = match self.nodes[node.index()].replicas[replica].core.as_mut() {
-            Some(core) => core.handle(now, event),
+        let effects = match self.nodes[node.index()].replicas[replica].replica.as_mut() {
+            Some(r) => r.handle(now, input),
             None => return,
         };
-        self.dispatch(node, replica, actions);
+        self.dispatch(node, replica, effects);
     }
 
-    fn dispatch(&mut self, node: NodeId, replica: usize, actions: Vec<Action>) {
-        for action in actions {
+    fn dispatch(&mut self, node: NodeId, replica: usize, effects: Vec<Effect>) {
+        for effect in effects {
             if self.cfg.trace_nodes.contains(&node.index()) {
                 eprintln!(
                     "{:>6} {node:?}/{replica}    -> {}",
                     self.now,
-                    trace_action(&action)
+                    trace_effect(&effect)
                 );
             }
-            match action {
-                Action::Send { to, msg } => self.send_from(node, Some(to), msg),
-                Action::Broadcast { msg } => self.send_from(node, None, msg),
-                Action::Persist { ticket, items } => {
-                    let rep = &mut self.nodes[node.index()].replicas[replica];
-                    rep.pending.push_back((ticket, items));
-                    let done = (self.now + self.rng.range(0, DISK_MS_MAX)).max(rep.last_sync_done);
-                    rep.last_sync_done = done;
-                    let epoch = rep.epoch;
-                    self.schedule(
-                        done,
-                        Ev::SyncDone {
-                            node,
-                            replica,
-                            epoch,
-                            ticket,
-                        },
-                    );
+            self.execute(node, replica, effect);
+        }
+        self.schedule_wake(node, replica);
+    }
+
+    fn execute(&mut self, node: NodeId, replica: usize, effect: Effect) {
+        match effect {
+            Effect::Send { to, msg } => self.send_from(node, Some(to), msg),
+            Effect::Broadcast { msg } => self.send_from(node, None, msg),
+            Effect::SendState { to, msg } => self.net_send_state(node, to, &msg),
+            Effect::BroadcastState { msg } => {
+                for to in self.committee.members().collect::<Vec<_>>() {
+                    self.net_send_state(node, to, &msg);
                 }
-                Action::Commit { id, block } => {
-                    self.nodes[node.index()].replicas[replica]
-                        .durable
-                        .on_commit(id, &block);
-                    if replica == 0 {
-                        self.checker.on_commit(node, id, &block, self.now);
-                    }
+            }
+            Effect::Persist { ticket, items } => {
+                let copy = &mut self.nodes[node.index()].replicas[replica];
+                copy.pending.push_back((ticket, items));
+                let done = (self.now + self.rng.range(0, DISK_MS_MAX)).max(copy.last_sync_done);
+                copy.last_sync_done = done;
+                let epoch = copy.epoch;
+                self.schedule(
+                    done,
+                    Ev::SyncDone {
+                        node,
+                        replica,
+                        epoch,
+                        ticket,
+                    },
+                );
+            }
+            Effect::Commit { id, block } => self.apply_commit(node, replica, id, &block),
+            // Simulated clients learn commits from the checker, not from replies.
+            Effect::ReplyFromTable { .. } | Effect::RefuseBusy { .. } => {}
+            Effect::DownloadBegin { .. } => {
+                self.nodes[node.index()].replicas[replica]
+                    .state
+                    .download_begin();
+            }
+            Effect::DownloadAppend { offset, bytes } => {
+                let copy = &mut self.nodes[node.index()].replicas[replica];
+                if !copy.state.download_append(offset, &bytes) {
+                    self.handle(node, replica, Input::DownloadFailed);
                 }
-                Action::SetTimer { deadline_ms } => {
-                    let epoch = self.nodes[node.index()].replicas[replica].epoch;
-                    self.schedule(
-                        deadline_ms.max(self.now),
-                        Ev::Timer {
-                            node,
-                            replica,
-                            epoch,
-                        },
-                    );
-                }
-                Action::RejectRequest { .. } => {}
+            }
+            Effect::InstallSnapshot { offer } => self.install(node, replica, &offer),
+        }
+    }
+
+    /// Applies a committed block to the copy's state and hands the replies and digest to the
+    /// checker (copy 0 only: twins' second copies are not checked).
+    fn apply_commit(&mut self, node: NodeId, replica: usize, id: BlockId, block: &Block) {
+        let copy = &mut self.nodes[node.index()].replicas[replica];
+        let applied = match copy.state.apply(id, block) {
+            Ok(Some(replies)) => replies,
+            Ok(None) => return, // covered by an installed snapshot, or re-committed
+            Err(e) => {
+                let msg = format!("state: {node} cannot apply height {}: {e}", block.height);
+                self.checker.violation(msg);
+                return;
+            }
+        };
+        copy.durable.on_commit(id, block);
+        let digest = copy.state.digest();
+        if replica == 0 {
+            self.checker.on_commit(node, id, block, self.now);
+            self.checker
+                .on_applied(node, block.height, digest, &applied, self.now);
+        }
+    }
+
+    /// Installs the downloaded snapshot now (the commits before it are applied already); the
+    /// replica hears of it after a simulated disk delay.
+    fn install(&mut self, node: NodeId, replica: usize, offer: &SnapshotOffer) {
+        let copy = &mut self.nodes[node.index()].replicas[replica];
+        let result = copy.state.install(offer);
+        if let Ok(header) = &result {
+            copy.installs += 1;
+            copy.durable.on_install(*header);
+            let digest = copy.state.digest();
+            if replica == 0 {
+                self.checker.on_install(node, *header, digest, self.now);
             }
         }
+        let epoch = copy.epoch;
+        let at = self.now + self.rng.range(0, DISK_MS_MAX);
+        self.schedule(
+            at,
+            Ev::Installed {
+                node,
+                replica,
+                epoch,
+                result,
+            },
+        );
+    }
+
+    /// Keeps one live wake-up at the replica's next deadline.
+    fn schedule_wake(&mut self, node: NodeId, replica: usize) {
+        let copy = &mut self.nodes[node.index()].replicas[replica];
+        let Some(r) = copy.replica.as_ref() else {
+            return;
+        };
+        let at = r.next_deadline_ms().max(self.now);
+        if copy.wake_at == Some(at) {
+            return;
+        }
+        copy.wake_at = Some(at);
+        let epoch = copy.epoch;
+        self.schedule(
+            at,
+            Ev::Wake {
+                node,
+                replica,
+                epoch,
+                at,
+            },
+        );
     }
 
     fn send_from(&mut self, from: NodeId, to: Option<NodeId>, msg: Message) {
@@ -714,7 +879,30 @@ impl Sim {
             self.dropped += 1;
             return;
         }
-        let bytes = codec::encode(msg).to_vec();
+        let bytes = encode_consensus(msg.clone());
+        self.net_send_bytes(from, to, bytes);
+    }
+
+    /// State transfer goes through the same network, outside any Byzantine filter.
+    fn net_send_state(&mut self, from: NodeId, to: NodeId, msg: &StateMsg) {
+        if from == to {
+            return;
+        }
+        if let Some(groups) = &self.partition
+            && groups[from.index()] != groups[to.index()]
+        {
+            self.dropped += 1;
+            return;
+        }
+        if self.rng.chance(self.loss) {
+            self.dropped += 1;
+            return;
+        }
+        let bytes = encode_peer(&PeerFrame::State(msg.clone()));
+        self.net_send_bytes(from, to, bytes);
+    }
+
+    fn net_send_bytes(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
         let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
         for _ in 0..copies {
             let slow = self.now < self.cfg.heal_at_ms && self.rng.chance(self.slow_chance);
@@ -737,8 +925,10 @@ impl Sim {
 
     fn report(&self) -> SimReport {
         let mut sum = CoreStats::default();
+        let mut snapshots_installed = 0;
         for n in self.nodes.iter().filter(|n| n.byz.is_none()) {
-            let live = n.replicas[0].core.as_ref().map(|c| c.stats().clone());
+            let live = n.replicas[0].replica.as_ref().map(Replica::core_stats);
+            snapshots_installed += n.replicas[0].installs;
             for s in n.retired.iter().chain(live.iter()) {
                 sum.view_changes += s.view_changes;
                 sum.timeouts_sent += s.timeouts_sent;
@@ -758,6 +948,7 @@ impl Sim {
             rejected_by_verifier: self.rejected,
             dropped_far_future: sum.dropped_far_future,
             equivocations_seen: sum.equivocations_seen,
+            snapshots_installed,
             requests_submitted: self.submitted,
             end_ms: self.end_ms,
             steps: self.steps,
@@ -800,9 +991,9 @@ fn trace_msg(m: &Message) -> String {
     }
 }
 
-fn trace_event(e: &Event) -> String {
+fn trace_input(e: &Input) -> String {
     match e {
-        Event::MessageReceived { from, msg } => {
+        Input::MessageReceived { from, msg } => {
             let m = match &**msg {
                 crate::crypto::VerifiedMessage::Proposal { id, block } => {
                     format!("{id:?} {}", trace_msg(&Message::Proposal(block.clone())))
@@ -829,19 +1020,44 @@ fn trace_event(e: &Event) -> String {
             };
             format!("from {from:?}: {m}")
         }
-        Event::RequestReceived(r) => format!("request {}", r.seq),
-        Event::TimerFired => "timer".into(),
-        Event::Persisted { ticket } => format!("persisted {ticket}"),
+        Input::RequestReceived(r) => format!("request {}", r.seq),
+        Input::StateReceived { from, msg } => format!("from {from:?}: state {}", trace_state(msg)),
+        Input::Durable { ticket } => format!("durable {ticket}"),
+        Input::Installed(r) => format!("installed {:?}", r.as_ref().map(|h| h.height)),
+        Input::DownloadFailed => "download failed".into(),
+        Input::Tick => "tick".into(),
     }
 }
 
-fn trace_action(a: &Action) -> String {
+fn trace_state(m: &StateMsg) -> String {
+    match m {
+        StateMsg::OfferRequest => "offer request".into(),
+        StateMsg::Offer(o) => format!("offer {:?}", o.as_ref().map(|o| o.height)),
+        StateMsg::ChunkRequest { height, offset, .. } => {
+            format!("chunk request h{height} @{offset}")
+        }
+        StateMsg::Chunk {
+            height,
+            offset,
+            bytes,
+        } => format!("chunk h{height} @{offset} ({} bytes)", bytes.len()),
+    }
+}
+
+fn trace_effect(a: &Effect) -> String {
     match a {
-        Action::Send { to, msg } => format!("send {to:?} {}", trace_msg(msg)),
-        Action::Broadcast { msg } => format!("broadcast {}", trace_msg(msg)),
-        Action::Persist { ticket, items } => format!("persist {ticket} ({} items)", items.len()),
-        Action::Commit { id, block } => format!("COMMIT h{} r{} {id:?}", block.height, block.round),
-        Action::SetTimer { deadline_ms } => format!("timer at {deadline_ms}"),
-        Action::RejectRequest { seq, .. } => format!("reject {seq}"),
+        Effect::Send { to, msg } => format!("send {to:?} {}", trace_msg(msg)),
+        Effect::Broadcast { msg } => format!("broadcast {}", trace_msg(msg)),
+        Effect::SendState { to, msg } => format!("send {to:?} state {}", trace_state(msg)),
+        Effect::BroadcastState { msg } => format!("broadcast state {}", trace_state(msg)),
+        Effect::Persist { ticket, items } => format!("persist {ticket} ({} items)", items.len()),
+        Effect::Commit { id, block } => format!("COMMIT h{} r{} {id:?}", block.height, block.round),
+        Effect::ReplyFromTable { seq, .. } => format!("reply from table {seq}"),
+        Effect::RefuseBusy { seq, .. } => format!("refuse busy {seq}"),
+        Effect::DownloadBegin { offer } => format!("download h{}", offer.height),
+        Effect::DownloadAppend { offset, bytes } => {
+            format!("append @{offset} ({} bytes)", bytes.len())
+        }
+        Effect::InstallSnapshot { offer } => format!("INSTALL h{}", offer.height),
     }
 }

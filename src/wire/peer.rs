@@ -1,7 +1,7 @@
 //! Node-to-node frames: consensus messages, and the state transfer that lets a node that fell
 //! behind the peers' retained blocks install a snapshot.
 //!
-//! State transfer (see `node::state_transfer`): the lagging node asks every peer for an
+//! State transfer (see `replica::transfer`): the lagging node asks every peer for an
 //! offer; it trusts an offer only when `f + 1` distinct peers offer the same
 //! `(height, block header, state digest)`, so at least one honest node vouches for it. It then
 //! downloads the file in chunks from one of them and installs it only if the file's own

@@ -1,36 +1,44 @@
-//! Catching up by snapshot: the lagging side of state transfer, run by the consensus thread.
+//! Catching up by snapshot: the decisions of the lagging side of state transfer. No I/O: the
+//! bytes of a download leave as steps for the shell to write.
 //!
 //! Trigger: the core is fetching blocks but its committed height has not moved for
-//! `state_transfer_after_ms` (the peers no longer hold the blocks it needs). Then:
+//! `after_ms` (the peers no longer hold the blocks it needs). Then:
 //! 1. ask every peer for its newest snapshot offer (again every `OFFER_RETRY_MS`);
 //! 2. trust an offer only when `f + 1` distinct peers sent the identical offer (same height,
 //!    block, state digest and size), so at least one honest node vouches for it, and only if
 //!    it is above our committed height;
 //! 3. download it chunk by chunk from one of those peers (the next one on a timeout or an
-//!    empty chunk), into `snapshots/incoming.part`, synced when complete;
-//! 4. hand it to the storage thread, which checks the file's own checksum and digest against
-//!    the agreed offer and installs it; the consensus thread then restarts the core on top.
+//!    empty chunk); each accepted chunk is a [`TransferStep::Append`] at the next offset;
+//! 4. when the agreed size is reached, [`TransferStep::Install`]: the shell checks the file's
+//!    own checksum and digest against the agreed offer and installs it, then reports back.
 //!
-//! Bounded: one download at a time, chunks of at most `CHUNK_BYTES_MAX`, a file no larger than
-//! the agreed size.
+//! Bounded: one download at a time, chunks of at most [`CHUNK_BYTES_MAX`], a file no larger
+//! than the agreed size, offers from at most one entry per member.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
 
-use super::snapshots::CHUNK_BYTES_MAX;
 use crate::types::NodeId;
 use crate::wire::{SnapshotOffer, StateMsg};
 
+/// Largest snapshot chunk served or asked for.
+pub const CHUNK_BYTES_MAX: u32 = 1 << 20;
 const OFFER_RETRY_MS: u64 = 2_000;
 const CHUNK_TIMEOUT_MS: u64 = 5_000;
 
-/// What the consensus thread must do for the state transfer.
+/// What the shell must do for the state transfer, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferStep {
     Broadcast(StateMsg),
     Send(NodeId, StateMsg),
-    Install { path: PathBuf, offer: SnapshotOffer },
+    /// Start a new download file for `offer` (truncating any earlier one).
+    Begin(SnapshotOffer),
+    /// Append `bytes` at `offset` (always the current end) of the download file.
+    Append {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// The file is complete: make it durable, check it against `offer` and install it.
+    Install(SnapshotOffer),
 }
 
 enum Phase {
@@ -43,7 +51,6 @@ enum Phase {
         offer: SnapshotOffer,
         sources: Vec<NodeId>,
         source: usize,
-        file: File,
         offset: u64,
         asked_ms: u64,
     },
@@ -53,20 +60,18 @@ enum Phase {
 pub struct StateTransfer {
     f: usize,
     after_ms: u64,
-    incoming: PathBuf,
     last_height: u64,
     last_move_ms: u64,
     phase: Phase,
 }
 
 impl StateTransfer {
-    pub fn new(f: usize, after_ms: u64, incoming: PathBuf) -> Self {
+    pub fn new(f: usize, after_ms: u64, committed: u64, now_ms: u64) -> Self {
         Self {
             f,
             after_ms,
-            incoming,
-            last_height: 0,
-            last_move_ms: 0,
+            last_height: committed,
+            last_move_ms: now_ms,
             phase: Phase::Idle,
         }
     }
@@ -75,8 +80,8 @@ impl StateTransfer {
         matches!(self.phase, Phase::Installing)
     }
 
-    /// Called regularly with the core's committed height and whether it is fetching blocks.
-    pub fn tick(&mut self, now_ms: u64, committed: u64, syncing: bool) -> Vec<TransferStep> {
+    /// Notes the core's committed height (called after every step of the replica).
+    pub fn observe(&mut self, now_ms: u64, committed: u64) {
         if committed != self.last_height {
             self.last_height = committed;
             self.last_move_ms = now_ms;
@@ -84,11 +89,26 @@ impl StateTransfer {
                 self.phase = Phase::Idle; // blocks flow again
             }
         }
+    }
+
+    /// When [`StateTransfer::tick`] next has something to do, if `syncing` stays as it is.
+    pub fn next_deadline_ms(&self, syncing: bool) -> Option<u64> {
+        match &self.phase {
+            Phase::Idle => syncing.then(|| self.last_move_ms.saturating_add(self.after_ms)),
+            Phase::Collecting { asked_ms, .. } => Some(asked_ms.saturating_add(OFFER_RETRY_MS)),
+            Phase::Downloading { asked_ms, .. } => Some(asked_ms.saturating_add(CHUNK_TIMEOUT_MS)),
+            Phase::Installing => None,
+        }
+    }
+
+    /// Retries and the trigger, given whether the core is fetching blocks.
+    pub fn tick(&mut self, now_ms: u64, syncing: bool) -> Vec<TransferStep> {
         match &mut self.phase {
             Phase::Idle => {
                 if syncing && now_ms.saturating_sub(self.last_move_ms) >= self.after_ms {
                     log::info!(
-                        "committed height {committed} has not moved for {} ms while fetching blocks: asking peers for a snapshot",
+                        "committed height {} has not moved for {} ms while fetching blocks: asking peers for a snapshot",
+                        self.last_height,
                         now_ms - self.last_move_ms
                     );
                     self.phase = Phase::Collecting {
@@ -112,7 +132,6 @@ impl StateTransfer {
                 offset,
                 asked_ms,
                 offer,
-                ..
             } => {
                 if now_ms.saturating_sub(*asked_ms) < CHUNK_TIMEOUT_MS {
                     return Vec::new();
@@ -125,15 +144,10 @@ impl StateTransfer {
         }
     }
 
-    pub fn on_message(
-        &mut self,
-        now_ms: u64,
-        from: NodeId,
-        msg: StateMsg,
-        committed: u64,
-    ) -> Vec<TransferStep> {
+    /// A peer's answer (offers and chunks; requests are served elsewhere).
+    pub fn on_message(&mut self, now_ms: u64, from: NodeId, msg: StateMsg) -> Vec<TransferStep> {
         match msg {
-            StateMsg::Offer(Some(offer)) => self.on_offer(now_ms, from, offer, committed),
+            StateMsg::Offer(Some(offer)) => self.on_offer(now_ms, from, offer),
             StateMsg::Chunk {
                 height,
                 offset,
@@ -145,21 +159,15 @@ impl StateTransfer {
         }
     }
 
-    fn on_offer(
-        &mut self,
-        now_ms: u64,
-        from: NodeId,
-        offer: SnapshotOffer,
-        committed: u64,
-    ) -> Vec<TransferStep> {
+    fn on_offer(&mut self, now_ms: u64, from: NodeId, offer: SnapshotOffer) -> Vec<TransferStep> {
         let Phase::Collecting { offers, .. } = &mut self.phase else {
             return Vec::new();
         };
-        if offer.height <= committed {
+        if offer.height <= self.last_height {
             return Vec::new();
         }
         offers.insert(from, offer.clone());
-        let sources: Vec<NodeId> = offers
+        let mut sources: Vec<NodeId> = offers
             .iter()
             .filter(|(_, o)| **o == offer)
             .map(|(n, _)| *n)
@@ -167,13 +175,8 @@ impl StateTransfer {
         if sources.len() <= self.f {
             return Vec::new();
         }
-        let file = match File::create(&self.incoming) {
-            Ok(f) => f,
-            Err(e) => {
-                log::warn!("{}: cannot create: {e}", self.incoming.display());
-                return Vec::new();
-            }
-        };
+        // Deterministic order (a HashMap's is not): the first source is the lowest id.
+        sources.sort();
         log::info!(
             "{} peers offer the snapshot at height {} ({} bytes): downloading",
             sources.len(),
@@ -183,14 +186,13 @@ impl StateTransfer {
         let first = sources[0];
         let height = offer.height;
         self.phase = Phase::Downloading {
-            offer,
+            offer: offer.clone(),
             sources,
             source: 0,
-            file,
             offset: 0,
             asked_ms: now_ms,
         };
-        vec![chunk_request(first, height, 0)]
+        vec![TransferStep::Begin(offer), chunk_request(first, height, 0)]
     }
 
     fn on_chunk(
@@ -205,7 +207,6 @@ impl StateTransfer {
             offer,
             sources,
             source,
-            file,
             offset,
             asked_ms,
         } = &mut self.phase
@@ -222,30 +223,32 @@ impl StateTransfer {
             *asked_ms = now_ms;
             return vec![chunk_request(sources[*source], offer.height, *offset)];
         }
-        if let Err(e) = file.write_all(&bytes) {
-            log::warn!("writing the snapshot download: {e}");
-            self.phase = Phase::Idle;
-            return Vec::new();
-        }
+        let append = TransferStep::Append {
+            offset: *offset,
+            bytes,
+        };
         *offset = end;
         *asked_ms = now_ms;
         if end < offer.file_bytes {
-            return vec![chunk_request(from, offer.height, end)];
+            return vec![append, chunk_request(from, offer.height, end)];
         }
-        if let Err(e) = file.sync_data() {
-            log::warn!("syncing the snapshot download: {e}");
+        if offer.height <= self.last_height {
+            // Blocks caught up during the download: installing would not move the state.
             self.phase = Phase::Idle;
-            return Vec::new();
+            return vec![append];
         }
         let offer = offer.clone();
         self.phase = Phase::Installing;
-        vec![TransferStep::Install {
-            path: self.incoming.clone(),
-            offer,
-        }]
+        vec![append, TransferStep::Install(offer)]
     }
 
-    /// The storage thread finished an install (either way).
+    /// The shell could not write the download: start over later.
+    pub fn on_download_failed(&mut self, now_ms: u64) {
+        self.phase = Phase::Idle;
+        self.last_move_ms = now_ms;
+    }
+
+    /// The shell finished an install (either way).
     pub fn on_installed(&mut self, now_ms: u64) {
         self.phase = Phase::Idle;
         self.last_move_ms = now_ms;

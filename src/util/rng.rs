@@ -1,4 +1,5 @@
-//! The simulator's only source of randomness: SplitMix64, seeded per run.
+//! The one seeded RNG (SplitMix64): the simulator's only source of randomness, and the node's
+//! fault injector's. It lives outside `sim` so `node` never imports the simulator.
 //!
 //! Written here rather than taken from a crate so a seed replays the same run forever,
 //! whatever a dependency's next version does to its stream.

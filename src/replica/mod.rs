@@ -1,0 +1,403 @@
+//! The replica: the one driver of the consensus [`Core`], used by the node's consensus thread
+//! and by the simulator alike.
+//!
+//! It interprets the core's actions into [`Effect`]s, owns the persist tickets
+//! ([`tickets`]), the timer, the certificate gossip, and the state-transfer decisions
+//! ([`transfer`]), and rebuilds the core on top of an installed snapshot. It does no I/O,
+//! spawns no thread and reads no clock: every input carries `now_ms`, every output is an
+//! effect that a shell carries out (the node with channels, sockets and disks; the simulator
+//! with simulated ones). So the simulator runs exactly the code production runs.
+//!
+//! Invariants:
+//! - effects come out in the order the core produced them (persist before the messages that
+//!   depend on it is the core's rule; the shell executes effects in order);
+//! - a core is rebuilt after a snapshot install only when every persist handed to storage
+//!   before is durable: the new core starts with nothing pending, so nothing it re-sends from
+//!   its safety data (a stored vote or timeout) can leave before that data is on disk;
+//! - while such a rebuild waits, the old core gets no input but durable reports, so it issues
+//!   no new persist and the wait ends after one sync.
+//!
+//! Layering: imports `consensus`, `crypto`, `types` and `wire` only; never `net`, `node`,
+//! threads, channels or clocks (checked by `tests/layering.rs`).
+
+pub mod tickets;
+pub mod transfer;
+
+use std::sync::Arc;
+
+use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, RejectReason};
+use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, ClientRequest, Message, NodeId};
+use crate::wire::{SnapshotOffer, StateMsg};
+use tickets::Tickets;
+pub use transfer::CHUNK_BYTES_MAX;
+use transfer::{StateTransfer, TransferStep};
+
+/// How often the replica gossips its certificates (see `Core::sync_info`).
+pub const SYNC_GOSSIP_MS: u64 = 2_000;
+
+/// What it takes to (re)build the core, and the replica's own settings.
+#[derive(Clone)]
+pub struct ReplicaConfig {
+    pub core: CoreConfig,
+    pub committee: Arc<Committee>,
+    pub signer: Signer,
+    pub me: NodeId,
+    /// Ask for a snapshot after the committed height stood still this long while syncing.
+    pub state_transfer_after_ms: u64,
+}
+
+/// An input to [`Replica::handle`]: a past-tense fact, stamped by the shell with `now_ms`.
+#[derive(Debug)]
+pub enum Input {
+    MessageReceived {
+        from: NodeId,
+        msg: Verified<VerifiedMessage>,
+    },
+    RequestReceived(Verified<ClientRequest>),
+    /// A peer's answer to this replica's state-transfer requests (offers, chunks).
+    StateReceived {
+        from: NodeId,
+        msg: StateMsg,
+    },
+    /// Storage made every persist up to `ticket` durable.
+    Durable {
+        ticket: u64,
+    },
+    /// The install asked for by [`Effect::InstallSnapshot`] finished: the state is now after
+    /// this block, or it failed.
+    Installed(Result<BlockHeader, String>),
+    /// The shell could not write the snapshot download.
+    DownloadFailed,
+    /// Time passed: fire what is due (the shell calls this at [`Replica::next_deadline_ms`]
+    /// or later, and may call it more often).
+    Tick,
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
+    /// Send to every other member.
+    Broadcast {
+        msg: Message,
+    },
+    SendState {
+        to: NodeId,
+        msg: StateMsg,
+    },
+    BroadcastState {
+        msg: StateMsg,
+    },
+    /// Make `items` durable after every earlier ticket, then report `Input::Durable`.
+    Persist {
+        ticket: u64,
+        items: Vec<PersistItem>,
+    },
+    /// Apply the committed block to the state machine and answer its clients.
+    Commit {
+        id: BlockId,
+        block: Block,
+    },
+    /// `(client, seq)` committed already: answer from the exactly-once table.
+    ReplyFromTable {
+        client: ClientKey,
+        seq: u64,
+    },
+    /// The mempool is full: refuse the request with `busy`.
+    RefuseBusy {
+        client: ClientKey,
+        seq: u64,
+    },
+    /// Start the snapshot download file for `offer` (truncate any earlier one).
+    DownloadBegin {
+        offer: SnapshotOffer,
+    },
+    /// Append to the download file at `offset` (its current end).
+    DownloadAppend {
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// The download is complete: make it durable, check it against `offer`, install it after
+    /// every earlier commit, and report `Input::Installed`.
+    InstallSnapshot {
+        offer: SnapshotOffer,
+    },
+}
+
+/// Counters the replica keeps on top of the core's.
+#[derive(Debug, Default, Clone)]
+pub struct ReplicaStats {
+    pub snapshots_installed: u64,
+    /// Messages and requests dropped while a rebuild waited for durability.
+    pub inputs_dropped_rebuilding: u64,
+}
+
+pub struct Replica {
+    cfg: ReplicaConfig,
+    core: Core,
+    tickets: Tickets,
+    /// The core's timer (its latest `SetTimer`).
+    timer_ms: Option<u64>,
+    last_gossip_ms: u64,
+    transfer: StateTransfer,
+    /// An installed snapshot's block, waiting for every earlier persist to be durable before
+    /// the core is rebuilt on top of it.
+    rebuild: Option<BlockHeader>,
+    /// Cores replaced after an install (their stats stay readable).
+    retired_stats: crate::consensus::CoreStats,
+    stats: ReplicaStats,
+    out: Vec<Effect>,
+}
+
+impl Replica {
+    /// A replica for a fresh node (`None`) or one resuming from its durable state.
+    pub fn new(cfg: ReplicaConfig, durable: Option<DurableState>, now_ms: u64) -> Self {
+        let core = build_core(&cfg, durable);
+        let transfer = StateTransfer::new(
+            cfg.committee.f(),
+            cfg.state_transfer_after_ms,
+            core.committed().height,
+            now_ms,
+        );
+        Self {
+            cfg,
+            core,
+            tickets: Tickets::default(),
+            timer_ms: None,
+            last_gossip_ms: now_ms,
+            transfer,
+            rebuild: None,
+            retired_stats: Default::default(),
+            stats: ReplicaStats::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The first effects: the core's start (re-derive commits, tell peers where we are).
+    pub fn start(&mut self, now_ms: u64) -> Vec<Effect> {
+        let actions = self.core.start(now_ms);
+        self.interpret(actions);
+        self.finish(now_ms)
+    }
+
+    /// Applies one input at `now_ms` and returns what the shell must do, in order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Effect> {
+        match input {
+            Input::MessageReceived { from, msg } => {
+                self.step_core(now_ms, Event::MessageReceived { from, msg })
+            }
+            Input::RequestReceived(req) => self.step_core(now_ms, Event::RequestReceived(req)),
+            Input::StateReceived { from, msg } => {
+                if !self.transfer.is_installing() {
+                    let steps = self.transfer.on_message(now_ms, from, msg);
+                    self.transfer_steps(steps);
+                }
+            }
+            Input::Durable { ticket } => self.on_durable(now_ms, ticket),
+            Input::Installed(result) => self.on_installed(now_ms, result),
+            Input::DownloadFailed => self.transfer.on_download_failed(now_ms),
+            Input::Tick => self.on_tick(now_ms),
+        }
+        self.finish(now_ms)
+    }
+
+    /// When the shell should call `handle(Input::Tick)` next, at the latest.
+    pub fn next_deadline_ms(&self) -> u64 {
+        let mut next = self.last_gossip_ms.saturating_add(SYNC_GOSSIP_MS);
+        if self.rebuild.is_none()
+            && let Some(t) = self.timer_ms
+        {
+            next = next.min(t);
+        }
+        if let Some(t) = self.transfer.next_deadline_ms(self.core.is_syncing()) {
+            next = next.min(t);
+        }
+        next
+    }
+
+    // ----- accessors for the shells and tests -----
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.cfg.me
+    }
+
+    pub fn committee(&self) -> &Arc<Committee> {
+        &self.cfg.committee
+    }
+
+    pub fn is_installing(&self) -> bool {
+        self.transfer.is_installing() || self.rebuild.is_some()
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// The core's counters summed over every core this replica ran.
+    pub fn core_stats(&self) -> crate::consensus::CoreStats {
+        let mut sum = self.retired_stats.clone();
+        sum.add(self.core.stats());
+        sum
+    }
+
+    /// Highest ticket storage reported durable.
+    pub fn durable_ticket(&self) -> u64 {
+        self.tickets.durable_ticket()
+    }
+
+    // ----- inputs -----
+
+    fn step_core(&mut self, now_ms: u64, event: Event) {
+        if self.rebuild.is_some() {
+            // The old core must issue no new persist while the rebuild waits; peers re-send,
+            // and the rebuilt core asks them where the cluster is.
+            self.stats.inputs_dropped_rebuilding += 1;
+            return;
+        }
+        let actions = self.core.handle(now_ms, event);
+        self.interpret(actions);
+    }
+
+    fn on_durable(&mut self, now_ms: u64, ticket: u64) {
+        if let Some(core_ticket) = self.tickets.durable(ticket) {
+            let actions = self.core.handle(
+                now_ms,
+                Event::Persisted {
+                    ticket: core_ticket,
+                },
+            );
+            self.interpret(actions);
+        }
+        self.maybe_rebuild(now_ms);
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        if self.rebuild.is_none() && self.timer_ms.is_some_and(|t| now_ms >= t) {
+            self.timer_ms = None;
+            let actions = self.core.handle(now_ms, Event::TimerFired);
+            self.interpret(actions);
+        }
+        let steps = self.transfer.tick(now_ms, self.core.is_syncing());
+        self.transfer_steps(steps);
+        if now_ms.saturating_sub(self.last_gossip_ms) >= SYNC_GOSSIP_MS {
+            self.last_gossip_ms = now_ms;
+            let msg = Message::SyncInfo(self.core.sync_info());
+            self.out.push(Effect::Broadcast { msg });
+        }
+    }
+
+    /// After a snapshot install: a new core on top of the installed block, once everything
+    /// queued before is durable (see the module invariants).
+    fn on_installed(&mut self, now_ms: u64, result: Result<BlockHeader, String>) {
+        self.transfer.on_installed(now_ms);
+        let header = match result {
+            Ok(header) => header,
+            Err(e) => {
+                log::warn!("snapshot not installed: {e}");
+                return;
+            }
+        };
+        self.stats.snapshots_installed += 1;
+        if header.height <= self.core.committed().height {
+            return; // blocks caught up meanwhile
+        }
+        self.rebuild = Some(header);
+        self.maybe_rebuild(now_ms);
+    }
+
+    fn maybe_rebuild(&mut self, now_ms: u64) {
+        if self.rebuild.is_none() || !self.tickets.all_durable() {
+            return;
+        }
+        let Some(header) = self.rebuild.take() else {
+            return;
+        };
+        // Every persist is durable, so the old core's safety data is what the disk holds.
+        let durable = DurableState {
+            safety: self.core.safety().clone(),
+            blocks: Vec::new(),
+            committed: header,
+        };
+        self.retired_stats.add(self.core.stats());
+        self.core = build_core(&self.cfg, Some(durable));
+        self.tickets.rebase();
+        self.timer_ms = None;
+        log::info!(
+            "{}: consensus restarted on top of the snapshot at height {}",
+            self.cfg.me,
+            header.height
+        );
+        let actions = self.core.start(now_ms);
+        self.interpret(actions);
+    }
+
+    // ----- outputs -----
+
+    fn finish(&mut self, now_ms: u64) -> Vec<Effect> {
+        self.transfer.observe(now_ms, self.core.committed().height);
+        std::mem::take(&mut self.out)
+    }
+
+    fn interpret(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let effect = match action {
+                Action::Send { to, msg } => Effect::Send { to, msg },
+                Action::Broadcast { msg } => Effect::Broadcast { msg },
+                Action::Persist { ticket, items } => Effect::Persist {
+                    ticket: self.tickets.issue(ticket),
+                    items,
+                },
+                Action::Commit { id, block } => Effect::Commit { id, block },
+                Action::SetTimer { deadline_ms } => {
+                    self.timer_ms = Some(deadline_ms);
+                    continue;
+                }
+                Action::RejectRequest {
+                    client,
+                    seq,
+                    reason: RejectReason::Committed,
+                } => Effect::ReplyFromTable { client, seq },
+                Action::RejectRequest {
+                    client,
+                    seq,
+                    reason: RejectReason::Busy,
+                } => Effect::RefuseBusy { client, seq },
+            };
+            self.out.push(effect);
+        }
+    }
+
+    fn transfer_steps(&mut self, steps: Vec<TransferStep>) {
+        for step in steps {
+            let effect = match step {
+                TransferStep::Broadcast(msg) => Effect::BroadcastState { msg },
+                TransferStep::Send(to, msg) => Effect::SendState { to, msg },
+                TransferStep::Begin(offer) => Effect::DownloadBegin { offer },
+                TransferStep::Append { offset, bytes } => Effect::DownloadAppend { offset, bytes },
+                TransferStep::Install(offer) => Effect::InstallSnapshot { offer },
+            };
+            self.out.push(effect);
+        }
+    }
+}
+
+fn build_core(cfg: &ReplicaConfig, durable: Option<DurableState>) -> Core {
+    Core::new(
+        cfg.core.clone(),
+        cfg.committee.clone(),
+        cfg.signer.clone(),
+        cfg.me,
+        durable,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -386,3 +386,98 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
         log.len()
     );
 }
+
+/// Issue 13 item 4: a snapshot this node installed is kept to serve to others. Its offer is
+/// written durably, so its data must be durable first: at every cut point of keeping it, an
+/// image that holds the offer holds the whole file, and the node never offers a short one.
+#[test]
+fn a_kept_snapshot_is_complete_whenever_its_offer_survived() {
+    use bftd::node::snapshots::SnapshotDir;
+    use bftd::types::BlockId;
+    use bftd::wire::SnapshotOffer;
+
+    let mut rng = SimRng::new(seed() ^ 0x736e_6170);
+    let live = tempfile::tempdir().expect("tempdir");
+    let download = live.path().join("incoming.part");
+    let contents: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&download, &contents).expect("write download");
+    let offer = SnapshotOffer {
+        height: 40,
+        block_id: BlockId([4; 32]),
+        parent_id: BlockId([3; 32]),
+        round: 41,
+        state_digest: [9; 32],
+        file_bytes: contents.len() as u64,
+    };
+    let fs = Fs::with_power_log();
+    let snapshots_dir = live.path().join("snapshots");
+    let mut snapshots = SnapshotDir::open_with(&snapshots_dir, 2, fs.clone()).expect("open");
+    snapshots.keep(&download, offer.clone()).expect("keep");
+    fs.note("kept");
+    let log = fs.power_log();
+    let mut cut = PowerCut::new(&log);
+    let mut offered = 0;
+    for point in 0..=log.len() {
+        cut.advance_to(point);
+        for _ in 0..8 {
+            let image = write_image(&cut, live.path(), &mut rng);
+            let dir = image.path().join("snapshots");
+            let snap = dir.join(format!("snap-{:020}.snap", offer.height));
+            if dir
+                .join(format!("snap-{:020}.offer", offer.height))
+                .exists()
+            {
+                let kept = std::fs::read(&snap).unwrap_or_default();
+                assert!(
+                    kept == contents,
+                    "cut at op {point}: the offer survived but the file has {} of {} bytes",
+                    kept.len(),
+                    contents.len()
+                );
+                offered += 1;
+            }
+            if !dir.exists() {
+                assert!(
+                    cut.notes().is_empty(),
+                    "cut at op {point}: the directory is gone"
+                );
+                continue;
+            }
+            let reopened = SnapshotDir::open(&dir, 2).expect("reopen");
+            if let Some(newest) = reopened.newest() {
+                assert_eq!(newest, &offer);
+                let served = reopened.chunk(offer.height, 0, 1 << 20);
+                assert_eq!(
+                    served, contents,
+                    "cut at op {point}: a short file is offered"
+                );
+            } else {
+                assert!(
+                    cut.notes().is_empty(),
+                    "cut at op {point}: the kept snapshot is lost"
+                );
+            }
+        }
+    }
+    assert!(offered > 0, "no cut point kept the offer");
+    // A data dir damaged before this fix (an offer for a short file) is not offered either.
+    let damaged = tempfile::tempdir().expect("tempdir");
+    {
+        let mut snapshots = SnapshotDir::open(damaged.path(), 2).expect("open");
+        snapshots.keep(&download, offer.clone()).expect("keep");
+    }
+    let snap = damaged
+        .path()
+        .join(format!("snap-{:020}.snap", offer.height));
+    std::fs::write(&snap, &contents[..1000]).expect("truncate");
+    let reopened = SnapshotDir::open(damaged.path(), 2).expect("reopen");
+    assert!(
+        reopened.newest().is_none(),
+        "a truncated snapshot is offered"
+    );
+    assert!(!snap.exists(), "the truncated snapshot is deleted");
+    println!(
+        "kept snapshot: {} cut points, {offered} images with the offer",
+        log.len() + 1
+    );
+}

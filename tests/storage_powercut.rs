@@ -21,7 +21,9 @@ use bftd::consensus::{PersistItem, SafetyData};
 use bftd::kv::{KvRequest, KvStore, Op, encode_ops};
 use bftd::node::block_store::{BlockStore, COMMITTED_META_KEY, decode_header, encode_header};
 use bftd::sim::SimRng;
+use bftd::storage::manifest::Manifest;
 use bftd::storage::power_cut::{FsOp, PowerCut};
+use bftd::storage::segment::{parse_segment_file_name, scan_segment};
 use bftd::storage::{Engine, EngineOptions, Fs, WalOptions, WriteBatch};
 use bftd::types::{Block, ClusterId, NodeId, QuorumCert, Sig};
 
@@ -182,6 +184,36 @@ fn check_writer(engine: &Engine, generation: u32, thread: u32, acked: u32, what:
     );
 }
 
+/// Issue 13 item 1: the manifest never claims more of the log than a power cut leaves of it
+/// (else recovery would number new writes among the LSNs it skips).
+fn assert_manifest_within_wal(dir: &Path, what: &str) {
+    let fs = Fs::default();
+    let Some(manifest) = Manifest::load(&fs, dir).expect("manifest decodes") else {
+        return;
+    };
+    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let first = parse_segment_file_name(path.file_name()?.to_str()?)?;
+            Some((first, path))
+        })
+        .collect();
+    segments.sort();
+    let mut wal_end_lsn = 0;
+    for (index, (first_lsn, path)) in segments.iter().enumerate() {
+        let bytes = std::fs::read(path).expect("read segment");
+        let scan = scan_segment(&bytes, path, *first_lsn, index + 1 == segments.len())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        wal_end_lsn = first_lsn + scan.records.len() as u64 - 1;
+    }
+    assert!(
+        manifest.flushed_lsn <= wal_end_lsn,
+        "{what}: the manifest covers LSN {} but the durable WAL ends at {wal_end_lsn}",
+        manifest.flushed_lsn
+    );
+}
+
 fn open_image(dir: &Path, fs: Fs, what: &str) -> Engine {
     Engine::open(dir, options(fs), |_, _, _| Ok(()))
         .unwrap_or_else(|e| panic!("{what}: the store refused to open after a power cut: {e}"))
@@ -203,6 +235,7 @@ fn engine_survives_power_cuts_at_random_points_over_two_generations() {
         cut.advance_to(point);
         let what = format!("cut at op {point} of {}", log.len());
         let image = write_image(&cut, live.path(), &mut rng);
+        assert_manifest_within_wal(image.path(), &what);
         let fs1 = Fs::with_power_log_over(image.path()).expect("baseline");
         let baseline_ops = fs1.power_log().len(); // the image as found: never cut into
         let engine = Arc::new(open_image(image.path(), fs1.clone(), &what));
@@ -275,17 +308,26 @@ fn node_requests(height: u64) -> Vec<([u8; 32], Vec<u8>)> {
     ]
 }
 
-/// One storage-thread group for block `height`, as `node/storage_loop.rs` does it: persist
-/// the block and the safety record (voted round = height) in consensus/, apply the block to
-/// state/ with the committed-block meta in the same batch, wait for both, then acknowledge.
-fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, height: u64) {
-    let block = node_block(cluster, height);
-    let id = block.compute_id();
+fn kv_requests(requests: &[([u8; 32], Vec<u8>)], height: u64) -> Vec<KvRequest<'_>> {
+    requests
+        .iter()
+        .map(|(client, ops)| KvRequest {
+            client: *client,
+            seq: height,
+            ops,
+        })
+        .collect()
+}
+
+/// Persists the safety record (voted round = `round`) and `block` in consensus/ as one batch;
+/// returns its LSN.
+fn node_persist(cluster: &ClusterId, blocks: &mut BlockStore, round: u64, block: &Block) -> u64 {
     let safety = SafetyData {
-        highest_voted_round: height,
+        highest_voted_round: round,
         ..SafetyData::genesis(cluster)
     };
-    let blocks_lsn = blocks
+    let id = block.compute_id();
+    blocks
         .persist(&[
             PersistItem::Block {
                 id,
@@ -293,19 +335,23 @@ fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, h
             },
             PersistItem::Safety(safety),
         ])
-        .expect("persist");
+        .expect("persist")
+}
+
+/// One storage-thread group for block `height`, as `node/storage_loop.rs` does it: persist
+/// the block and the safety record (voted round = height) in consensus/, apply the block to
+/// state/ with the committed-block meta in the same batch, wait for both, then acknowledge.
+fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, height: u64) {
+    let block = node_block(cluster, height);
+    let blocks_lsn = node_persist(cluster, blocks, height, &block);
     let requests = node_requests(height);
-    let requests: Vec<KvRequest<'_>> = requests
-        .iter()
-        .map(|(client, ops)| KvRequest {
-            client: *client,
-            seq: height,
-            ops,
-        })
-        .collect();
-    let meta = encode_header(&block.header(id));
+    let meta = encode_header(&block.header(block.compute_id()));
     let (_, kv_lsn) = kv
-        .apply_nowait(height, &requests, &[(COMMITTED_META_KEY, &meta)])
+        .apply_nowait(
+            height,
+            &kv_requests(&requests, height),
+            &[(COMMITTED_META_KEY, &meta)],
+        )
         .expect("apply");
     let pruned = blocks
         .prune_below(height.saturating_sub(8), 256)
@@ -317,22 +363,72 @@ fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, h
     kv.engine().wait_durable(kv_lsn).expect("state durable");
 }
 
+/// A snapshot of the state at `height` (from a store that applied blocks 1..=height).
+fn reference_snapshot(height: u64, dir: &Path) -> std::path::PathBuf {
+    let mut kv = KvStore::open(&dir.join("state"), options(Fs::default())).expect("kv");
+    for h in 1..=height {
+        let requests = node_requests(h);
+        kv.apply(h, &kv_requests(&requests, h)).expect("apply");
+    }
+    let path = dir.join("snap");
+    kv.save_snapshot(&path).expect("save snapshot");
+    path
+}
+
+/// Installs the snapshot at `path` (state at `height`) as the storage thread does, then
+/// persists the safety record of that round.
+fn node_install(
+    cluster: &ClusterId,
+    kv: &mut KvStore,
+    blocks: &mut BlockStore,
+    path: &Path,
+    height: u64,
+) {
+    let block = node_block(cluster, height);
+    let meta = encode_header(&block.header(block.compute_id()));
+    kv.install_snapshot_with_meta(path, &[(COMMITTED_META_KEY, &meta)])
+        .expect("install");
+    let lsn = node_persist(cluster, blocks, height, &block);
+    blocks
+        .engine()
+        .wait_durable(lsn)
+        .expect("consensus durable");
+}
+
+/// Heights the node-storage run reaches, in order: it commits block by block, except that it
+/// installs a snapshot from `NODE_INSTALL_AT` straight to `NODE_INSTALL_TO`.
+const NODE_INSTALL_AT: u64 = 30;
+const NODE_INSTALL_TO: u64 = 40;
+
+fn node_steps() -> Vec<u64> {
+    (0..=NODE_HEIGHTS)
+        .filter(|h| !(NODE_INSTALL_AT + 1..NODE_INSTALL_TO).contains(h))
+        .collect()
+}
+
 #[test]
 fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
     let mut rng = SimRng::new(seed() ^ 0x6e6f_6465);
     let cluster = ClusterId::from_name("powercut");
     let live = tempfile::tempdir().expect("tempdir");
     let data_dir = live.path().join("data");
+    let reference = tempfile::tempdir().expect("tempdir");
+    let snapshot = reference_snapshot(NODE_INSTALL_TO, reference.path());
     let fs = Fs::with_power_log();
-    let mut digests = vec![[0u8; 32]; NODE_HEIGHTS as usize + 1];
+    let steps = node_steps();
+    let mut digests = BTreeMap::new();
     {
         let mut kv = KvStore::open(&data_dir.join("state"), options(fs.clone())).expect("kv");
         let mut blocks =
             BlockStore::open(&data_dir.join("consensus"), options(fs.clone())).expect("blocks");
-        digests[0] = kv.state_digest();
-        for height in 1..=NODE_HEIGHTS {
-            node_commit(&cluster, &mut kv, &mut blocks, height);
-            digests[height as usize] = kv.state_digest();
+        digests.insert(0, kv.state_digest());
+        for &height in &steps[1..] {
+            if height == NODE_INSTALL_TO {
+                node_install(&cluster, &mut kv, &mut blocks, &snapshot, height);
+            } else {
+                node_commit(&cluster, &mut kv, &mut blocks, height);
+            }
+            digests.insert(height, kv.state_digest());
             fs.note(format!("h {height}"));
         }
     }
@@ -347,6 +443,8 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
             .filter_map(|n| n.strip_prefix("h ")?.parse().ok())
             .max()
             .unwrap_or(0);
+        let next = steps.iter().copied().find(|&h| h > acked).unwrap_or(acked);
+        let allowed = [acked, next];
         let image = write_image(&cut, live.path(), &mut rng);
         let data = image.path().join("data");
         let kv = KvStore::open(&data.join("state"), options(Fs::default()))
@@ -355,12 +453,12 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
             .unwrap_or_else(|e| panic!("{what}: consensus/ refused to open: {e}"));
         let applied = kv.applied_height();
         assert!(
-            (acked..=acked + 1).contains(&applied),
-            "{what}: {acked} blocks acknowledged, state at height {applied}"
+            allowed.contains(&applied),
+            "{what}: acknowledged up to height {acked}, state at height {applied}"
         );
         assert_eq!(
-            kv.state_digest(),
-            digests[applied as usize],
+            Some(&kv.state_digest()),
+            digests.get(&applied),
             "{what}: wrong state"
         );
         let committed = match kv.meta(COMMITTED_META_KEY) {
@@ -376,7 +474,7 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
             .unwrap_or_else(|e| panic!("{what}: consensus state does not load: {e}"));
         let voted = durable.safety.highest_voted_round;
         assert!(
-            (acked..=acked + 1).contains(&voted),
+            allowed.contains(&voted),
             "{what}: the safety record went back: round {voted} after {acked} acknowledged"
         );
     }

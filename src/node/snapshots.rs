@@ -6,18 +6,31 @@
 //! blake3 over the file and a recomputed state digest) and `snap-<height>.offer` (the rkyv
 //! [`SnapshotOffer`]: which committed block the state is after). The `.offer` file is written
 //! last, durably, so a snapshot without one is incomplete and ignored (and deleted).
+//!
+//! Durability order (STYLE rule 8), for a saved and for an installed snapshot alike: the
+//! `.snap` data is synced under a temporary name, renamed, the directory synced, and only
+//! then the `.offer` written (temp, sync, rename, directory sync). A power cut can therefore
+//! leave a `.snap` without an offer, never an offer for a missing or truncated `.snap`; as a
+//! second line, `open` drops a snapshot whose file length differs from its offer's.
+//! All writes go through [`Fs`], so the power-cut model sees them.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::codec;
+use crate::storage::fs::tmp_path;
+use crate::storage::{Fs, StorageError};
 use crate::wire::SnapshotOffer;
+
+/// Bytes copied per write when keeping an installed snapshot.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Largest chunk served or asked for (the replica's state transfer asks for these).
 pub use crate::replica::CHUNK_BYTES_MAX;
 
 pub struct SnapshotDir {
+    fs: Fs,
     dir: PathBuf,
     kept: usize,
     /// Complete snapshots, oldest first.
@@ -27,7 +40,12 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     /// Opens (creating) the directory, lists complete snapshots, deletes incomplete ones.
     pub fn open(dir: &Path, kept: usize) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        SnapshotDir::open_with(dir, kept, Fs::default())
+    }
+
+    /// [`SnapshotDir::open`] writing through `fs` (tests pass a fault or power-cut plan).
+    pub fn open_with(dir: &Path, kept: usize, fs: Fs) -> std::io::Result<Self> {
+        fs.create_dir_all(dir).map_err(std::io::Error::other)?;
         let mut offers = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
@@ -39,16 +57,21 @@ impl SnapshotDir {
             else {
                 continue;
             };
+            let file_bytes = fs::metadata(&path).map(|m| m.len()).ok();
             match read_offer(&offer_path(dir, height)) {
-                Some(offer) if offer.height == height => offers.push(offer),
+                Some(offer) if offer.height == height && Some(offer.file_bytes) == file_bytes => {
+                    offers.push(offer)
+                }
                 _ => {
                     log::warn!("{}: incomplete snapshot, deleting it", path.display());
+                    let _ = fs::remove_file(offer_path(dir, height));
                     let _ = fs::remove_file(&path);
                 }
             }
         }
         offers.sort_by_key(|o| o.height);
         Ok(Self {
+            fs,
             dir: dir.to_path_buf(),
             kept: kept.max(1),
             offers,
@@ -70,17 +93,9 @@ impl SnapshotDir {
 
     /// Records a complete snapshot file at `snap_path(offer.height)`, then drops the oldest
     /// beyond the number kept.
-    pub fn add(&mut self, offer: SnapshotOffer) -> std::io::Result<()> {
+    pub fn add(&mut self, offer: SnapshotOffer) -> Result<(), StorageError> {
         let path = offer_path(&self.dir, offer.height);
-        let tmp = path.with_extension("offer.tmp");
-        let bytes = codec::encode(&offer);
-        {
-            let mut f = fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_data()?;
-        }
-        fs::rename(&tmp, &path)?;
-        fs::File::open(&self.dir)?.sync_all()?;
+        self.fs.write_file_durably(&path, &codec::encode(&offer))?;
         self.offers.retain(|o| o.height != offer.height);
         self.offers.push(offer);
         self.offers.sort_by_key(|o| o.height);
@@ -90,6 +105,31 @@ impl SnapshotDir {
             let _ = fs::remove_file(self.snap_path(old.height));
         }
         Ok(())
+    }
+
+    /// Keeps a copy of the snapshot file at `from` (one this node installed) as
+    /// `snap_path(offer.height)`, durably, and only then records its offer: a power cut
+    /// never leaves an offer for a truncated file (issue 13 item 4).
+    pub fn keep(&mut self, from: &Path, offer: SnapshotOffer) -> Result<(), StorageError> {
+        let path = self.snap_path(offer.height);
+        let tmp = tmp_path(&path);
+        let mut source = fs::File::open(from).map_err(|e| StorageError::io(from, "open", e))?;
+        let mut file = self.fs.create(&tmp)?;
+        let mut buffer = vec![0u8; COPY_CHUNK_BYTES];
+        loop {
+            let read = source
+                .read(&mut buffer)
+                .map_err(|e| StorageError::io(from, "read", e))?;
+            if read == 0 {
+                break;
+            }
+            self.fs.write_all(&mut file, &tmp, &buffer[..read])?;
+        }
+        self.fs.sync_data(&file, &tmp)?;
+        drop(file);
+        self.fs.rename(&tmp, &path)?;
+        self.fs.sync_dir(&self.dir)?;
+        self.add(offer)
     }
 
     /// Up to `len` bytes at `offset` of the snapshot at `height`; empty if it is gone or the

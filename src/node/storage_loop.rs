@@ -336,10 +336,9 @@ impl StorageCtx {
             return Err("the installed state digest differs from the agreed one".into());
         }
         self.counters.snapshots_installed.bump();
-        // Keep it, so this node can serve it in turn.
-        let kept = self.snapshots.snap_path(offer.height);
-        if std::fs::copy(path, &kept).is_ok() {
-            let _ = self.snapshots.add(offer.clone());
+        // Keep it, so this node can serve it in turn (data durable before its offer).
+        if let Err(e) = self.snapshots.keep(path, offer.clone()) {
+            log::warn!("keeping installed snapshot {}: {e}", offer.height);
         }
         let digest = kv.state_digest();
         drop(kv);

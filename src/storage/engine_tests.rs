@@ -389,3 +389,42 @@ fn tiered_compaction_of_a_middle_run_keeps_tombstones() {
         "full merge drops the tombstone"
     );
 }
+
+/// Issue 13 item 1: a manifest whose `flushed_lsn` is above the last LSN that survived in the
+/// WAL (what a flush that ran ahead of the WAL's fsync leaves after a power cut) must not make
+/// recovery number new writes at or below `flushed_lsn`: the next replay would skip them
+/// although they were acknowledged.
+#[test]
+fn writes_after_a_manifest_ahead_of_the_wal_survive_the_next_reopen() {
+    use super::manifest::Manifest;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path(), small_options());
+        put(&engine, b"a", b"1");
+        put(&engine, b"b", b"2");
+        engine.flush().unwrap();
+    }
+    let fs = Fs::default();
+    let mut manifest = Manifest::load(&fs, dir.path()).unwrap().unwrap();
+    assert!(manifest.flushed_lsn < 10);
+    manifest.flushed_lsn = 10; // records 3..=10 were in the tables, lost from the WAL
+    manifest.store(&fs, dir.path()).unwrap();
+    {
+        let engine = open(dir.path(), small_options());
+        assert!(
+            engine.wal().last_lsn() >= 10,
+            "numbering restarts above flushed_lsn"
+        );
+        put(&engine, b"c", b"3"); // acknowledged
+    }
+    for _ in 0..2 {
+        let engine = open(dir.path(), small_options());
+        assert_eq!(engine.get(b"a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            engine.get(b"c").as_deref(),
+            Some(&b"3"[..]),
+            "acked write lost"
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! manifest, swaps the view, then lets the WAL drop segments the manifest now covers.
 //!
 //! Frozen memtables are flushed oldest first, so `flushed_lsn` only grows and every WAL batch
-//! at or below it is in some table. Writers are never blocked by a flush unless
+//! at or below it is in some table. The manifest never runs ahead of the durable WAL: a
+//! memtable's `max_lsn` is recorded only after the WAL is durable up to it. Writers are never blocked by a flush unless
 //! `frozen_memtables_max` memtables are already waiting (backpressure).
 
 use std::sync::Arc;
@@ -89,6 +90,10 @@ pub(super) fn build_table(inner: &Inner, entries: Vec<TableEntry>) -> Result<Arc
 
 fn flush_memtable(inner: &Inner, frozen: &Arc<MemTable>) -> Result<()> {
     let table = build_table(inner, memtable_entries(frozen))?;
+    // The memtable took its writes before they were durable. The manifest must not claim a
+    // WAL record that a power cut could still take back: recovery would then skip the
+    // records numbered after it (issue 13 item 1).
+    inner.wal.wait_durable(frozen.max_lsn())?;
     let mut meta = inner.meta.lock();
     let mut next = meta.clone();
     next.table_ids.insert(0, table.id());

@@ -4,6 +4,9 @@
 //! tests can inject faults (a failing `fdatasync`, a full disk) through [`FaultPlan`] without
 //! touching the real disk's behaviour. A handle without a plan costs one atomic load per call.
 //!
+//! With [`Fs::with_power_log`] every mutating call is also logged for the power-cut model
+//! ([`super::power_cut`]), which rebuilds the durable image a power cut would leave.
+//!
 //! Durability rule (STYLE rule 8): a new file is durable only after write, `sync_data`,
 //! rename into place, and `sync_dir` on the parent directory; [`Fs::write_file_durably`] does
 //! exactly that sequence.
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Result, StorageError};
+use super::power_cut::FsOp;
 
 /// Injected faults, shared by all clones of one [`Fs`]. `u64::MAX` means "never".
 #[derive(Debug)]
@@ -26,6 +30,9 @@ pub struct FaultPlan {
     /// Length of each file at its last successful `sync_data`: the "durable image" a power
     /// cut would leave (tests copy files truncated to these lengths).
     synced_len_bytes: parking_lot::Mutex<std::collections::HashMap<PathBuf, u64>>,
+    /// The power-cut model's operation log, when enabled. Its lock is held across each real
+    /// call so the log order is the order the calls took effect.
+    power_log: Option<parking_lot::Mutex<Vec<FsOp>>>,
 }
 
 impl Default for FaultPlan {
@@ -34,6 +41,7 @@ impl Default for FaultPlan {
             syncs_left: AtomicU64::new(u64::MAX),
             write_bytes_left: AtomicU64::new(u64::MAX),
             synced_len_bytes: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            power_log: None,
         }
     }
 }
@@ -50,6 +58,57 @@ impl Fs {
         Fs {
             faults: Some(Arc::new(FaultPlan::default())),
         }
+    }
+
+    /// A handle with a fault plan that also logs every mutating call for the power-cut model
+    /// (tests only: the log keeps every byte written).
+    pub fn with_power_log() -> Self {
+        Fs {
+            faults: Some(Arc::new(FaultPlan {
+                power_log: Some(parking_lot::Mutex::new(Vec::new())),
+                ..FaultPlan::default()
+            })),
+        }
+    }
+
+    /// [`Fs::with_power_log`] over a directory that already holds data, which counts as
+    /// durable (what a restart after a power cut finds on the disk).
+    pub fn with_power_log_over(root: &Path) -> Result<Self> {
+        let baseline = super::power_cut::baseline_ops(root)
+            .map_err(|e| StorageError::io(root, "read tree", e))?;
+        Ok(Fs {
+            faults: Some(Arc::new(FaultPlan {
+                power_log: Some(parking_lot::Mutex::new(baseline)),
+                ..FaultPlan::default()
+            })),
+        })
+    }
+
+    /// With a power log: appends a test's note (e.g. what was just acknowledged).
+    pub fn note(&self, note: impl Into<String>) {
+        if let Some(log) = self.faults.as_ref().and_then(|p| p.power_log.as_ref()) {
+            log.lock().push(FsOp::Note(note.into()));
+        }
+    }
+
+    /// With a power log: a copy of the operations logged so far.
+    pub fn power_log(&self) -> Vec<FsOp> {
+        self.faults
+            .as_ref()
+            .and_then(|p| p.power_log.as_ref())
+            .map(|log| log.lock().clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs `call`; with a power log, under the log's lock, logging `op()` if it succeeded.
+    fn logged<T>(&self, op: impl FnOnce() -> FsOp, call: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(log) = self.faults.as_ref().and_then(|p| p.power_log.as_ref()) else {
+            return call();
+        };
+        let mut log = log.lock();
+        let out = call()?;
+        log.push(op());
+        Ok(out)
     }
 
     /// After `count` more successful syncs, every sync fails (EIO).
@@ -116,12 +175,17 @@ impl Fs {
 
     /// Creates (or truncates) a file for writing.
     pub fn create(&self, path: &Path) -> Result<File> {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| StorageError::io(path, "create", e))
+        self.logged(
+            || FsOp::Create(path.to_path_buf()),
+            || {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)
+                    .map_err(|e| StorageError::io(path, "create", e))
+            },
+        )
     }
 
     /// Opens an existing file read-only.
@@ -138,17 +202,28 @@ impl Fs {
             .map_err(|e| StorageError::io(path, "open", e))
     }
 
+    /// Writes at the file's cursor; every caller writes its files front to back.
     pub fn write_all(&self, file: &mut File, path: &Path, bytes: &[u8]) -> Result<()> {
         self.check_write(path, bytes.len())?;
-        file.write_all(bytes)
-            .map_err(|e| StorageError::io(path, "write", e))
+        self.logged(
+            || FsOp::Write(path.to_path_buf(), bytes.to_vec()),
+            || {
+                file.write_all(bytes)
+                    .map_err(|e| StorageError::io(path, "write", e))
+            },
+        )
     }
 
     /// `fdatasync`: the file's data (not necessarily its metadata such as mtime) is durable.
     pub fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
         self.check_sync(path, "fdatasync")?;
-        file.sync_data()
-            .map_err(|e| StorageError::io(path, "fdatasync", e))?;
+        self.logged(
+            || FsOp::SyncData(path.to_path_buf()),
+            || {
+                file.sync_data()
+                    .map_err(|e| StorageError::io(path, "fdatasync", e))
+            },
+        )?;
         if let Some(plan) = &self.faults {
             let len = file
                 .metadata()
@@ -177,27 +252,65 @@ impl Fs {
     /// Makes a directory's entries (creates, renames, deletes) durable.
     pub fn sync_dir(&self, dir: &Path) -> Result<()> {
         self.check_sync(dir, "fsync(dir)")?;
-        let handle = File::open(dir).map_err(|e| StorageError::io(dir, "open(dir)", e))?;
-        handle
-            .sync_all()
-            .map_err(|e| StorageError::io(dir, "fsync(dir)", e))
+        self.logged(
+            || FsOp::SyncDir(dir.to_path_buf()),
+            || {
+                let handle = File::open(dir).map_err(|e| StorageError::io(dir, "open(dir)", e))?;
+                handle
+                    .sync_all()
+                    .map_err(|e| StorageError::io(dir, "fsync(dir)", e))
+            },
+        )
     }
 
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        fs::rename(from, to).map_err(|e| StorageError::io(to, "rename", e))
+        self.logged(
+            || FsOp::Rename {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+            },
+            || fs::rename(from, to).map_err(|e| StorageError::io(to, "rename", e)),
+        )
     }
 
     pub fn remove_file(&self, path: &Path) -> Result<()> {
-        fs::remove_file(path).map_err(|e| StorageError::io(path, "remove", e))
+        self.logged(
+            || FsOp::Remove(path.to_path_buf()),
+            || fs::remove_file(path).map_err(|e| StorageError::io(path, "remove", e)),
+        )
     }
 
     pub fn set_len(&self, file: &File, path: &Path, len_bytes: u64) -> Result<()> {
-        file.set_len(len_bytes)
-            .map_err(|e| StorageError::io(path, "truncate", e))
+        self.logged(
+            || FsOp::SetLen(path.to_path_buf(), len_bytes),
+            || {
+                file.set_len(len_bytes)
+                    .map_err(|e| StorageError::io(path, "truncate", e))
+            },
+        )
     }
 
+    /// Creates `dir` and any missing parents, and makes each new entry durable (fsync of the
+    /// directory it was created in): a data directory that a power cut could unlink would
+    /// take the WAL, the manifest and the safety record with it.
     pub fn create_dir_all(&self, dir: &Path) -> Result<()> {
-        fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create_dir", e))
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .collect();
+        for new_dir in missing.iter().rev() {
+            self.logged(
+                || FsOp::Mkdir(new_dir.to_path_buf()),
+                || match fs::create_dir(new_dir) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        Err(StorageError::io(new_dir, "create_dir", e))
+                    }
+                    _ => Ok(()),
+                },
+            )?;
+            self.sync_dir(parent_dir(new_dir))?;
+        }
+        Ok(())
     }
 
     /// Reads a whole file, refusing files above `len_bytes_max` (a corrupt or hostile file

@@ -3,6 +3,7 @@
 //! Layering (each file has its own `//!` doc with its invariants; byte formats are in
 //! `FORMAT.md`):
 //! - [`fs`]: every file-system call, with fault injection for tests;
+//! - [`power_cut`]: the durable image a power cut would leave, rebuilt from `fs`'s log;
 //! - [`record`], [`segment`], [`wal`]: the generic group-committed write-ahead log;
 //! - [`memtable`], [`sstable`], [`bloom`], [`merge`]: the in-memory and on-disk sorted tables;
 //! - [`manifest`], [`batch`], [`engine`], [`flush`], [`compaction`], [`recovery`], [`replace`]:
@@ -21,6 +22,7 @@ pub mod fs;
 pub mod manifest;
 pub mod memtable;
 pub mod merge;
+pub mod power_cut;
 pub mod record;
 mod recovery;
 mod replace;

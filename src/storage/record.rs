@@ -64,33 +64,6 @@ pub fn parse_record(bytes: &[u8], offset: usize) -> Result<(RecordRef<'_>, usize
     Ok((record, start + len))
 }
 
-/// Payload bytes [`valid_record_after`] may checksum before it gives up. Hostile garbage with
-/// plausible lengths at every offset would otherwise make the scan quadratic.
-pub const TAIL_SCAN_CRC_BYTES_MAX: usize = 256 * 1024 * 1024;
-
-/// True if any offset at or after `from` starts a valid record. Used to tell a torn tail
-/// (garbage up to the end) from corruption in the middle (valid data follows the bad bytes).
-/// If the scan exceeds its work bound it answers `true`: the caller then reports corruption,
-/// the safe side (a real torn tail is a short record or zeros and never costs that much).
-pub fn valid_record_after(bytes: &[u8], from: usize) -> bool {
-    let mut crc_bytes = 0usize;
-    for at in from..bytes.len().saturating_sub(RECORD_HEADER_BYTES) {
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        if len == 0
-            || len > RECORD_PAYLOAD_BYTES_MAX
-            || at + RECORD_HEADER_BYTES + len > bytes.len()
-        {
-            continue; // cannot be a record: no checksum work needed
-        }
-        crc_bytes += len;
-        if crc_bytes > TAIL_SCAN_CRC_BYTES_MAX || parse_record(bytes, at).is_ok() {
-            return true;
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +91,5 @@ mod tests {
             parse_record(&flipped, 0).unwrap_err(),
             "record checksum mismatch"
         );
-        assert!(valid_record_after(&flipped, 1));
-        assert!(!valid_record_after(&buf[..next], 1));
     }
 }

@@ -51,17 +51,19 @@ pub(super) fn recover(
     remove_leftovers(options, dir, &manifest)?;
     let mut memtable = MemTable::new();
     let flushed_lsn = manifest.flushed_lsn;
-    let (wal, stats) = Wal::open(dir, options.wal.clone(), |lsn, kind, body| {
-        if kind != WRITE_BATCH_KIND {
-            return on_record(lsn, kind, body);
-        }
-        if lsn > flushed_lsn {
-            for (key, slot) in WriteBatch::decode(body, lsn)?.ops {
-                memtable.apply(&key, slot, lsn);
+    // Numbering resumes above `flushed_lsn` even if a power cut shortened the log below it.
+    let (wal, stats) =
+        Wal::open_above(dir, options.wal.clone(), flushed_lsn, |lsn, kind, body| {
+            if kind != WRITE_BATCH_KIND {
+                return on_record(lsn, kind, body);
             }
-        }
-        Ok(())
-    })?;
+            if lsn > flushed_lsn {
+                for (key, slot) in WriteBatch::decode(body, lsn)?.ops {
+                    memtable.apply(&key, slot, lsn);
+                }
+            }
+            Ok(())
+        })?;
     log::info!(
         "{}: opened {} tables, replayed {} WAL records from {} segments",
         dir.display(),

@@ -33,13 +33,17 @@ impl Engine {
         } else {
             Some(build_table(inner, entries)?)
         };
+        // Writers are excluded, so no write batch comes after `covered_lsn`; the manifest
+        // claims it only once it is durable (it never runs ahead of the WAL).
+        let covered_lsn = inner.wal.last_lsn();
+        inner.wal.wait_durable(covered_lsn)?;
         let old_tables = inner.view.read().tables.clone();
         let mut active = inner.active.write();
         {
             let mut meta = inner.meta.lock();
             let mut next = meta.clone();
             next.table_ids = table.iter().map(|t| t.id()).collect();
-            next.flushed_lsn = inner.wal.last_lsn();
+            next.flushed_lsn = covered_lsn;
             if let Err(error) = next.store(&inner.fs, &inner.dir) {
                 inner.poison(&error);
                 return Err(error);

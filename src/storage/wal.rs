@@ -15,6 +15,14 @@
 //! no later record is ever reported durable (a failed fsync may have dropped dirty pages, so
 //! retrying it could report data durable that is not).
 //!
+//! Each group commit starts with a batch marker (see `segment.rs`): proof, for replay after a
+//! power cut, that everything written before it was synced. Bad bytes after the last marker
+//! are a torn tail; bad bytes before it are corruption.
+//!
+//! Numbering after a power cut: [`Wal::open_above`] takes the highest LSN the caller has
+//! captured elsewhere (the engine's `flushed_lsn`) and never numbers a new record at or below
+//! it, so a record acknowledged after the restart is never mistaken for a captured one.
+//!
 //! Segments roll at `segment_bytes_max` (checked per batch, so a segment may exceed it by one
 //! batch) and are deleted by [`Wal::purge_before`] once the caller says everything in them is
 //! captured elsewhere (SSTable + manifest, or snapshot).
@@ -30,7 +38,10 @@ use parking_lot::{Condvar, Mutex};
 use super::error::{Result, StorageError};
 use super::fs::Fs;
 use super::record::{RECORD_PAYLOAD_BYTES_MAX, encode_record, framed_len};
-use super::segment::{SegmentInfo, parse_segment_file_name, scan_segment, segment_file_name};
+use super::segment::{
+    BATCH_MARKER_KIND, MARKER_FRAMED_BYTES, SegmentInfo, encode_batch_marker,
+    parse_segment_file_name, scan_segment, segment_file_name,
+};
 
 /// Log sequence number of a record. 0 means "no record".
 pub type Lsn = u64;
@@ -101,6 +112,19 @@ impl Wal {
     pub fn open(
         dir: &Path,
         options: WalOptions,
+        visit: impl FnMut(Lsn, u8, &[u8]) -> Result<()>,
+    ) -> Result<(Wal, ReplayStats)> {
+        Wal::open_above(dir, options, 0, visit)
+    }
+
+    /// [`Wal::open`] for a caller that has captured every record up to `captured_lsn`
+    /// elsewhere: LSNs in `(end of the log, captured_lsn]` may be missing (a power cut took
+    /// them after the caller captured them), and new records are numbered above
+    /// `captured_lsn`, never at or below it.
+    pub fn open_above(
+        dir: &Path,
+        options: WalOptions,
+        captured_lsn: Lsn,
         mut visit: impl FnMut(Lsn, u8, &[u8]) -> Result<()>,
     ) -> Result<(Wal, ReplayStats)> {
         let fs = options.fs.clone();
@@ -117,6 +141,11 @@ impl Wal {
         }
         let count = segments.len();
         for (index, segment) in segments.iter().enumerate() {
+            // A segment may start above the expected LSN only where every LSN skipped is
+            // captured (the previous open renumbered above `captured_lsn`).
+            if segment.first_lsn > next_lsn && segment.first_lsn <= captured_lsn + 1 {
+                next_lsn = segment.first_lsn;
+            }
             if segment.first_lsn != next_lsn {
                 let reason = format!(
                     "segment starts at LSN {} but LSN {next_lsn} was expected (missing segment?)",
@@ -130,6 +159,16 @@ impl Wal {
             stats.records += records;
             stats.torn_tail_bytes += torn;
             stats.segments += 1;
+        }
+        if next_lsn <= captured_lsn {
+            log::warn!(
+                "{}: the log ends at LSN {} but LSNs up to {captured_lsn} are captured; \
+                 numbering resumes at {}",
+                dir.display(),
+                next_lsn - 1,
+                captured_lsn + 1
+            );
+            next_lsn = captured_lsn + 1;
         }
         // Start a fresh segment so a truncated tail is never appended to in place.
         if segments.back().is_some_and(|s| s.first_lsn == next_lsn) {
@@ -171,6 +210,11 @@ impl Wal {
     /// Queues a record and returns its LSN. The record is durable only once
     /// [`Wal::wait_durable`] returns `Ok` for this LSN (or a later one).
     pub fn append(&self, kind: u8, body: &[u8]) -> Result<Lsn> {
+        if kind == BATCH_MARKER_KIND {
+            return Err(StorageError::invalid(format!(
+                "WAL record kind {kind} is reserved for batch markers"
+            )));
+        }
         let record_len = framed_len(body.len());
         if body.len() + 1 > RECORD_PAYLOAD_BYTES_MAX
             || record_len > self.shared.options.queue_bytes_max
@@ -309,7 +353,7 @@ fn replay_segment(
     visit: &mut impl FnMut(Lsn, u8, &[u8]) -> Result<()>,
 ) -> Result<(u64, u64)> {
     let bytes = fs.read_file(&segment.path, SEGMENT_READ_BYTES_MAX)?;
-    let scan = scan_segment(&bytes, &segment.path, is_last)?;
+    let scan = scan_segment(&bytes, &segment.path, first_lsn, is_last)?;
     for (index, record) in scan.records.iter().enumerate() {
         visit(first_lsn + index as u64, record.kind, record.body)?;
     }
@@ -387,7 +431,9 @@ fn committer_loop(shared: &WalShared, file: File) {
     }
 }
 
-/// Writes one group-commit batch (rolling first if the segment is full) and syncs it.
+/// Writes one group-commit batch behind its marker (rolling first if the segment is full)
+/// and syncs it. The previous batch was synced before this one is written: that is what the
+/// marker certifies.
 fn write_batch(
     shared: &WalShared,
     active: &mut ActiveSegment,
@@ -395,9 +441,8 @@ fn write_batch(
     first_lsn: Lsn,
 ) -> Result<()> {
     let fs = &shared.options.fs;
-    if active.len_bytes > 0
-        && active.len_bytes + batch.len() as u64 > shared.options.segment_bytes_max
-    {
+    let batch_bytes = (MARKER_FRAMED_BYTES + batch.len()) as u64;
+    if active.len_bytes > 0 && active.len_bytes + batch_bytes > shared.options.segment_bytes_max {
         // The current segment was synced by the previous batch, so it is complete on disk.
         let info = SegmentInfo {
             first_lsn,
@@ -412,7 +457,10 @@ fn write_batch(
         };
         shared.state.lock().segments.push_back(info);
     }
+    let mut marker = Vec::with_capacity(MARKER_FRAMED_BYTES);
+    encode_batch_marker(&mut marker, active.len_bytes, first_lsn);
+    fs.write_all(&mut active.file, &active.path, &marker)?;
     fs.write_all(&mut active.file, &active.path, batch)?;
-    active.len_bytes += batch.len() as u64;
+    active.len_bytes += batch_bytes;
     fs.sync_data(&active.file, &active.path)
 }

@@ -288,3 +288,63 @@ fn acknowledged_records_are_in_the_synced_image() {
     assert!(acked.iter().all(|a| a.load(Ordering::SeqCst) == 150));
     check_image(); // and one after every record was acknowledged
 }
+
+/// Appends `bytes` to the newest non-empty segment and deletes the empty active segment the
+/// last open created, so the damaged one is the tail again.
+fn append_to_tail(dir: &Path, bytes: &[u8]) {
+    let paths = segment_paths(dir);
+    for path in &paths {
+        if std::fs::metadata(path).unwrap().len() == 0 {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let tail = segment_paths(dir).pop().unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(tail).unwrap();
+    std::io::Write::write_all(&mut file, bytes).unwrap();
+}
+
+/// A power cut can leave an unsynced tail in which a later page reached the disk and an
+/// earlier one did not (it reads back as zeros). Nothing in it was acknowledged, so it is a
+/// torn tail, not corruption: the node must start after an ordinary power loss.
+#[test]
+fn a_hole_then_valid_data_in_the_unsynced_tail_is_a_torn_tail() {
+    use super::record::encode_record;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = replay(dir.path(), WalOptions::default()).unwrap();
+        for i in 0..3u8 {
+            wal.append_durable(2, &[i; 20]).unwrap();
+        }
+    }
+    let mut tail = vec![0u8; 512]; // the unsynced page that never landed
+    encode_record(&mut tail, 2, &[9; 20]); // the one after it, which did
+    append_to_tail(dir.path(), &tail);
+    let (wal, records) = replay(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(
+        records.len(),
+        3,
+        "the acknowledged records, nothing of the tail"
+    );
+    assert_eq!(wal.last_lsn(), 3);
+}
+
+/// The same damage inside the durable prefix (a later group commit proves it was synced) is
+/// corruption: the store refuses to open rather than drop acknowledged records.
+#[test]
+fn a_hole_inside_the_synced_prefix_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = replay(dir.path(), WalOptions::default()).unwrap();
+        for i in 0..3u8 {
+            wal.append_durable(2, &[i; 20]).unwrap();
+        }
+    }
+    let path = segment_paths(dir.path())[0].clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..16].fill(0); // the first group commit's bytes
+    std::fs::write(&path, &bytes).unwrap();
+    let error = replay(dir.path(), WalOptions::default()).err().unwrap();
+    assert!(error.is_corruption(), "{error}");
+    assert!(error.to_string().contains("offset 0"), "{error}");
+}

@@ -27,6 +27,7 @@ pub fn test_limits() -> NetLimits {
         max_frame_bytes: MAX_FRAME_BYTES,
         write_buffer_bytes_max: 32 << 20,
         handshakes_max: 16,
+        handshakes_per_addr_max: 4,
         connections_max: 256,
         handshake_timeout_ms: 500,
         reconnect_backoff_ms_min: 20,

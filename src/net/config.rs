@@ -40,8 +40,13 @@ pub struct NetLimits {
     /// Per-connection bytes queued for the socket; a frame that would exceed it is dropped
     /// and counted (not the connection: consensus recovers a lost message, a reconnect costs more).
     pub write_buffer_bytes_max: usize,
-    /// Concurrent inbound connections that have not finished their handshake.
+    /// Concurrent inbound connections that have not finished their handshake, from outsiders'
+    /// addresses; connections from the members' addresses have a pool of this size of their
+    /// own (see `admission`), so a flood from elsewhere cannot shut a peer out.
     pub handshakes_max: usize,
+    /// Unfinished inbound handshakes from one source address (an IPv6 /64) that is not a
+    /// member's, so filling `handshakes_max` takes many addresses.
+    pub handshakes_per_addr_max: usize,
     /// Concurrent connections other than peer links (clients and unfinished inbound
     /// handshakes). Peer links (at most one per peer) come on top, so clients can never take
     /// the room a peer needs to get back in; so does one unfinished handshake per peer that
@@ -66,6 +71,7 @@ impl Default for NetLimits {
             max_frame_bytes: 16 << 20,
             write_buffer_bytes_max: 64 << 20,
             handshakes_max: 64,
+            handshakes_per_addr_max: 8,
             connections_max: 1024,
             handshake_timeout_ms: 5_000,
             reconnect_backoff_ms_min: 50,
@@ -120,6 +126,10 @@ impl NetLimits {
         let nonzero = [
             ("max_frame_bytes", self.max_frame_bytes as u64),
             ("handshakes_max", self.handshakes_max as u64),
+            (
+                "handshakes_per_addr_max",
+                self.handshakes_per_addr_max as u64,
+            ),
             ("connections_max", self.connections_max as u64),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("reconnect_backoff_ms_min", self.reconnect_backoff_ms_min),

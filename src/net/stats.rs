@@ -22,7 +22,8 @@ pub enum RejectReason {
     OversizeFrame,
     /// A frame that did not decrypt or did not fit the chunk layout.
     Garbage,
-    /// Refused at accept: too many connections, or too many unfinished handshakes.
+    /// Refused at accept: too many connections, or no handshake slot (the pool, or the
+    /// source address's share of it, is full).
     TooManyConnections,
     /// A peer dialled us although the lower id dials (see `event_loop`).
     WrongDirection,

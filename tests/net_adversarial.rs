@@ -373,3 +373,103 @@ fn a_restarted_peer_gets_back_in_under_a_continuing_handshake_flood_from_many_ad
     honest_traffic_still_flows(&cluster, "while the flood goes on");
     drop(flood);
 }
+
+/// The first `share` of a sealed application frame carrying `plain_bytes` bytes.
+fn partial_frame(client: &mut NoiseClient, plain_bytes: usize, share: f64) -> Vec<u8> {
+    let mut sealed = Vec::new();
+    client
+        .link
+        .seal(&pseudo_random_bytes(5, plain_bytes), &mut sealed)
+        .unwrap();
+    sealed.truncate((sealed.len() as f64 * share) as usize);
+    sealed
+}
+
+/// A client link accepts the largest valid request, not the peers' frame limit: one byte
+/// more is refused at its length prefix, while peers still exchange larger frames.
+#[test]
+fn a_client_frame_above_the_client_limit_is_refused_and_peers_keep_their_own() {
+    let limits = bftd::net::NetLimits {
+        client_frame_bytes_max: 64 * 1024,
+        ..support::test_limits()
+    };
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start_with(2, ClientAccess::AllowList(vec![client_key.public]), limits);
+    cluster.wait_all_linked();
+    let mut client = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    client.send(&[1u8; 64 * 1024]).unwrap();
+    let got = cluster
+        .node(1)
+        .inbound()
+        .recv_timeout(support::DEADLINE)
+        .unwrap();
+    assert_eq!(got.bytes.len(), 64 * 1024);
+    let header = partial_frame(&mut client, 64 * 1024 + 1, 0.0001);
+    client.stream.write_all(&header[..4]).unwrap();
+    assert!(closed_by_remote(&mut client.stream));
+    wait_counted(
+        &cluster,
+        "client frame over its limit",
+        |s| s.rejected_oversize_frame,
+        1,
+    );
+    cluster.deliver(0, 1, &vec![2u8; 1 << 20]);
+}
+
+/// A client that sends half a frame and stalls is closed after `frame_timeout_ms`, and its
+/// buffer with it.
+#[test]
+fn a_frame_that_stalls_midway_is_closed_after_the_frame_timeout() {
+    let limits = bftd::net::NetLimits {
+        frame_timeout_ms: 300,
+        ..support::test_limits()
+    };
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start_with(2, ClientAccess::AllowList(vec![client_key.public]), limits);
+    cluster.wait_all_linked();
+    let mut client = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let half = partial_frame(&mut client, 256 * 1024, 0.5);
+    client.stream.write_all(&half).unwrap();
+    assert!(closed_by_remote(&mut client.stream));
+    wait_counted(&cluster, "stalled frame", |s| s.rejected_frame_timeout, 1);
+    honest_traffic_still_flows(&cluster, "after a stalled frame");
+}
+
+/// Partial client frames together hold at most `client_partial_frames_bytes_max` beyond each
+/// one's first 64 KiB: the client whose frame would pass it is closed; small frames from
+/// other clients still get through.
+#[test]
+fn partial_client_frames_are_bounded_in_bytes_across_connections() {
+    let limits = bftd::net::NetLimits {
+        client_partial_frames_bytes_max: 1 << 20,
+        ..support::test_limits()
+    };
+    let cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c =
+            NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap()).unwrap();
+        let half = partial_frame(&mut c, 1 << 20, 0.5);
+        // The node may close the link mid-write; that is the point.
+        let _ = c.stream.write_all(&half);
+        held.push(c);
+    }
+    wait_counted(
+        &cluster,
+        "over the partial-frame budget",
+        |s| s.rejected_memory_budget,
+        1,
+    );
+    let mut small =
+        NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap()).unwrap();
+    small.send(b"small frames still pass").unwrap();
+    wait_until("the small frame arrives", || {
+        cluster
+            .node(1)
+            .inbound()
+            .try_iter()
+            .any(|m| m.bytes == b"small frames still pass")
+    });
+    drop(held);
+}

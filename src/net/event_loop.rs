@@ -81,6 +81,8 @@ pub(crate) struct EventLoop {
     accept_more: bool,
     accept_retry: bool,
     scratch: Vec<u8>,
+    /// Bytes of partly received client frames, charged by each connection (see `Connection`).
+    partial_bytes: usize,
 }
 
 impl EventLoop {
@@ -118,6 +120,7 @@ impl EventLoop {
             accept_more: false,
             accept_retry: false,
             scratch: vec![0; READ_CHUNK_BYTES],
+            partial_bytes: 0,
             limits,
         }
     }
@@ -147,7 +150,7 @@ impl EventLoop {
             self.drain_outbound();
             self.resume_paused();
             let now = Instant::now();
-            self.expire_handshakes(now);
+            self.expire_deadlines(now);
             self.dial_due(now);
         }
     }
@@ -156,11 +159,12 @@ impl EventLoop {
         if !self.io.outbound_rx.is_empty() || self.accept_more {
             return Duration::ZERO;
         }
-        let handshakes = self
+        let frame_timeout = Duration::from_millis(self.limits.frame_timeout_ms);
+        let deadlines = self
             .conns
             .values()
-            .filter_map(Connection::handshake_deadline);
-        let next = handshakes.chain(self.peers.next_dial_at()).min();
+            .filter_map(|c| earliest(c.handshake_deadline(), c.frame_deadline(frame_timeout)));
+        let next = deadlines.chain(self.peers.next_dial_at()).min();
         let mut timeout = next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
         if !self.resume.is_empty() || self.accept_retry {
             timeout = timeout.min(Duration::from_millis(RETRY_MS));
@@ -310,7 +314,10 @@ impl EventLoop {
                 inbound_tx: &self.io.inbound_tx,
                 counters: &self.io.counters,
                 max_frame_bytes: self.limits.max_frame_bytes,
+                client_frame_bytes_max: self.limits.client_frame_bytes_max,
                 read_bytes_per_event_max: self.limits.read_bytes_per_event_max,
+                partial_bytes: &mut self.partial_bytes,
+                partial_bytes_max: self.limits.client_partial_frames_bytes_max,
             };
             let pumped = conn.pump(&mut ctx);
             // Handshake replies were queued while pumping.
@@ -370,15 +377,24 @@ impl EventLoop {
         }
     }
 
-    fn expire_handshakes(&mut self, now: Instant) {
-        let expired: Vec<Token> = self
+    /// Closes unfinished handshakes and frames whose time is up.
+    fn expire_deadlines(&mut self, now: Instant) {
+        let frame_timeout = Duration::from_millis(self.limits.frame_timeout_ms);
+        let expired: Vec<(Token, RejectReason)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.handshake_deadline().is_some_and(|d| d <= now))
-            .map(|(t, _)| *t)
+            .filter_map(|(t, c)| {
+                if c.handshake_deadline().is_some_and(|d| d <= now) {
+                    Some((*t, RejectReason::HandshakeTimeout))
+                } else if c.frame_deadline(frame_timeout).is_some_and(|d| d <= now) {
+                    Some((*t, RejectReason::FrameTimeout))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for token in expired {
-            self.close(token, Close::Reject(RejectReason::HandshakeTimeout));
+        for (token, reason) in expired {
+            self.close(token, Close::Reject(reason));
         }
     }
 
@@ -402,6 +418,7 @@ impl EventLoop {
         };
         let _ = self.io.poll.registry().deregister(&mut conn.stream);
         self.resume.remove(&token);
+        self.partial_bytes -= conn.charged_bytes();
         let dial_failed = conn.dialled().is_some()
             && matches!(
                 close,
@@ -454,6 +471,13 @@ impl EventLoop {
                 self.close(token, close);
             }
         }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -5,10 +5,14 @@
 mod support;
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bftd::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake};
 use bftd::net::{ClientAccess, NetStats, generate_static_keypair};
+use socket2::{Domain, SockAddr, Socket, Type};
 use support::{
     Cluster, NoiseClient, PROLOGUE, closed_by_remote, pseudo_random_bytes, raw_frame, wait_until,
 };
@@ -217,4 +221,255 @@ fn a_restarted_peer_gets_back_in_while_clients_fill_connections_max() {
     );
     assert_eq!(cluster.stats(1).client_links_established, 2);
     drop(clients);
+}
+
+/// Half-open connections (connected, nothing sent) from many loopback source addresses
+/// (127.0.0.2, 127.0.0.3, ...): an outsider that keeps every handshake slot it can get. A
+/// connection the node closes is replaced at once, and each one is replaced by the flood
+/// itself before the node's handshake timeout, so slots never sit free waiting for an expiry.
+/// Stops by itself after `FLOOD_SECS_MAX`.
+struct HandshakeFlood {
+    stop: Arc<AtomicBool>,
+    connects: Arc<AtomicU64>,
+    /// Connections the node has not closed, as of the last sweep.
+    open: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const FLOOD_SECS_MAX: u64 = 120;
+
+impl HandshakeFlood {
+    fn start(target: SocketAddr, sources: u8, per_source: usize, refresh: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let connects = Arc::new(AtomicU64::new(0));
+        let open = Arc::new(AtomicU64::new(0));
+        let (stop2, connects2, open2) = (stop.clone(), connects.clone(), open.clone());
+        let thread = std::thread::spawn(move || {
+            type Held = (Ipv4Addr, Option<(TcpStream, Instant)>);
+            let mut held: Vec<Held> = (0..sources)
+                .flat_map(|k| (0..per_source).map(move |_| (Ipv4Addr::new(127, 0, 0, 2 + k), None)))
+                .collect();
+            let give_up = Instant::now() + Duration::from_secs(FLOOD_SECS_MAX);
+            while !stop2.load(Ordering::Relaxed) && Instant::now() < give_up {
+                for (source, slot) in &mut held {
+                    let stale = slot
+                        .as_ref()
+                        .is_none_or(|(s, opened)| closed_now(s) || opened.elapsed() >= refresh);
+                    if stale {
+                        *slot = None; // close first: the new one must find the slot free
+                        *slot = half_open_from(*source, target).map(|s| (s, Instant::now()));
+                        connects2.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let still_open = held
+                    .iter()
+                    .filter(|(_, slot)| slot.as_ref().is_some_and(|(s, _)| !closed_now(s)))
+                    .count();
+                open2.store(still_open as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        Self {
+            stop,
+            connects,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
+    }
+
+    fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for HandshakeFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP connection to `target` from `source` that never says anything.
+fn half_open_from(source: Ipv4Addr, target: SocketAddr) -> Option<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket
+        .bind(&SockAddr::from(SocketAddr::new(source.into(), 0)))
+        .ok()?;
+    socket
+        .connect_timeout(&SockAddr::from(target), Duration::from_secs(1))
+        .ok()?;
+    let stream: TcpStream = socket.into();
+    stream.set_nonblocking(true).ok()?;
+    Some(stream)
+}
+
+/// True if the remote closed `stream` (EOF or reset); never blocks.
+fn closed_now(stream: &TcpStream) -> bool {
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// An outsider holds every handshake slot it can from 24 addresses, refreshing each as it
+/// expires; the highest node never dials, so when node 0 restarts, only node 1's accept can
+/// bring the link back. Members' addresses have their own pool: the link comes back while the
+/// flood goes on, and the flood is still refused beyond its share.
+#[test]
+fn a_restarted_peer_gets_back_in_under_a_continuing_handshake_flood_from_many_addresses() {
+    // The daemon's timing: slots held for seconds, and a refused peer backs off to seconds.
+    let limits = bftd::net::NetLimits {
+        handshake_timeout_ms: 5_000,
+        reconnect_backoff_ms_max: 5_000,
+        ..support::test_limits()
+    };
+    let mut cluster = Cluster::start_with(2, ClientAccess::Any, limits.clone());
+    cluster.wait_all_linked();
+    let sources = 24u8;
+    let per_source = limits.handshakes_per_addr_max + 1;
+    assert!(usize::from(sources) * per_source > 2 * limits.handshakes_max);
+    let refresh = Duration::from_millis(limits.handshake_timeout_ms * 4 / 5);
+    let flood = HandshakeFlood::start(cluster.addrs[1], sources, per_source, refresh);
+    // Full means refusals keep coming: beyond each address's share and beyond the pool.
+    let refused_before = cluster.stats(1).rejected_too_many_connections;
+    wait_until("the flood fills node 1's handshake slots", || {
+        cluster.stats(1).rejected_too_many_connections >= refused_before + 100
+    });
+    wait_until("the flood holds a full pool of handshake slots", || {
+        flood.open() >= limits.handshakes_max as u64
+    });
+    wait_until("the flood refreshes its slots", || {
+        flood.connects() >= 4 * (usize::from(sources) * per_source) as u64
+    });
+
+    let addr = cluster.addrs[0];
+    cluster.nodes[0].take().unwrap().shutdown();
+    wait_until("node 1 notices node 0 is gone", || {
+        cluster.stats(1).disconnects >= 1
+    });
+    let connects_at_restart = flood.connects();
+    cluster.start_node(0, addr);
+    cluster.wait_link(1, 0, 2);
+    let (s0, s1) = (cluster.stats(0), cluster.stats(1));
+    eprintln!(
+        "link back after {} dial(s) by node 0; node 1 refused {} and timed out {} handshakes; flood connects {}",
+        s0.dials_started,
+        s1.rejected_too_many_connections,
+        s1.rejected_handshake_timeout,
+        flood.connects()
+    );
+    honest_traffic_still_flows(&cluster, "after the peer got back in under the flood");
+    // The flood went on meanwhile (it reconnects whatever the node closes).
+    wait_until("the flood keeps reconnecting", || {
+        flood.connects() > connects_at_restart + 10
+    });
+    honest_traffic_still_flows(&cluster, "while the flood goes on");
+    drop(flood);
+}
+
+/// The first `share` of a sealed application frame carrying `plain_bytes` bytes.
+fn partial_frame(client: &mut NoiseClient, plain_bytes: usize, share: f64) -> Vec<u8> {
+    let mut sealed = Vec::new();
+    client
+        .link
+        .seal(&pseudo_random_bytes(5, plain_bytes), &mut sealed)
+        .unwrap();
+    sealed.truncate((sealed.len() as f64 * share) as usize);
+    sealed
+}
+
+/// A client link accepts the largest valid request, not the peers' frame limit: one byte
+/// more is refused at its length prefix, while peers still exchange larger frames.
+#[test]
+fn a_client_frame_above_the_client_limit_is_refused_and_peers_keep_their_own() {
+    let limits = bftd::net::NetLimits {
+        client_frame_bytes_max: 64 * 1024,
+        ..support::test_limits()
+    };
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start_with(2, ClientAccess::AllowList(vec![client_key.public]), limits);
+    cluster.wait_all_linked();
+    let mut client = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    client.send(&[1u8; 64 * 1024]).unwrap();
+    let got = cluster
+        .node(1)
+        .inbound()
+        .recv_timeout(support::DEADLINE)
+        .unwrap();
+    assert_eq!(got.bytes.len(), 64 * 1024);
+    let header = partial_frame(&mut client, 64 * 1024 + 1, 0.0001);
+    client.stream.write_all(&header[..4]).unwrap();
+    assert!(closed_by_remote(&mut client.stream));
+    wait_counted(
+        &cluster,
+        "client frame over its limit",
+        |s| s.rejected_oversize_frame,
+        1,
+    );
+    cluster.deliver(0, 1, &vec![2u8; 1 << 20]);
+}
+
+/// A client that sends half a frame and stalls is closed after `frame_timeout_ms`, and its
+/// buffer with it.
+#[test]
+fn a_frame_that_stalls_midway_is_closed_after_the_frame_timeout() {
+    let limits = bftd::net::NetLimits {
+        frame_timeout_ms: 300,
+        ..support::test_limits()
+    };
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start_with(2, ClientAccess::AllowList(vec![client_key.public]), limits);
+    cluster.wait_all_linked();
+    let mut client = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let half = partial_frame(&mut client, 256 * 1024, 0.5);
+    client.stream.write_all(&half).unwrap();
+    assert!(closed_by_remote(&mut client.stream));
+    wait_counted(&cluster, "stalled frame", |s| s.rejected_frame_timeout, 1);
+    honest_traffic_still_flows(&cluster, "after a stalled frame");
+}
+
+/// Partial client frames together hold at most `client_partial_frames_bytes_max` beyond each
+/// one's first 64 KiB: the client whose frame would pass it is closed; small frames from
+/// other clients still get through.
+#[test]
+fn partial_client_frames_are_bounded_in_bytes_across_connections() {
+    let limits = bftd::net::NetLimits {
+        client_partial_frames_bytes_max: 1 << 20,
+        ..support::test_limits()
+    };
+    let cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c =
+            NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap()).unwrap();
+        let half = partial_frame(&mut c, 1 << 20, 0.5);
+        // The node may close the link mid-write; that is the point.
+        let _ = c.stream.write_all(&half);
+        held.push(c);
+    }
+    wait_counted(
+        &cluster,
+        "over the partial-frame budget",
+        |s| s.rejected_memory_budget,
+        1,
+    );
+    let mut small =
+        NoiseClient::connect(cluster.addrs[1], &generate_static_keypair().unwrap()).unwrap();
+    small.send(b"small frames still pass").unwrap();
+    wait_until("the small frame arrives", || {
+        cluster
+            .node(1)
+            .inbound()
+            .try_iter()
+            .any(|m| m.bytes == b"small frames still pass")
+    });
+    drop(held);
 }

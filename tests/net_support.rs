@@ -25,8 +25,12 @@ pub const MAX_FRAME_BYTES: usize = 4 << 20;
 pub fn test_limits() -> NetLimits {
     NetLimits {
         max_frame_bytes: MAX_FRAME_BYTES,
+        client_frame_bytes_max: MAX_FRAME_BYTES,
+        client_partial_frames_bytes_max: 64 << 20,
+        frame_timeout_ms: 30_000,
         write_buffer_bytes_max: 32 << 20,
         handshakes_max: 16,
+        handshakes_per_addr_max: 4,
         connections_max: 256,
         handshake_timeout_ms: 500,
         reconnect_backoff_ms_min: 20,

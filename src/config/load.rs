@@ -13,7 +13,7 @@ use super::file::{ClientAllow, NodeConfig};
 use super::members::{self, Member};
 use crate::consensus::CoreConfig;
 use crate::crypto::{ClientPolicy, Committee, Signer};
-use crate::net::{ClientAccess, PeerConfig, TransportConfig};
+use crate::net::{ClientAccess, NetLimits, PeerConfig, TransportConfig};
 use crate::types::{ClusterId, NodeId};
 
 /// A client allowed by `[clients] allow`.
@@ -280,7 +280,18 @@ impl LoadedConfig {
             peers,
             clients,
             prologue: self.cluster.0.to_vec(),
-            limits: self.raw.limits.clone(),
+            limits: NetLimits {
+                client_frame_bytes_max: self.client_frame_bytes_max(),
+                ..self.raw.limits.clone()
+            },
         }
+    }
+
+    /// The largest valid request's frame: ops within the verifier's limit and within a block.
+    fn client_frame_bytes_max(&self) -> usize {
+        let ops_bytes_max = crate::crypto::VerifierLimits::default()
+            .request_ops_bytes_max
+            .min(self.raw.consensus.block_bytes_max);
+        crate::wire::client::submit_frame_bytes_max(ops_bytes_max)
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Every signed payload is `len(tag) || tag || cluster_id || body` (see [`domain`]), so a
 //! signature made for one message kind or one cluster never verifies as another. Acceptance
-//! follows `verify_strict` on every path: canonical `s`, no small-order `R`, no weak keys
-//! (weak keys are refused when a committee or client key is registered).
+//! is ZIP-215 on every path, batched or single (see `sig_batch`): canonical `s`, any point
+//! encoding for `R` and `A`, the cofactored equation; weak (small-order) keys are refused when
+//! a committee or client key is registered.
 
 pub mod domain;
 mod keys;

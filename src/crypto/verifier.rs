@@ -6,6 +6,15 @@
 //! can build a [`Verified`] value, so the core cannot be handed an unchecked message by
 //! mistake. The checks are stateless: they depend only on the committee, the limits and the
 //! client policy, so any number of verifier threads can share one `Verifier`.
+//!
+//! Certified history is judged by its signatures, not by today's client policy: a block that
+//! arrives in a sync response was accepted by a quorum when it was proposed (the core inserts a
+//! synced block only when a verified QC certifies it: its successor's in the response, or the
+//! QC that made the requester want it). After a client key is rotated out of `[clients]
+//! allow`, a lagging node must still accept the old blocks that carry it; it re-checks their
+//! signatures only. Fresh proposals and client submissions still need today's policy, and a
+//! request admitted only as history never enters the seen-cache, so the cache cannot carry it
+//! into a proposal.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -93,6 +102,22 @@ impl ClientPolicy {
         Ok(Self::AllowList(map))
     }
 
+    /// The key of a request inside certified history, and whether today's policy admits the
+    /// client (only then may its digest be cached). A client no longer allowed is checked
+    /// against its own key, which must still be a valid, non-weak point.
+    fn historical_key(&self, client: &ClientKey) -> Result<(VerifyingKey, bool), VerifyError> {
+        match self.key(client) {
+            Ok(key) => Ok((key, true)),
+            Err(VerifyError::NotAuthorised(_)) => match VerifyingKey::from_bytes(&client.0) {
+                Ok(k) if !k.is_weak() => Ok((k, false)),
+                _ => Err(VerifyError::Malformed(
+                    "client key is not a usable Ed25519 key",
+                )),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     fn key(&self, client: &ClientKey) -> Result<VerifyingKey, VerifyError> {
         match self {
             ClientPolicy::AllowList(map) => map
@@ -167,6 +192,16 @@ struct Gathered {
     digests: Vec<(usize, [u8; 32])>,
 }
 
+/// Where a block comes from, which decides whose client policy its requests answer to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provenance {
+    /// A proposal or a fresh submission: today's policy.
+    Proposed,
+    /// Certified history (a sync response): the policy of the quorum that certified it, so
+    /// only the signatures are checked again.
+    Certified,
+}
+
 /// Rounds and heights above this are refused, so no arithmetic on them can overflow (at one
 /// round per millisecond this is millions of years away).
 pub const ROUND_MAX: u64 = u64::MAX / 4;
@@ -231,7 +266,10 @@ impl Verifier {
         let mut results: Vec<Result<ClientRequest, VerifyError>> = reqs
             .into_iter()
             .enumerate()
-            .map(|(i, r)| self.check_request(i, &r, &mut g).map(|()| r))
+            .map(|(i, r)| {
+                self.check_request(i, &r, Provenance::Proposed, &mut g)
+                    .map(|()| r)
+            })
             .collect();
         self.finish(&mut g, &mut results);
         results.into_iter().map(|r| r.map(Verified)).collect()
@@ -261,7 +299,7 @@ impl Verifier {
     ) -> Result<VerifiedMessage, VerifyError> {
         match msg {
             Message::Proposal(block) => {
-                let id = self.check_block(i, &block, g)?;
+                let id = self.check_block(i, &block, Provenance::Proposed, g)?;
                 Ok(VerifiedMessage::Proposal { id, block })
             }
             Message::Vote(v) => {
@@ -306,7 +344,7 @@ impl Verifier {
         }
         let mut out: Vec<(BlockId, Block)> = Vec::with_capacity(blocks.len());
         for block in blocks {
-            let id = self.check_block(i, &block, g)?;
+            let id = self.check_block(i, &block, Provenance::Certified, g)?;
             if let Some((prev_id, prev)) = out.last() {
                 // Each block must be the certified parent of the next: the chain is then
                 // certified link by link, and the requester checks the top against its target.
@@ -319,7 +357,13 @@ impl Verifier {
         Ok(VerifiedMessage::SyncResponse { blocks: out })
     }
 
-    fn check_block(&self, i: usize, b: &Block, g: &mut Gathered) -> Result<BlockId, VerifyError> {
+    fn check_block(
+        &self,
+        i: usize,
+        b: &Block,
+        provenance: Provenance,
+        g: &mut Gathered,
+    ) -> Result<BlockId, VerifyError> {
         let key = self.member_key(b.author)?;
         if b.round == 0 || b.height == 0 || b.round > ROUND_MAX || b.height > ROUND_MAX {
             return Err(VerifyError::Malformed("block round or height out of range"));
@@ -352,7 +396,7 @@ impl Verifier {
             return Err(VerifyError::TooLarge("block payload bytes"));
         }
         for req in &b.payload {
-            self.check_request(i, req, g)?;
+            self.check_request(i, req, provenance, g)?;
         }
         self.check_qc(i, &b.qc, g)?;
         if let Some(tc) = &b.tc {
@@ -368,18 +412,23 @@ impl Verifier {
         &self,
         i: usize,
         r: &ClientRequest,
+        provenance: Provenance,
         g: &mut Gathered,
     ) -> Result<(), VerifyError> {
         if r.ops.len() > self.limits.request_ops_bytes_max {
             return Err(VerifyError::TooLarge("request ops"));
         }
-        // A cached digest passed the client policy and its signature when it was inserted (the
-        // policy never changes), so a hit skips both, including the key decompression.
+        // A cached digest passed today's client policy and its signature when it was inserted
+        // (the policy is fixed for this verifier's life), so a hit skips both, including the
+        // key decompression.
         let digest = r.digest().0;
         if self.seen.contains(&digest) {
             return Ok(());
         }
-        let key = self.clients.key(&r.client)?;
+        let (key, admitted_today) = match provenance {
+            Provenance::Proposed => (self.clients.key(&r.client)?, true),
+            Provenance::Certified => self.clients.historical_key(&r.client)?,
+        };
         let body = domain::request_body(&r.client, r.seq, &r.ops);
         self.push(
             g,
@@ -390,7 +439,9 @@ impl Verifier {
             &r.signature,
             key,
         );
-        g.digests.push((i, digest));
+        if admitted_today {
+            g.digests.push((i, digest));
+        }
         Ok(())
     }
 

@@ -310,3 +310,59 @@ fn sync_responses_must_be_one_certified_chain() {
         Err(VerifyError::Malformed(_))
     ));
 }
+
+/// After a client key is rotated out of the allow-list, certified history that carries it
+/// still syncs (signatures checked, not today's membership); a fresh proposal with it is
+/// refused, before and after the history passed through the verifier (the seen-cache does not
+/// launder it); and a forged signature in history is still a bad signature.
+#[test]
+fn certified_history_from_a_rotated_out_client_still_syncs() {
+    let f = fixture(ClientPolicy::Any);
+    let new_client = f.request(9, 1);
+    let policy = ClientPolicy::allow_list(&[new_client.client.0]).unwrap();
+    let f = Fixture {
+        verifier: Verifier::new(
+            Arc::new(f.verifier.committee().clone()),
+            VerifierLimits::default(),
+            policy,
+        ),
+        ..f
+    };
+    // Fixture blocks carry a request from client secret 7: the rotated-out key.
+    let b1 = genesis_child(&f);
+    let old_client = b1.payload[0].client;
+    let b2 = f.block(2, 2, f.qc(b1.compute_id(), 1, &[0, 1, 2]));
+    assert_eq!(
+        f.check(Message::Proposal(b1.clone())).unwrap_err(),
+        VerifyError::NotAuthorised(old_client)
+    );
+    let synced = SyncResponse {
+        blocks: vec![b1.clone(), b2.clone()],
+    };
+    match f.check(Message::SyncResponse(synced)) {
+        Ok(VerifiedMessage::SyncResponse { blocks }) => assert_eq!(blocks.len(), 2),
+        other => panic!("certified history must verify, got {other:?}"),
+    }
+    assert_eq!(
+        f.check(Message::Proposal(b1.clone())).unwrap_err(),
+        VerifyError::NotAuthorised(old_client)
+    );
+    let results = f.verifier.verify_requests(vec![b1.payload[0].clone()]);
+    assert_eq!(
+        results[0].as_ref().unwrap_err(),
+        &VerifyError::NotAuthorised(old_client)
+    );
+
+    let mut forged = b1.clone();
+    forged.payload[0].seq += 1;
+    let id = forged.compute_id();
+    forged.signature = f.signers[1].sign(domain::PROPOSAL, &domain::proposal_body(&id));
+    let forged_b2 = f.block(2, 2, f.qc(id, 1, &[0, 1, 2]));
+    assert_eq!(
+        f.check(Message::SyncResponse(SyncResponse {
+            blocks: vec![forged, forged_b2],
+        }))
+        .unwrap_err(),
+        VerifyError::BadSignature("client request")
+    );
+}

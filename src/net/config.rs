@@ -35,13 +35,29 @@ pub enum ClientAccess {
 #[derive(Clone, Debug, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetLimits {
-    /// Largest application frame (plaintext), both directions.
+    /// Largest application frame (plaintext), both directions, on peer links.
     pub max_frame_bytes: usize,
+    /// Largest frame a client may send: the largest valid request. Not read from the file:
+    /// the node derives it from its request limits (`wire::client::submit_frame_bytes_max`).
+    #[serde(skip)]
+    pub client_frame_bytes_max: usize,
+    /// Bytes of partly received client frames held across all connections, beyond the first
+    /// `frame::BODY_RESERVE_BYTES_MAX` of each (which `connections_max` bounds); a client
+    /// whose frame would pass it is closed. Peer links (one per member) are not counted.
+    pub client_partial_frames_bytes_max: usize,
+    /// A frame begun and not finished within this closes the connection (a sender that
+    /// stalls mid-frame must not pin its buffer).
+    pub frame_timeout_ms: u64,
     /// Per-connection bytes queued for the socket; a frame that would exceed it is dropped
     /// and counted (not the connection: consensus recovers a lost message, a reconnect costs more).
     pub write_buffer_bytes_max: usize,
-    /// Concurrent inbound connections that have not finished their handshake.
+    /// Concurrent inbound connections that have not finished their handshake, from outsiders'
+    /// addresses; connections from the members' addresses have a pool of this size of their
+    /// own (see `admission`), so a flood from elsewhere cannot shut a peer out.
     pub handshakes_max: usize,
+    /// Unfinished inbound handshakes from one source address (an IPv6 /64) that is not a
+    /// member's, so filling `handshakes_max` takes many addresses.
+    pub handshakes_per_addr_max: usize,
     /// Concurrent connections other than peer links (clients and unfinished inbound
     /// handshakes). Peer links (at most one per peer) come on top, so clients can never take
     /// the room a peer needs to get back in; so does one unfinished handshake per peer that
@@ -64,8 +80,13 @@ impl Default for NetLimits {
     fn default() -> Self {
         Self {
             max_frame_bytes: 16 << 20,
+            // One MiB of ops (`VerifierLimits::default`) plus the frame around them.
+            client_frame_bytes_max: (1 << 20) + 1024,
+            client_partial_frames_bytes_max: 64 << 20,
+            frame_timeout_ms: 30_000,
             write_buffer_bytes_max: 64 << 20,
             handshakes_max: 64,
+            handshakes_per_addr_max: 8,
             connections_max: 1024,
             handshake_timeout_ms: 5_000,
             reconnect_backoff_ms_min: 50,
@@ -119,7 +140,17 @@ impl NetLimits {
     fn validate(&self) -> Result<(), String> {
         let nonzero = [
             ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("client_frame_bytes_max", self.client_frame_bytes_max as u64),
+            (
+                "client_partial_frames_bytes_max",
+                self.client_partial_frames_bytes_max as u64,
+            ),
+            ("frame_timeout_ms", self.frame_timeout_ms),
             ("handshakes_max", self.handshakes_max as u64),
+            (
+                "handshakes_per_addr_max",
+                self.handshakes_per_addr_max as u64,
+            ),
             ("connections_max", self.connections_max as u64),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("reconnect_backoff_ms_min", self.reconnect_backoff_ms_min),
@@ -139,7 +170,7 @@ impl NetLimits {
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits: {name} must be above zero"));
         }
-        if sealed_len(self.max_frame_bytes) > u32::MAX as usize {
+        if sealed_len(self.max_frame_bytes.max(self.client_frame_bytes_max)) > u32::MAX as usize {
             return Err("limits: max_frame_bytes does not fit a u32 length prefix".into());
         }
         if self.write_buffer_bytes_max < 4 + sealed_len(self.max_frame_bytes) {

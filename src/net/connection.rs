@@ -7,9 +7,12 @@
 //! channel (`pending`), and at most one socket read waits behind it (`unfed`): while either is
 //! non-empty the connection reads nothing more, which pushes back on the sender through TCP.
 //! The write buffer holds at most `write_buffer_bytes_max` (plus the small handshake messages).
+//! A partly received frame is timed from its first byte (`frame_started`), and what a client's
+//! partial frame holds beyond `BODY_RESERVE_BYTES_MAX` is charged to the loop-wide budget
+//! (`charged_bytes` is this connection's share, always equal to what the budget counts).
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use mio::net::TcpStream;
@@ -18,7 +21,7 @@ use crate::types::NodeId;
 
 use super::auth::KeyDirectory;
 use super::envelope::{Inbound, Remote};
-use super::frame::{FRAME_HEADER_BYTES, FrameDecoder};
+use super::frame::{BODY_RESERVE_BYTES_MAX, FRAME_HEADER_BYTES, FrameDecoder};
 use super::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
 use super::stats::{NetCounters, RejectReason, bump};
 
@@ -71,7 +74,11 @@ pub(crate) struct PumpCtx<'a> {
     pub inbound_tx: &'a Sender<Inbound>,
     pub counters: &'a NetCounters,
     pub max_frame_bytes: usize,
+    pub client_frame_bytes_max: usize,
     pub read_bytes_per_event_max: usize,
+    /// Bytes charged by all connections' partial client frames, and its limit.
+    pub partial_bytes: &'a mut usize,
+    pub partial_bytes_max: usize,
 }
 
 pub(crate) struct Connection {
@@ -85,6 +92,10 @@ pub(crate) struct Connection {
     pending: Option<Inbound>,
     unfed: Vec<u8>,
     unfed_pos: usize,
+    /// When the frame now partly received began; `None` between frames.
+    frame_started: Option<Instant>,
+    /// This connection's share of `PumpCtx::partial_bytes`.
+    charged_bytes: usize,
 }
 
 impl Connection {
@@ -114,6 +125,8 @@ impl Connection {
             pending: None,
             unfed: Vec::new(),
             unfed_pos: 0,
+            frame_started: None,
+            charged_bytes: 0,
         })
     }
 
@@ -129,6 +142,17 @@ impl Connection {
             Phase::Handshaking { deadline, .. } => Some(*deadline),
             _ => None,
         }
+    }
+
+    /// When the partly received frame must be complete, given the frame timeout.
+    pub(crate) fn frame_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.frame_started.map(|t| t + timeout)
+    }
+
+    /// Bytes this connection holds in the loop-wide partial-frame budget; the loop subtracts
+    /// them when it closes the connection.
+    pub(crate) fn charged_bytes(&self) -> usize {
+        self.charged_bytes
     }
 
     pub(crate) fn dialled(&self) -> Option<NodeId> {
@@ -243,6 +267,9 @@ impl Connection {
             let before = input.len();
             let fed = self.decoder.feed(&mut input);
             self.unfed_pos += before - input.len();
+            if let Err(close) = self.account_partial(ctx) {
+                return Some(Pumped::Closed(close));
+            }
             let frame = match fed {
                 Ok(Some(frame)) => frame,
                 Ok(None) => continue,
@@ -258,6 +285,29 @@ impl Connection {
             }
         }
         None
+    }
+
+    /// Times the frame in progress and charges a client's partial frame to the budget.
+    fn account_partial(&mut self, ctx: &mut PumpCtx<'_>) -> Result<(), Close> {
+        if self.decoder.is_idle() {
+            self.frame_started = None;
+        } else if self.frame_started.is_none() {
+            self.frame_started = Some(Instant::now());
+        }
+        // Peer links are one per member, each bounded by `max_frame_bytes`.
+        let charge = if matches!(self.remote(), Some(Remote::Peer(_))) {
+            0
+        } else {
+            self.decoder
+                .body_capacity_bytes()
+                .saturating_sub(BODY_RESERVE_BYTES_MAX)
+        };
+        *ctx.partial_bytes = *ctx.partial_bytes - self.charged_bytes + charge;
+        self.charged_bytes = charge;
+        if charge > 0 && *ctx.partial_bytes > ctx.partial_bytes_max {
+            return Err(Close::Reject(RejectReason::MemoryBudget));
+        }
+        Ok(())
     }
 
     /// Handles one complete frame; returns the remote when this frame finished the handshake.
@@ -327,8 +377,12 @@ impl Connection {
             link: Box::new(link),
             remote,
         };
-        self.decoder
-            .set_limit_bytes(sealed_len(ctx.max_frame_bytes));
+        // A client never needs more than the largest valid request.
+        let frame_bytes_max = match remote {
+            Remote::Peer(_) => ctx.max_frame_bytes,
+            Remote::Client(_) => ctx.client_frame_bytes_max,
+        };
+        self.decoder.set_limit_bytes(sealed_len(frame_bytes_max));
         Ok(Some(remote))
     }
 }

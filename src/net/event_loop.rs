@@ -4,8 +4,10 @@
 //! (payloads go out unread). Every close goes through [`EventLoop::close`], which deregisters
 //! the socket, forgets the connection in every table and counts why. Accepts are refused (and
 //! counted) beyond `connections_max` non-peer connections (plus one slot per peer that dials
-//! us and has no link, which a client finishing its handshake cannot keep) or `handshakes_max`
-//! unfinished inbound handshakes, and an unfinished handshake dies at `handshake_timeout_ms`,
+//! us and has no link, which a client finishing its handshake cannot keep) or when
+//! [`Admission`] has no handshake slot for the source address (members' addresses have a pool
+//! of their own, so outsiders cannot shut a peer out), and an unfinished handshake dies at
+//! `handshake_timeout_ms`,
 //! so a flood of connections costs a bounded number of fds and bytes. A connection that
 //! stopped reading because the inbound channel was full, or because it spent its read budget,
 //! sits in `resume` and is pumped again after a short poll timeout (edge-triggered readiness
@@ -13,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::types::NodeId;
 
+use super::admission::Admission;
 use super::auth::KeyDirectory;
 use super::config::{NetLimits, TransportConfig};
 use super::connection::{Close, Connection, PumpCtx, Pumped};
@@ -62,6 +66,8 @@ pub(crate) struct EventLoop {
     limits: NetLimits,
     keys: KeyDirectory,
     peers: PeerTable,
+    /// Handshake slots of unfinished inbound connections, by source address.
+    admission: Admission,
     /// Bounded by `connections_max`: one entry per established client connection.
     clients: HashMap<ClientId, Token>,
     /// Bounded by `connections_max` plus one per peer.
@@ -75,12 +81,24 @@ pub(crate) struct EventLoop {
     accept_more: bool,
     accept_retry: bool,
     scratch: Vec<u8>,
+    /// Bytes of partly received client frames, charged by each connection (see `Connection`).
+    partial_bytes: usize,
 }
 
 impl EventLoop {
     pub(crate) fn new(config: &TransportConfig, io: LoopIo) -> Self {
         let peer_addrs: Vec<_> = config.peers.iter().map(|p| (p.id, p.addr)).collect();
         let limits = config.limits.clone();
+        let member_ips = config
+            .peers
+            .iter()
+            .filter(|p| p.id != config.self_id)
+            .map(|p| p.addr.ip());
+        let admission = Admission::new(
+            member_ips,
+            limits.handshakes_max,
+            limits.handshakes_per_addr_max,
+        );
         let peers = PeerTable::new(
             config.self_id,
             &peer_addrs,
@@ -94,6 +112,7 @@ impl EventLoop {
             prologue: config.prologue.clone(),
             keys: KeyDirectory::new(config),
             peers,
+            admission,
             clients: HashMap::new(),
             conns: HashMap::new(),
             next_token: FIRST_CONN_TOKEN,
@@ -101,6 +120,7 @@ impl EventLoop {
             accept_more: false,
             accept_retry: false,
             scratch: vec![0; READ_CHUNK_BYTES],
+            partial_bytes: 0,
             limits,
         }
     }
@@ -130,7 +150,7 @@ impl EventLoop {
             self.drain_outbound();
             self.resume_paused();
             let now = Instant::now();
-            self.expire_handshakes(now);
+            self.expire_deadlines(now);
             self.dial_due(now);
         }
     }
@@ -139,11 +159,12 @@ impl EventLoop {
         if !self.io.outbound_rx.is_empty() || self.accept_more {
             return Duration::ZERO;
         }
-        let handshakes = self
+        let frame_timeout = Duration::from_millis(self.limits.frame_timeout_ms);
+        let deadlines = self
             .conns
             .values()
-            .filter_map(Connection::handshake_deadline);
-        let next = handshakes.chain(self.peers.next_dial_at()).min();
+            .filter_map(|c| earliest(c.handshake_deadline(), c.frame_deadline(frame_timeout)));
+        let next = deadlines.chain(self.peers.next_dial_at()).min();
         let mut timeout = next.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now));
         if !self.resume.is_empty() || self.accept_retry {
             timeout = timeout.min(Duration::from_millis(RETRY_MS));
@@ -164,7 +185,7 @@ impl EventLoop {
         self.accept_retry = false;
         for _ in 0..ACCEPTS_PER_TURN_MAX {
             match self.io.listener.accept() {
-                Ok((stream, _addr)) => self.on_accept(stream),
+                Ok((stream, addr)) => self.on_accept(stream, addr.ip()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -177,13 +198,8 @@ impl EventLoop {
         self.accept_more = true;
     }
 
-    fn on_accept(&mut self, stream: TcpStream) {
+    fn on_accept(&mut self, stream: TcpStream, source: IpAddr) {
         bump(&self.io.counters.connections_accepted, 1);
-        let handshaking = self
-            .conns
-            .values()
-            .filter(|c| c.handshake_deadline().is_some() && c.dialled().is_none())
-            .count();
         let peer_conns = self.peers.iter().filter(|s| s.conn.is_some()).count();
         // A peer that dials us comes in as an unfinished handshake, so clients filling
         // `connections_max` must not shut it out: keep one slot per such peer without a link.
@@ -194,22 +210,29 @@ impl EventLoop {
             .filter(|s| !s.we_dial && s.conn.is_none())
             .count();
         let non_peer_max = self.limits.connections_max + peers_to_accept;
-        if self.conns.len().saturating_sub(peer_conns) >= non_peer_max
-            || handshaking >= self.limits.handshakes_max
-        {
+        if self.conns.len().saturating_sub(peer_conns) >= non_peer_max {
             self.io.counters.reject(RejectReason::TooManyConnections);
             return; // dropping the stream closes it
         }
+        let token = self.take_token();
+        if let Err(why) = self.admission.admit(token, source) {
+            log::debug!("net: no handshake slot for {source}: {why:?}");
+            self.io.counters.reject(RejectReason::TooManyConnections);
+            return;
+        }
         let Ok(hs) = Handshake::responder(&self.self_private_key, &self.prologue) else {
+            self.admission.release(token);
             self.io.counters.reject(RejectReason::HandshakeFailed);
             return;
         };
         let _ = stream.set_nodelay(true);
         let deadline = Instant::now() + Duration::from_millis(self.limits.handshake_timeout_ms);
-        let token = self.take_token();
         match Connection::new(stream, hs, None, deadline) {
             Ok(conn) => self.register(token, conn),
-            Err(close) => self.count_close(&close),
+            Err(close) => {
+                self.admission.release(token);
+                self.count_close(&close);
+            }
         }
     }
 
@@ -222,6 +245,7 @@ impl EventLoop {
             .register(&mut conn.stream, token, interest)
         {
             log::warn!("net: cannot register a connection: {e}");
+            self.admission.release(token);
             if let Some(id) = conn.dialled() {
                 self.peers.closed(id, token, Instant::now());
             }
@@ -290,7 +314,10 @@ impl EventLoop {
                 inbound_tx: &self.io.inbound_tx,
                 counters: &self.io.counters,
                 max_frame_bytes: self.limits.max_frame_bytes,
+                client_frame_bytes_max: self.limits.client_frame_bytes_max,
                 read_bytes_per_event_max: self.limits.read_bytes_per_event_max,
+                partial_bytes: &mut self.partial_bytes,
+                partial_bytes_max: self.limits.client_partial_frames_bytes_max,
             };
             let pumped = conn.pump(&mut ctx);
             // Handshake replies were queued while pumping.
@@ -317,6 +344,7 @@ impl EventLoop {
     }
 
     fn on_established(&mut self, token: Token, remote: Remote) {
+        self.admission.release(token);
         let replaced = match remote {
             Remote::Peer(id) => {
                 if let Some(p) = self.io.counters.peer(id) {
@@ -349,15 +377,24 @@ impl EventLoop {
         }
     }
 
-    fn expire_handshakes(&mut self, now: Instant) {
-        let expired: Vec<Token> = self
+    /// Closes unfinished handshakes and frames whose time is up.
+    fn expire_deadlines(&mut self, now: Instant) {
+        let frame_timeout = Duration::from_millis(self.limits.frame_timeout_ms);
+        let expired: Vec<(Token, RejectReason)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.handshake_deadline().is_some_and(|d| d <= now))
-            .map(|(t, _)| *t)
+            .filter_map(|(t, c)| {
+                if c.handshake_deadline().is_some_and(|d| d <= now) {
+                    Some((*t, RejectReason::HandshakeTimeout))
+                } else if c.frame_deadline(frame_timeout).is_some_and(|d| d <= now) {
+                    Some((*t, RejectReason::FrameTimeout))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for token in expired {
-            self.close(token, Close::Reject(RejectReason::HandshakeTimeout));
+        for (token, reason) in expired {
+            self.close(token, Close::Reject(reason));
         }
     }
 
@@ -375,11 +412,13 @@ impl EventLoop {
 
     /// The one way a connection ends: deregister, forget it everywhere, count why.
     pub(super) fn close(&mut self, token: Token, close: Close) {
+        self.admission.release(token);
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
         let _ = self.io.poll.registry().deregister(&mut conn.stream);
         self.resume.remove(&token);
+        self.partial_bytes -= conn.charged_bytes();
         let dial_failed = conn.dialled().is_some()
             && matches!(
                 close,
@@ -432,6 +471,13 @@ impl EventLoop {
                 self.close(token, close);
             }
         }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

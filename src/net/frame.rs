@@ -82,6 +82,11 @@ impl FrameDecoder {
         self.limit_bytes
     }
 
+    /// Bytes allocated for the body being received (0 between frames).
+    pub fn body_capacity_bytes(&self) -> usize {
+        self.body.as_ref().map_or(0, |(body, _)| body.capacity())
+    }
+
     /// True when no frame is partly received.
     pub fn is_idle(&self) -> bool {
         self.header_filled == 0 && self.body.is_none()

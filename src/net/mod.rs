@@ -11,9 +11,10 @@
 //! is counted in [`NetCounters`]; the rest keep being served.
 //!
 //! Files: `frame` (framing), `noise` (handshake and sealing), `auth` (allow-list), `config`
-//! (limits), `connection` (one socket), `peers` (link rule and backoff), `outbound` (send
+//! (limits), `admission` (handshake slots by source address), `connection` (one socket), `peers` (link rule and backoff), `outbound` (send
 //! path), `event_loop` (the thread), `transport` (the handle), `stats` (counters).
 
+mod admission;
 mod auth;
 mod config;
 mod connection;

@@ -22,10 +22,16 @@ pub enum RejectReason {
     OversizeFrame,
     /// A frame that did not decrypt or did not fit the chunk layout.
     Garbage,
-    /// Refused at accept: too many connections, or too many unfinished handshakes.
+    /// Refused at accept: too many connections, or no handshake slot (the pool, or the
+    /// source address's share of it, is full).
     TooManyConnections,
     /// A peer dialled us although the lower id dials (see `event_loop`).
     WrongDirection,
+    /// A frame begun and not finished within `frame_timeout_ms`.
+    FrameTimeout,
+    /// A client frame that would take the partly received client frames past
+    /// `client_partial_frames_bytes_max`.
+    MemoryBudget,
 }
 
 /// Per-peer traffic. Bytes are application (plaintext) bytes.
@@ -63,6 +69,8 @@ pub struct NetCounters {
     pub rejected_garbage: AtomicU64,
     pub rejected_too_many_connections: AtomicU64,
     pub rejected_wrong_direction: AtomicU64,
+    pub rejected_frame_timeout: AtomicU64,
+    pub rejected_memory_budget: AtomicU64,
     /// Outbound frames dropped: write buffer full, no link to the remote, or above the limit.
     pub dropped_backlog: AtomicU64,
     pub dropped_not_connected: AtomicU64,
@@ -98,6 +106,8 @@ impl NetCounters {
             RejectReason::Garbage => &self.rejected_garbage,
             RejectReason::TooManyConnections => &self.rejected_too_many_connections,
             RejectReason::WrongDirection => &self.rejected_wrong_direction,
+            RejectReason::FrameTimeout => &self.rejected_frame_timeout,
+            RejectReason::MemoryBudget => &self.rejected_memory_budget,
         };
         bump(c, 1);
     }
@@ -122,6 +132,8 @@ impl NetCounters {
             rejected_garbage: get(&self.rejected_garbage),
             rejected_too_many_connections: get(&self.rejected_too_many_connections),
             rejected_wrong_direction: get(&self.rejected_wrong_direction),
+            rejected_frame_timeout: get(&self.rejected_frame_timeout),
+            rejected_memory_budget: get(&self.rejected_memory_budget),
             dropped_backlog: get(&self.dropped_backlog),
             dropped_not_connected: get(&self.dropped_not_connected),
             dropped_oversize: get(&self.dropped_oversize),
@@ -173,6 +185,8 @@ pub struct NetStats {
     pub rejected_garbage: u64,
     pub rejected_too_many_connections: u64,
     pub rejected_wrong_direction: u64,
+    pub rejected_frame_timeout: u64,
+    pub rejected_memory_budget: u64,
     pub dropped_backlog: u64,
     pub dropped_not_connected: u64,
     pub dropped_oversize: u64,
@@ -188,5 +202,7 @@ impl NetStats {
             + self.rejected_garbage
             + self.rejected_too_many_connections
             + self.rejected_wrong_direction
+            + self.rejected_frame_timeout
+            + self.rejected_memory_budget
     }
 }

@@ -395,6 +395,8 @@ fn write_rejections(out: &mut String, net: &NetStats, counters: &NodeCounters) {
         ("garbage", net.rejected_garbage),
         ("too_many_connections", net.rejected_too_many_connections),
         ("wrong_direction", net.rejected_wrong_direction),
+        ("frame_timeout", net.rejected_frame_timeout),
+        ("memory_budget", net.rejected_memory_budget),
         (
             "undecodable_peer_frame",
             counters.peer_frames_undecodable.get(),

@@ -17,6 +17,16 @@ use crate::types::ClientRequest;
 /// Largest client or node frame the decoders accept.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
 
+/// Bytes a `Submit` frame adds around its ops (key, seq, signature, rkyv layout), rounded up
+/// generously; `submit_frame_bytes_max` is tested against real encodings.
+const SUBMIT_FRAME_OVERHEAD_BYTES: usize = 1024;
+
+/// The largest frame a valid client sends when a request carries at most `ops_bytes_max` bytes
+/// of operations: what a node's transport needs to accept on a client link, and no more.
+pub fn submit_frame_bytes_max(ops_bytes_max: usize) -> usize {
+    ops_bytes_max.saturating_add(SUBMIT_FRAME_OVERHEAD_BYTES)
+}
+
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub enum ClientFrame {
     /// A signed request to order: writes, transactions and linearizable reads.
@@ -93,4 +103,30 @@ pub fn encode_node_frame(frame: &NodeFrame) -> Vec<u8> {
 
 pub fn decode_node_frame(bytes: &[u8]) -> Result<NodeFrame, CodecError> {
     codec::decode::<NodeFrame>(bytes, CLIENT_FRAME_BYTES_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{ClientKey, Sig};
+
+    #[test]
+    fn the_largest_submit_frame_fits_submit_frame_bytes_max() {
+        for ops_bytes in [0usize, 1, 100, 65_536, 1 << 20] {
+            let frame = ClientFrame::Submit(ClientRequest {
+                client: ClientKey([7; 32]),
+                seq: u64::MAX,
+                ops: vec![0xAB; ops_bytes],
+                signature: Sig([9; 64]),
+            });
+            let len = encode_client_frame(&frame).len();
+            assert!(
+                len <= submit_frame_bytes_max(ops_bytes),
+                "{ops_bytes} bytes of ops encode to {len}"
+            );
+        }
+        // Status and stale reads are small next to any request limit in use.
+        let status = encode_client_frame(&ClientFrame::Status { id: u64::MAX }).len();
+        assert!(status <= submit_frame_bytes_max(0));
+    }
 }

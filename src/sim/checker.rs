@@ -3,11 +3,13 @@
 //! - chain: each honest node's commits are consecutive heights, each the child of the last,
 //!   across its crashes and restarts;
 //! - liveness: after the last fault heals, every honest node commits a request submitted after
-//!   the heal, before the run ends.
+//!   the heal, before the run ends;
+//! - leader schedule: honest nodes that computed the QC-path leader of one `(round, parent)`
+//!   computed the same member (the schedule must be a function of the chain alone).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::consensus::TimeMs;
+use crate::consensus::{LeaderDecision, TimeMs};
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, Height, NodeId};
 
 pub struct Checker {
@@ -19,8 +21,14 @@ pub struct Checker {
     /// Requests some honest node committed (clients stop retrying those).
     committed: HashSet<(ClientKey, u64)>,
     heal_at_ms: TimeMs,
+    /// The first leader an honest node computed for each `(round, parent)`, and who computed it.
+    leaders: BTreeMap<(u64, BlockId), (NodeId, NodeId)>,
     violations: Vec<String>,
 }
+
+/// Leader decisions older than this many rounds below the newest are forgotten (bounded memory;
+/// honest nodes decide a round's leader within a few rounds of each other).
+const LEADER_ROUNDS_KEPT: u64 = 10_000;
 
 /// Keeps the report readable when a broken build fails everywhere at once.
 const VIOLATIONS_KEPT_MAX: usize = 20;
@@ -34,6 +42,7 @@ impl Checker {
             submitted_at: HashMap::new(),
             committed: HashSet::new(),
             heal_at_ms,
+            leaders: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -80,6 +89,34 @@ impl Checker {
                 .is_some_and(|&t| t >= heal)
         }) {
             self.post_heal_commit[node.index()] = true;
+        }
+    }
+
+    pub fn on_leader_decisions(&mut self, node: NodeId, decisions: &[LeaderDecision]) {
+        if !matches!(self.tips.get(node.index()), Some(Some(_))) {
+            return; // not an honest node
+        }
+        for d in decisions {
+            match self.leaders.get(&(d.round, d.parent)) {
+                Some((leader, who)) if *leader != d.leader => {
+                    let msg = format!(
+                        "leader schedule: {node} computed {} as the leader of round {} after                          {:?}, but {who} computed {leader}",
+                        d.leader, d.round, d.parent
+                    );
+                    self.violation(msg);
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert((d.round, d.parent), (d.leader, node));
+                }
+            }
+        }
+        let newest = self.leaders.keys().next_back().map_or(0, |(r, _)| *r);
+        let oldest = self.leaders.keys().next().map_or(0, |(r, _)| *r);
+        if let Some(floor) = newest.checked_sub(LEADER_ROUNDS_KEPT)
+            && oldest < floor
+        {
+            self.leaders = self.leaders.split_off(&(floor, BlockId::ZERO));
         }
     }
 

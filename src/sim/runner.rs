@@ -485,15 +485,16 @@ impl Sim {
         }
     }
 
-    /// The leader of the highest round any honest live core is in, if it is honest.
+    /// The leader of the highest round any honest live core is in (as that core sees it), if
+    /// it is honest.
     fn current_honest_leader(&self) -> Option<NodeId> {
-        let round = self
+        let leader = self
             .nodes
             .iter()
             .filter(|n| n.byz.is_none())
-            .filter_map(|n| n.replicas[0].core.as_ref().map(Core::round))
-            .max()?;
-        let leader = self.committee.leader(round);
+            .filter_map(|n| n.replicas[0].core.as_ref())
+            .max_by_key(|c| c.round())?
+            .leader();
         self.nodes[leader.index()].byz.is_none().then_some(leader)
     }
 
@@ -623,10 +624,13 @@ impl Sim {
                 trace_event(&event)
             );
         }
-        let actions = match self.nodes[node.index()].replicas[replica].core.as_mut() {
-            Some(core) => core.handle(now, event),
+        let (actions, leaders) = match self.nodes[node.index()].replicas[replica].core.as_mut() {
+            Some(core) => (core.handle(now, event), core.take_leader_decisions()),
             None => return,
         };
+        if replica == 0 {
+            self.checker.on_leader_decisions(node, &leaders);
+        }
         self.dispatch(node, replica, actions);
     }
 

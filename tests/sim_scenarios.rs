@@ -72,13 +72,48 @@ fn happy_path_commits_everything_without_view_changes() {
     }
 }
 
+/// A crashed leader costs at most the round it was leading and the one a TC then hands back to
+/// round robin: after that it signs no certificate and the schedule stops choosing it. (When it
+/// crashes right after proposing, it costs nothing.) With round robin it cost one view change in
+/// every `n` rounds until it restarted, ~25 per 100 commits here.
 #[test]
-fn leader_crash_causes_a_view_change_and_commits_resume() {
+fn leader_crash_costs_a_few_view_changes_and_commits_resume() {
     let reports = sweep(4, Scenario::LeaderCrash, &[], 100..160);
     assert_committed_most(&reports, 4);
     assert!(
-        reports.iter().all(|r| r.view_changes > 0),
-        "a crashed leader must cost a view change"
+        reports.iter().any(|r| r.view_changes > 0),
+        "no crash ever hit a leader before its proposal: is the scenario still crashing leaders?"
+    );
+    let view_changes: u64 = reports.iter().map(|r| r.view_changes).sum();
+    let commits: u64 = reports.iter().map(|r| r.max_height).sum();
+    // Summed over the 4 nodes: 4 view changes per seed is one round timed out by everyone.
+    assert!(
+        view_changes * 100 <= commits * 4 * 5,
+        "{view_changes} view changes (summed over nodes) for {commits} commits: the crashed \
+         leader keeps being scheduled"
+    );
+}
+
+/// The leader schedule computed from a node's own QC (whose signers depend on which votes
+/// arrived first) must be caught by the simulator's schedule checker.
+#[cfg(feature = "mutation-leader-local-view")]
+#[test]
+fn a_leader_schedule_read_from_local_state_is_caught() {
+    let mut caught = 0;
+    let total = 40;
+    for seed in 0..total {
+        let cfg = SimConfig::new(seed, 4, vec![], Scenario::Happy);
+        let r = sim::run(&cfg).expect("valid simulator config");
+        caught += u64::from(
+            r.violations
+                .iter()
+                .any(|v| v.starts_with("leader schedule")),
+        );
+    }
+    eprintln!("mutation-leader-local-view caught in {caught}/{total} seeds");
+    assert!(
+        caught * 10 >= total * 9,
+        "caught in only {caught}/{total} seeds"
     );
 }
 
@@ -98,11 +133,9 @@ fn twins_with_one_key_cannot_split_honest_nodes() {
 fn partitioned_leader_then_heal() {
     let reports = sweep(4, Scenario::Partition, &[], 400..460);
     assert_committed_most(&reports, 4);
-    assert!(
-        reports
-            .iter()
-            .all(|r| r.view_changes > 0 && r.messages_dropped > 0)
-    );
+    // The isolated leader may cost no view change at all: once its votes are missing from the
+    // certificates the schedule passes it over.
+    assert!(reports.iter().all(|r| r.messages_dropped > 0));
 }
 
 #[test]

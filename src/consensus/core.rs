@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::block_tree::{BlockTree, InsertOutcome};
+use super::leader::{self, LeaderDecision};
 use super::mempool::{AddOutcome, Mempool};
 use super::pacemaker::Pacemaker;
 use super::sync::SyncState;
@@ -24,6 +25,10 @@ use crate::types::{
     Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncInfo,
     SyncRequest, Timeout, TimeoutCert, Vote,
 };
+
+/// The newest QC-path leader decisions kept for the simulator's checker; the daemon never drains
+/// them, so the oldest are dropped.
+const LEADER_DECISIONS_KEPT_MAX: usize = 256;
 
 /// A message that may leave only once the safety state it depends on is durable.
 #[derive(Debug)]
@@ -49,7 +54,12 @@ pub struct Core {
     mempool: Mempool,
     sync: SyncState,
     /// The first proposal seen for each recent round (equivocation shows as a second one).
+    /// Only proposals by the round's scheduled leader take the slot.
     proposals_seen: BTreeMap<Round, BlockId>,
+    genesis: BlockId,
+    /// The last QC-path leader computed: `try_propose` asks after every event.
+    leader_memo: Option<LeaderDecision>,
+    leader_decisions: VecDeque<LeaderDecision>,
     /// Ticket of the persist batch being built in this call.
     next_ticket: u64,
     durable_ticket: u64,
@@ -103,6 +113,9 @@ impl Core {
             ),
             sync: SyncState::new(orphans_max, cfg.sync_retry_ms),
             proposals_seen: BTreeMap::new(),
+            genesis: Block::genesis_header(&cluster).id,
+            leader_memo: None,
+            leader_decisions: VecDeque::new(),
             next_ticket: 1,
             durable_ticket: 0,
             persist_buf: Vec::new(),
@@ -211,8 +224,28 @@ impl Core {
         self.sync.is_fetching()
     }
 
+    /// The leader of the current round as this node sees it: the QC-path leader when it holds
+    /// the QC for the previous round (and the blocks the schedule reads), else round robin.
     pub fn leader(&self) -> NodeId {
-        self.committee.leader(self.round)
+        let qc = &self.safety.high_qc;
+        let by_qc = (qc.round + 1 == self.round)
+            .then(|| {
+                leader::after_qc(
+                    &self.committee,
+                    &self.genesis,
+                    self.round,
+                    &qc.block_id,
+                    |id| self.tree.get(id),
+                )
+            })
+            .flatten();
+        by_qc.unwrap_or_else(|| leader::round_robin(&self.committee, self.round))
+    }
+
+    /// The QC-path leader decisions made since the last call (newest `LEADER_DECISIONS_KEPT_MAX`),
+    /// for the simulator's schedule checker.
+    pub fn take_leader_decisions(&mut self) -> Vec<LeaderDecision> {
+        self.leader_decisions.drain(..).collect()
     }
 
     // ----- events -----
@@ -276,22 +309,89 @@ impl Core {
             self.stats.dropped_stale += 1;
             return;
         }
+        if !self.tree.contains(&block.parent_id()) {
+            // The schedule needs the parent: hold the block as an orphan without giving it the
+            // round's slot; `admit_proposal` runs when the parent arrives.
+            self.insert_block(from, id, block);
+            return;
+        }
+        if self.admit_proposal(id, &block) && self.insert_block(from, id, block) {
+            self.maybe_vote(&id);
+        }
+    }
+
+    /// Whether a proposal whose parent is held may take its round's one proposal slot (or
+    /// already holds it): its author must be the scheduled leader, and no other proposal may
+    /// hold the slot. Blocks that arrive certified (sync) skip this: their QC proves a quorum
+    /// accepted them.
+    fn admit_proposal(&mut self, id: BlockId, block: &Block) -> bool {
+        let expected = if block.qc.round + 1 == block.round {
+            self.leader_after_qc(block.round, &block.parent_id())
+        } else {
+            Some(leader::round_robin(&self.committee, block.round))
+        };
+        match expected {
+            None => {
+                self.stats.proposals_leader_unknown += 1;
+                return false;
+            }
+            Some(l) if l != block.author => {
+                self.stats.proposals_wrong_leader += 1;
+                return false;
+            }
+            Some(_) => {}
+        }
         match self.proposals_seen.get(&block.round) {
             Some(seen) if *seen != id => {
                 self.stats.equivocations_seen += 1;
-                return;
+                false
             }
             Some(_) => {
                 // A re-delivered proposal: re-send our stored vote if we cast one.
                 self.maybe_vote(&id);
-                return;
+                false
             }
-            None => {}
+            None => {
+                self.proposals_seen.insert(block.round, id);
+                true
+            }
         }
-        self.proposals_seen.insert(block.round, id);
-        if self.insert_block(from, id, block) {
-            self.maybe_vote(&id);
+    }
+
+    /// The QC-path leader of `round` extending `parent` (see [`leader`]), or `None` while a
+    /// block the rule reads is missing here. Each new answer is recorded for the simulator.
+    fn leader_after_qc(&mut self, round: Round, parent: &BlockId) -> Option<NodeId> {
+        if let Some(m) = self.leader_memo
+            && m.round == round
+            && m.parent == *parent
+        {
+            return Some(m.leader);
         }
+        let leader = if cfg!(feature = "mutation-leader-local-view")
+            && self.safety.high_qc.block_id == *parent
+            && !self.safety.high_qc.votes.is_empty()
+        {
+            // BROKEN ON PURPOSE: the signers of this node's own QC for the parent depend on
+            // which votes reached it first, so honest nodes disagree on the leader.
+            let local: Vec<NodeId> = self.safety.high_qc.votes.iter().map(|v| v.node).collect();
+            leader::pick(&self.committee, round, &local, &[])
+        } else {
+            let tree = &self.tree;
+            leader::after_qc(&self.committee, &self.genesis, round, parent, |id| {
+                tree.get(id)
+            })?
+        };
+        let decision = LeaderDecision {
+            round,
+            parent: *parent,
+            leader,
+        };
+        self.leader_memo = Some(decision);
+        if self.leader_decisions.len() >= LEADER_DECISIONS_KEPT_MAX {
+            self.leader_decisions.pop_front();
+        }
+        self.leader_decisions.push_back(decision);
+        Some(leader)
     }
 
     fn on_vote(&mut self, vote: Vote) {
@@ -562,7 +662,7 @@ impl Core {
             VoteOutcome::QuorumFormed(qc) => {
                 self.stats.qcs_formed += 1;
                 let before = self.tree.root().height;
-                let leader = self.committee.leader(qc.round + 1) == self.me;
+                let leader = self.leader_after_qc(qc.round + 1, &qc.block_id) == Some(self.me);
                 self.process_qc(&qc, None);
                 // Everyone aggregates; the next leader also hands the QC to those that
                 // missed votes, so they commit without waiting for its proposal.
@@ -631,18 +731,26 @@ impl Core {
 
     fn try_propose(&mut self) {
         let round = self.round;
-        if self.committee.leader(round) != self.me || self.safety.highest_proposed_round >= round {
+        if self.safety.highest_proposed_round >= round {
             return;
         }
         let qc = self.safety.high_qc.clone();
-        let tc = if qc.round + 1 == round {
-            None
+        // Holding the QC for the previous round, propose on the QC path only (the TC path's
+        // leader would compete for the same round's votes).
+        let (tc, leader) = if qc.round + 1 == round {
+            (None, self.leader_after_qc(round, &qc.block_id))
         } else {
             match &self.safety.high_tc {
-                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                Some(tc) if tc.round + 1 == round => (
+                    Some(tc.clone()),
+                    Some(leader::round_robin(&self.committee, round)),
+                ),
                 _ => return,
             }
         };
+        if leader != Some(self.me) {
+            return; // not the leader, or missing a block the schedule reads
+        }
         let Some(parent) = self.tree.header(&qc.block_id) else {
             return; // still fetching the block our QC certifies
         };
@@ -726,6 +834,10 @@ impl Core {
                 self.try_commit(&qc);
             }
             for (child_id, child) in self.sync.take_children_of(&id) {
+                // Orphans are proposals held for their parent: check them as one now.
+                if !self.admit_proposal(child_id, &child) {
+                    continue;
+                }
                 if self.tree.insert(child_id, child.clone()) == InsertOutcome::Inserted {
                     self.persist_buf.push(PersistItem::Block {
                         id: child_id,

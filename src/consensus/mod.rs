@@ -7,6 +7,9 @@
 //! Safety rests on three rules, each in one place:
 //! - voting ([`safety`]): vote once per round, only for a block whose QC (or TC) justifies it;
 //! - committing ([`Core`]): a QC for `B` commits `B`'s parent when their rounds are consecutive;
+//! - leaders ([`leader`]): a proposal counts only if its author is the leader the schedule names
+//!   for its round and parent, a pure function of the chain that every honest node computes
+//!   alike;
 //! - persist before speaking: a vote, timeout or proposal leaves only after the runtime
 //!   reported the safety state it implies durable ([`Event::Persisted`]).
 
@@ -14,6 +17,7 @@ mod block_tree;
 mod config;
 mod core;
 mod events;
+pub mod leader;
 mod mempool;
 mod pacemaker;
 mod safety;
@@ -26,6 +30,7 @@ pub use self::core::Core;
 pub use block_tree::BlockTree;
 pub use config::CoreConfig;
 pub use events::{Action, DurableState, Event, PersistItem, RejectReason};
+pub use leader::LeaderDecision;
 pub use safety::SafetyData;
 pub use stats::CoreStats;
 

@@ -19,6 +19,10 @@ pub struct CoreStats {
     pub duplicate_votes: u64,
     pub equivocations_seen: u64,
     pub blocks_rejected: u64,
+    /// Proposals whose author is not the leader the schedule names for their round and parent.
+    pub proposals_wrong_leader: u64,
+    /// Proposals dropped because a block the leader schedule needs is not held here.
+    pub proposals_leader_unknown: u64,
     pub orphans_dropped: u64,
     pub unsolicited_sync: u64,
     pub requests_rejected_busy: u64,

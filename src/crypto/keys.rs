@@ -1,12 +1,13 @@
-//! The committee (who the nodes are, their keys, `f`, the quorum and leader schedule) and the
-//! signer a node uses for its own messages.
+//! The committee (who the nodes are, their keys, `f` and the quorum) and the signer a node uses
+//! for its own messages. Who leads a round is the consensus core's business
+//! (`consensus::leader`), not the committee's.
 
 use std::fmt;
 
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 
 use super::domain;
-use crate::types::{ClusterId, NodeId, Round, Sig};
+use crate::types::{ClusterId, NodeId, Sig};
 
 /// The fixed membership of one cluster.
 #[derive(Clone, Debug)]
@@ -107,11 +108,6 @@ impl Committee {
     /// Timeouts from `f + 1` members include an honest one: enough to join their round.
     pub fn join_threshold(&self) -> usize {
         self.f + 1
-    }
-
-    /// Round-robin leader schedule.
-    pub fn leader(&self, round: Round) -> NodeId {
-        NodeId((round % self.n() as u64) as u16)
     }
 
     pub fn key(&self, node: NodeId) -> Option<&VerifyingKey> {
@@ -238,12 +234,5 @@ mod tests {
             Committee::new(ClusterId::ZERO, &k, 1).unwrap_err(),
             CommitteeError::DuplicateKey { a: 1, b: 3 }
         );
-    }
-
-    #[test]
-    fn leaders_rotate_round_robin() {
-        let c = Committee::new(ClusterId::ZERO, &keys(4), 1).unwrap();
-        let leaders: Vec<u16> = (0..6).map(|r| c.leader(r).0).collect();
-        assert_eq!(leaders, vec![0, 1, 2, 3, 0, 1]);
     }
 }

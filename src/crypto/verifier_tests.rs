@@ -148,7 +148,7 @@ fn malleated_signature_is_rejected() {
 }
 
 #[test]
-fn unknown_voter_and_wrong_leader_are_rejected() {
+fn unknown_voters_and_authors_are_rejected_and_the_leader_is_left_to_the_core() {
     let f = fixture(ClientPolicy::Any);
     let v = f.vote(1, 9, BlockId([1; 32]), 3);
     assert_eq!(
@@ -156,11 +156,11 @@ fn unknown_voter_and_wrong_leader_are_rejected() {
         VerifyError::UnknownSigner(NodeId(9))
     );
     let mut b = genesis_child(&f);
-    b.author = NodeId(2);
-    assert!(matches!(
+    b.author = NodeId(9);
+    assert_eq!(
         f.check(Message::Proposal(b)).unwrap_err(),
-        VerifyError::WrongLeader { round: 1, .. }
-    ));
+        VerifyError::UnknownSigner(NodeId(9))
+    );
 }
 
 #[test]

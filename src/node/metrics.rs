@@ -329,6 +329,8 @@ fn write_core(out: &mut String, st: &CoreStats) {
         ("stale", st.dropped_stale),
         ("duplicate_vote", st.duplicate_votes),
         ("block_rejected", st.blocks_rejected),
+        ("wrong_leader", st.proposals_wrong_leader),
+        ("leader_unknown", st.proposals_leader_unknown),
         ("orphan", st.orphans_dropped),
         ("unsolicited_sync", st.unsolicited_sync),
         ("request_busy", st.requests_rejected_busy),

@@ -225,6 +225,11 @@ impl Replica {
         &self.core
     }
 
+    /// The core's QC-path leader decisions since the last call (for the simulator's checker).
+    pub fn take_leader_decisions(&mut self) -> Vec<crate::consensus::LeaderDecision> {
+        self.core.take_leader_decisions()
+    }
+
     pub fn me(&self) -> NodeId {
         self.cfg.me
     }

@@ -199,7 +199,7 @@ impl ByzState {
 
     fn vote_anyway(&mut self, b: &Block) -> Vec<(NodeId, Message)> {
         let id = b.compute_id();
-        let leader = self.committee.leader(b.round + 1);
+        let leader = crate::consensus::leader::round_robin(&self.committee, b.round + 1);
         if leader == self.me {
             return Vec::new();
         }

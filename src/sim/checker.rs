@@ -6,12 +6,14 @@
 //!   the heal, before the run ends;
 //! - state: every honest node's state has the same digest at the same height, and the same
 //!   request at the same height gets byte-identical replies on every honest node (also after
-//!   a node installed a snapshot, which moves its chain tip to the snapshot's block).
+//!   a node installed a snapshot, which moves its chain tip to the snapshot's block);
+//! - leader schedule: honest nodes that computed the QC-path leader of one `(round, parent)`
+//!   computed the same member (the schedule must be a function of the chain alone).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::state::AppliedReply;
-use crate::consensus::TimeMs;
+use crate::consensus::{LeaderDecision, TimeMs};
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, Height, NodeId};
 
 /// The first honest node to reach a height, and its state digest there.
@@ -30,8 +32,14 @@ pub struct Checker {
     heal_at_ms: TimeMs,
     digests: BTreeMap<Height, DigestSeen>,
     replies: HashMap<ReplyKey, ([u8; 32], NodeId)>,
+    /// The first leader an honest node computed for each `(round, parent)`, and who computed it.
+    leaders: BTreeMap<(u64, BlockId), (NodeId, NodeId)>,
     violations: Vec<String>,
 }
+
+/// Leader decisions older than this many rounds below the newest are forgotten (bounded memory;
+/// honest nodes decide a round's leader within a few rounds of each other).
+const LEADER_ROUNDS_KEPT: u64 = 10_000;
 
 /// Keeps the report readable when a broken build fails everywhere at once.
 const VIOLATIONS_KEPT_MAX: usize = 20;
@@ -47,6 +55,7 @@ impl Checker {
             heal_at_ms,
             digests: BTreeMap::new(),
             replies: HashMap::new(),
+            leaders: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -157,6 +166,34 @@ impl Checker {
             None => {
                 self.digests.insert(height, (digest, node));
             }
+        }
+    }
+
+    pub fn on_leader_decisions(&mut self, node: NodeId, decisions: &[LeaderDecision]) {
+        if !matches!(self.tips.get(node.index()), Some(Some(_))) {
+            return; // not an honest node
+        }
+        for d in decisions {
+            match self.leaders.get(&(d.round, d.parent)) {
+                Some((leader, who)) if *leader != d.leader => {
+                    let msg = format!(
+                        "leader schedule: {node} computed {} as the leader of round {} after {:?}, but {who} computed {leader}",
+                        d.leader, d.round, d.parent
+                    );
+                    self.violation(msg);
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert((d.round, d.parent), (d.leader, node));
+                }
+            }
+        }
+        let newest = self.leaders.keys().next_back().map_or(0, |(r, _)| *r);
+        let oldest = self.leaders.keys().next().map_or(0, |(r, _)| *r);
+        if let Some(floor) = newest.checked_sub(LEADER_ROUNDS_KEPT)
+            && oldest < floor
+        {
+            self.leaders = self.leaders.split_off(&(floor, BlockId::ZERO));
         }
     }
 

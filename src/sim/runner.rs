@@ -544,15 +544,16 @@ impl Sim {
         }
     }
 
-    /// The leader of the highest round any honest live core is in, if it is honest.
+    /// The leader of the highest round any honest live core is in (as that core sees it), if
+    /// it is honest.
     fn current_honest_leader(&self) -> Option<NodeId> {
-        let round = self
+        let leader = self
             .nodes
             .iter()
             .filter(|n| n.byz.is_none())
-            .filter_map(|n| n.replicas[0].replica.as_ref().map(|r| r.core().round()))
-            .max()?;
-        let leader = self.committee.leader(round);
+            .filter_map(|n| n.replicas[0].replica.as_ref().map(|r| r.core()))
+            .max_by_key(|c| c.round())?
+            .leader();
         self.nodes[leader.index()].byz.is_none().then_some(leader)
     }
 
@@ -711,10 +712,13 @@ impl Sim {
                 trace_input(&input)
             );
         }
-        let effects = match self.nodes[node.index()].replicas[replica].replica.as_mut() {
-            Some(r) => r.handle(now, input),
+        let (effects, leaders) = match self.nodes[node.index()].replicas[replica].replica.as_mut() {
+            Some(r) => (r.handle(now, input), r.take_leader_decisions()),
             None => return,
         };
+        if replica == 0 {
+            self.checker.on_leader_decisions(node, &leaders);
+        }
         self.dispatch(node, replica, effects);
     }
 

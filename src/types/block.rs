@@ -41,20 +41,25 @@ impl Block {
         self.qc.block_id
     }
 
-    /// The hash that names this block. Covers everything but the signature, which signs it.
+    /// The hash that names this block. Covers everything but the signatures (the block's own,
+    /// which signs it, and those inside its certificates). The certificates' signer sets are
+    /// covered: the leader schedule reads them (`consensus::leader`), so two copies of a block
+    /// with one id must not carry different signers.
     pub fn compute_id(&self) -> BlockId {
         let mut h = blake3::Hasher::new();
-        h.update(b"bftd/block-id/v1");
+        h.update(b"bftd/block-id/v2");
         h.update(&self.round.to_le_bytes());
         h.update(&self.height.to_le_bytes());
         h.update(&self.author.0.to_le_bytes());
         h.update(&self.qc.block_id.0);
         h.update(&self.qc.round.to_le_bytes());
+        hash_signers(&mut h, self.qc.votes.iter().map(|v| v.node));
         match &self.tc {
             Some(tc) => {
                 h.update(&[1]);
                 h.update(&tc.round.to_le_bytes());
                 h.update(&tc.high_qc.round.to_le_bytes());
+                hash_signers(&mut h, tc.timeouts.iter().map(|t| t.node));
             }
             None => {
                 h.update(&[0]);
@@ -89,5 +94,14 @@ impl Block {
     /// Payload bytes, for the `max_block_bytes` limit.
     pub fn payload_bytes(&self) -> usize {
         self.payload.iter().map(ClientRequest::size_bytes).sum()
+    }
+}
+
+/// A signer list as its length and the node ids in order (the verifier makes them canonical:
+/// strictly ascending), so distinct lists never hash alike.
+fn hash_signers(h: &mut blake3::Hasher, nodes: impl ExactSizeIterator<Item = NodeId>) {
+    h.update(&(nodes.len() as u64).to_le_bytes());
+    for node in nodes {
+        h.update(&node.0.to_le_bytes());
     }
 }

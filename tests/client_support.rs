@@ -60,7 +60,7 @@ pub enum Behaviour {
 pub struct SharedState {
     pub kv: BTreeMap<Vec<u8>, VersionedValue>,
     pub height: u64,
-    pub replies: HashMap<([u8; 32], u64), Vec<u8>>,
+    pub replies: HashMap<([u8; 32], u64, u64), Vec<u8>>,
     /// Requests executed (each (client, seq) once).
     pub executed: u64,
 }
@@ -257,10 +257,12 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
     match frame {
         ClientFrame::Submit(req) => {
             ctx.submits_seen.fetch_add(1, Ordering::Relaxed);
-            let (client, seq) = (req.client.0, req.seq);
+            let (client, session, seq) = (req.client.0, req.session, req.seq);
+            let ops_digest = bftd::types::ops_digest(&req.ops);
             let refuse = |reason| {
                 Some(NodeFrame::Refused {
                     client,
+                    session,
                     seq,
                     reason,
                 })
@@ -279,9 +281,15 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 };
                 encode_reply(&Reply::Done(vec![OpReply::Simple(lie)]))
             } else {
-                execute(&ctx.state, client, seq, &req.ops)
+                execute(&ctx.state, (client, session, seq), &req.ops)
             };
-            Some(NodeFrame::Reply { client, seq, reply })
+            Some(NodeFrame::Reply {
+                client,
+                session,
+                seq,
+                ops_digest,
+                reply,
+            })
         }
         ClientFrame::StaleGet { id, key } => {
             let s = ctx.state.lock();
@@ -315,16 +323,16 @@ fn signature_ok(cluster: ClusterId, req: &bftd::types::ClientRequest) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&req.client.0) else {
         return false;
     };
-    let body = domain::request_body(&req.client, req.seq, &req.ops);
+    let body = domain::request_body(&req.client, req.session, req.seq, &req.ops);
     let msg = domain::signing_bytes(domain::REQUEST, &cluster, &body);
     let sig = ed25519_dalek::Signature::from_bytes(&req.signature.0);
     key.verify_strict(&msg, &sig).is_ok()
 }
 
 /// Executes a request once in the shared order; later calls return the stored bytes.
-fn execute(state: &Mutex<SharedState>, client: [u8; 32], seq: u64, ops: &[u8]) -> Vec<u8> {
+fn execute(state: &Mutex<SharedState>, id: ([u8; 32], u64, u64), ops: &[u8]) -> Vec<u8> {
     let mut s = state.lock();
-    if let Some(r) = s.replies.get(&(client, seq)) {
+    if let Some(r) = s.replies.get(&id) {
         return r.clone();
     }
     s.height += 1;
@@ -334,7 +342,7 @@ fn execute(state: &Mutex<SharedState>, client: [u8; 32], seq: u64, ops: &[u8]) -
         Err(rejection) => Reply::Rejected(rejection),
     };
     let bytes = encode_reply(&reply);
-    s.replies.insert((client, seq), bytes.clone());
+    s.replies.insert(id, bytes.clone());
     bytes
 }
 

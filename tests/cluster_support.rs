@@ -261,9 +261,10 @@ impl RawClient {
         decode_node_frame(&plain).map_err(std::io::Error::other)
     }
 
-    /// A signed request carrying `ops`, with sequence number `seq`.
+    /// A signed request carrying `ops`, with sequence number `seq` (of session 1: every raw
+    /// client of a test shares it, as a retrying process would).
     pub fn request(&self, seq: u64, ops: &[Op]) -> ClientRequest {
-        self.cfg.signer().sign_request(seq, encode_ops(ops))
+        self.cfg.signer().sign_request(1, seq, encode_ops(ops))
     }
 
     /// Submits `ops` as request `seq` and waits for this node's reply to it.

@@ -145,10 +145,16 @@ fn client_sends_and_gets_replies() {
         .inbound()
         .recv_timeout(support::DEADLINE)
         .unwrap();
-    assert_eq!(got.from, Remote::Client(ClientId(client_key.public)));
+    let Remote::Client(link) = got.from else {
+        panic!("a client frame came from {:?}", got.from);
+    };
+    assert_eq!(
+        link.0, client_key.public,
+        "the link is named by the client's key"
+    );
     assert_eq!(got.bytes, b"request");
     let big = pseudo_random_bytes(9, 300_000);
-    let reply = Outbound::ToClient(ClientId(client_key.public), big.clone());
+    let reply = Outbound::ToClient(ClientId(client_key.public, link.1), big.clone());
     cluster.node(1).send(reply).unwrap();
     assert_eq!(client.recv().unwrap(), big);
     wait_until("client frame counters", || {

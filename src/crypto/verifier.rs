@@ -380,7 +380,7 @@ impl Verifier {
             return Ok(());
         }
         let key = self.clients.key(&r.client)?;
-        let body = domain::request_body(&r.client, r.seq, &r.ops);
+        let body = domain::request_body(&r.client, r.session, r.seq, &r.ops);
         self.push(
             g,
             i,

@@ -29,7 +29,7 @@ use super::storage_loop::StorageJob;
 use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, RejectReason};
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
 use crate::net::{NetCounters, Outbound, OutboundSender};
-use crate::types::{BlockHeader, ClientRequest, Message, NodeId};
+use crate::types::{BlockHeader, ClientRequest, Message, NodeId, RequestId};
 use crate::wire::client::encode_node_frame;
 use crate::wire::peer::{encode_consensus, encode_peer};
 use crate::wire::{NodeFrame, PeerFrame, Refusal, StateMsg};
@@ -238,21 +238,38 @@ impl ConsensusCtx {
                 Action::SetTimer { deadline_ms } => *timer = Some(deadline_ms),
                 Action::RejectRequest {
                     client,
+                    session,
                     seq,
+                    ops_digest,
                     reason: RejectReason::Committed,
-                } => self.to_storage(StorageJob::CachedReply { client, seq }),
+                } => self.to_storage(StorageJob::CachedReply {
+                    id: RequestId {
+                        client,
+                        session,
+                        seq,
+                    },
+                    ops_digest,
+                }),
                 Action::RejectRequest {
                     client,
+                    session,
                     seq,
                     reason: RejectReason::Busy,
+                    ..
                 } => {
                     self.counters.request_refused(Refusal::Busy);
                     let frame = encode_node_frame(&NodeFrame::Refused {
                         client: client.0,
+                        session,
                         seq,
                         reason: Refusal::Busy,
                     });
-                    for conn in self.routes.take(&client, seq) {
+                    let id = RequestId {
+                        client,
+                        session,
+                        seq,
+                    };
+                    for conn in self.routes.take(&id) {
                         let _ = self.out.try_send(Outbound::ToClient(conn, frame.clone()));
                     }
                 }

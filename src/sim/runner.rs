@@ -172,6 +172,8 @@ const DISK_MS_MAX: u64 = 8;
 const CLIENT_RETRY_MS: u64 = 2_000;
 /// Share of crashes that tear the batch being synced (a prefix of it reaches the disk).
 const TORN_CRASH_CHANCE: f64 = 0.5;
+/// The session id of every simulated client (each client key is one process).
+const SIM_CLIENT_SESSION: u64 = 1;
 
 impl Sim {
     fn new(mut cfg: SimConfig) -> Self {
@@ -533,7 +535,8 @@ impl Sim {
         let client = &mut self.clients[c];
         client.seq += 1;
         let signer = Signer::new(client.secret, *self.committee.cluster());
-        let req = signer.sign_request(client.seq, ops);
+        // One session per simulated client key: each key is one client process.
+        let req = signer.sign_request(SIM_CLIENT_SESSION, client.seq, ops);
         self.checker.on_submit(req.client, req.seq, self.now);
         self.submitted += 1;
         self.send_request(req);

@@ -6,6 +6,11 @@
 
 #![allow(dead_code)]
 
+#[path = "support/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use common::{DEADLINE, wait_until};
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,18 +33,6 @@ use bftd::wire::client::{
     ClientFrame, NodeFrame, NodeStatus, Refusal, decode_client_frame, encode_node_frame,
 };
 use parking_lot::Mutex;
-
-/// Generous: a loaded 2-core machine running another engineer's build must not fail a test.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -94,12 +87,14 @@ fn limits() -> NetLimits {
 }
 
 impl FakeCluster {
-    /// Starts `n` honest fake nodes on 127.0.0.1, port 0.
+    /// Starts `n` honest fake nodes on 127.0.0.1, on ports outside the ephemeral range (a
+    /// restarted fake binds its old port again, which an outgoing connection could have taken
+    /// in the meantime if the kernel had handed it out).
     pub fn start(n: usize) -> Self {
         let mut c = Self {
             cluster: ClusterId::from_name("client-test"),
             keys: (0..n).map(|_| generate_static_keypair().unwrap()).collect(),
-            addrs: vec!["127.0.0.1:0".parse().unwrap(); n],
+            addrs: (0..n).map(|_| common::free_addr()).collect(),
             nodes: Vec::new(),
             state: Arc::new(Mutex::new(SharedState::default())),
             client_signing_secret: [7; 32],

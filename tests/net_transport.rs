@@ -163,6 +163,41 @@ fn client_sends_and_gets_replies() {
     });
 }
 
+/// Two processes sharing one client key (one `client.toml`) each keep their own link, and a
+/// reply goes to the link it is addressed to (a second link used to replace the first).
+#[test]
+fn two_links_of_one_client_key_stay_up_and_apart() {
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start(2, ClientAccess::AllowList(vec![client_key.public]));
+    let mut first = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let mut second = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let mut links = Vec::new();
+    for (client, name) in [(&mut first, b"first"), (&mut second, b"secnd")] {
+        client.send(name).unwrap();
+        let got = cluster
+            .node(1)
+            .inbound()
+            .recv_timeout(support::DEADLINE)
+            .unwrap();
+        assert_eq!(got.bytes, name);
+        let Remote::Client(link) = got.from else {
+            panic!("a client frame came from {:?}", got.from);
+        };
+        links.push(link);
+    }
+    assert_eq!(links[0].0, links[1].0, "one key");
+    assert_ne!(links[0], links[1], "two links");
+    // Answer in the other order: each reply reaches only the link it names.
+    for (link, reply) in [(links[1], b"to-second"), (links[0], b"to-first!")] {
+        cluster
+            .node(1)
+            .send(Outbound::ToClient(link, reply.to_vec()))
+            .unwrap();
+    }
+    assert_eq!(second.recv().unwrap(), b"to-second");
+    assert_eq!(first.recv().unwrap(), b"to-first!");
+}
+
 #[test]
 fn restarted_peer_is_reconnected_and_served() {
     let mut cluster = Cluster::start(3, ClientAccess::Any);

@@ -85,17 +85,18 @@ impl Session {
     }
 
     fn decode(stored: &[u8]) -> Result<Session, StorageError> {
-        let field = |i: usize| decode_u64(stored.get(i * 8..i * 8 + 8).unwrap_or(&[]), "session");
         if stored.len() != 24 {
             return Err(StorageError::invalid(format!(
                 "stored session is {} bytes, expected 24",
                 stored.len()
             )));
         }
+        let (highest, rest) = stored.split_at(8);
+        let (floor, last_height) = rest.split_at(8);
         Ok(Session {
-            highest: field(0)?,
-            floor: field(1)?,
-            last_height: field(2)?,
+            highest: decode_u64(highest, "session highest seq")?,
+            floor: decode_u64(floor, "session floor")?,
+            last_height: decode_u64(last_height, "session height")?,
         })
     }
 }

@@ -34,8 +34,12 @@ fn requests(cluster: ClusterId, count: usize) -> Vec<ClientRequest> {
             let ops = format!("put key{seq} value{seq}").into_bytes();
             ClientRequest {
                 client,
+                session: 1,
                 seq,
-                signature: signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops)),
+                signature: signer.sign(
+                    domain::REQUEST,
+                    &domain::request_body(&client, 1, seq, &ops),
+                ),
                 ops,
             }
         })

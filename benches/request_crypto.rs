@@ -33,7 +33,7 @@ fn ops_bytes(seq: u64) -> Vec<u8> {
 }
 
 fn sign(signer: &Signer, seq: u64) -> ClientRequest {
-    signer.sign_request(seq, ops_bytes(seq))
+    signer.sign_request(1, seq, ops_bytes(seq))
 }
 
 fn client_signers() -> Vec<Signer> {

@@ -120,6 +120,7 @@ mod tests {
             }),
             payload: vec![ClientRequest {
                 client: ClientKey([5; 32]),
+                session: 3,
                 seq: 42,
                 ops: b"put k v".to_vec(),
                 signature: Sig([6; 64]),

@@ -257,16 +257,20 @@ impl Submitter {
     }
 }
 
+/// The session of the hand-made requests of these tests.
+const RAW_SESSION: u64 = 1;
+
 fn request(cfg: &LoadedClientConfig, seq: u64, ops: &[Op]) -> ClientRequest {
     let signer = cfg.signer();
     let client = bftd::types::ClientKey(signer.public_key());
     let ops = bftd::kv::encode_ops(ops);
     let signature = signer.sign(
         bftd::crypto::domain::REQUEST,
-        &bftd::crypto::domain::request_body(&client, seq, &ops),
+        &bftd::crypto::domain::request_body(&client, RAW_SESSION, seq, &ops),
     );
     ClientRequest {
         client,
+        session: RAW_SESSION,
         seq,
         ops,
         signature,

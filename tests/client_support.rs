@@ -6,6 +6,11 @@
 
 #![allow(dead_code)]
 
+#[path = "support/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use common::{DEADLINE, wait_until};
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,18 +34,6 @@ use bftd::wire::client::{
 };
 use parking_lot::Mutex;
 
-/// Generous: a loaded 2-core machine running another engineer's build must not fail a test.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
     Honest,
@@ -60,7 +53,7 @@ pub enum Behaviour {
 pub struct SharedState {
     pub kv: BTreeMap<Vec<u8>, VersionedValue>,
     pub height: u64,
-    pub replies: HashMap<([u8; 32], u64), Vec<u8>>,
+    pub replies: HashMap<([u8; 32], u64, u64), Vec<u8>>,
     /// Requests executed (each (client, seq) once).
     pub executed: u64,
 }
@@ -94,12 +87,14 @@ fn limits() -> NetLimits {
 }
 
 impl FakeCluster {
-    /// Starts `n` honest fake nodes on 127.0.0.1, port 0.
+    /// Starts `n` honest fake nodes on 127.0.0.1, on ports outside the ephemeral range (a
+    /// restarted fake binds its old port again, which an outgoing connection could have taken
+    /// in the meantime if the kernel had handed it out).
     pub fn start(n: usize) -> Self {
         let mut c = Self {
             cluster: ClusterId::from_name("client-test"),
             keys: (0..n).map(|_| generate_static_keypair().unwrap()).collect(),
-            addrs: vec!["127.0.0.1:0".parse().unwrap(); n],
+            addrs: (0..n).map(|_| common::free_addr()).collect(),
             nodes: Vec::new(),
             state: Arc::new(Mutex::new(SharedState::default())),
             client_signing_secret: [7; 32],
@@ -257,10 +252,12 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
     match frame {
         ClientFrame::Submit(req) => {
             ctx.submits_seen.fetch_add(1, Ordering::Relaxed);
-            let (client, seq) = (req.client.0, req.seq);
+            let (client, session, seq) = (req.client.0, req.session, req.seq);
+            let ops_digest = bftd::types::ops_digest(&req.ops);
             let refuse = |reason| {
                 Some(NodeFrame::Refused {
                     client,
+                    session,
                     seq,
                     reason,
                 })
@@ -279,9 +276,15 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 };
                 encode_reply(&Reply::Done(vec![OpReply::Simple(lie)]))
             } else {
-                execute(&ctx.state, client, seq, &req.ops)
+                execute(&ctx.state, (client, session, seq), &req.ops)
             };
-            Some(NodeFrame::Reply { client, seq, reply })
+            Some(NodeFrame::Reply {
+                client,
+                session,
+                seq,
+                ops_digest,
+                reply,
+            })
         }
         ClientFrame::StaleGet { id, key } => {
             let s = ctx.state.lock();
@@ -315,16 +318,16 @@ fn signature_ok(cluster: ClusterId, req: &bftd::types::ClientRequest) -> bool {
     let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&req.client.0) else {
         return false;
     };
-    let body = domain::request_body(&req.client, req.seq, &req.ops);
+    let body = domain::request_body(&req.client, req.session, req.seq, &req.ops);
     let msg = domain::signing_bytes(domain::REQUEST, &cluster, &body);
     let sig = ed25519_dalek::Signature::from_bytes(&req.signature.0);
     key.verify_strict(&msg, &sig).is_ok()
 }
 
 /// Executes a request once in the shared order; later calls return the stored bytes.
-fn execute(state: &Mutex<SharedState>, client: [u8; 32], seq: u64, ops: &[u8]) -> Vec<u8> {
+fn execute(state: &Mutex<SharedState>, id: ([u8; 32], u64, u64), ops: &[u8]) -> Vec<u8> {
     let mut s = state.lock();
-    if let Some(r) = s.replies.get(&(client, seq)) {
+    if let Some(r) = s.replies.get(&id) {
         return r.clone();
     }
     s.height += 1;
@@ -334,7 +337,7 @@ fn execute(state: &Mutex<SharedState>, client: [u8; 32], seq: u64, ops: &[u8]) -
         Err(rejection) => Reply::Rejected(rejection),
     };
     let bytes = encode_reply(&reply);
-    s.replies.insert((client, seq), bytes.clone());
+    s.replies.insert(id, bytes.clone());
     bytes
 }
 

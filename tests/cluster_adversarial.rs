@@ -211,7 +211,12 @@ fn client_round(a: &Attack, n: u64, cfg: &LoadedClientConfig) {
     unauthorised.client = bftd::types::ClientKey(outsider.public_key());
     unauthorised.signature = outsider.sign(
         bftd::crypto::domain::REQUEST,
-        &bftd::crypto::domain::request_body(&unauthorised.client, 2, &unauthorised.ops),
+        &bftd::crypto::domain::request_body(
+            &unauthorised.client,
+            unauthorised.session,
+            2,
+            &unauthorised.ops,
+        ),
     );
     expect_refusal(a, &mut link, unauthorised, Refusal::NotAuthorised);
     for k in 0..4 {

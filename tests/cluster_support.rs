@@ -6,8 +6,13 @@
 
 #![allow(dead_code)]
 
+#[path = "support/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use common::{DEADLINE, free_port_range, wait_for, wait_until};
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,42 +24,6 @@ use bftd::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed
 use bftd::types::ClientRequest;
 use bftd::wire::client::{decode_node_frame, encode_client_frame};
 use bftd::wire::{ClientFrame, NodeFrame, NodeStatus};
-
-/// Generous: a loaded 2-core machine building other code must not fail a test.
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Polls `cond` until it holds; panics with `what` after `deadline`.
-pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `n` consecutive free ports on 127.0.0.1, probed by binding them. Ports are spread by the
-/// process id so parallel test binaries rarely probe the same range.
-pub fn free_port_range(n: usize) -> u16 {
-    // Tests of one binary run in parallel threads: each call takes a fresh range, so two
-    // testnets never probe (and pick) the same ports before either has bound them.
-    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let offset = NEXT.fetch_add(n as u16 + 3, std::sync::atomic::Ordering::Relaxed);
-    let mut base = 20_000 + (std::process::id() % 1_000) as u16 * 31 + offset;
-    loop {
-        let all_free = (0..n as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-        base = if base > 60_000 {
-            20_000
-        } else {
-            base + n as u16 + 7
-        };
-    }
-}
 
 pub fn bftd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bftd"))
@@ -261,9 +230,10 @@ impl RawClient {
         decode_node_frame(&plain).map_err(std::io::Error::other)
     }
 
-    /// A signed request carrying `ops`, with sequence number `seq`.
+    /// A signed request carrying `ops`, with sequence number `seq` (of session 1: every raw
+    /// client of a test shares it, as a retrying process would).
     pub fn request(&self, seq: u64, ops: &[Op]) -> ClientRequest {
-        self.cfg.signer().sign_request(seq, encode_ops(ops))
+        self.cfg.signer().sign_request(1, seq, encode_ops(ops))
     }
 
     /// Submits `ops` as request `seq` and waits for this node's reply to it.

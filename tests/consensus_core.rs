@@ -57,8 +57,12 @@ impl Cluster {
         let ops = format!("op {seq}").into_bytes();
         ClientRequest {
             client,
+            session: 1,
             seq,
-            signature: signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops)),
+            signature: signer.sign(
+                domain::REQUEST,
+                &domain::request_body(&client, 1, seq, &ops),
+            ),
             ops,
         }
     }

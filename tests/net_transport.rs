@@ -145,16 +145,57 @@ fn client_sends_and_gets_replies() {
         .inbound()
         .recv_timeout(support::DEADLINE)
         .unwrap();
-    assert_eq!(got.from, Remote::Client(ClientId(client_key.public)));
+    let Remote::Client(link) = got.from else {
+        panic!("a client frame came from {:?}", got.from);
+    };
+    assert_eq!(
+        link.0, client_key.public,
+        "the link is named by the client's key"
+    );
     assert_eq!(got.bytes, b"request");
     let big = pseudo_random_bytes(9, 300_000);
-    let reply = Outbound::ToClient(ClientId(client_key.public), big.clone());
+    let reply = Outbound::ToClient(ClientId(client_key.public, link.1), big.clone());
     cluster.node(1).send(reply).unwrap();
     assert_eq!(client.recv().unwrap(), big);
     wait_until("client frame counters", || {
         let s = cluster.stats(1);
         s.client_frames_in == 1 && s.client_frames_out == 1
     });
+}
+
+/// Two processes sharing one client key (one `client.toml`) each keep their own link, and a
+/// reply goes to the link it is addressed to (a second link used to replace the first).
+#[test]
+fn two_links_of_one_client_key_stay_up_and_apart() {
+    let client_key = generate_static_keypair().unwrap();
+    let cluster = Cluster::start(2, ClientAccess::AllowList(vec![client_key.public]));
+    let mut first = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let mut second = NoiseClient::connect(cluster.addrs[1], &client_key).unwrap();
+    let mut links = Vec::new();
+    for (client, name) in [(&mut first, b"first"), (&mut second, b"secnd")] {
+        client.send(name).unwrap();
+        let got = cluster
+            .node(1)
+            .inbound()
+            .recv_timeout(support::DEADLINE)
+            .unwrap();
+        assert_eq!(got.bytes, name);
+        let Remote::Client(link) = got.from else {
+            panic!("a client frame came from {:?}", got.from);
+        };
+        links.push(link);
+    }
+    assert_eq!(links[0].0, links[1].0, "one key");
+    assert_ne!(links[0], links[1], "two links");
+    // Answer in the other order: each reply reaches only the link it names.
+    for (link, reply) in [(links[1], b"to-second"), (links[0], b"to-first!")] {
+        cluster
+            .node(1)
+            .send(Outbound::ToClient(link, reply.to_vec()))
+            .unwrap();
+    }
+    assert_eq!(second.recv().unwrap(), b"to-second");
+    assert_eq!(first.recv().unwrap(), b"to-first!");
 }
 
 #[test]

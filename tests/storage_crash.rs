@@ -482,6 +482,7 @@ fn kv_apply(store: &mut KvStore, height: u64) {
         .iter()
         .map(|(client, ops)| KvRequest {
             client: *client,
+            session: 1,
             seq: height,
             ops,
         })

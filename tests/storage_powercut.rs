@@ -313,6 +313,7 @@ fn kv_requests(requests: &[([u8; 32], Vec<u8>)], height: u64) -> Vec<KvRequest<'
         .iter()
         .map(|(client, ops)| KvRequest {
             client: *client,
+            session: 1,
             seq: height,
             ops,
         })

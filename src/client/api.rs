@@ -23,7 +23,7 @@ use super::core::{Committed, Core, Outcome, QueryKind};
 use super::error::ClientError;
 use super::link::{self, Link, LinkContext, LinkReport};
 use super::options::{ClientOptions, ClusterEndpoints};
-use super::seq::initial_seq;
+use super::seq::Start;
 
 /// A connection to a whole cluster. See the module doc of [`crate::client`] for an example.
 #[derive(Clone)]
@@ -143,7 +143,7 @@ impl Client {
             cluster.signer,
             options.clone(),
             links.clone(),
-            initial_seq(),
+            Start::new()?,
         ));
         let shutdown = Arc::new(AtomicBool::new(false));
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);

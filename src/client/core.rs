@@ -7,8 +7,10 @@
 //!   most the nodes' exactly-once window, so a retried seq is never below it;
 //! - every request and query finishes exactly once — accepted, refused, expired, or closed —
 //!   and is then removed; a late answer for a finished seq is counted as stray and ignored;
-//! - a frame that names another client, or answers a query that was not sent to that node, is
-//!   a protocol violation: the link reporting it is closed (see `link`).
+//! - a frame that names another client or session, or answers a query that was not sent to
+//!   that node, is a protocol violation: the link reporting it is closed (see `link`);
+//! - a reply is counted for a request only if it names that request's ops digest (another
+//!   request under the same id gets `SeqReused` from the nodes, never this one's reply).
 //! - sends never block: links queue with `try_send`, and the ticker resends what was dropped.
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,12 +23,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::crypto::Signer;
 use crate::kv::{OpReply, Reply, decode_reply};
-use crate::types::{ClientKey, NodeId};
+use crate::types::{ClientKey, NodeId, ops_digest};
 use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
 
 use super::error::{ClientError, NodeAnswer, Said};
 use super::link::{Link, LinkEvents};
 use super::options::ClientOptions;
+use super::seq::Start;
 use super::tally::{self, Answer, Verdict};
 
 /// A request the cluster executed: `f + 1` nodes sent these results.
@@ -44,6 +47,8 @@ pub(crate) type Outcome = Result<Committed, ClientError>;
 struct Request {
     /// `None` between `reserve` and `fill` (while the request is being signed).
     frame: Option<Vec<u8>>,
+    /// Hash of the ops (known once signed): the reply must name it.
+    ops_digest: Option<[u8; 32]>,
     started: Instant,
     deadline: Instant,
     next_resend: Instant,
@@ -92,6 +97,8 @@ impl Table {
 pub(crate) struct Core {
     pub f: usize,
     pub client_key: ClientKey,
+    /// This process's session: part of every request id (see `seq`).
+    pub session: u64,
     signer: Signer,
     pub options: ClientOptions,
     pub links: Vec<Arc<Link>>,
@@ -107,16 +114,18 @@ impl Core {
         signer: Signer,
         options: ClientOptions,
         links: Vec<Arc<Link>>,
-        first_seq: u64,
+        start: Start,
     ) -> Self {
         Self {
             f,
             client_key: ClientKey(signer.public_key()),
+            session: start.session,
             signer,
             options,
             links,
             table: Mutex::new(Table {
-                next_seq: first_seq,
+                next_seq: start.first_seq,
+                next_query: start.first_query,
                 ..Table::default()
             }),
             room: Condvar::new(),
@@ -129,7 +138,8 @@ impl Core {
     /// channel its outcome will arrive on. Blocks while `in_flight_max` seqs are in flight.
     pub(crate) fn submit(&self, ops: Vec<u8>) -> Result<(u64, Receiver<Outcome>), ClientError> {
         let (seq, rx) = self.reserve()?;
-        let request = self.signer.sign_request(seq, ops);
+        let request = self.signer.sign_request(self.session, seq, ops);
+        let ops_digest = ops_digest(&request.ops);
         let frame = encode_client_frame(&ClientFrame::Submit(request));
         let mut table = self.table.lock();
         if frame.len() > self.options.frame_bytes_max {
@@ -146,6 +156,7 @@ impl Core {
                 link.send(&frame);
             }
             r.frame = Some(frame);
+            r.ops_digest = Some(ops_digest);
         }
         Ok((seq, rx))
     }
@@ -164,6 +175,7 @@ impl Core {
         let now = Instant::now();
         let request = Request {
             frame: None,
+            ops_digest: None,
             started: now,
             deadline: now + self.options.request_timeout,
             next_resend: now + self.options.resend_interval,
@@ -186,7 +198,7 @@ impl Core {
             return Err(ClientError::Closed);
         }
         let id = table.next_query;
-        table.next_query += 1;
+        table.next_query = table.next_query.wrapping_add(1);
         let (done, rx) = bounded(1);
         let mut query = Query {
             kind,
@@ -272,12 +284,18 @@ impl Core {
         }
     }
 
-    fn on_answer(&self, node: usize, seq: u64, answer: Answer) {
+    /// `for_ops`: the ops digest a reply names (`None` for a refusal, which names none).
+    fn on_answer(&self, node: usize, seq: u64, for_ops: Option<[u8; 32]>, answer: Answer) {
         let mut table = self.table.lock();
         let Some(r) = table.requests.get_mut(&seq) else {
             self.stray_frames.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if for_ops.is_some() && for_ops != r.ops_digest {
+            // The reply of another request under our id: never ours to take.
+            self.stray_frames.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if !tally::record(&mut r.answers[node], answer) {
             return;
         }
@@ -396,18 +414,25 @@ impl LinkEvents for Core {
 
     fn frame(&self, node: usize, frame: NodeFrame) -> Result<(), String> {
         match frame {
-            NodeFrame::Reply { client, seq, reply } => {
-                self.check_client(&client)?;
-                self.on_answer(node, seq, Answer::Reply(reply));
+            NodeFrame::Reply {
+                client,
+                session,
+                seq,
+                ops_digest,
+                reply,
+            } => {
+                self.check_client(&client, session)?;
+                self.on_answer(node, seq, Some(ops_digest), Answer::Reply(reply));
                 Ok(())
             }
             NodeFrame::Refused {
                 client,
+                session,
                 seq,
                 reason,
             } => {
-                self.check_client(&client)?;
-                self.on_answer(node, seq, Answer::Refused(reason));
+                self.check_client(&client, session)?;
+                self.on_answer(node, seq, None, Answer::Refused(reason));
                 Ok(())
             }
             NodeFrame::StaleValue { id, .. } | NodeFrame::Status { id, .. } => {
@@ -418,9 +443,12 @@ impl LinkEvents for Core {
 }
 
 impl Core {
-    fn check_client(&self, client: &[u8; 32]) -> Result<(), String> {
+    fn check_client(&self, client: &[u8; 32], session: u64) -> Result<(), String> {
         if *client != self.client_key.0 {
             return Err("reply addressed to another client".into());
+        }
+        if session != self.session {
+            return Err("reply addressed to another session of this client".into());
         }
         Ok(())
     }

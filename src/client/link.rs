@@ -124,6 +124,9 @@ impl Link {
 
     pub(crate) fn report(&self) -> LinkReport {
         let c = &self.counters;
+        // The count before the error, with Acquire: a report that counts a garbage frame also
+        // carries the error it set (see `count`).
+        let garbage_frames = c.garbage.load(Ordering::Acquire);
         LinkReport {
             node: self.endpoint.id,
             addr: self.endpoint.addr,
@@ -131,7 +134,7 @@ impl Link {
             last_error: self.last_error.lock().clone(),
             sessions: c.sessions.load(Ordering::Relaxed),
             dial_failures: c.dial_failures.load(Ordering::Relaxed),
-            garbage_frames: c.garbage.load(Ordering::Relaxed),
+            garbage_frames,
             frames_in: c.frames_in.load(Ordering::Relaxed),
             frames_out: c.frames_out.load(Ordering::Relaxed),
             frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
@@ -391,14 +394,18 @@ fn read_loop(
     }
 }
 
+/// Records a garbage frame: the error first, then the counter (Release), so whoever sees the
+/// count also sees why (a test once read the counter before the error was set).
 fn count(link: &Link, end: End) -> End {
     if let End::Garbage(why) = &end {
-        link.counters.garbage.fetch_add(1, Ordering::Relaxed);
         log::warn!(
             "client: {} sent garbage, closing the link: {why}",
             link.endpoint.id
         );
-        return End::Garbage(format!("garbage from the node: {why}"));
+        let why = format!("garbage from the node: {why}");
+        *link.last_error.lock() = why.clone();
+        link.counters.garbage.fetch_add(1, Ordering::Release);
+        return End::Garbage(why);
     }
     end
 }

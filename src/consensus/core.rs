@@ -23,7 +23,7 @@ use super::{
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
 use crate::types::{
     Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncInfo,
-    SyncRequest, Timeout, TimeoutCert, Vote,
+    SyncRequest, Timeout, TimeoutCert, Vote, ops_digest,
 };
 
 /// The newest QC-path leader decisions kept for the simulator's checker; the daemon never drains
@@ -262,7 +262,8 @@ impl Core {
     }
 
     fn on_request(&mut self, req: ClientRequest) {
-        let (client, seq) = (req.client, req.seq);
+        let (client, session, seq) = (req.client, req.session, req.seq);
+        let ops_digest = ops_digest(&req.ops);
         match self.mempool.add(req) {
             AddOutcome::Added => self.pacemaker.arm(self.now),
             AddOutcome::Duplicate => self.stats.requests_duplicate += 1,
@@ -270,7 +271,9 @@ impl Core {
                 self.stats.requests_duplicate += 1;
                 self.out.push(Action::RejectRequest {
                     client,
+                    session,
                     seq,
+                    ops_digest,
                     reason: RejectReason::Committed,
                 });
             }
@@ -278,7 +281,9 @@ impl Core {
                 self.stats.requests_rejected_busy += 1;
                 self.out.push(Action::RejectRequest {
                     client,
+                    session,
                     seq,
+                    ops_digest,
                     reason: RejectReason::Busy,
                 });
             }
@@ -758,7 +763,7 @@ impl Core {
         let mut chain_pending = false;
         for b in self.tree.uncommitted_ancestry(&qc.block_id) {
             chain_pending |= !b.payload.is_empty();
-            in_chain.extend(b.payload.iter().map(|r| (r.client, r.seq)));
+            in_chain.extend(b.payload.iter().map(ClientRequest::id));
         }
         let payload = self.mempool.batch(
             &in_chain,

@@ -50,7 +50,11 @@ pub enum Action {
     /// The request was not accepted; tell the client why.
     RejectRequest {
         client: ClientKey,
+        session: u64,
         seq: u64,
+        /// Hash of the refused request's ops, so a cached reply is given only to the request
+        /// that produced it.
+        ops_digest: [u8; 32],
         reason: RejectReason,
     },
 }

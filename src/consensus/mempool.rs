@@ -1,14 +1,14 @@
-//! Client requests waiting to be proposed, deduplicated by `(client, seq)`.
+//! Client requests waiting to be proposed, deduplicated by their `(client, session, seq)` id.
 //!
 //! Invariants: at most `requests_max` requests and `bytes_max` bytes; a request stays until a
 //! block containing it commits (so one proposed in an abandoned fork is proposed again); a
-//! `(client, seq)` that committed recently is refused (bounded memory of those).
+//! request id that committed recently is refused (bounded memory of those).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::types::{ClientKey, ClientRequest};
+use crate::types::{ClientRequest, RequestId};
 
-type Key = (ClientKey, u64);
+type Key = RequestId;
 
 pub struct Mempool {
     requests: HashMap<Key, ClientRequest>,
@@ -26,9 +26,9 @@ pub struct Mempool {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AddOutcome {
     Added,
-    /// The same `(client, seq)` is already waiting.
+    /// The same request id is already waiting.
     Duplicate,
-    /// The same `(client, seq)` was already committed (and is still remembered).
+    /// The same request id was already committed (and is still remembered).
     Committed,
     Full,
 }
@@ -56,7 +56,7 @@ impl Mempool {
     }
 
     pub fn add(&mut self, req: ClientRequest) -> AddOutcome {
-        let key = (req.client, req.seq);
+        let key = req.id();
         if self.requests.contains_key(&key) {
             return AddOutcome::Duplicate;
         }
@@ -112,7 +112,7 @@ impl Mempool {
     /// Forgets committed requests and remembers their keys.
     pub fn remove_committed(&mut self, committed: &[ClientRequest]) {
         for req in committed {
-            let key = (req.client, req.seq);
+            let key = req.id();
             if let Some(r) = self.requests.remove(&key) {
                 self.bytes -= r.size_bytes();
             }
@@ -135,11 +135,16 @@ impl Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Sig;
+    use crate::types::{ClientKey, Sig};
 
     fn req(client: u8, seq: u64, len: usize) -> ClientRequest {
+        in_session(client, 7, seq, len)
+    }
+
+    fn in_session(client: u8, session: u64, seq: u64, len: usize) -> ClientRequest {
         ClientRequest {
             client: ClientKey([client; 32]),
+            session,
             seq,
             ops: vec![0; len],
             signature: Sig::ZERO,
@@ -164,12 +169,22 @@ mod tests {
     }
 
     #[test]
+    fn two_sessions_of_one_key_may_use_the_same_seq() {
+        let mut m = Mempool::new(10, 10_000, 10);
+        assert_eq!(m.add(in_session(1, 1, 5, 10)), AddOutcome::Added);
+        assert_eq!(m.add(in_session(1, 2, 5, 10)), AddOutcome::Added);
+        m.remove_committed(&[in_session(1, 1, 5, 10)]);
+        assert_eq!(m.add(in_session(1, 1, 5, 10)), AddOutcome::Committed);
+        assert_eq!(m.len(), 1, "the other session's request still waits");
+    }
+
+    #[test]
     fn batches_in_arrival_order_within_limits_and_exclusions() {
         let mut m = Mempool::new(100, 100_000, 10);
         for s in 0..5 {
             m.add(req(1, s, 100));
         }
-        let exclude: HashSet<Key> = [(ClientKey([1; 32]), 1)].into_iter().collect();
+        let exclude: HashSet<Key> = [req(1, 1, 100).id()].into_iter().collect();
         let b = m.batch(&exclude, 3, 100_000);
         assert_eq!(b.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2, 3]);
         let one_fits = req(1, 0, 100).size_bytes();

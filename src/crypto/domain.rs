@@ -7,7 +7,8 @@ use crate::types::{BlockId, ClientKey, ClusterId, Round};
 pub const PROPOSAL: &[u8] = b"bftd/proposal/v1";
 pub const VOTE: &[u8] = b"bftd/vote/v1";
 pub const TIMEOUT: &[u8] = b"bftd/timeout/v1";
-pub const REQUEST: &[u8] = b"bftd/request/v1";
+/// v2: the body gained the session id.
+pub const REQUEST: &[u8] = b"bftd/request/v2";
 
 /// `len(tag) || tag || cluster || body`: the bytes an Ed25519 signature covers.
 pub fn signing_bytes(tag: &[u8], cluster: &ClusterId, body: &[u8]) -> Vec<u8> {
@@ -38,6 +39,6 @@ pub fn timeout_body(round: Round, high_qc_round: Round) -> Vec<u8> {
     b
 }
 
-pub fn request_body(client: &ClientKey, seq: u64, ops: &[u8]) -> Vec<u8> {
-    crate::types::ClientRequest::signed_body(client, seq, ops)
+pub fn request_body(client: &ClientKey, session: u64, seq: u64, ops: &[u8]) -> Vec<u8> {
+    crate::types::ClientRequest::signed_body(client, session, seq, ops)
 }

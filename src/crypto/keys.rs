@@ -132,16 +132,22 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// A client request carrying `ops` with sequence number `seq`, signed by this key (the
+    /// A client request carrying `ops` as number `seq` of `session`, signed by this key (the
     /// client key is this signer's public key).
-    pub fn sign_request(&self, seq: u64, ops: Vec<u8>) -> crate::types::ClientRequest {
+    pub fn sign_request(
+        &self,
+        session: u64,
+        seq: u64,
+        ops: Vec<u8>,
+    ) -> crate::types::ClientRequest {
         let client = crate::types::ClientKey(self.public_key());
         let signature = self.sign(
             super::domain::REQUEST,
-            &super::domain::request_body(&client, seq, &ops),
+            &super::domain::request_body(&client, session, seq, &ops),
         );
         crate::types::ClientRequest {
             client,
+            session,
             seq,
             ops,
             signature,

@@ -420,7 +420,7 @@ impl Verifier {
             Provenance::Proposed => (self.clients.key(&r.client)?, true),
             Provenance::Certified => self.clients.historical_key(&r.client)?,
         };
-        let body = domain::request_body(&r.client, r.seq, &r.ops);
+        let body = domain::request_body(&r.client, r.session, r.seq, &r.ops);
         self.push(
             g,
             i,

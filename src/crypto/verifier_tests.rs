@@ -76,8 +76,12 @@ impl Fixture {
         let ops = b"put k v".to_vec();
         ClientRequest {
             client,
+            session: 1,
             seq,
-            signature: signer.sign(domain::REQUEST, &domain::request_body(&client, seq, &ops)),
+            signature: signer.sign(
+                domain::REQUEST,
+                &domain::request_body(&client, 1, seq, &ops),
+            ),
             ops,
         }
     }

@@ -1,22 +1,39 @@
 //! How the KV state lives in the storage engine's flat key space.
 //!
 //! ```text
+//! 'a' ++ last_height(u64 BE) ++ client(32) ++ session(u64 BE) -> []  (sessions by age)
+//! 'c' ++ client(32)                 -> [u64 expired_below LE][u64 live sessions LE]
 //! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value]
-//! 'c' ++ client(32)                 -> [u64 highest seq seen LE]
-//! 'r' ++ client(32) ++ seq(u64 BE)  -> encoded Reply (exactly-once window)
 //! 'm' ++ "state"                    -> [u64 applied_height LE][32 digest accumulator]
+//! 'n' ++ "sessions"                 -> [u64 live sessions of all clients LE]
+//! 'r' ++ client(32) ++ session(u64 BE) ++ seq(u64 BE)
+//!                                   -> [32 ops digest][encoded Reply] (exactly-once window)
+//! 's' ++ client(32) ++ session(u64 BE)
+//!                                   -> [u64 highest seq LE][u64 floor LE][u64 last_height LE]
 //! ```
-//! Seqs are big-endian so a client's replies sort by seq. Everything but the `m` entry is
-//! covered by the state digest.
+//! Heights, sessions and seqs are big-endian so ranges sort by them. Everything but the `m`
+//! entries is covered by the state digest. `kv::exactly_once` says what the `a`, `c`, `n`,
+//! `r` and `s` entries mean.
 
 use super::reply::VersionedValue;
 use crate::storage::StorageError;
 
-pub const DATA_PREFIX: u8 = b'd';
+pub const AGE_PREFIX: u8 = b'a';
 pub const CLIENT_PREFIX: u8 = b'c';
-pub const REPLY_PREFIX: u8 = b'r';
+pub const DATA_PREFIX: u8 = b'd';
 pub const META_PREFIX: u8 = b'm';
+pub const SESSION_COUNT_KEY: &[u8] = b"nsessions";
+pub const REPLY_PREFIX: u8 = b'r';
+pub const SESSION_PREFIX: u8 = b's';
 pub const META_KEY: &[u8] = b"mstate";
+
+/// True for the first byte of every digest-covered key (what a snapshot may hold).
+pub fn is_covered_prefix(first: u8) -> bool {
+    matches!(
+        first,
+        AGE_PREFIX | CLIENT_PREFIX | DATA_PREFIX | REPLY_PREFIX | SESSION_PREFIX
+    ) || first == SESSION_COUNT_KEY[0]
+}
 const VALUE_HEADER_BYTES: usize = 16;
 
 pub fn data_key(user_key: &[u8]) -> Vec<u8> {
@@ -38,12 +55,64 @@ pub fn client_key(client: &[u8; 32]) -> Vec<u8> {
     key
 }
 
-pub fn reply_key(client: &[u8; 32], seq: u64) -> Vec<u8> {
+pub fn session_key(client: &[u8; 32], session: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(41);
+    key.push(SESSION_PREFIX);
+    key.extend_from_slice(client);
+    key.extend_from_slice(&session.to_be_bytes());
+    key
+}
+
+/// The exclusive upper bound of `client`'s session keys.
+pub fn session_end(client: &[u8; 32]) -> Vec<u8> {
+    let mut key = session_key(client, u64::MAX);
+    key.push(0);
+    key
+}
+
+pub fn reply_key(client: &[u8; 32], session: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(49);
     key.push(REPLY_PREFIX);
     key.extend_from_slice(client);
+    key.extend_from_slice(&session.to_be_bytes());
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// The exclusive upper bound of one session's reply keys.
+pub fn reply_end(client: &[u8; 32], session: u64) -> Vec<u8> {
+    let mut key = reply_key(client, session, u64::MAX);
+    key.push(0);
+    key
+}
+
+pub fn age_key(last_height: u64, client: &[u8; 32], session: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(49);
+    key.push(AGE_PREFIX);
+    key.extend_from_slice(&last_height.to_be_bytes());
+    key.extend_from_slice(client);
+    key.extend_from_slice(&session.to_be_bytes());
+    key
+}
+
+/// The client and session an age key names (it was written by [`age_key`]).
+pub fn parse_age_key(key: &[u8]) -> Result<([u8; 32], u64), StorageError> {
+    let bad = || StorageError::invalid(format!("session age key {key:02x?} is malformed"));
+    if key.len() != 49 || key[0] != AGE_PREFIX {
+        return Err(bad());
+    }
+    let client: [u8; 32] = key[9..41].try_into().map_err(|_| bad())?;
+    let session: [u8; 8] = key[41..49].try_into().map_err(|_| bad())?;
+    Ok((client, u64::from_be_bytes(session)))
+}
+
+/// The session a session key names.
+pub fn parse_session_key(key: &[u8]) -> Result<u64, StorageError> {
+    key.get(33..41)
+        .filter(|_| key.len() == 41)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::invalid(format!("session key {key:02x?} is malformed")))
 }
 
 pub fn encode_versioned(version: u64, mod_height: u64, value: &[u8]) -> Vec<u8> {

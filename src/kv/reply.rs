@@ -62,10 +62,13 @@ pub enum Rejection {
     TooManyOps,
     KeyTooLarge,
     ValueTooLarge,
-    /// The seq is below the client's exactly-once window; its reply is no longer kept.
-    SeqTooOld {
-        oldest_kept_seq: u64,
-    },
+    /// The seq is below its session's exactly-once window; its reply is no longer kept.
+    SeqTooOld,
+    /// The session was evicted from the exactly-once table (too many sessions) after this seq
+    /// may have run: whether it did is no longer known.
+    SessionExpired,
+    /// A request with different operations already used this `(client, session, seq)`.
+    SeqReused,
 }
 
 /// The reply to one request.
@@ -101,11 +104,14 @@ pub fn decode_reply(bytes: &[u8]) -> Result<Reply, ReplyDecodeError> {
     rkyv::from_bytes::<Reply, rancor::Error>(&aligned).map_err(|_| ReplyDecodeError)
 }
 
-/// The reply the runtime sends to `client` for its request `seq`.
+/// The reply the runtime sends to `client` for its request `(session, seq)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvReply {
     pub client: [u8; 32],
+    pub session: u64,
     pub seq: u64,
+    /// The digest of the ops this reply answers (the client checks it).
+    pub ops_digest: [u8; 32],
     pub reply: Reply,
     /// True when the reply came from the exactly-once table (a retried request).
     pub from_cache: bool,

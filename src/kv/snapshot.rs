@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! [8]  magic "BFTDSNP1"
-//! [4]  format version (1)
+//! [4]  format version (2)
 //! [8]  applied_height
 //! [32] state digest at that height
 //! entries, keys strictly increasing:  [u32 key_len][key][u32 value_len][value]
@@ -23,7 +23,7 @@
 use std::path::Path;
 
 use super::digest::DigestAccumulator;
-use super::keys::{CLIENT_PREFIX, DATA_PREFIX, META_KEY, META_PREFIX, REPLY_PREFIX};
+use super::keys::{META_KEY, META_PREFIX, is_covered_prefix};
 use super::state_machine::{KvStore, encode_meta};
 use crate::storage::fs::{parent_dir, tmp_path};
 use crate::storage::manifest::ByteReader;
@@ -31,7 +31,8 @@ use crate::storage::sstable::TableEntry;
 use crate::storage::{Fs, StorageError};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"BFTDSNP1";
-const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// 2: the exactly-once table is kept per session (see `kv::keys`).
+const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const END_MARKER: u32 = u32::MAX;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
 const TRAILER_BYTES: usize = 4 + 8 + 32;
@@ -255,10 +256,7 @@ fn parse_entries(
         let value = reader
             .take(value_len as usize)
             .ok_or_else(|| corrupt("short value"))?;
-        if !matches!(
-            key.first(),
-            Some(&(DATA_PREFIX | CLIENT_PREFIX | REPLY_PREFIX))
-        ) {
+        if !key.first().is_some_and(|first| is_covered_prefix(*first)) {
             return Err(corrupt("entry key has an unknown prefix"));
         }
         if entries

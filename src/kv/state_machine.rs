@@ -12,18 +12,21 @@
 use std::path::Path;
 
 use super::digest::DigestAccumulator;
-use super::exactly_once::{self, SeqStatus};
+use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::keys::{META_KEY, META_PREFIX, data_key, decode_versioned};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
-use super::reply::{KeyValue, KvReply, Reply, VersionedValue, decode_reply, encode_reply};
+use super::reply::{
+    KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
+};
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
 /// One client request of a committed block, as the node runtime hands it over.
 #[derive(Debug, Clone, Copy)]
 pub struct KvRequest<'a> {
     pub client: [u8; 32],
+    pub session: u64,
     pub seq: u64,
     /// `encode_ops` bytes, exactly as the client signed them (not yet decoded).
     pub ops: &'a [u8],
@@ -122,21 +125,28 @@ impl KvStore {
         self.engine.get(key)
     }
 
-    /// The stored reply of an already executed request `(client, seq)`, if it is still in the
-    /// exactly-once window: what a node answers to a retry that consensus already ordered.
-    pub fn cached_reply(&self, client: &[u8; 32], seq: u64) -> Result<Option<Reply>, StorageError> {
+    /// What a node answers to a retry of `(client, session, seq)` with ops hashing to
+    /// `ops_digest` that consensus already ordered: the stored reply if it is still in the
+    /// window, a rejection that carries no node-local value (so every honest node sends the
+    /// same bytes), or `None` if this node has not applied the request yet.
+    pub fn cached_reply(
+        &self,
+        client: &[u8; 32],
+        session: u64,
+        seq: u64,
+        ops_digest: &[u8; 32],
+    ) -> Result<Option<Reply>, StorageError> {
         let overlay = BlockOverlay::new(&self.engine, self.accumulator);
-        match exactly_once::classify(&overlay, client, seq)? {
-            SeqStatus::Cached(bytes) => decode_reply(&bytes).map(Some).map_err(|_| {
-                StorageError::invalid(format!("stored reply of seq {seq} does not decode"))
-            }),
-            SeqStatus::TooOld { oldest_kept_seq } => {
-                Ok(Some(Reply::Rejected(super::reply::Rejection::SeqTooOld {
-                    oldest_kept_seq,
-                })))
-            }
-            SeqStatus::Fresh => Ok(None),
-        }
+        let slot = Slot {
+            client,
+            session,
+            seq,
+            ops_digest,
+        };
+        Ok(match exactly_once::classify(&overlay, slot)? {
+            SeqStatus::Fresh => None,
+            status => Some(answer_without_executing(status, seq)?),
+        })
     }
 
     /// Equal on every node that applied the same blocks; O(1) (maintained incrementally).
@@ -178,35 +188,56 @@ fn apply_request(
     height: u64,
     request: &KvRequest<'_>,
 ) -> Result<KvReply, StorageError> {
+    // The same hash as `types::ops_digest` (this module does not import `types`).
+    let ops_digest = *blake3::hash(request.ops).as_bytes();
     let reply_to = |reply: Reply, from_cache: bool| KvReply {
         client: request.client,
+        session: request.session,
         seq: request.seq,
+        ops_digest,
         reply,
         from_cache,
     };
-    match exactly_once::classify(overlay, &request.client, request.seq)? {
-        SeqStatus::Cached(bytes) => {
-            let reply = decode_reply(&bytes).map_err(|_| {
-                StorageError::invalid(format!(
-                    "stored reply of seq {} does not decode",
-                    request.seq
-                ))
-            })?;
-            Ok(reply_to(reply, true))
-        }
-        SeqStatus::TooOld { oldest_kept_seq } => Ok(reply_to(
-            Reply::Rejected(super::reply::Rejection::SeqTooOld { oldest_kept_seq }),
-            false,
-        )),
+    let slot = Slot {
+        client: &request.client,
+        session: request.session,
+        seq: request.seq,
+        ops_digest: &ops_digest,
+    };
+    match exactly_once::classify(overlay, slot)? {
         SeqStatus::Fresh => {
             let reply = match decode_ops(request.ops) {
                 Ok(ops) => Reply::Done(execute_ops(overlay, height, ops)?),
                 Err(rejection) => Reply::Rejected(rejection),
             };
-            exactly_once::record(overlay, &request.client, request.seq, encode_reply(&reply))?;
+            exactly_once::record(overlay, height, slot, encode_reply(&reply))?;
             Ok(reply_to(reply, false))
         }
+        status => {
+            let cached = matches!(status, SeqStatus::Cached(_));
+            Ok(reply_to(
+                answer_without_executing(status, request.seq)?,
+                cached,
+            ))
+        }
     }
+}
+
+/// The reply to a request the table says not to execute.
+fn answer_without_executing(status: SeqStatus, seq: u64) -> Result<Reply, StorageError> {
+    Ok(match status {
+        SeqStatus::Cached(bytes) => decode_reply(&bytes).map_err(|_| {
+            StorageError::invalid(format!("stored reply of seq {seq} does not decode"))
+        })?,
+        SeqStatus::Reused => Reply::Rejected(Rejection::SeqReused),
+        SeqStatus::TooOld => Reply::Rejected(Rejection::SeqTooOld),
+        SeqStatus::Expired => Reply::Rejected(Rejection::SessionExpired),
+        SeqStatus::Fresh => {
+            return Err(StorageError::invalid(
+                "a fresh request must be executed, not answered",
+            ));
+        }
+    })
 }
 
 pub(super) fn encode_meta(height: u64, accumulator: &DigestAccumulator) -> Vec<u8> {

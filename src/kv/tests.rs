@@ -36,14 +36,31 @@ fn put(key: &str, value: &str) -> Op {
     }
 }
 
-/// Applies one request per `(client, seq, ops)` as block `height`.
+/// The session of requests that do not name one.
+const SESSION: u64 = 9;
+
+/// Applies one request per `(client, seq, ops)` (in session `SESSION`) as block `height`.
 fn apply(store: &mut KvStore, height: u64, requests: &[([u8; 32], u64, Vec<Op>)]) -> Vec<KvReply> {
-    let encoded: Vec<Vec<u8>> = requests.iter().map(|(_, _, ops)| encode_ops(ops)).collect();
+    let with_session: Vec<_> = requests
+        .iter()
+        .map(|(client, seq, ops)| (*client, SESSION, *seq, ops.clone()))
+        .collect();
+    apply_in_sessions(store, height, &with_session)
+}
+
+/// Applies one request per `(client, session, seq, ops)` as block `height`.
+fn apply_in_sessions(
+    store: &mut KvStore,
+    height: u64,
+    requests: &[([u8; 32], u64, u64, Vec<Op>)],
+) -> Vec<KvReply> {
+    let encoded: Vec<Vec<u8>> = requests.iter().map(|(.., ops)| encode_ops(ops)).collect();
     let batch: Vec<KvRequest<'_>> = requests
         .iter()
         .zip(&encoded)
-        .map(|((client, seq, _), ops)| KvRequest {
+        .map(|((client, session, seq, _), ops)| KvRequest {
             client: *client,
+            session: *session,
             seq: *seq,
             ops,
         })
@@ -156,8 +173,8 @@ fn exactly_once_window_out_of_order_and_too_old() {
         &mut store,
         2,
         &[
-            (ALICE, 3, vec![put("k", "zzz")]),
-            (ALICE, 5, vec![put("k", "zzz")]),
+            (ALICE, 3, vec![put("k", "b")]),
+            (ALICE, 5, vec![put("k", "a")]),
         ],
     );
     assert!(replies.iter().all(|r| r.from_cache));
@@ -172,12 +189,7 @@ fn exactly_once_window_out_of_order_and_too_old() {
     // Jump far ahead: seq 5 falls out of the window and is rejected as too old.
     apply(&mut store, 4, &[(ALICE, 1000, vec![put("k", "d")])]);
     let replies = apply(&mut store, 5, &[(ALICE, 5, vec![put("k", "e")])]);
-    assert_eq!(
-        replies[0].reply,
-        Reply::Rejected(Rejection::SeqTooOld {
-            oldest_kept_seq: 745
-        })
-    );
+    assert_eq!(replies[0].reply, Reply::Rejected(Rejection::SeqTooOld));
     // Bob's window is independent.
     let replies = apply(&mut store, 6, &[(BOB, 5, vec![put("k", "f")])]);
     assert!(!replies[0].from_cache);
@@ -194,6 +206,7 @@ fn undecodable_ops_get_a_deterministic_rejection() {
             1,
             &[KvRequest {
                 client: ALICE,
+                session: SESSION,
                 seq: 1,
                 ops: &garbage,
             }],
@@ -205,6 +218,7 @@ fn undecodable_ops_get_a_deterministic_rejection() {
             2,
             &[KvRequest {
                 client: ALICE,
+                session: SESSION,
                 seq: 1,
                 ops: &garbage,
             }],
@@ -252,7 +266,7 @@ fn snapshot_round_trip_and_rejections() {
             store,
             31,
             &[
-                (ALICE, 30, vec![put("x", "y")]),
+                (ALICE, 30, vec![put("key2", "30")]),
                 (ALICE, 31, vec![put("x", "z")]),
             ],
         );
@@ -416,12 +430,174 @@ proptest! {
         let at = flip % mutated.len();
         mutated[at] ^= 0x5a;
         let requests = [
-            KvRequest { client: ALICE, seq: 1, ops: &garbage },
-            KvRequest { client: BOB, seq: 1, ops: &mutated },
+            KvRequest { client: ALICE, session: SESSION, seq: 1, ops: &garbage },
+            KvRequest { client: BOB, session: SESSION, seq: 1, ops: &mutated },
         ];
         let replies_a = a.apply(1, &requests).unwrap();
         let replies_b = b.apply(1, &requests).unwrap();
         prop_assert_eq!(replies_a, replies_b);
         prop_assert_eq!(a.state_digest(), b.state_digest());
+    }
+}
+
+mod sessions {
+    //! The exactly-once table keyed by `(client, session, seq)`: processes sharing a key.
+
+    use super::*;
+    use crate::kv::exactly_once::{self, CLIENT_SESSIONS_MAX, SESSIONS_MAX};
+    use crate::kv::overlay::BlockOverlay;
+
+    fn ops_digest(ops: &[Op]) -> [u8; 32] {
+        *blake3::hash(&encode_ops(ops)).as_bytes()
+    }
+
+    #[test]
+    fn two_sessions_with_the_same_seq_both_run_and_keep_their_own_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let replies = apply_in_sessions(
+            &mut store,
+            1,
+            &[
+                (ALICE, 1, 100, vec![put("a", "1")]),
+                (ALICE, 2, 100, vec![put("b", "2")]),
+            ],
+        );
+        assert!(replies.iter().all(|r| !r.from_cache));
+        assert_eq!(store.get(b"a").unwrap().unwrap().value, b"1");
+        assert_eq!(store.get(b"b").unwrap().unwrap().value, b"2");
+        let retry = store
+            .cached_reply(&ALICE, 2, 100, &ops_digest(&[put("b", "2")]))
+            .unwrap();
+        assert_eq!(retry, Some(replies[1].reply.clone()));
+    }
+
+    #[test]
+    fn another_request_under_a_used_id_gets_seq_reused_never_the_stored_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        apply_in_sessions(&mut store, 1, &[(ALICE, 1, 7, vec![put("k", "mine")])]);
+        let other = vec![put("k", "theirs")];
+        let replies = apply_in_sessions(&mut store, 2, &[(ALICE, 1, 7, other.clone())]);
+        assert_eq!(replies[0].reply, Reply::Rejected(Rejection::SeqReused));
+        assert!(!replies[0].from_cache);
+        assert_eq!(replies[0].ops_digest, ops_digest(&other));
+        assert_eq!(
+            store.get(b"k").unwrap().unwrap().value,
+            b"mine",
+            "not executed"
+        );
+        let retry = store
+            .cached_reply(&ALICE, 1, 7, &ops_digest(&other))
+            .unwrap();
+        assert_eq!(retry, Some(Reply::Rejected(Rejection::SeqReused)));
+        let same = store
+            .cached_reply(&ALICE, 1, 7, &ops_digest(&[put("k", "mine")]))
+            .unwrap();
+        assert!(matches!(same, Some(Reply::Done(_))), "{same:?}");
+    }
+
+    #[test]
+    fn refusals_of_retries_carry_no_node_local_value() {
+        // Two nodes at different applied heights answer a too-old retry with the same bytes.
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, mut b) = (open(a_dir.path()), open(b_dir.path()));
+        for store in [&mut a, &mut b] {
+            apply(store, 1, &[(ALICE, 5, vec![put("k", "1")])]);
+            apply(store, 2, &[(ALICE, 1000, vec![put("k", "2")])]);
+        }
+        apply(&mut a, 3, &[(ALICE, 5000, vec![put("k", "3")])]);
+        let digest = ops_digest(&[put("k", "1")]);
+        let answer_a = a.cached_reply(&ALICE, SESSION, 5, &digest).unwrap();
+        let answer_b = b.cached_reply(&ALICE, SESSION, 5, &digest).unwrap();
+        assert_eq!(answer_a, Some(Reply::Rejected(Rejection::SeqTooOld)));
+        assert_eq!(
+            answer_a.map(|r| encode_reply(&r)),
+            answer_b.map(|r| encode_reply(&r))
+        );
+    }
+
+    /// Opens `count` sessions of `client` (session ids `first..`), one block each from `height`.
+    fn open_sessions(store: &mut KvStore, client: [u8; 32], first: u64, count: u64, height: u64) {
+        for i in 0..count {
+            let seq = 1_000 + i;
+            apply_in_sessions(
+                store,
+                height + i,
+                &[(client, first + i, seq, vec![put("x", "y")])],
+            );
+        }
+    }
+
+    #[test]
+    fn a_client_keeps_at_most_its_session_limit_and_evicts_the_least_recently_used() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, mut b) = (open(a_dir.path()), open(b_dir.path()));
+        for store in [&mut a, &mut b] {
+            open_sessions(store, ALICE, 0, CLIENT_SESSIONS_MAX, 1);
+            // Session 0 is used again, so session 1 is now the least recently used.
+            let h = CLIENT_SESSIONS_MAX + 1;
+            apply_in_sessions(store, h, &[(ALICE, 0, 1_000_000, vec![put("x", "z")])]);
+            // One more session evicts session 1.
+            apply_in_sessions(
+                store,
+                h + 1,
+                &[(ALICE, 999, 2_000_000, vec![put("n", "1")])],
+            );
+        }
+        assert_eq!(
+            a.state_digest(),
+            b.state_digest(),
+            "eviction is deterministic"
+        );
+        let overlay = BlockOverlay::new(&a.engine, a.accumulator);
+        let live = exactly_once::live_sessions(&overlay, &ALICE);
+        drop(overlay);
+        assert_eq!(live.len() as u64, CLIENT_SESSIONS_MAX);
+        assert!(!live.contains(&1) && live.contains(&0) && live.contains(&999));
+        // A retry of the evicted session's seq may have run: refused, never run again.
+        let retry = vec![put("x", "y")];
+        let replies = apply_in_sessions(&mut a, 1_000, &[(ALICE, 1, 1_001, retry.clone())]);
+        assert_eq!(replies[0].reply, Reply::Rejected(Rejection::SessionExpired));
+        let answer = a
+            .cached_reply(&ALICE, 1, 1_001, &ops_digest(&retry))
+            .unwrap();
+        assert_eq!(answer, Some(Reply::Rejected(Rejection::SessionExpired)));
+        // Bob's sessions are not Alice's business.
+        let replies = apply_in_sessions(&mut a, 1_001, &[(BOB, 1, 1, vec![put("b", "1")])]);
+        assert!(matches!(replies[0].reply, Reply::Done(_)));
+    }
+
+    #[test]
+    fn all_clients_together_keep_at_most_the_session_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        // Every client key opens one session; the first client's is the oldest.
+        let blocks = 8;
+        let per_block = SESSIONS_MAX / blocks;
+        let client = |i: u64| {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&i.to_be_bytes());
+            key[8] = 0xc1;
+            key
+        };
+        for block in 0..blocks {
+            let requests: Vec<_> = (block * per_block..(block + 1) * per_block)
+                .map(|i| (client(i), 5, 10, vec![Op::Get { key: b"g".to_vec() }]))
+                .collect();
+            apply_in_sessions(&mut store, block + 1, &requests);
+        }
+        let newcomer = (client(SESSIONS_MAX), 5, 10, vec![put("n", "1")]);
+        let replies = apply_in_sessions(&mut store, blocks + 1, &[newcomer]);
+        assert!(matches!(replies[0].reply, Reply::Done(_)));
+        let overlay = BlockOverlay::new(&store.engine, store.accumulator);
+        assert!(
+            exactly_once::live_sessions(&overlay, &client(0)).is_empty(),
+            "oldest evicted"
+        );
+        assert_eq!(exactly_once::live_sessions(&overlay, &client(1)), vec![5]);
+        drop(overlay);
+        let replies = apply_in_sessions(&mut store, blocks + 2, &[(client(0), 5, 10, vec![])]);
+        assert_eq!(replies[0].reply, Reply::Rejected(Rejection::SessionExpired));
     }
 }

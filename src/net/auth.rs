@@ -57,8 +57,8 @@ impl KeyDirectory {
             };
         }
         match &self.clients {
-            None => Ok(Remote::Client(ClientId(*key))),
-            Some(allowed) if allowed.contains(key) => Ok(Remote::Client(ClientId(*key))),
+            None => Ok(Remote::Client(ClientId(*key, 0))),
+            Some(allowed) if allowed.contains(key) => Ok(Remote::Client(ClientId(*key, 0))),
             Some(_) => Err(RejectReason::UnknownKey),
         }
     }

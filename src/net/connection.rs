@@ -47,7 +47,7 @@ pub(crate) enum Close {
     Eof,
     Io(io::Error),
     Reject(RejectReason),
-    /// A newer authenticated link to the same remote took over.
+    /// A newer authenticated link to the same peer took over, or a client key holds too many.
     Replaced,
     /// The inbound channel's receiver is gone: the node is shutting down.
     ReceiverGone,
@@ -128,6 +128,13 @@ impl Connection {
             frame_started: None,
             charged_bytes: 0,
         })
+    }
+
+    /// Renames an established link's remote (the event loop numbers client links).
+    pub(crate) fn set_remote(&mut self, new: Remote) {
+        if let Phase::Established { remote, .. } = &mut self.phase {
+            *remote = new;
+        }
     }
 
     pub(crate) fn remote(&self) -> Option<Remote> {

@@ -9,10 +9,12 @@ use crate::types::NodeId;
 
 use super::noise::KEY_BYTES;
 
-/// A client, named by its X25519 static (Noise) public key: the key is what the handshake
-/// authenticates, so it is the identity replies are routed by.
+/// A client link: the client's X25519 static (Noise) public key, which the handshake
+/// authenticates, and the link's number on this node, so that several processes sharing one
+/// client key each hold a link of their own and each get the replies to their own requests.
+/// Link numbers are never reused while the node runs (0 until the link is established).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub [u8; KEY_BYTES]);
+pub struct ClientId(pub [u8; KEY_BYTES], pub u64);
 
 impl std::fmt::Debug for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -20,7 +22,7 @@ impl std::fmt::Debug for ClientId {
         for b in &self.0[..4] {
             write!(f, "{b:02x}")?;
         }
-        Ok(())
+        write!(f, "#{}", self.1)
     }
 }
 

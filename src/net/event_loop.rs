@@ -38,6 +38,9 @@ use super::stats::{NetCounters, RejectReason, bump};
 pub(crate) const LISTENER: Token = Token(0);
 pub(crate) const WAKER: Token = Token(1);
 const FIRST_CONN_TOKEN: usize = 2;
+/// Links one client key may hold at once (processes sharing a key, each with one link per
+/// node); beyond it the oldest is closed, which is also how a reconnect replaces a stale link.
+const CLIENT_KEY_LINKS_MAX: usize = 64;
 /// Readiness events taken per `poll`.
 const EVENTS_PER_POLL_MAX: usize = 1024;
 /// One socket read; shared by all connections.
@@ -353,21 +356,40 @@ impl EventLoop {
                 self.peers.established(id, token)
             }
             Remote::Client(client) => {
-                let another = !self.clients.contains_key(&client);
-                if another && self.clients.len() >= self.limits.connections_max {
+                if self.clients.len() >= self.limits.connections_max {
                     self.close(token, Close::Reject(RejectReason::TooManyConnections));
                     return;
                 }
+                // Each link of a client key is its own route (processes may share a key).
+                let client = ClientId(client.0, token.0 as u64);
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.set_remote(Remote::Client(client));
+                }
                 bump(&self.io.counters.client_links_established, 1);
-                self.clients
-                    .insert(client, token)
-                    .filter(|old| *old != token)
+                self.clients.insert(client, token);
+                self.oldest_link_beyond_key_limit(&client.0)
             }
         };
         log::debug!("net: link to {remote:?} established");
         if let Some(old) = replaced {
             self.close(old, Close::Replaced);
         }
+    }
+
+    /// The oldest link of client key `key` when it holds more than `CLIENT_KEY_LINKS_MAX`:
+    /// a client that reconnects replaces its stale links this way.
+    fn oldest_link_beyond_key_limit(&self, key: &[u8; KEY_BYTES]) -> Option<Token> {
+        let mut links: Vec<(u64, Token)> = self
+            .clients
+            .iter()
+            .filter(|(c, _)| c.0 == *key)
+            .map(|(c, t)| (c.1, *t))
+            .collect();
+        if links.len() <= CLIENT_KEY_LINKS_MAX {
+            return None;
+        }
+        links.sort_unstable();
+        links.first().map(|(_, t)| *t)
     }
 
     fn resume_paused(&mut self) {

@@ -28,7 +28,7 @@ use super::storage_loop::StorageJob;
 use crate::crypto::{Verified, VerifiedMessage};
 use crate::net::{NetCounters, Outbound, OutboundSender};
 use crate::replica::{Effect, Input, Replica};
-use crate::types::{BlockHeader, ClientKey, ClientRequest, Message, NodeId};
+use crate::types::{BlockHeader, ClientRequest, Message, NodeId, RequestId};
 use crate::wire::client::encode_node_frame;
 use crate::wire::peer::{encode_consensus, encode_peer};
 use crate::wire::{NodeFrame, PeerFrame, Refusal, SnapshotOffer, StateMsg};
@@ -182,10 +182,10 @@ impl ConsensusCtx {
                     self.to_storage(StorageJob::Persist { ticket, items })
                 }
                 Effect::Commit { id, block } => self.to_storage(StorageJob::Commit { id, block }),
-                Effect::ReplyFromTable { client, seq } => {
-                    self.to_storage(StorageJob::CachedReply { client, seq })
+                Effect::ReplyFromTable { id, ops_digest } => {
+                    self.to_storage(StorageJob::CachedReply { id, ops_digest })
                 }
-                Effect::RefuseBusy { client, seq } => self.refuse_busy(client, seq),
+                Effect::RefuseBusy { id } => self.refuse_busy(id),
                 Effect::DownloadBegin { offer } => {
                     *download = self.begin_download(&offer);
                     if download.is_none() {
@@ -202,14 +202,15 @@ impl ConsensusCtx {
         }
     }
 
-    fn refuse_busy(&self, client: ClientKey, seq: u64) {
+    fn refuse_busy(&self, id: RequestId) {
         self.counters.request_refused(Refusal::Busy);
         let frame = encode_node_frame(&NodeFrame::Refused {
-            client: client.0,
-            seq,
+            client: id.client.0,
+            session: id.session,
+            seq: id.seq,
             reason: Refusal::Busy,
         });
-        for conn in self.routes.take(&client, seq) {
+        for conn in self.routes.take(&id) {
             let _ = self.out.try_send(Outbound::ToClient(conn, frame.clone()));
         }
     }

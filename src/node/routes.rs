@@ -13,9 +13,9 @@ use parking_lot::Mutex;
 
 use super::counters::Counter;
 use crate::net::ClientId;
-use crate::types::ClientKey;
+use crate::types::RequestId;
 
-type Key = (ClientKey, u64);
+type Key = RequestId;
 
 pub struct ReplyRoutes {
     inner: Mutex<Inner>,
@@ -50,9 +50,8 @@ impl ReplyRoutes {
         }
     }
 
-    pub fn add(&self, client: ClientKey, seq: u64, conn: ClientId) {
+    pub fn add(&self, key: RequestId, conn: ClientId) {
         let mut g = self.inner.lock();
-        let key = (client, seq);
         match g.routes.get_mut(&key) {
             Some(route) => {
                 if !route.conns.contains(&conn) && route.conns.len() < CONNECTIONS_PER_REQUEST_MAX {
@@ -84,16 +83,14 @@ impl ReplyRoutes {
         }
     }
 
-    /// The connections waiting for `(client, seq)`, forgetting them.
-    pub fn take(&self, client: &ClientKey, seq: u64) -> Vec<ClientId> {
-        self.take_route(client, seq)
-            .map(|r| r.conns)
-            .unwrap_or_default()
+    /// The connections waiting for request `id`, forgetting them.
+    pub fn take(&self, id: &RequestId) -> Vec<ClientId> {
+        self.take_route(id).map(|r| r.conns).unwrap_or_default()
     }
 
-    /// The route of `(client, seq)` with its arrival time, forgetting it.
-    pub fn take_route(&self, client: &ClientKey, seq: u64) -> Option<Route> {
-        self.inner.lock().routes.remove(&(*client, seq))
+    /// The route of request `id` with its arrival time, forgetting it.
+    pub fn take_route(&self, id: &RequestId) -> Option<Route> {
+        self.inner.lock().routes.remove(id)
     }
 
     pub fn len(&self) -> usize {
@@ -108,21 +105,31 @@ impl ReplyRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::ClientKey;
+
+    fn id(session: u64, seq: u64) -> RequestId {
+        RequestId {
+            client: ClientKey([1; 32]),
+            session,
+            seq,
+        }
+    }
 
     #[test]
     fn routes_are_taken_once_and_bounded() {
         let r = ReplyRoutes::new(2);
-        let (a, b) = (ClientKey([1; 32]), ClientId([9; 32]));
-        r.add(a, 1, b);
-        r.add(a, 1, b);
-        assert_eq!(r.take(&a, 1), vec![b]);
-        assert!(r.take(&a, 1).is_empty());
+        let b = ClientId([9; 32], 1);
+        r.add(id(3, 1), b);
+        r.add(id(3, 1), b);
+        assert!(r.take(&id(4, 1)).is_empty(), "another session's seq 1");
+        assert_eq!(r.take(&id(3, 1)), vec![b]);
+        assert!(r.take(&id(3, 1)).is_empty());
         for seq in 0..10 {
-            r.add(a, seq, b);
+            r.add(id(3, seq), b);
         }
         assert_eq!(r.len(), 2);
         assert_eq!(r.evicted.get(), 8);
-        assert_eq!(r.take(&a, 9), vec![b], "the newest survive");
-        assert!(r.take(&a, 0).is_empty(), "the oldest were forgotten");
+        assert_eq!(r.take(&id(3, 9)), vec![b], "the newest survive");
+        assert!(r.take(&id(3, 0)).is_empty(), "the oldest were forgotten");
     }
 }

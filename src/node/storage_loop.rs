@@ -30,7 +30,7 @@ use crate::consensus::PersistItem;
 use crate::kv::{KvReply, KvRequest, KvStore, encode_reply};
 use crate::net::{Outbound, OutboundSender};
 use crate::storage::{Lsn, StorageError};
-use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId};
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId, RequestId};
 use crate::wire::client::encode_node_frame;
 use crate::wire::peer::encode_peer;
 use crate::wire::{NodeFrame, PeerFrame, SnapshotOffer, StateMsg};
@@ -48,9 +48,9 @@ pub enum StorageJob {
     },
     /// Apply a committed block and reply to its clients.
     Commit { id: BlockId, block: Block },
-    /// Consensus saw `(client, seq)` again after it committed: answer from the exactly-once
-    /// table.
-    CachedReply { client: ClientKey, seq: u64 },
+    /// Consensus saw request `id` again after it committed: answer from the exactly-once
+    /// table (the stored reply only if `ops_digest` matches the request that produced it).
+    CachedReply { id: RequestId, ops_digest: [u8; 32] },
     /// A peer's snapshot request.
     ServeState { from: NodeId, msg: StateMsg },
     /// Install the downloaded snapshot at `path`, which the cluster agreed is `offer`.
@@ -90,7 +90,7 @@ struct Group {
     kv_lsn: Option<Lsn>,
     ticket: Option<u64>,
     replies: Vec<KvReply>,
-    cached: Vec<(ClientKey, u64)>,
+    cached: Vec<(RequestId, [u8; 32])>,
 }
 
 pub fn run(mut ctx: StorageCtx, jobs: Receiver<StorageJob>) {
@@ -123,7 +123,7 @@ impl StorageCtx {
                     group.ticket = Some(ticket);
                 }
                 StorageJob::Commit { id, block } => self.apply(id, &block, &mut group)?,
-                StorageJob::CachedReply { client, seq } => group.cached.push((client, seq)),
+                StorageJob::CachedReply { id, ops_digest } => group.cached.push((id, ops_digest)),
                 StorageJob::ServeState { from, msg } => self.serve_state(from, msg),
                 StorageJob::Install { path, offer } => {
                     // Everything before the install is released first.
@@ -159,6 +159,7 @@ impl StorageCtx {
             .iter()
             .map(|r| KvRequest {
                 client: r.client.0,
+                session: r.session,
                 seq: r.seq,
                 ops: &r.ops,
             })
@@ -248,13 +249,21 @@ impl StorageCtx {
             let _ = self.to_consensus.wake.try_send(());
         }
         for reply in group.replies {
-            self.send_reply(reply.client, reply.seq, true, || encode_reply(&reply.reply));
+            let id = RequestId {
+                client: ClientKey(reply.client),
+                session: reply.session,
+                seq: reply.seq,
+            };
+            self.send_reply(id, reply.ops_digest, true, || encode_reply(&reply.reply));
         }
-        for (client, seq) in group.cached {
-            let cached = self.kv.read().cached_reply(&client.0, seq)?;
+        for (id, ops_digest) in group.cached {
+            let cached =
+                self.kv
+                    .read()
+                    .cached_reply(&id.client.0, id.session, id.seq, &ops_digest)?;
             // `None`: ordered but not applied here yet; the commit's own reply will answer.
             if let Some(reply) = cached {
-                self.send_reply(client.0, seq, false, || encode_reply(&reply));
+                self.send_reply(id, ops_digest, false, || encode_reply(&reply));
             }
         }
         Ok(())
@@ -264,12 +273,12 @@ impl StorageCtx {
     /// not answers to retries) go into the commit-latency histogram.
     fn send_reply(
         &self,
-        client: [u8; 32],
-        seq: u64,
+        id: RequestId,
+        ops_digest: [u8; 32],
         timed: bool,
         encode: impl FnOnce() -> Vec<u8>,
     ) {
-        let Some(route) = self.routes.take_route(&ClientKey(client), seq) else {
+        let Some(route) = self.routes.take_route(&id) else {
             return;
         };
         if timed {
@@ -277,8 +286,10 @@ impl StorageCtx {
         }
         let conns = route.conns;
         let frame = encode_node_frame(&NodeFrame::Reply {
-            client,
-            seq,
+            client: id.client.0,
+            session: id.session,
+            seq: id.seq,
+            ops_digest,
             reply: encode(),
         });
         for conn in conns {

@@ -26,7 +26,7 @@ use super::storage_loop::StorageJob;
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
-use crate::types::{ClientRequest, Message, NodeId};
+use crate::types::{ClientRequest, Message, NodeId, RequestId};
 use crate::wire::client::{decode_client_frame, encode_node_frame};
 use crate::wire::peer::decode_peer;
 use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
@@ -180,19 +180,19 @@ impl VerifyCtx {
             return true;
         }
         let (conns, reqs): (Vec<ClientId>, Vec<ClientRequest>) = requests.into_iter().unzip();
-        let keys: Vec<_> = reqs.iter().map(|r| (r.client, r.seq)).collect();
+        let ids: Vec<RequestId> = reqs.iter().map(ClientRequest::id).collect();
         let results = self.verifier.verify_requests(reqs);
-        for ((conn, (client, seq)), result) in conns.into_iter().zip(keys).zip(results) {
+        for ((conn, id), result) in conns.into_iter().zip(ids).zip(results) {
             let refusal = match result {
                 Ok(req) => {
-                    self.routes.add(client, seq, conn);
+                    self.routes.add(id, conn);
                     match self.consensus.try_send(ConsensusInput::Request(req)) {
                         Ok(()) => {
                             self.counters.requests_accepted.bump();
                             continue;
                         }
                         Err(TrySendError::Full(_)) => {
-                            self.routes.take(&client, seq);
+                            self.routes.take(&id);
                             Refusal::Busy
                         }
                         Err(TrySendError::Disconnected(_)) => return false,
@@ -200,14 +200,15 @@ impl VerifyCtx {
                 }
                 Err(VerifyError::NotAuthorised(_)) => Refusal::NotAuthorised,
                 Err(e) => {
-                    log::debug!("refused request {seq} of {conn:?}: {e}");
+                    log::debug!("refused request {} of {conn:?}: {e}", id.seq);
                     Refusal::Invalid
                 }
             };
             self.counters.request_refused(refusal);
             let frame = NodeFrame::Refused {
-                client: client.0,
-                seq,
+                client: id.client.0,
+                session: id.session,
+                seq: id.seq,
                 reason: refusal,
             };
             self.reply(conn, &frame);

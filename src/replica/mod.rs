@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, RejectReason};
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
-use crate::types::{Block, BlockHeader, BlockId, ClientKey, ClientRequest, Message, NodeId};
+use crate::types::{Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, RequestId};
 use crate::wire::{SnapshotOffer, StateMsg};
 use tickets::Tickets;
 pub use transfer::CHUNK_BYTES_MAX;
@@ -102,16 +102,11 @@ pub enum Effect {
         id: BlockId,
         block: Block,
     },
-    /// `(client, seq)` committed already: answer from the exactly-once table.
-    ReplyFromTable {
-        client: ClientKey,
-        seq: u64,
-    },
+    /// The request `id` committed already: answer from the exactly-once table, if the cached
+    /// reply is for the same ops (`ops_digest`).
+    ReplyFromTable { id: RequestId, ops_digest: [u8; 32] },
     /// The mempool is full: refuse the request with `busy`.
-    RefuseBusy {
-        client: ClientKey,
-        seq: u64,
-    },
+    RefuseBusy { id: RequestId },
     /// Start the snapshot download file for `offer` (truncate any earlier one).
     DownloadBegin {
         offer: SnapshotOffer,
@@ -367,14 +362,21 @@ impl Replica {
                 }
                 Action::RejectRequest {
                     client,
+                    session,
                     seq,
-                    reason: RejectReason::Committed,
-                } => Effect::ReplyFromTable { client, seq },
-                Action::RejectRequest {
-                    client,
-                    seq,
-                    reason: RejectReason::Busy,
-                } => Effect::RefuseBusy { client, seq },
+                    ops_digest,
+                    reason,
+                } => {
+                    let id = RequestId {
+                        client,
+                        session,
+                        seq,
+                    };
+                    match reason {
+                        RejectReason::Committed => Effect::ReplyFromTable { id, ops_digest },
+                        RejectReason::Busy => Effect::RefuseBusy { id },
+                    }
+                }
             };
             self.out.push(effect);
         }

@@ -49,7 +49,7 @@ fn fixture(me: u16) -> Fixture {
 
 impl Fixture {
     fn request(&self, seq: u64) -> Input {
-        let req = Signer::new([7; 32], self.cluster).sign_request(seq, vec![1, 2, 3]);
+        let req = Signer::new([7; 32], self.cluster).sign_request(1, seq, vec![1, 2, 3]);
         match self.verifier.verify_requests(vec![req]).pop() {
             Some(Ok(v)) => Input::RequestReceived(v),
             other => panic!("test request does not verify: {other:?}"),

@@ -194,6 +194,8 @@ const TORN_CRASH_CHANCE: f64 = 0.5;
 const STATE_TRANSFER_AFTER_MS: u64 = 1_500;
 /// Committed blocks each core retains in the snapshot-install scenario.
 const SNAPSHOT_SCENARIO_BLOCKS_RETAINED: usize = 8;
+/// The session id of every simulated client (each client key is one process).
+const SIM_CLIENT_SESSION: u64 = 1;
 
 impl Sim {
     fn new(mut cfg: SimConfig) -> Result<Self, String> {
@@ -592,7 +594,8 @@ impl Sim {
         let client = &mut self.clients[c];
         client.seq += 1;
         let signer = Signer::new(client.secret, *self.committee.cluster());
-        let req = signer.sign_request(client.seq, ops);
+        // One session per simulated client key: each key is one client process.
+        let req = signer.sign_request(SIM_CLIENT_SESSION, client.seq, ops);
         self.checker.on_submit(req.client, req.seq, self.now);
         self.submitted += 1;
         self.send_request(req);
@@ -1056,8 +1059,8 @@ fn trace_effect(a: &Effect) -> String {
         Effect::BroadcastState { msg } => format!("broadcast state {}", trace_state(msg)),
         Effect::Persist { ticket, items } => format!("persist {ticket} ({} items)", items.len()),
         Effect::Commit { id, block } => format!("COMMIT h{} r{} {id:?}", block.height, block.round),
-        Effect::ReplyFromTable { seq, .. } => format!("reply from table {seq}"),
-        Effect::RefuseBusy { seq, .. } => format!("refuse busy {seq}"),
+        Effect::ReplyFromTable { id, .. } => format!("reply from table {}", id.seq),
+        Effect::RefuseBusy { id } => format!("refuse busy {}", id.seq),
         Effect::DownloadBegin { offer } => format!("download h{}", offer.height),
         Effect::DownloadAppend { offset, bytes } => {
             format!("append @{offset} ({} bytes)", bytes.len())

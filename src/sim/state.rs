@@ -110,6 +110,7 @@ impl StateStore {
             .iter()
             .map(|r| KvRequest {
                 client: r.client.0,
+                session: r.session,
                 seq: r.seq,
                 ops: &r.ops,
             })

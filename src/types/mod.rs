@@ -15,4 +15,4 @@ pub use block::{Block, BlockHeader};
 pub use cert::{QuorumCert, SignerSig, TimeoutCert, TimeoutSig};
 pub use ids::{BlockId, ClientKey, ClusterId, Height, NodeId, Round, Sig};
 pub use message::{Message, SyncInfo, SyncRequest, SyncResponse, Timeout, Vote};
-pub use request::{ClientRequest, RequestDigest};
+pub use request::{ClientRequest, RequestDigest, RequestId, ops_digest};

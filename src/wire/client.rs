@@ -2,8 +2,10 @@
 //!
 //! The link is Noise-authenticated both ways, so a client knows which node every frame came
 //! from; replies carry no signature. A client accepts a result only when `f + 1` nodes send the
-//! same `(seq, reply)` bytes: replies are deterministic (`kv::encode_reply` of the state
-//! machine's output), so honest nodes send identical bytes.
+//! same `(session, seq, reply)` bytes: replies are deterministic (`kv::encode_reply` of the
+//! state machine's output, computed from replicated state only), so honest nodes send identical
+//! bytes. A reply names the ops digest of the request it answers, so a client never takes the
+//! reply of another request that used the same `(client, session, seq)`.
 //!
 //! Requests are signed by the client's Ed25519 key ([`ClientRequest`]); a node forwards only
 //! verified requests to consensus, and refuses the rest with a [`Refusal`] that says why.
@@ -64,16 +66,19 @@ pub struct NodeStatus {
 
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub enum NodeFrame {
-    /// The committed result of request `seq` of `client`: `kv::encode_reply` bytes, identical
-    /// on every honest node.
+    /// The committed result of request `(client, session, seq)` whose ops hash to
+    /// `ops_digest`: `kv::encode_reply` bytes, identical on every honest node.
     Reply {
         client: [u8; 32],
+        session: u64,
         seq: u64,
+        ops_digest: [u8; 32],
         reply: Vec<u8>,
     },
-    /// The node did not take request `seq` of `client`.
+    /// The node did not take request `(client, session, seq)`.
     Refused {
         client: [u8; 32],
+        session: u64,
         seq: u64,
         reason: Refusal,
     },
@@ -115,6 +120,7 @@ mod tests {
         for ops_bytes in [0usize, 1, 100, 65_536, 1 << 20] {
             let frame = ClientFrame::Submit(ClientRequest {
                 client: ClientKey([7; 32]),
+                session: u64::MAX,
                 seq: u64::MAX,
                 ops: vec![0xAB; ops_bytes],
                 signature: Sig([9; 64]),

@@ -15,11 +15,12 @@ use lexopt::prelude::*;
 use crate::keys_file::to_hex;
 use crate::kv::KvStore;
 use crate::node::block_store::{BlockStore, COMMITTED_META_KEY, decode_header};
+use crate::node::data_dir::{DataDir, offline_engine_options as engine_options};
 use crate::node::snapshots::SnapshotDir;
+use crate::storage::Fs;
 use crate::storage::manifest::Manifest;
 use crate::storage::segment::{parse_segment_file_name, scan_segment};
 use crate::storage::sstable::{SsTable, parse_table_file_name};
-use crate::storage::{EngineOptions, Fs};
 use crate::types::{Block, ClusterId};
 
 const HELP: &str = "\
@@ -65,15 +66,16 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         }
     }
     let dir = dir.ok_or("--data-dir DIR is required; see 'bftd inspect --help'")?;
-    if !dir.join("state").is_dir() || !dir.join("consensus").is_dir() {
+    let layout = DataDir::new(&dir);
+    if !layout.state().is_dir() || !layout.consensus().is_dir() {
         return Err(format!(
             "{}: not a bftd data dir (no state/ and consensus/)",
             dir.display()
         ));
     }
     let mut problems = 0;
-    for engine in ["state", "consensus"] {
-        problems += check_engine(&dir.join(engine));
+    for engine in [layout.state(), layout.consensus()] {
+        problems += check_engine(&engine);
     }
     if problems > 0 {
         return Err(format!(
@@ -202,17 +204,10 @@ fn check_engine(dir: &Path) -> usize {
     problems
 }
 
-fn engine_options() -> EngineOptions {
-    EngineOptions {
-        caller_pins_wal: false,
-        background_compaction: false,
-        ..EngineOptions::default()
-    }
-}
-
 /// Opens the stores as the node does and prints what they hold.
 fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
-    let kv = KvStore::open(&dir.join("state"), engine_options()).map_err(|e| e.to_string())?;
+    let layout = DataDir::new(dir);
+    let kv = KvStore::open(&layout.state(), engine_options()).map_err(|e| e.to_string())?;
     let committed = match kv.meta(COMMITTED_META_KEY) {
         Some(bytes) => decode_header(&bytes).ok_or("the committed-block record is corrupt")?,
         None => Block::genesis_header(&cluster),
@@ -226,7 +221,7 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
     );
     drop(kv);
     let mut blocks =
-        BlockStore::open(&dir.join("consensus"), engine_options()).map_err(|e| e.to_string())?;
+        BlockStore::open(&layout.consensus(), engine_options()).map_err(|e| e.to_string())?;
     let durable = blocks
         .load(&cluster, committed, u64::MAX)
         .map_err(|e| e.to_string())?;
@@ -248,7 +243,7 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
         ),
         _ => println!("blocks: none stored"),
     }
-    match SnapshotDir::open(&dir.join("snapshots"), usize::MAX) {
+    match SnapshotDir::open(&layout.snapshots(), usize::MAX) {
         Ok(snaps) => match snaps.newest() {
             Some(o) => println!(
                 "snapshots: newest at height {} ({} bytes, digest {})",

@@ -16,7 +16,7 @@ use lexopt::prelude::*;
 use crate::keys_file::to_hex;
 use crate::kv::KvStore;
 use crate::node::block_store::{COMMITTED_META_KEY, decode_header, encode_header};
-use crate::storage::EngineOptions;
+use crate::node::data_dir::{DataDir, offline_engine_options as options};
 
 const HELP: &str = "\
 bftd snapshot: offline backup and restore of a node's state
@@ -34,14 +34,6 @@ from its peers.
 
 const MAGIC: &[u8; 8] = b"BFTDBAK1";
 const HEADER_BYTES: usize = 80;
-
-fn options() -> EngineOptions {
-    EngineOptions {
-        caller_pins_wal: false,
-        background_compaction: false,
-        ..EngineOptions::default()
-    }
-}
 
 pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let mut parser = lexopt::Parser::from_args(args);
@@ -77,7 +69,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
 }
 
 fn save(dir: &Path, file: &Path) -> Result<(), String> {
-    let state = dir.join("state");
+    let state = DataDir::new(dir).state();
     if !state.is_dir() {
         return Err(format!(
             "{}: no state/ here; is it a node's data_dir?",
@@ -125,7 +117,7 @@ fn restore(dir: &Path, file: &Path) -> Result<(), String> {
         return Err(format!("{shown}: not a bftd backup (wrong magic)"));
     }
     let header = decode_header(&head[8..]).ok_or(format!("{shown}: corrupt block header"))?;
-    if !dir.join("consensus").is_dir() {
+    if !DataDir::new(dir).consensus().is_dir() {
         eprintln!(
             "bftd snapshot: warning: {} has no consensus/ (safety data); if this node id ever \
              voted before, do not start it until the cluster is past its last round",
@@ -141,7 +133,8 @@ fn restore(dir: &Path, file: &Path) -> Result<(), String> {
     };
     copy().map_err(|e| format!("{}: {e}", kv_file.display()))?;
     let result = (|| {
-        let mut kv = KvStore::open(&dir.join("state"), options()).map_err(|e| e.to_string())?;
+        let mut kv =
+            KvStore::open(&DataDir::new(dir).state(), options()).map_err(|e| e.to_string())?;
         let meta = encode_header(&header);
         let info = kv
             .install_snapshot_with_meta(&kv_file, &[(COMMITTED_META_KEY, &meta)])

@@ -12,6 +12,7 @@
 //! - [`storage_loop`]: group-commits the core's state ([`block_store`]) and the KV state
 //!   machine, then releases persist reports and client replies;
 //! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
+//! - [`data_dir`]: the layout of the data dir and the engines' options, spelled once;
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
 //! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
 //!   listener (`[node] metrics_addr`) and the timings it reports.
@@ -25,6 +26,7 @@
 pub mod block_store;
 pub mod consensus_loop;
 pub mod counters;
+pub mod data_dir;
 pub mod histogram;
 pub mod lossy;
 pub mod metrics;
@@ -50,12 +52,13 @@ use crate::crypto::{Verifier, VerifierLimits};
 use crate::kv::KvStore;
 use crate::net::{NetStats, Transport};
 use crate::replica::{Replica, ReplicaConfig};
-use crate::storage::{EngineOptions, StorageError};
+use crate::storage::StorageError;
 use crate::types::Block;
 use crate::wire::NodeStatus;
 use block_store::{BlockStore, COMMITTED_META_KEY, decode_header};
 use consensus_loop::ConsensusCtx;
 use counters::NodeCounters;
+use data_dir::{DataDir, engine_options};
 use metrics::{MetricsSources, NodeMetrics};
 use metrics_http::MetricsServer;
 use routes::ReplyRoutes;
@@ -95,14 +98,6 @@ fn storage_error(what: &str, dir: &Path, e: StorageError) -> StartError {
     StartError(format!("{what} in {}: {e}", dir.display()))
 }
 
-fn engine_options() -> EngineOptions {
-    EngineOptions {
-        // The node logs no records of its own in either engine.
-        caller_pins_wal: false,
-        ..EngineOptions::default()
-    }
-}
-
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
     std::thread::Builder::new()
         .name(name.into())
@@ -121,8 +116,9 @@ impl Node {
                 data_dir.display()
             ))
         })?;
-        let state_dir = data_dir.join("state");
-        let consensus_dir = data_dir.join("consensus");
+        let layout = DataDir::new(data_dir);
+        let state_dir = layout.state();
+        let consensus_dir = layout.consensus();
         let kv = KvStore::open(&state_dir, engine_options())
             .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
         let mut blocks = BlockStore::open(&consensus_dir, engine_options())
@@ -160,8 +156,8 @@ impl Node {
             durable.blocks.len(),
             durable.safety.resume_round()
         );
-        let snapshots = SnapshotDir::open(&data_dir.join("snapshots"), settings.snapshots_kept)
-            .map_err(|e| {
+        let snapshots =
+            SnapshotDir::open(&layout.snapshots(), settings.snapshots_kept).map_err(|e| {
                 StartError(format!("cannot open {}/snapshots: {e}", data_dir.display()))
             })?;
 

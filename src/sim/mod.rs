@@ -14,6 +14,7 @@ mod config;
 mod node;
 mod runner;
 mod state;
+mod trace;
 
 pub use crate::util::SimRng;
 pub use config::{ByzKind, Scenario, SimConfig};

@@ -26,7 +26,7 @@ OPTIONS:
     --faults F         Byzantine members tolerated [default: (N - 1) / 3]
     --dir DIR          Where configs, keys and data live [default: ./bftd-dev]
     --base-port P      Node i listens on 127.0.0.1:(P + i) [default: 7100]
-    --timeout-ms MS    First round timeout (consensus.round_timeout_base_ms) [default: 1000]
+    --timeout-ms MS    First round timeout (consensus.round_timeout_base_ms) [default: 500]
     --lossy [SHARE]    Drop, delay and duplicate SHARE of node-to-node frames, to watch view
                        changes happen [default SHARE when given: 0.1]
     --fresh            Delete DIR first and start a new cluster

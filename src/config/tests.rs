@@ -68,7 +68,7 @@ fn testnet_configs_load_and_convert() {
         let t = loaded.transport_config();
         assert_eq!(t.peers.len(), 3);
         t.validate().unwrap();
-        assert_eq!(loaded.core_config().round_timeout_base_ms, 1_000);
+        assert_eq!(loaded.core_config().round_timeout_base_ms, 500);
         assert!(
             matches!(loaded.client_policy(), crate::crypto::ClientPolicy::AllowList(m) if m.len() == 1)
         );

@@ -6,7 +6,7 @@
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoreConfig {
-    /// First round timeout; doubles on each consecutive timeout.
+    /// First round timeout; grows 1.5x on each consecutive timeout.
     pub round_timeout_base_ms: u64,
     /// Upper bound of the backed-off round timeout.
     pub round_timeout_max_ms: u64,
@@ -40,7 +40,7 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
-            round_timeout_base_ms: 1_000,
+            round_timeout_base_ms: 500,
             round_timeout_max_ms: 30_000,
             block_requests_max: 1_000,
             block_bytes_max: 4 * 1024 * 1024,

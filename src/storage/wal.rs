@@ -384,6 +384,8 @@ struct ActiveSegment {
     file: File,
     path: PathBuf,
     len_bytes: u64,
+    /// The next batch marker, encoded here (reused: no allocation per group commit).
+    marker: Vec<u8>,
 }
 
 fn committer_loop(shared: &WalShared, file: File) {
@@ -398,6 +400,7 @@ fn committer_loop(shared: &WalShared, file: File) {
         file,
         path,
         len_bytes: 0,
+        marker: Vec::with_capacity(MARKER_FRAMED_BYTES),
     };
     let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
@@ -450,16 +453,14 @@ fn write_batch(
         };
         let file = fs.create(&info.path)?;
         fs.sync_dir(&shared.dir)?;
-        *active = ActiveSegment {
-            file,
-            path: info.path.clone(),
-            len_bytes: 0,
-        };
+        active.file = file;
+        active.path = info.path.clone();
+        active.len_bytes = 0;
         shared.state.lock().segments.push_back(info);
     }
-    let mut marker = Vec::with_capacity(MARKER_FRAMED_BYTES);
-    encode_batch_marker(&mut marker, active.len_bytes, first_lsn);
-    fs.write_all(&mut active.file, &active.path, &marker)?;
+    active.marker.clear();
+    encode_batch_marker(&mut active.marker, active.len_bytes, first_lsn);
+    fs.write_all(&mut active.file, &active.path, &active.marker)?;
     fs.write_all(&mut active.file, &active.path, batch)?;
     active.len_bytes += batch_bytes;
     fs.sync_data(&active.file, &active.path)

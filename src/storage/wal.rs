@@ -75,6 +75,8 @@ struct WalState {
     durable_lsn: Lsn,
     poisoned: Option<String>,
     shutdown: bool,
+    /// Threads blocked in `wait_durable` (diagnostics and tests).
+    durable_waiters: usize,
     /// The committer is parked on `work_ready` (so appends know whether to wake it: a futex
     /// wake per append would cost more than the append under many writers).
     committer_idle: bool,
@@ -187,6 +189,7 @@ impl Wal {
             durable_lsn: next_lsn - 1,
             poisoned: None,
             shutdown: false,
+            durable_waiters: 0,
             committer_idle: false,
             segments,
         };
@@ -263,8 +266,15 @@ impl Wal {
                     reason: reason.clone(),
                 });
             }
+            state.durable_waiters += 1;
             self.shared.progress.wait(&mut state);
+            state.durable_waiters -= 1;
         }
+    }
+
+    /// Threads blocked in [`Wal::wait_durable`] right now (diagnostics and tests).
+    pub fn durable_waiters(&self) -> usize {
+        self.shared.state.lock().durable_waiters
     }
 
     /// `append` then `wait_durable`.

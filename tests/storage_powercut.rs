@@ -569,7 +569,12 @@ fn a_kept_snapshot_is_complete_whenever_its_offer_survived() {
         .path()
         .join(format!("snap-{:020}.snap", offer.height));
     std::fs::write(&snap, &contents[..1000]).expect("truncate");
+    let leftover = damaged
+        .path()
+        .join(format!("snap-{:020}.snap.tmp", offer.height + 1));
+    std::fs::write(&leftover, &contents[..10]).expect("leftover");
     let reopened = SnapshotDir::open(damaged.path(), 2).expect("reopen");
+    assert!(!leftover.exists(), "an interrupted copy is deleted");
     assert!(
         reopened.newest().is_none(),
         "a truncated snapshot is offered"

@@ -110,12 +110,15 @@ impl Node {
     pub fn start(cfg: &LoadedConfig) -> Result<Node, StartError> {
         let settings = cfg.raw.node.clone();
         let data_dir = &cfg.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StartError(format!(
-                "cannot create data dir {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        // Through `Fs`: a new directory's entry is fsynced, so a power cut cannot unlink it.
+        crate::storage::Fs::default()
+            .create_dir_all(data_dir)
+            .map_err(|e| {
+                StartError(format!(
+                    "cannot create data dir {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
         let layout = DataDir::new(data_dir);
         let state_dir = layout.state();
         let consensus_dir = layout.consensus();

@@ -50,6 +50,11 @@ impl SnapshotDir {
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                // A write a crash stopped before its rename: never complete, never offered.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
             let Some(height) = name
                 .strip_prefix("snap-")
                 .and_then(|n| n.strip_suffix(".snap"))
@@ -117,9 +122,11 @@ impl SnapshotDir {
         let mut file = self.fs.create(&tmp)?;
         let mut buffer = vec![0u8; COPY_CHUNK_BYTES];
         loop {
-            let read = source
-                .read(&mut buffer)
-                .map_err(|e| StorageError::io(from, "read", e))?;
+            let read = match source.read(&mut buffer) {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StorageError::io(from, "read", e)),
+            };
             if read == 0 {
                 break;
             }

@@ -428,3 +428,50 @@ fn writes_after_a_manifest_ahead_of_the_wal_survive_the_next_reopen() {
         );
     }
 }
+
+/// Issue 13 item 1, the flush side: while a write's WAL fsync is still pending (held here),
+/// a flush of the memtable holding it must not store a manifest that covers it. Before the
+/// fix the flush returned with `flushed_lsn` one above the durable WAL.
+#[test]
+fn a_flush_never_covers_wal_records_that_are_not_durable() {
+    use std::sync::Arc;
+
+    use super::manifest::Manifest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Fs::with_faults();
+    let options = EngineOptions {
+        flush_threshold_bytes: 1 << 20,
+        wal: WalOptions {
+            fs: fs.clone(),
+            ..WalOptions::default()
+        },
+        ..small_options()
+    };
+    let engine = Arc::new(open(dir.path(), options));
+    put(&engine, b"a", b"1");
+    fs.hold_syncs("wal-");
+    let mut batch = WriteBatch::new();
+    batch.put(b"b".to_vec(), b"2".to_vec());
+    let lsn = engine.write_nowait(&batch).unwrap();
+    let flush = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || engine.flush())
+    };
+    // Either the flush finished (the bug) or the flusher waits for the WAL (the fix).
+    while !flush.is_finished() && engine.wal().durable_waiters() == 0 {
+        std::thread::yield_now();
+    }
+    let covered_lsn = Manifest::load(&Fs::default(), dir.path())
+        .unwrap()
+        .map_or(0, |m| m.flushed_lsn);
+    let durable_lsn = engine.wal().durable_lsn();
+    fs.release_syncs(); // before asserting: a held committer would hang the engine's drop
+    assert!(
+        covered_lsn <= durable_lsn,
+        "the manifest covers LSN {covered_lsn}, the WAL is durable to {durable_lsn}"
+    );
+    flush.join().unwrap().unwrap();
+    let stored = Manifest::load(&Fs::default(), dir.path()).unwrap().unwrap();
+    assert_eq!(stored.flushed_lsn, lsn);
+}

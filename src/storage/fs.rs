@@ -33,6 +33,10 @@ pub struct FaultPlan {
     /// The power-cut model's operation log, when enabled. Its lock is held across each real
     /// call so the log order is the order the calls took effect.
     power_log: Option<parking_lot::Mutex<Vec<FsOp>>>,
+    /// `sync_data` of a file whose name starts with this waits until it is cleared (tests
+    /// hold the WAL's fsync to open a race window deterministically).
+    held_sync_prefix: parking_lot::Mutex<Option<String>>,
+    held_sync_released: parking_lot::Condvar,
 }
 
 impl Default for FaultPlan {
@@ -42,6 +46,8 @@ impl Default for FaultPlan {
             write_bytes_left: AtomicU64::new(u64::MAX),
             synced_len_bytes: parking_lot::Mutex::new(std::collections::HashMap::new()),
             power_log: None,
+            held_sync_prefix: parking_lot::Mutex::new(None),
+            held_sync_released: parking_lot::Condvar::new(),
         }
     }
 }
@@ -109,6 +115,36 @@ impl Fs {
         let out = call()?;
         log.push(op());
         Ok(out)
+    }
+
+    /// From now on, `sync_data` of files whose name starts with `name_prefix` blocks until
+    /// [`Fs::release_syncs`].
+    pub fn hold_syncs(&self, name_prefix: &str) {
+        if let Some(plan) = &self.faults {
+            *plan.held_sync_prefix.lock() = Some(name_prefix.to_string());
+        }
+    }
+
+    /// Lets held syncs proceed.
+    pub fn release_syncs(&self) {
+        if let Some(plan) = &self.faults {
+            *plan.held_sync_prefix.lock() = None;
+            plan.held_sync_released.notify_all();
+        }
+    }
+
+    fn wait_while_held(&self, path: &Path) {
+        let Some(plan) = &self.faults else {
+            return;
+        };
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let mut held = plan.held_sync_prefix.lock();
+        while held
+            .as_deref()
+            .is_some_and(|prefix| name.starts_with(prefix))
+        {
+            plan.held_sync_released.wait(&mut held);
+        }
     }
 
     /// After `count` more successful syncs, every sync fails (EIO).
@@ -216,6 +252,7 @@ impl Fs {
 
     /// `fdatasync`: the file's data (not necessarily its metadata such as mtime) is durable.
     pub fn sync_data(&self, file: &File, path: &Path) -> Result<()> {
+        self.wait_while_held(path);
         self.check_sync(path, "fdatasync")?;
         self.logged(
             || FsOp::SyncData(path.to_path_buf()),

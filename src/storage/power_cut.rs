@@ -248,7 +248,7 @@ fn landed_content(inode: &Inode, random: &mut dyn FnMut() -> u64) -> Vec<u8> {
     let landed_len = (random() % (tail.len() as u64 + 1)) as usize;
     let mut at = 0usize;
     while at < landed_len {
-        let offset = (out.len()) as u64;
+        let offset = out.len() as u64;
         let sector_end = ((offset / SECTOR_BYTES + 1) * SECTOR_BYTES - offset) as usize;
         let chunk = &tail[at..landed_len.min(at + sector_end)];
         let kept = mode == 1 || random().is_multiple_of(2);

@@ -348,3 +348,22 @@ fn a_hole_inside_the_synced_prefix_is_corruption() {
     assert!(error.is_corruption(), "{error}");
     assert!(error.to_string().contains("offset 0"), "{error}");
 }
+
+/// Kind 0 is the WAL's batch marker; a caller record of that kind would be skipped on replay.
+#[test]
+fn the_batch_marker_kind_is_refused_to_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = replay(dir.path(), WalOptions::default()).unwrap();
+    assert!(matches!(
+        wal.append(0, b"x"),
+        Err(StorageError::Invalid { .. })
+    ));
+    wal.append_durable(1, b"y").unwrap();
+    drop(wal);
+    let (_, records) = replay(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(
+        records,
+        vec![(1, 1, b"y".to_vec())],
+        "markers are not replayed"
+    );
+}

@@ -569,3 +569,126 @@ fn seven_nodes_keep_committing_with_two_killed() {
         start.elapsed()
     );
 }
+
+/// Client connections that each stall halfway through the largest frame a client link takes.
+const STALLED_CLIENTS: usize = 1000;
+/// What those may add to the node's peak resident memory: the bound.
+const STALLED_RSS_GROWTH_KIB_MAX: u64 = 256 * 1024;
+
+/// Opens the node configs to any client key (the stalled connections use fresh keys).
+fn allow_any_client(net: &Testnet) {
+    for i in 0..net.nodes {
+        let path = net.config(i);
+        let text = std::fs::read_to_string(&path).expect("read node config");
+        let start = text.find("[clients]\nallow = [\n").expect("an allow-list");
+        let end = start + text[start..].find("\n]\n").expect("end of the allow-list") + 3;
+        let edited = format!(
+            "{}[clients]\nallow = \"any\"\n{}",
+            &text[..start],
+            &text[end..]
+        );
+        std::fs::write(&path, edited).expect("write node config");
+    }
+}
+
+/// The process's peak resident memory (`VmHWM`), in KiB.
+fn peak_rss_kib(p: &NodeProc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The soft limit on open files of this process (the node inherits it).
+fn open_files_soft_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory is bounded in bytes, not in frames: 1,000 client connections each send half of the
+/// largest frame a client link accepts (the largest valid request, about 1 MiB) and stall,
+/// which would pin about 512 MiB if every partial frame were kept. The node's peak RSS grows
+/// by less than 256 MiB, it refuses what is over its partial-frame budget, and the honest
+/// client keeps committing throughout.
+#[test]
+fn a_thousand_clients_stalled_mid_frame_stay_within_256_mib_and_honest_clients_commit() {
+    let _serial = serial();
+    // Each stalled link costs one fd here and one in the node, which inherits our limit.
+    let fds_needed = 2 * STALLED_CLIENTS as u64 + 512;
+    assert!(
+        open_files_soft_limit() >= fds_needed,
+        "this test needs a soft RLIMIT_NOFILE of at least {fds_needed} (ulimit -n)"
+    );
+    let start = Instant::now();
+    let net = Testnet::new(4, CONSENSUS, "");
+    allow_any_client(&net);
+    // Room for every stalled link, and a frame timeout far beyond the test: the byte budget,
+    // not the timeout, is what bounds memory here.
+    set_limits(&net, "connections_max = 1200\nframe_timeout_ms = 600000");
+    let mut procs = start_all(&net);
+    let target = 3;
+    let load = HonestLoad::start(&net);
+    load.wait_more(5, "before the stalled frames");
+    let before_kib = procs[target].rss_kib();
+
+    let prologue = honest_client(&net).cluster.0.to_vec();
+    let frame_bytes = bftd::wire::client::submit_frame_bytes_max(1 << 20);
+    let payload = pseudo_random_bytes(9, frame_bytes);
+    let mut links = Vec::with_capacity(STALLED_CLIENTS);
+    for _ in 0..STALLED_CLIENTS {
+        let Some(mut link) = start_handshake(net.addr(target), &stranger_secret(), &prologue)
+            .and_then(Started::finish)
+        else {
+            continue;
+        };
+        let mut sealed = Vec::new();
+        link.link.seal(&payload, &mut sealed).expect("seal");
+        link.stream
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .expect("write timeout");
+        // The node may close a link over its budget while we write: that is the refusal.
+        let _ = link.stream.write_all(&sealed[..sealed.len() / 2]);
+        links.push(link);
+    }
+    eprintln!(
+        "{} stalled links sent half of a {frame_bytes}-byte frame",
+        links.len()
+    );
+    assert!(
+        links.len() >= STALLED_CLIENTS * 9 / 10,
+        "too few links to test anything"
+    );
+    load.wait_more(10, "while the stalled frames are held");
+    assert_alive(&mut procs[target], &net);
+    let refused = links
+        .iter()
+        .filter(|l| {
+            l.stream.set_nonblocking(true).is_ok()
+                && !matches!(l.stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    eprintln!("{refused} of the stalled links were closed by the node (over its byte budget)");
+    assert!(refused > 0, "the partial-frame budget refused nothing");
+
+    let peak_kib = peak_rss_kib(&procs[target]);
+    eprintln!(
+        "node {target}: RSS {before_kib} KiB before, peak {peak_kib} KiB with the stalled frames"
+    );
+    assert!(before_kib > 0 && peak_kib > 0, "RSS readable");
+    assert!(
+        peak_kib < before_kib + STALLED_RSS_GROWTH_KIB_MAX,
+        "node {target}: peak RSS {peak_kib} KiB, {before_kib} KiB before the stalled frames"
+    );
+    drop(links);
+    load.wait_more(5, "after the stalled links are gone");
+    assert_eq!(load.reconnects(target), 0, "the honest link broke");
+    load.finish();
+    eprintln!("stalled-frames test took {:?}", start.elapsed());
+}

@@ -36,6 +36,7 @@ pub fn test_limits() -> NetLimits {
         reconnect_backoff_ms_min: 20,
         reconnect_backoff_ms_max: 400,
         inbound_channel_frames_max: 1024,
+        inbound_channel_bytes_max: 64 << 20,
         outbound_channel_frames_max: 1024,
         read_bytes_per_event_max: 1 << 20,
     }

@@ -270,3 +270,35 @@ fn report_loopback_throughput() {
     }
     assert_eq!(cluster.stats(0).peers[1].frames_dropped, 0);
 }
+
+/// The channel of received frames is bounded in bytes: with room for four 250 KB frames, a
+/// receiver that stops taking them never finds more than four queued (the rest wait in the
+/// sockets), and once it takes them every frame arrives, in order, none dropped.
+#[test]
+fn the_inbound_channel_is_bounded_in_bytes_and_backpressure_loses_nothing() {
+    const FRAME_BYTES: usize = 250_000;
+    const FRAMES: usize = 24;
+    let limits = bftd::net::NetLimits {
+        inbound_channel_bytes_max: 1 << 20,
+        ..support::test_limits()
+    };
+    let cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    for k in 0..FRAMES {
+        let msg = Outbound::ToPeer(NodeId(1), vec![k as u8; FRAME_BYTES]);
+        cluster.node(0).send(msg).unwrap();
+    }
+    let inbound = cluster.node(1).inbound();
+    support::wait_until("the channel fills up to its byte bound", || {
+        inbound.len() >= 4
+    });
+    let mut next = 0usize;
+    while next < FRAMES {
+        let queued = inbound.len();
+        assert!(queued <= 4, "{queued} frames of {FRAME_BYTES} bytes queued");
+        let got = inbound.recv_timeout(support::DEADLINE).unwrap();
+        assert_eq!(got.bytes, vec![next as u8; FRAME_BYTES], "frame {next}");
+        next += 1;
+    }
+    assert_eq!(cluster.stats(0).peers[1].frames_dropped, 0);
+}

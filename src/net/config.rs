@@ -70,6 +70,9 @@ pub struct NetLimits {
     pub reconnect_backoff_ms_max: u64,
     /// Capacity of the channel of received frames (to the verifier pool).
     pub inbound_channel_frames_max: usize,
+    /// Bytes of received frames in that channel; a frame that would pass it waits (its
+    /// connection stops reading) unless the channel is empty.
+    pub inbound_channel_bytes_max: usize,
     /// Capacity of the channel of frames to send.
     pub outbound_channel_frames_max: usize,
     /// Bytes read from one connection per readiness event before others get a turn.
@@ -92,6 +95,7 @@ impl Default for NetLimits {
             reconnect_backoff_ms_min: 50,
             reconnect_backoff_ms_max: 5_000,
             inbound_channel_frames_max: 4096,
+            inbound_channel_bytes_max: 256 << 20,
             outbound_channel_frames_max: 4096,
             read_bytes_per_event_max: 1 << 20,
         }
@@ -157,6 +161,10 @@ impl NetLimits {
             (
                 "inbound_channel_frames_max",
                 self.inbound_channel_frames_max as u64,
+            ),
+            (
+                "inbound_channel_bytes_max",
+                self.inbound_channel_bytes_max as u64,
             ),
             (
                 "outbound_channel_frames_max",

@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use mio::net::TcpStream;
 
 use crate::types::NodeId;
@@ -22,6 +22,7 @@ use crate::types::NodeId;
 use super::auth::KeyDirectory;
 use super::envelope::{Inbound, Remote};
 use super::frame::{BODY_RESERVE_BYTES_MAX, FRAME_HEADER_BYTES, FrameDecoder};
+use super::inbound_queue::InboundQueue;
 use super::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
 use super::stats::{NetCounters, RejectReason, bump};
 
@@ -71,7 +72,7 @@ pub(crate) enum Pumped {
 pub(crate) struct PumpCtx<'a> {
     pub scratch: &'a mut [u8],
     pub keys: &'a KeyDirectory,
-    pub inbound_tx: &'a Sender<Inbound>,
+    pub inbound: &'a mut InboundQueue,
     pub counters: &'a NetCounters,
     pub max_frame_bytes: usize,
     pub client_frame_bytes_max: usize,
@@ -232,7 +233,7 @@ impl Connection {
         let mut read_bytes = 0usize;
         loop {
             if let Some(msg) = self.pending.take() {
-                match ctx.inbound_tx.try_send(msg) {
+                match ctx.inbound.try_send(msg) {
                     Ok(()) => {}
                     Err(TrySendError::Full(msg)) => {
                         self.pending = Some(msg);
@@ -333,7 +334,7 @@ impl Connection {
             from: remote,
             bytes,
         };
-        match ctx.inbound_tx.try_send(msg) {
+        match ctx.inbound.try_send(msg) {
             Ok(()) => Ok(None),
             Err(TrySendError::Full(msg)) => {
                 self.pending = Some(msg);

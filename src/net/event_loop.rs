@@ -31,6 +31,7 @@ use super::auth::KeyDirectory;
 use super::config::{NetLimits, TransportConfig};
 use super::connection::{Close, Connection, PumpCtx, Pumped};
 use super::envelope::{ClientId, Inbound, Outbound, Remote};
+use super::inbound_queue::InboundQueue;
 use super::noise::{Handshake, KEY_BYTES};
 use super::peers::PeerTable;
 use super::stats::{NetCounters, RejectReason, bump};
@@ -84,6 +85,8 @@ pub(crate) struct EventLoop {
     accept_more: bool,
     accept_retry: bool,
     scratch: Vec<u8>,
+    /// The inbound channel's sender, bounded in bytes.
+    inbound: InboundQueue,
     /// Bytes of partly received client frames, charged by each connection (see `Connection`).
     partial_bytes: usize,
 }
@@ -92,6 +95,7 @@ impl EventLoop {
     pub(crate) fn new(config: &TransportConfig, io: LoopIo) -> Self {
         let peer_addrs: Vec<_> = config.peers.iter().map(|p| (p.id, p.addr)).collect();
         let limits = config.limits.clone();
+        let inbound = InboundQueue::new(io.inbound_tx.clone(), limits.inbound_channel_bytes_max);
         let member_ips = config
             .peers
             .iter()
@@ -124,6 +128,7 @@ impl EventLoop {
             accept_retry: false,
             scratch: vec![0; READ_CHUNK_BYTES],
             partial_bytes: 0,
+            inbound,
             limits,
         }
     }
@@ -314,7 +319,7 @@ impl EventLoop {
             let mut ctx = PumpCtx {
                 scratch: &mut self.scratch,
                 keys: &self.keys,
-                inbound_tx: &self.io.inbound_tx,
+                inbound: &mut self.inbound,
                 counters: &self.io.counters,
                 max_frame_bytes: self.limits.max_frame_bytes,
                 client_frame_bytes_max: self.limits.client_frame_bytes_max,

@@ -11,7 +11,7 @@
 //! is counted in [`NetCounters`]; the rest keep being served.
 //!
 //! Files: `frame` (framing), `noise` (handshake and sealing), `auth` (allow-list), `config`
-//! (limits), `admission` (handshake slots by source address), `connection` (one socket), `peers` (link rule and backoff), `outbound` (send
+//! (limits), `admission` (handshake slots by source address), `connection` (one socket), `inbound_queue` (the received-frames channel, bounded in bytes), `peers` (link rule and backoff), `outbound` (send
 //! path), `event_loop` (the thread), `transport` (the handle), `stats` (counters).
 
 mod admission;
@@ -21,6 +21,7 @@ mod connection;
 mod envelope;
 mod event_loop;
 pub mod frame;
+mod inbound_queue;
 pub mod noise;
 mod outbound;
 mod peers;

@@ -6,10 +6,13 @@
 //! - [`consensus`]: the sans-I/O chained-HotStuff core (no I/O, no clock, no RNG);
 //! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
 //! - [`sim`]: the deterministic simulator that drives many cores with faults and checks safety;
+//! - [`adversary`]: the Byzantine behaviours the simulator and the test-only Byzantine daemon
+//!   (feature `byzantine`) share; [`util`]: the seeded RNG and other small shared parts;
 //! - [`client`]: the client library (f + 1 matching replies) and the `bftctl` command.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod adversary;
 pub mod cli;
 pub mod client;
 pub mod codec;
@@ -23,4 +26,5 @@ pub mod node;
 pub mod sim;
 pub mod storage;
 pub mod types;
+pub mod util;
 pub mod wire;

@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::settings::FaultSettings;
 use crate::net::{Outbound, OutboundSender};
-use crate::sim::SimRng;
 use crate::types::NodeId;
+use crate::util::rng::SimRng;
 
 const DELAYED_FRAMES_MAX: usize = 10_000;
 

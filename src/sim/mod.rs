@@ -6,11 +6,10 @@
 //! the clock, the network and the disk are simulated. A failing run prints the one command
 //! that replays it ([`SimConfig::repro_command`]).
 
-mod byzantine;
 mod checker;
 mod config;
 mod node;
-mod rng;
+pub mod rng;
 mod runner;
 
 pub use config::{ByzKind, Scenario, SimConfig};

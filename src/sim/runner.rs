@@ -10,15 +10,15 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use super::byzantine::ByzState;
 use super::checker::Checker;
 use super::config::{ByzKind, Scenario, SimConfig};
 use super::node::Replica;
-use super::rng::SimRng;
+use crate::adversary::ByzState;
 use crate::codec;
 use crate::consensus::{Action, Core, CoreConfig, CoreStats, Event, TimeMs};
 use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
 use crate::types::{Block, ClientRequest, ClusterId, Message, NodeId};
+use crate::util::rng::SimRng;
 
 /// The outcome of one run.
 #[derive(Debug, Clone)]

@@ -12,6 +12,8 @@
 //!   machine, then releases persist reports and client replies;
 //! - [`state_transfer`] and [`snapshots`]: catching up by snapshot when blocks are gone;
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
+//! - [`byzantine`]: the hooks that make a node a Byzantine member, for tests only (feature
+//!   `byzantine`; without it they are no-ops and such a config is refused);
 //! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
 //!   listener (`[node] metrics_addr`) and the timings it reports.
 //!
@@ -22,6 +24,7 @@
 //! every persist it was given.
 
 pub mod block_store;
+pub mod byzantine;
 pub mod consensus_loop;
 pub mod counters;
 pub mod histogram;
@@ -114,6 +117,8 @@ impl Node {
     /// Opens the data dir (replaying both WALs), binds the listener and starts every thread.
     pub fn start(cfg: &LoadedConfig) -> Result<Node, StartError> {
         let settings = cfg.raw.node.clone();
+        // First: a config asking for a Byzantine kind is refused before anything is opened.
+        let (byzantine, serving_hook) = byzantine::hooks(cfg)?;
         let data_dir = &cfg.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StartError(format!(
@@ -217,6 +222,7 @@ impl Node {
             snapshot_interval_blocks: settings.snapshot_interval_blocks,
             blocks_retained: core_cfg.committed_blocks_retained as u64,
             failure: failure.clone(),
+            byzantine: serving_hook.clone(),
         };
         let storage = spawn("bftd-storage", move || {
             storage_loop::run(storage_ctx, storage_rx)
@@ -244,6 +250,7 @@ impl Node {
             counters: counters.clone(),
             stop: stop.clone(),
             batch_frames_max: settings.verify_batch_frames_max,
+            byzantine: serving_hook.clone(),
         };
         let mut verifiers = Vec::new();
         for i in 0..settings.verifier_thread_count() {
@@ -276,6 +283,7 @@ impl Node {
             installed: installed_rx,
             out,
             faults,
+            byzantine,
             routes: routes.clone(),
             status: status.clone(),
             counters: counters.clone(),

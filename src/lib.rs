@@ -9,11 +9,13 @@
 //! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
 //! - [`sim`]: the deterministic simulator that drives many replicas with faults and checks
 //!   safety, replies and state digests;
-//! - [`util`]: small shared mechanisms (the seeded RNG);
+//! - [`adversary`]: the Byzantine behaviours the simulator and the test-only Byzantine daemon
+//!   (feature `byzantine`) share; [`util`]: the seeded RNG and other small shared parts;
 //! - [`client`]: the client library (f + 1 matching replies) and the `bftctl` command.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod adversary;
 pub mod cli;
 pub mod client;
 pub mod codec;

@@ -153,6 +153,7 @@ fn load(spec: &DevSpec, i: usize) -> Result<LoadedConfig, String> {
             duplicate_share: share / 2.0,
             delay_share: share,
             delay_ms_max: cfg.raw.consensus.round_timeout_base_ms,
+            ..FaultSettings::default()
         };
     }
     Ok(cfg)

@@ -128,6 +128,40 @@ fn typos_and_wrong_types_are_errors_naming_the_line() {
     assert!(err.to_string().contains("f = -1"), "{err}");
 }
 
+/// `[faults] byzantine` (test-only) accepts exactly the kinds a process can play; anything
+/// else is a config error that lists them, with or without the `byzantine` feature.
+#[test]
+fn an_unknown_byzantine_kind_is_an_error_listing_the_valid_ones() {
+    let (err, path) = broken(|t| format!("{t}\n[faults]\nbyzantine = \"liar\"\n"));
+    assert_field(
+        &err,
+        &path,
+        "faults.byzantine",
+        "unknown Byzantine kind 'liar' (expected one of: silent, equivocate, double-vote",
+    );
+    assert!(err.to_string().contains("lie-to-clients"), "{err}");
+    let (err, path) = broken(|t| format!("{t}\n[faults]\nbyzantine = \"twins\"\n"));
+    assert_field(
+        &err,
+        &path,
+        "faults.byzantine",
+        "unknown Byzantine kind 'twins'",
+    );
+    let (_tmp, dir) = testnet(4, 1);
+    let path = dir.join("node0.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(
+        &path,
+        format!("{text}\n[faults]\nbyzantine = \"forge-sync\"\n"),
+    )
+    .unwrap();
+    let cfg = NodeConfig::load(&path).unwrap();
+    assert_eq!(
+        cfg.raw.faults.byzantine_kind(),
+        Ok(Some(crate::adversary::ByzKind::ForgeSync))
+    );
+}
+
 #[test]
 fn member_list_errors_name_the_entry() {
     let (err, path) = broken(|t| t.replacen("id = 1\n", "id = 2\n", 1));

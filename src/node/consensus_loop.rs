@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use super::byzantine::{ConsensusHook, Outgoing};
 use super::counters::NodeCounters;
 use super::lossy::FaultyLink;
 use super::metrics::NodeMetrics;
@@ -65,6 +66,8 @@ pub struct ConsensusCtx {
     pub installed: Receiver<Result<BlockHeader, String>>,
     pub out: OutboundSender,
     pub faults: Option<FaultyLink>,
+    /// Test-only Byzantine behaviour (no-ops unless built with the `byzantine` feature).
+    pub byzantine: ConsensusHook,
     pub routes: Arc<ReplyRoutes>,
     pub status: Arc<StatusBoard>,
     pub counters: Arc<NodeCounters>,
@@ -149,6 +152,8 @@ const PEER_SILENT_AFTER: Duration = Duration::from_secs(5);
 
 impl ConsensusCtx {
     fn on_input(&mut self, clock: &Clock, input: ConsensusInput, download: &mut Option<Download>) {
+        let extra = self.byzantine.on_input(&input);
+        self.send_each(extra);
         let input = match input {
             ConsensusInput::Message { from, msg } => Input::MessageReceived { from, msg },
             ConsensusInput::Request(req) => Input::RequestReceived(req),
@@ -266,6 +271,10 @@ impl ConsensusCtx {
     }
 
     fn send_peer(&mut self, to: NodeId, msg: Message) {
+        let msg = match self.byzantine.outbound(Some(to), msg) {
+            Outgoing::Unchanged(msg) => msg,
+            Outgoing::Instead(sends) => return self.send_each(sends),
+        };
         let bytes = encode_consensus(msg);
         self.send_bytes(to, bytes);
     }
@@ -283,6 +292,10 @@ impl ConsensusCtx {
     }
 
     fn broadcast(&mut self, msg: Message) {
+        let msg = match self.byzantine.outbound(None, msg) {
+            Outgoing::Unchanged(msg) => msg,
+            Outgoing::Instead(sends) => return self.send_each(sends),
+        };
         let bytes = encode_consensus(msg);
         if self.faults.is_none() {
             if self.out.send(Outbound::Broadcast(bytes)).is_err() {
@@ -297,6 +310,13 @@ impl ConsensusCtx {
             if to != me {
                 self.send_bytes(to, bytes.clone());
             }
+        }
+    }
+
+    /// Sends each message to its peer, past the Byzantine hook (it made them).
+    fn send_each(&mut self, sends: Vec<(NodeId, Message)>) {
+        for (to, msg) in sends {
+            self.send_bytes(to, encode_consensus(msg));
         }
     }
 

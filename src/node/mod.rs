@@ -14,6 +14,8 @@
 //! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
 //! - [`data_dir`]: the layout of the data dir and the engines' options, spelled once;
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
+//! - [`byzantine`]: the hooks that make a node a Byzantine member, for tests only (feature
+//!   `byzantine`; without it they are no-ops and such a config is refused);
 //! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
 //!   listener (`[node] metrics_addr`) and the timings it reports.
 //!
@@ -24,6 +26,7 @@
 //! every persist it was given.
 
 pub mod block_store;
+pub mod byzantine;
 pub mod consensus_loop;
 pub mod counters;
 pub mod data_dir;
@@ -109,6 +112,8 @@ impl Node {
     /// Opens the data dir (replaying both WALs), binds the listener and starts every thread.
     pub fn start(cfg: &LoadedConfig) -> Result<Node, StartError> {
         let settings = cfg.raw.node.clone();
+        // First: a config asking for a Byzantine kind is refused before anything is opened.
+        let (byzantine, serving_hook) = byzantine::hooks(cfg)?;
         let data_dir = &cfg.data_dir;
         // Through `Fs`: a new directory's entry is fsynced, so a power cut cannot unlink it.
         crate::storage::Fs::default()
@@ -218,6 +223,7 @@ impl Node {
             snapshot_interval_blocks: settings.snapshot_interval_blocks,
             blocks_retained: core_cfg.committed_blocks_retained as u64,
             failure: failure.clone(),
+            byzantine: serving_hook.clone(),
         };
         let storage = spawn("bftd-storage", move || {
             storage_loop::run(storage_ctx, storage_rx)
@@ -245,6 +251,7 @@ impl Node {
             counters: counters.clone(),
             stop: stop.clone(),
             batch_frames_max: settings.verify_batch_frames_max,
+            byzantine: serving_hook.clone(),
         };
         let mut verifiers = Vec::new();
         for i in 0..settings.verifier_thread_count() {
@@ -276,6 +283,7 @@ impl Node {
             installed: installed_rx,
             out,
             faults,
+            byzantine,
             routes: routes.clone(),
             status: status.clone(),
             counters: counters.clone(),

@@ -1,7 +1,9 @@
 //! Node-level settings from a node config's `[node]` and `[faults]` tables: thread counts,
 //! queue bounds, snapshots and state transfer, the optional metrics listener, and (for
-//! demonstrations only) injected network faults. Every field is optional; unknown fields are
-//! errors.
+//! demonstrations only) injected network faults and, for tests only, a Byzantine kind. Every
+//! field is optional; unknown fields are errors.
+
+use crate::adversary::ByzKind;
 
 /// `[node]`: how the runtime around the core is sized.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -104,11 +106,25 @@ pub struct FaultSettings {
     /// Share of peer frames held back for a random delay up to `delay_ms_max`.
     pub delay_share: f64,
     pub delay_ms_max: u64,
+    /// TEST ONLY: makes this node a Byzantine member of the given kind (`silent`,
+    /// `equivocate`, `double-vote`, `lie-to-clients`, `forge-sync`, `forge-snapshot`, ...; see
+    /// [`ByzKind::DAEMON`]). A node built without the Cargo feature `byzantine` refuses to
+    /// start with it.
+    pub byzantine: Option<String>,
 }
 
 impl FaultSettings {
     pub fn is_active(&self) -> bool {
         self.drop_share > 0.0 || self.duplicate_share > 0.0 || self.delay_share > 0.0
+    }
+
+    /// The Byzantine kind this node is told to play, if any; an unknown name is an error that
+    /// lists the valid ones.
+    pub fn byzantine_kind(&self) -> Result<Option<ByzKind>, String> {
+        self.byzantine
+            .as_deref()
+            .map(|name| ByzKind::parse_among(name, &ByzKind::DAEMON))
+            .transpose()
     }
 
     pub fn validate(&self) -> Result<(), (String, String)> {
@@ -123,6 +139,9 @@ impl FaultSettings {
                     format!("is {v}, must be in 0.0 ..= 1.0"),
                 ));
             }
+        }
+        if let Err(e) = self.byzantine_kind() {
+            return Err(("faults.byzantine".into(), e));
         }
         if self.delay_share > 0.0 && self.delay_ms_max == 0 {
             return Err((

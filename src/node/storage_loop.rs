@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
 use super::block_store::{BlockStore, COMMITTED_META_KEY, encode_header};
+use super::byzantine::ServingHook;
 use super::counters::NodeCounters;
 use super::metrics::NodeMetrics;
 use super::routes::ReplyRoutes;
@@ -31,7 +32,6 @@ use crate::kv::{KvReply, KvRequest, KvStore, encode_reply};
 use crate::net::{Outbound, OutboundSender};
 use crate::storage::{Lsn, StorageError};
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId, RequestId};
-use crate::wire::client::encode_node_frame;
 use crate::wire::peer::encode_peer;
 use crate::wire::{NodeFrame, PeerFrame, SnapshotOffer, StateMsg};
 
@@ -81,6 +81,8 @@ pub struct StorageCtx {
     pub blocks_retained: u64,
     /// Set when the thread stopped on a storage error.
     pub failure: Arc<Mutex<Option<String>>>,
+    /// Test-only Byzantine answers (a no-op unless built with the `byzantine` feature).
+    pub byzantine: ServingHook,
 }
 
 /// The effects of one group, released once its writes are durable.
@@ -285,13 +287,15 @@ impl StorageCtx {
             self.metrics.commit_latency.observe(route.arrived.elapsed());
         }
         let conns = route.conns;
-        let frame = encode_node_frame(&NodeFrame::Reply {
+        let Some(frame) = self.byzantine.encode_client_frame(&NodeFrame::Reply {
             client: id.client.0,
             session: id.session,
             seq: id.seq,
             ops_digest,
             reply: encode(),
-        });
+        }) else {
+            return;
+        };
         for conn in conns {
             self.counters.replies_sent.bump();
             if self
@@ -317,6 +321,9 @@ impl StorageCtx {
                 bytes: self.snapshots.chunk(height, offset, len),
             },
             StateMsg::Offer(_) | StateMsg::Chunk { .. } => return,
+        };
+        let Some(answer) = self.byzantine.state_answer(answer, &self.snapshots) else {
+            return;
         };
         let bytes = encode_peer(&PeerFrame::State(answer));
         let _ = self.out.try_send(Outbound::ToPeer(from, bytes));

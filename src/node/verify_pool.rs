@@ -18,6 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::RwLock;
 
+use super::byzantine::ServingHook;
 use super::consensus_loop::ConsensusInput;
 use super::counters::NodeCounters;
 use super::routes::ReplyRoutes;
@@ -27,7 +28,7 @@ use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
 use crate::types::{ClientRequest, Message, NodeId, RequestId};
-use crate::wire::client::{decode_client_frame, encode_node_frame};
+use crate::wire::client::decode_client_frame;
 use crate::wire::peer::decode_peer;
 use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
 
@@ -45,6 +46,8 @@ pub struct VerifyCtx {
     pub counters: Arc<NodeCounters>,
     pub stop: Arc<AtomicBool>,
     pub batch_frames_max: usize,
+    /// Test-only Byzantine answers (a no-op unless built with the `byzantine` feature).
+    pub byzantine: ServingHook,
 }
 
 /// Frames of one batch, sorted by what they need.
@@ -145,9 +148,9 @@ impl VerifyCtx {
     fn reply(&self, conn: ClientId, frame: &NodeFrame) {
         // A full outbound queue means the node is overloaded; a dropped answer to a read
         // is retried by the client.
-        let _ = self
-            .out
-            .try_send(Outbound::ToClient(conn, encode_node_frame(frame)));
+        if let Some(bytes) = self.byzantine.encode_client_frame(frame) {
+            let _ = self.out.try_send(Outbound::ToClient(conn, bytes));
+        }
     }
 
     fn forward_messages(&self, messages: Vec<(NodeId, Message)>) -> bool {

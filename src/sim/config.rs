@@ -4,61 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// How a Byzantine member misbehaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ByzKind {
-    /// Sends nothing at all.
-    Silent,
-    /// As leader, proposes two different blocks, both to everyone in opposite orders.
-    Equivocate,
-    /// Votes for every proposal it sees, several per round.
-    DoubleVote,
-    /// Every signature it sends is corrupted.
-    BadSig,
-    /// Re-sends old messages (its own and others') to random members.
-    Replay,
-    /// Floods far-future votes and timeouts and invalid proposals.
-    Flood,
-    /// Two honest copies run with one key, each talking to half the cluster (Twins).
-    Twins,
-    /// As leader after a timeout, extends an older QC than its highest, trying to orphan a
-    /// block that may have committed (only the TC voting rule stops it); and tells only one
-    /// node of the QCs it forms.
-    Fork,
-}
-
-impl ByzKind {
-    pub const ALL: [ByzKind; 8] = [
-        ByzKind::Silent,
-        ByzKind::Equivocate,
-        ByzKind::DoubleVote,
-        ByzKind::BadSig,
-        ByzKind::Replay,
-        ByzKind::Flood,
-        ByzKind::Twins,
-        ByzKind::Fork,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ByzKind::Silent => "silent",
-            ByzKind::Equivocate => "equivocate",
-            ByzKind::DoubleVote => "double-vote",
-            ByzKind::BadSig => "bad-sig",
-            ByzKind::Replay => "replay",
-            ByzKind::Flood => "flood",
-            ByzKind::Twins => "twins",
-            ByzKind::Fork => "fork",
-        }
-    }
-}
-
-impl FromStr for ByzKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        parse_named(s, &ByzKind::ALL, |k| k.name(), "Byzantine kind")
-    }
-}
+pub use crate::adversary::ByzKind;
 
 /// Finds the item named `s`, or says which names exist.
 fn parse_named<T: Copy>(

@@ -8,7 +8,6 @@
 //! state digests at equal heights, also after installing a snapshot. A failing run prints the one command
 //! that replays it ([`SimConfig::repro_command`]).
 
-mod byzantine;
 mod checker;
 mod config;
 mod node;

@@ -12,12 +12,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use super::byzantine::ByzState;
 use super::checker::Checker;
 use super::config::{ByzKind, Scenario, SimConfig};
 use super::node::NodeCopy;
 use super::state::StateStore;
 use super::trace::{trace_effect, trace_input};
+use crate::adversary::ByzState;
 use crate::consensus::{CoreConfig, CoreStats, TimeMs};
 use crate::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
 use crate::kv::{Op, encode_ops};

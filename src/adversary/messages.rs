@@ -1,14 +1,23 @@
-//! Byzantine behaviours: what a malicious member sends instead of (or besides) what its
-//! honest core asks it to. Each behaviour signs with the member's real key, so it attacks the
-//! protocol, not the signature scheme (except `BadSig`, which attacks the verifier).
+//! Byzantine behaviours on consensus messages: what a malicious member sends instead of (or
+//! besides) what its honest core asks it to. Each behaviour signs with the member's real key,
+//! so it attacks the protocol, not the signature scheme (except `BadSig`, which attacks the
+//! verifier).
+//!
+//! Driven from outside: the simulator and the node both pass every message their core sends
+//! through [`ByzState::outbound`] and every message and request it receives through
+//! [`ByzState::inbound`] / [`ByzState::on_request`]. Whether this member leads a round is
+//! read from what its core sends (a proposal), never recomputed from the leader schedule.
+//! Invariants: every buffer is bounded (`REPLAY_BUFFER_MAX`, `REQUEST_STASH_MAX`); the only
+//! randomness is the seeded [`SimRng`] it is given.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::config::ByzKind;
+use super::ByzKind;
 use crate::crypto::{Committee, Signer, domain};
 use crate::types::{
-    Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, Timeout, Vote,
+    Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncResponse, Timeout,
+    Vote,
 };
 use crate::util::SimRng;
 
@@ -37,6 +46,17 @@ impl ByzState {
         rng: SimRng,
     ) -> Self {
         let signer = Signer::new(secret, *committee.cluster());
+        Self::with_signer(kind, signer, committee, me, rng)
+    }
+
+    /// Like [`ByzState::new`], with the member's signer (the node has no copy of the secret).
+    pub fn with_signer(
+        kind: ByzKind,
+        signer: Signer,
+        committee: Arc<Committee>,
+        me: NodeId,
+        rng: SimRng,
+    ) -> Self {
         Self {
             kind,
             signer,
@@ -102,7 +122,18 @@ impl ByzState {
                 }
                 _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
             },
-            ByzKind::DoubleVote | ByzKind::Twins => {
+            ByzKind::ForgeSync => match msg {
+                Message::SyncResponse(r) => {
+                    let blocks = r.blocks.iter().map(|b| self.reauthor(b)).collect();
+                    let forged = Message::SyncResponse(SyncResponse { blocks });
+                    out.extend(targets.iter().map(|t| (*t, forged.clone())));
+                }
+                _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
+            },
+            ByzKind::DoubleVote
+            | ByzKind::Twins
+            | ByzKind::LieToClients
+            | ByzKind::ForgeSnapshot => {
                 out.extend(targets.iter().map(|t| (*t, msg.clone())));
             }
         }
@@ -197,21 +228,51 @@ impl ByzState {
         fork
     }
 
+    /// Votes for `b` whether or not its core would, and for a sibling of `b` in the same
+    /// round. Sent to every other member: the next round's leader is among them, whoever the
+    /// schedule picks.
     fn vote_anyway(&mut self, b: &Block) -> Vec<(NodeId, Message)> {
-        let id = b.compute_id();
-        let leader = crate::consensus::leader::round_robin(&self.committee, b.round + 1);
-        if leader == self.me {
-            return Vec::new();
+        let ids = [b.compute_id(), self.variant(b).compute_id()];
+        let others = self.others();
+        let mut out = Vec::with_capacity(others.len() * ids.len());
+        for id in ids {
+            let vote = Vote {
+                block_id: id,
+                round: b.round,
+                voter: self.me,
+                signature: self
+                    .signer
+                    .sign(domain::VOTE, &domain::vote_body(&id, b.round)),
+            };
+            out.extend(others.iter().map(|t| (*t, Message::Vote(vote.clone()))));
         }
-        let vote = Vote {
-            block_id: id,
-            round: b.round,
-            voter: self.me,
-            signature: self
-                .signer
-                .sign(domain::VOTE, &domain::vote_body(&id, b.round)),
-        };
-        vec![(leader, Message::Vote(vote))]
+        out
+    }
+
+    /// A block of the same round and parent as `b` but another id: other payload if it can
+    /// vary one, else one height further (a block no honest leader proposed).
+    fn variant(&self, b: &Block) -> Block {
+        let mut alt = b.clone();
+        if !alt.payload.is_empty() {
+            alt.payload.remove(0);
+        } else if let Some(r) = self.requests.back() {
+            alt.payload.push(r.clone());
+        } else {
+            alt.height += 1;
+        }
+        alt
+    }
+
+    /// `b` changed and re-signed as this member's own block: a valid signature, but not the
+    /// block the chain's QCs certify.
+    fn reauthor(&self, b: &Block) -> Block {
+        let mut forged = self.variant(b);
+        forged.author = self.me;
+        let id = forged.compute_id();
+        forged.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        forged
     }
 
     fn flood_message(&mut self) -> Message {

@@ -1,0 +1,109 @@
+//! `lie-to-clients`: every answer a lying member gives a client is wrong, deterministically and
+//! always differently from the truth (another value, version, outcome), so a test can tell a
+//! lie from a right answer by comparing with what it wrote.
+//!
+//! Used only by the test-only Byzantine daemon (feature `byzantine`).
+
+use crate::kv::{KeyValue, OpReply, OpResult, Reply, VersionedValue};
+
+/// What a liar stores in place of a missing key.
+const INVENTED_VALUE: &[u8] = b"forged by a lying node";
+
+/// A reply that differs from `reply` in every result it carries.
+pub fn falsify_reply(reply: Reply) -> Reply {
+    match reply {
+        Reply::Done(ops) => Reply::Done(ops.into_iter().map(falsify_op).collect()),
+        // A refused request reported as done: wrong too, and no result to check.
+        Reply::Rejected(_) => Reply::Done(Vec::new()),
+    }
+}
+
+/// Another value than `found` for a key: a changed one, or an invented one for a missing key.
+pub fn falsify_found(found: Option<VersionedValue>) -> Option<VersionedValue> {
+    Some(match found {
+        Some(v) => falsify_value(v),
+        None => VersionedValue {
+            value: INVENTED_VALUE.to_vec(),
+            version: 1,
+            mod_height: 1,
+        },
+    })
+}
+
+fn falsify_op(op: OpReply) -> OpReply {
+    match op {
+        OpReply::Simple(r) => OpReply::Simple(falsify_result(r)),
+        OpReply::Txn { succeeded, results } => OpReply::Txn {
+            succeeded: !succeeded,
+            results: results.into_iter().map(falsify_result).collect(),
+        },
+    }
+}
+
+fn falsify_result(r: OpResult) -> OpResult {
+    match r {
+        OpResult::Put { version } => OpResult::Put {
+            version: version.wrapping_add(1),
+        },
+        OpResult::Get { found } => OpResult::Get {
+            found: falsify_found(found),
+        },
+        OpResult::Delete { existed } => OpResult::Delete { existed: !existed },
+        OpResult::Range { entries, more } => OpResult::Range {
+            entries: entries
+                .into_iter()
+                .map(|e| KeyValue {
+                    key: e.key,
+                    value: falsify_value(e.value),
+                })
+                .collect(),
+            more,
+        },
+    }
+}
+
+fn falsify_value(v: VersionedValue) -> VersionedValue {
+    let mut value: Vec<u8> = v.value.iter().map(|b| b ^ 0x5a).collect();
+    value.push(b'!');
+    VersionedValue {
+        value,
+        version: v.version.wrapping_add(1),
+        mod_height: v.mod_height.wrapping_add(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_result_is_changed() {
+        let v = VersionedValue {
+            value: b"v".to_vec(),
+            version: 3,
+            mod_height: 9,
+        };
+        let honest = Reply::Done(vec![
+            OpReply::Simple(OpResult::Put { version: 4 }),
+            OpReply::Simple(OpResult::Get {
+                found: Some(v.clone()),
+            }),
+            OpReply::Simple(OpResult::Get { found: None }),
+            OpReply::Simple(OpResult::Delete { existed: true }),
+            OpReply::Txn {
+                succeeded: true,
+                results: vec![OpResult::Get { found: Some(v) }],
+            },
+        ]);
+        let Reply::Done(lies) = falsify_reply(honest.clone()) else {
+            panic!("a done reply stays done");
+        };
+        let Reply::Done(truths) = honest else {
+            unreachable!()
+        };
+        assert_eq!(lies.len(), truths.len());
+        for (lie, truth) in lies.iter().zip(&truths) {
+            assert_ne!(lie, truth);
+        }
+    }
+}

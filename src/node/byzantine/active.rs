@@ -1,0 +1,211 @@
+//! The hooks of a node built with the test-only `byzantine` feature: with `[faults]
+//! byzantine = "<kind>"` they make the node misbehave that way (see
+//! [`crate::adversary::ByzKind`]); without it they change nothing.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Outgoing;
+use crate::adversary::{ByzKind, ByzState, replies, snapshot};
+use crate::config::LoadedConfig;
+use crate::crypto::VerifiedMessage;
+use crate::kv::{decode_reply, encode_reply};
+use crate::node::StartError;
+use crate::node::consensus_loop::ConsensusInput;
+use crate::node::snapshots::SnapshotDir;
+use crate::types::{Message, NodeId, SyncResponse};
+use crate::util::rng::SimRng;
+use crate::wire::client::encode_node_frame;
+use crate::wire::{NodeFrame, StateMsg};
+
+/// Largest snapshot file a forger loads to forge (beyond it, it corrupts chunks instead).
+const FORGED_FILE_BYTES_MAX: usize = 64 << 20;
+
+pub struct ConsensusHook {
+    state: Option<ByzState>,
+}
+
+impl ConsensusHook {
+    pub fn outbound(&mut self, to: Option<NodeId>, msg: Message) -> Outgoing {
+        match self.state.as_mut() {
+            None => Outgoing::Unchanged(msg),
+            Some(s) => Outgoing::Instead(s.outbound(to, msg)),
+        }
+    }
+
+    /// Extra messages to send (untransformed) on receiving `input`.
+    pub fn on_input(&mut self, input: &ConsensusInput) -> Vec<(NodeId, Message)> {
+        let Some(s) = self.state.as_mut() else {
+            return Vec::new();
+        };
+        match input {
+            ConsensusInput::Message { msg, .. } => s.inbound(&as_message(msg)),
+            ConsensusInput::Request(req) => {
+                s.on_request(req);
+                Vec::new()
+            }
+            ConsensusInput::State { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The message as it was on the wire (the adversary reasons about messages, not about what
+/// the verifier made of them).
+fn as_message(msg: &VerifiedMessage) -> Message {
+    match msg {
+        VerifiedMessage::Proposal { block, .. } => Message::Proposal(block.clone()),
+        VerifiedMessage::Vote(v) => Message::Vote(v.clone()),
+        VerifiedMessage::Timeout(t) => Message::Timeout(t.clone()),
+        VerifiedMessage::SyncInfo(i) => Message::SyncInfo(i.clone()),
+        VerifiedMessage::SyncRequest(r) => Message::SyncRequest(r.clone()),
+        VerifiedMessage::SyncResponse { blocks } => Message::SyncResponse(SyncResponse {
+            blocks: blocks.iter().map(|(_, b)| b.clone()).collect(),
+        }),
+    }
+}
+
+#[derive(Clone)]
+pub struct ServingHook {
+    kind: Option<ByzKind>,
+    /// A forger's forged snapshot file, made on the first chunk asked for.
+    forged: Arc<Mutex<Option<ForgedFile>>>,
+}
+
+struct ForgedFile {
+    height: u64,
+    bytes: Vec<u8>,
+}
+
+impl ServingHook {
+    /// The bytes to send a client for `frame`; `None`: send nothing.
+    pub fn encode_client_frame(&self, frame: &NodeFrame) -> Option<Vec<u8>> {
+        match self.kind {
+            Some(ByzKind::Silent) => None,
+            Some(ByzKind::LieToClients) => Some(encode_node_frame(&lie(frame))),
+            _ => Some(encode_node_frame(frame)),
+        }
+    }
+
+    /// What to answer a peer's state-transfer request with, given the honest `answer`; `None`:
+    /// nothing.
+    pub fn state_answer(&self, answer: StateMsg, snapshots: &SnapshotDir) -> Option<StateMsg> {
+        match (self.kind, answer) {
+            (Some(ByzKind::Silent), _) => None,
+            (
+                Some(ByzKind::ForgeSnapshot),
+                StateMsg::Chunk {
+                    height,
+                    offset,
+                    bytes,
+                },
+            ) if !bytes.is_empty() => {
+                let bytes = self.forged_chunk(snapshots, height, offset, bytes);
+                Some(StateMsg::Chunk {
+                    height,
+                    offset,
+                    bytes,
+                })
+            }
+            (_, answer) => Some(answer),
+        }
+    }
+
+    /// The bytes of the forged file where the honest chunk `honest` was.
+    fn forged_chunk(
+        &self,
+        snapshots: &SnapshotDir,
+        height: u64,
+        offset: u64,
+        mut honest: Vec<u8>,
+    ) -> Vec<u8> {
+        let mut cached = self.forged.lock();
+        if cached.as_ref().is_none_or(|f| f.height != height) {
+            let forged = std::fs::read(snapshots.snap_path(height))
+                .ok()
+                .filter(|f| f.len() <= FORGED_FILE_BYTES_MAX)
+                .and_then(|f| snapshot::forge_snapshot(&f));
+            *cached = forged.map(|bytes| ForgedFile { height, bytes });
+            if cached.is_some() {
+                log::warn!("BYZANTINE: serving a forged snapshot file for height {height}");
+            }
+        }
+        let start = offset as usize;
+        match cached
+            .as_ref()
+            .and_then(|f| f.bytes.get(start..start + honest.len()))
+        {
+            Some(forged) => forged.to_vec(),
+            None => {
+                // Nothing to forge coherently: plain corruption, which the checksum catches.
+                if let Some(b) = honest.first_mut() {
+                    *b ^= 0x01;
+                }
+                honest
+            }
+        }
+    }
+}
+
+/// `frame` with every result and value in it falsified.
+fn lie(frame: &NodeFrame) -> NodeFrame {
+    match frame {
+        NodeFrame::Reply {
+            client,
+            session,
+            seq,
+            ops_digest,
+            reply,
+        } => match decode_reply(reply) {
+            Ok(r) => NodeFrame::Reply {
+                client: *client,
+                session: *session,
+                seq: *seq,
+                ops_digest: *ops_digest,
+                reply: encode_reply(&replies::falsify_reply(r)),
+            },
+            Err(_) => frame.clone(),
+        },
+        NodeFrame::StaleValue {
+            id,
+            applied_height,
+            value,
+        } => NodeFrame::StaleValue {
+            id: *id,
+            applied_height: *applied_height,
+            value: replies::falsify_found(value.clone()),
+        },
+        other => other.clone(),
+    }
+}
+
+/// The hooks for `cfg`: Byzantine of the configured kind, or inactive.
+pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartError> {
+    let kind = cfg
+        .raw
+        .faults
+        .byzantine_kind()
+        .map_err(|e| StartError(format!("[faults] byzantine: {e}")))?;
+    if let Some(k) = kind {
+        log::warn!(
+            "BYZANTINE: node {} plays '{}' (test-only; never run this in a real cluster)",
+            cfg.node_id,
+            k.name()
+        );
+    }
+    let state = kind.map(|k| {
+        let seed = 0x0b42_a471_u64 ^ u64::from(cfg.node_id.0);
+        ByzState::with_signer(
+            k,
+            cfg.signer(),
+            Arc::new(cfg.committee().clone()),
+            cfg.node_id,
+            SimRng::new(seed),
+        )
+    });
+    let serving = ServingHook {
+        kind,
+        forged: Arc::new(Mutex::new(None)),
+    };
+    Ok((ConsensusHook { state }, serving))
+}

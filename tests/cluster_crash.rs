@@ -128,8 +128,8 @@ fn sigkill_of_every_node_keeps_every_acknowledged_write() {
 /// One node misses `writes` writes (about three blocks each: the block and the two that
 /// certify and commit it), then comes back; returns how long it took to catch up.
 fn down_node_catches_up(consensus: &str, node: &str, writes: usize) -> (Duration, String) {
-    // Short round timeouts: the down node still leads every fourth round, and each of its
-    // rounds costs the others one timeout (leader reputation is not built yet).
+    // Short round timeouts: the down node costs the others a timeout or two before the leader
+    // schedule passes it over, and again whenever a timeout hands a round to round robin.
     let net = Testnet::new(
         4,
         &format!("round_timeout_base_ms = 50\nround_timeout_max_ms = 400\n{consensus}"),

@@ -20,8 +20,9 @@ const WRITERS: u64 = 4;
 /// Commits measured after the kill.
 const COMMITS_AFTER_KILL: u64 = 200;
 /// View changes per 100 commits that fail the test: round robin gives ~25-33; the schedule
-/// gives the one or two rounds the dead node was leading or chosen for when it died.
-const VIEW_CHANGES_PER_100_COMMITS_MAX: u64 = 10;
+/// gives the one or two rounds the dead node was leading or chosen for when it died, plus
+/// rounds a starved CI machine makes time out (one such run measured 5.5 with a 1 s base).
+const VIEW_CHANGES_PER_100_COMMITS_MAX: u64 = 15;
 
 /// `GET /metrics` of node `i` as `name value` pairs (labels kept in the name).
 fn metrics(base: u16, i: usize) -> HashMap<String, f64> {
@@ -92,9 +93,9 @@ fn start_writers(
 
 #[test]
 fn a_killed_node_stops_being_scheduled_and_view_changes_stay_rare() {
-    // A 1 s base timeout makes a spurious timeout on a busy CI machine rare; it does not change
+    // A 2 s base timeout makes a spurious timeout on a busy CI machine rare; it does not change
     // how many rounds a scheduled dead leader costs (one view change each).
-    let net = Testnet::new(4, "round_timeout_base_ms = 1000", "");
+    let net = Testnet::new(4, "round_timeout_base_ms = 2000", "");
     let metrics_base = free_port_range(4);
     for i in 0..4 {
         let path = net.config(i);
@@ -120,7 +121,7 @@ fn a_killed_node_stops_being_scheduled_and_view_changes_stay_rare() {
     let (height_at_kill, vc_at_kill) = progress(metrics_base, 0);
     let acked_at_kill = acked.load(Ordering::Relaxed);
     eprintln!("SIGKILLed node3 at height {height_at_kill}, {vc_at_kill} view changes");
-    // Generous: with round robin 200 commits take ~50 timed-out rounds (~50 s at 1 s each).
+    // Generous: with round robin 200 commits would take ~50 timed-out rounds (~100 s).
     wait_for(
         "200 commits after the kill",
         Duration::from_secs(300),

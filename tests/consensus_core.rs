@@ -164,6 +164,32 @@ fn a_vote_leaves_only_after_the_block_and_safety_state_are_durable() {
     assert_eq!(v[0].1.round, 1);
 }
 
+/// A member that is not the round's scheduled leader signs a proposal first: it passes the
+/// stateless verifier (its author is a member), but the core refuses it before it can take
+/// the round's one proposal slot, so the real leader's proposal still gets the vote.
+#[test]
+fn a_proposal_by_a_non_leader_cannot_take_the_real_leaders_slot() {
+    let c = cluster();
+    let mut core = c.core(3, None);
+    let mut fake = c.proposal(2);
+    fake.author = NodeId(2);
+    let id = fake.compute_id();
+    fake.signature =
+        Signer::new(secret(2), c.cluster).sign(domain::PROPOSAL, &domain::proposal_body(&id));
+    let actions = c.deliver(&mut core, 10, 2, Message::Proposal(fake));
+    assert!(persist_ticket(&actions).is_none(), "{actions:?}");
+    assert_eq!(core.stats().proposals_wrong_leader, 1);
+
+    let real = c.proposal(1);
+    let actions = c.deliver(&mut core, 11, 1, Message::Proposal(real.clone()));
+    let (ticket, _) = persist_ticket(&actions).expect("the real proposal is stored");
+    let after = core.handle(12, Event::Persisted { ticket });
+    let v = votes(&after);
+    assert_eq!(v.len(), 1, "{after:?}");
+    assert_eq!(v[0].1.block_id, real.compute_id());
+    assert_eq!(core.stats().equivocations_seen, 0);
+}
+
 #[test]
 fn a_restarted_node_resends_its_vote_and_never_votes_twice_in_a_round() {
     let c = cluster();

@@ -97,9 +97,11 @@ impl Core {
         let orphans_max = cfg.orphan_blocks_max.max(cfg.sync_blocks_max as usize * 2);
         let mut core = Self {
             round: safety.resume_round(),
+            // The leader schedule reads the authors of up to `f` blocks below a proposal's
+            // parent, which reach `f - 1` blocks under the committed root: keep at least those.
             tree: BlockTree::new(
                 root,
-                cfg.committed_blocks_retained,
+                cfg.committed_blocks_retained.max(committee.f()),
                 cfg.uncommitted_blocks_max,
             )
             .with_retained_bytes(cfg.committed_bytes_retained),

@@ -21,7 +21,8 @@
 //! signers; a locally aggregated QC, whose signer set depends on which votes arrived first, is
 //! never an input. When a node lacks one of the blocks it needs (a proposal whose parent is
 //! unknown, or an ancestor below a snapshot it installed) the answer is "unknown", never a
-//! guess: the node then neither proposes nor votes on that basis.
+//! guess: the node then neither proposes nor votes on that basis. (The core retains at least
+//! `f` committed blocks so that, outside a snapshot install, the blocks the rule reads are held.)
 
 use crate::crypto::Committee;
 use crate::types::{Block, BlockId, NodeId, Round};

@@ -33,7 +33,7 @@ use bftd::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
 /// How much the attacked node's RSS may grow over an attack. What the attacks may pin is far
 /// smaller: unfinished handshakes cost at most `handshakes_max` x 1 KiB of frame buffer, the one
 /// allowed attacker key holds one link with at most one partial frame (we send 1 MiB of it),
-/// and garbage frames (2 MiB each) are dropped by the verifier as they come. The rest of the
+/// and garbage frames (1 MiB each) are dropped by the verifier as they come. The rest of the
 /// margin is for the honest writes (a few thousand small keys in the memtable and block store)
 /// and the allocator keeping freed arenas. A per-connection leak over the thousands of attack
 /// connections, or a buffer sized by an attacker's length prefix (up to 4 GiB), would not fit.
@@ -219,8 +219,10 @@ fn client_round(a: &Attack, n: u64, cfg: &LoadedClientConfig) {
         ),
     );
     expect_refusal(a, &mut link, unauthorised, Refusal::NotAuthorised);
+    // Garbage as large as a client link takes (the largest valid request, 1 MiB of ops):
+    // dropped by the verifier, the link kept.
     for k in 0..4 {
-        let _ = link.send_plain(&pseudo_random_bytes(n * 10 + k, 2 << 20));
+        let _ = link.send_plain(&pseudo_random_bytes(n * 10 + k, 1 << 20));
     }
     if let Err(e) = link.status(n + 10) {
         a.fail(format!(

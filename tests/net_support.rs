@@ -38,6 +38,7 @@ pub fn test_limits() -> NetLimits {
         inbound_channel_frames_max: 1024,
         inbound_channel_bytes_max: 64 << 20,
         outbound_channel_frames_max: 1024,
+        outbound_channel_bytes_max: 64 << 20,
         read_bytes_per_event_max: 1 << 20,
     }
 }

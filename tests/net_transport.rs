@@ -302,3 +302,34 @@ fn the_inbound_channel_is_bounded_in_bytes_and_backpressure_loses_nothing() {
     }
     assert_eq!(cluster.stats(0).peers[1].frames_dropped, 0);
 }
+
+/// The outbound channel's byte bound makes a sender wait, never lose frames: 40 frames of
+/// 250 KB through a 1 MiB bound all arrive, in order, and the transport still shuts down.
+#[test]
+fn a_sender_waits_for_room_under_the_outbound_byte_bound_and_nothing_is_lost() {
+    const FRAME_BYTES: usize = 250_000;
+    const FRAMES: usize = 40;
+    let limits = bftd::net::NetLimits {
+        outbound_channel_bytes_max: 1 << 20,
+        ..support::test_limits()
+    };
+    let cluster = Cluster::start_with(2, ClientAccess::Any, limits);
+    cluster.wait_all_linked();
+    let sender = cluster.node(0).sender();
+    let sending = std::thread::spawn(move || {
+        for k in 0..FRAMES {
+            let msg = Outbound::ToPeer(NodeId(1), vec![k as u8; FRAME_BYTES]);
+            sender.send(msg).expect("transport running");
+        }
+    });
+    for k in 0..FRAMES {
+        let got = cluster
+            .node(1)
+            .inbound()
+            .recv_timeout(support::DEADLINE)
+            .unwrap();
+        assert_eq!(got.bytes, vec![k as u8; FRAME_BYTES], "frame {k}");
+    }
+    sending.join().unwrap();
+    assert_eq!(cluster.stats(0).peers[1].frames_dropped, 0);
+}

@@ -75,6 +75,9 @@ pub struct NetLimits {
     pub inbound_channel_bytes_max: usize,
     /// Capacity of the channel of frames to send.
     pub outbound_channel_frames_max: usize,
+    /// Bytes of frames in that channel; a sender waits (or `try_send` is refused) beyond it,
+    /// unless the channel is empty.
+    pub outbound_channel_bytes_max: usize,
     /// Bytes read from one connection per readiness event before others get a turn.
     pub read_bytes_per_event_max: usize,
 }
@@ -97,6 +100,7 @@ impl Default for NetLimits {
             inbound_channel_frames_max: 4096,
             inbound_channel_bytes_max: 256 << 20,
             outbound_channel_frames_max: 4096,
+            outbound_channel_bytes_max: 256 << 20,
             read_bytes_per_event_max: 1 << 20,
         }
     }
@@ -169,6 +173,10 @@ impl NetLimits {
             (
                 "outbound_channel_frames_max",
                 self.outbound_channel_frames_max as u64,
+            ),
+            (
+                "outbound_channel_bytes_max",
+                self.outbound_channel_bytes_max as u64,
             ),
             (
                 "read_bytes_per_event_max",

@@ -48,3 +48,12 @@ pub enum Outbound {
     Broadcast(Vec<u8>),
     ToClient(ClientId, Vec<u8>),
 }
+
+impl Outbound {
+    /// The frame's bytes as held in the outbound channel (a broadcast holds one copy).
+    pub fn len_bytes(&self) -> usize {
+        match self {
+            Outbound::ToPeer(_, b) | Outbound::Broadcast(b) | Outbound::ToClient(_, b) => b.len(),
+        }
+    }
+}

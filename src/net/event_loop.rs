@@ -33,6 +33,7 @@ use super::connection::{Close, Connection, PumpCtx, Pumped};
 use super::envelope::{ClientId, Inbound, Outbound, Remote};
 use super::inbound_queue::InboundQueue;
 use super::noise::{Handshake, KEY_BYTES};
+use super::outbound_bytes::OutboundBytes;
 use super::peers::PeerTable;
 use super::stats::{NetCounters, RejectReason, bump};
 
@@ -59,6 +60,8 @@ pub(crate) struct LoopIo {
     pub listener: TcpListener,
     pub inbound_tx: Sender<Inbound>,
     pub outbound_rx: Receiver<Outbound>,
+    /// Released as frames leave `outbound_rx`; closed when the loop ends.
+    pub outbound_bytes: Arc<OutboundBytes>,
     pub counters: Arc<NetCounters>,
     pub shutdown: Arc<AtomicBool>,
 }
@@ -135,6 +138,9 @@ impl EventLoop {
 
     /// Runs until shutdown is requested. Sockets close when `self` drops.
     pub(crate) fn run(mut self) {
+        // However the loop ends (shutdown, a poll error, a panic), senders waiting for room
+        // in the outbound channel must not wait forever.
+        let _close = CloseOnDrop(Arc::clone(&self.io.outbound_bytes));
         let mut events = Events::with_capacity(EVENTS_PER_POLL_MAX);
         while !self.io.shutdown.load(Ordering::Acquire) {
             let timeout = self.poll_timeout(Instant::now());
@@ -485,6 +491,7 @@ impl EventLoop {
             counters: &self.io.counters,
             limits: &self.limits,
             outbound_rx: &self.io.outbound_rx,
+            outbound_bytes: &self.io.outbound_bytes,
         }
     }
 
@@ -516,4 +523,14 @@ pub(super) struct OutboundParts<'a> {
     pub counters: &'a NetCounters,
     pub limits: &'a NetLimits,
     pub outbound_rx: &'a Receiver<Outbound>,
+    pub outbound_bytes: &'a OutboundBytes,
+}
+
+/// Closes the outbound byte gauge when the loop's `run` returns or unwinds.
+struct CloseOnDrop(Arc<OutboundBytes>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }

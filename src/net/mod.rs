@@ -12,7 +12,7 @@
 //!
 //! Files: `frame` (framing), `noise` (handshake and sealing), `auth` (allow-list), `config`
 //! (limits), `admission` (handshake slots by source address), `connection` (one socket), `inbound_queue` (the received-frames channel, bounded in bytes), `peers` (link rule and backoff), `outbound` (send
-//! path), `event_loop` (the thread), `transport` (the handle), `stats` (counters).
+//! path), `outbound_bytes` (the outbound channel's byte bound), `event_loop` (the thread), `transport` (the handle), `stats` (counters).
 
 mod admission;
 mod auth;
@@ -24,6 +24,7 @@ pub mod frame;
 mod inbound_queue;
 pub mod noise;
 mod outbound;
+mod outbound_bytes;
 mod peers;
 mod stats;
 mod transport;

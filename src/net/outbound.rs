@@ -17,7 +17,9 @@ impl OutboundParts<'_> {
     /// Handles up to `max` queued requests; returns the connections that got bytes.
     pub(super) fn send_batch(&mut self, max: usize) -> Vec<Token> {
         let mut touched = Vec::new();
+        let mut taken_bytes = 0usize;
         for msg in self.outbound_rx.try_iter().take(max) {
+            taken_bytes += msg.len_bytes();
             match msg {
                 Outbound::ToPeer(id, bytes) => self.send_to_peer(id, &bytes, &mut touched),
                 Outbound::Broadcast(bytes) => {
@@ -31,6 +33,7 @@ impl OutboundParts<'_> {
                 }
             }
         }
+        self.outbound_bytes.release(taken_bytes);
         touched.sort_unstable();
         touched.dedup();
         touched

@@ -18,6 +18,7 @@ use mio::{Interest, Poll, Waker};
 use super::config::TransportConfig;
 use super::envelope::{Inbound, Outbound};
 use super::event_loop::{EventLoop, LISTENER, LoopIo, WAKER};
+use super::outbound_bytes::OutboundBytes;
 use super::stats::{NetCounters, NetStats};
 
 /// Why a transport could not start.
@@ -47,18 +48,34 @@ pub struct TransportClosed;
 pub struct OutboundSender {
     tx: Sender<Outbound>,
     waker: Arc<Waker>,
+    /// Bytes of the frames in the channel, bounded by `outbound_channel_bytes_max`.
+    bytes: Arc<OutboundBytes>,
 }
 
 impl OutboundSender {
-    /// Queues a request, blocking while the channel is full (backpressure on the caller).
+    /// Queues a request, blocking while the channel is full in frames or in bytes
+    /// (backpressure on the caller).
     pub fn send(&self, msg: Outbound) -> Result<(), TransportClosed> {
-        self.tx.send(msg).map_err(|_| TransportClosed)?;
+        let len_bytes = msg.len_bytes();
+        self.bytes.reserve(len_bytes).map_err(|_| TransportClosed)?;
+        if self.tx.send(msg).is_err() {
+            self.bytes.release(len_bytes);
+            return Err(TransportClosed);
+        }
         self.wake()
     }
 
-    /// Queues a request unless the channel is full; hands the request back if it is.
+    /// Queues a request unless the channel is full in frames or in bytes; hands the request
+    /// back if it is.
     pub fn try_send(&self, msg: Outbound) -> Result<(), TrySendError<Outbound>> {
-        self.tx.try_send(msg)?;
+        let len_bytes = msg.len_bytes();
+        if !self.bytes.try_reserve(len_bytes) {
+            return Err(TrySendError::Full(msg));
+        }
+        if let Err(e) = self.tx.try_send(msg) {
+            self.bytes.release(len_bytes);
+            return Err(e);
+        }
         // A failed wake means the poll is gone, i.e. the thread stopped; the request is moot.
         let _ = self.wake();
         Ok(())
@@ -109,11 +126,13 @@ impl Transport {
             .unwrap_or(0);
         let counters = Arc::new(NetCounters::new(peer_slots.max(config.self_id.index() + 1)));
         let shutdown = Arc::new(AtomicBool::new(false));
+        let outbound_bytes = Arc::new(OutboundBytes::new(limits.outbound_channel_bytes_max));
         let io = LoopIo {
             poll,
             listener,
             inbound_tx,
             outbound_rx,
+            outbound_bytes: Arc::clone(&outbound_bytes),
             counters: Arc::clone(&counters),
             shutdown: Arc::clone(&shutdown),
         };
@@ -127,6 +146,7 @@ impl Transport {
             outbound: OutboundSender {
                 tx: outbound_tx,
                 waker,
+                bytes: outbound_bytes,
             },
             inbound_rx,
             counters,

@@ -104,9 +104,14 @@ pub enum Effect {
     },
     /// The request `id` committed already: answer from the exactly-once table, if the cached
     /// reply is for the same ops (`ops_digest`).
-    ReplyFromTable { id: RequestId, ops_digest: [u8; 32] },
+    ReplyFromTable {
+        id: RequestId,
+        ops_digest: [u8; 32],
+    },
     /// The mempool is full: refuse the request with `busy`.
-    RefuseBusy { id: RequestId },
+    RefuseBusy {
+        id: RequestId,
+    },
     /// Start the snapshot download file for `offer` (truncate any earlier one).
     DownloadBegin {
         offer: SnapshotOffer,

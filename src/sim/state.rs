@@ -105,16 +105,7 @@ impl StateStore {
                 block.height
             ));
         }
-        let requests: Vec<KvRequest<'_>> = block
-            .payload
-            .iter()
-            .map(|r| KvRequest {
-                client: r.client.0,
-                session: r.session,
-                seq: r.seq,
-                ops: &r.ops,
-            })
-            .collect();
+        let requests: Vec<KvRequest<'_>> = block.payload.iter().map(KvRequest::of).collect();
         let (replies, _lsn) = self
             .kv_mut()
             .apply_nowait(block.height, &requests, &[])

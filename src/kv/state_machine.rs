@@ -32,18 +32,6 @@ pub struct KvRequest<'a> {
     pub ops: &'a [u8],
 }
 
-impl<'a> KvRequest<'a> {
-    /// The state machine's view of a committed client request.
-    pub fn of(r: &'a crate::types::ClientRequest) -> Self {
-        Self {
-            client: r.client.0,
-            session: r.session,
-            seq: r.seq,
-            ops: &r.ops,
-        }
-    }
-}
-
 pub struct KvStore {
     pub(super) engine: Engine,
     pub(super) applied_height: u64,

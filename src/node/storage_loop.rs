@@ -156,7 +156,16 @@ impl StorageCtx {
                 block.height
             )));
         }
-        let requests: Vec<KvRequest<'_>> = block.payload.iter().map(KvRequest::of).collect();
+        let requests: Vec<KvRequest<'_>> = block
+            .payload
+            .iter()
+            .map(|r| KvRequest {
+                client: r.client.0,
+                session: r.session,
+                seq: r.seq,
+                ops: &r.ops,
+            })
+            .collect();
         let header = block.header(id);
         let meta = encode_header(&header);
         let (replies, lsn) =

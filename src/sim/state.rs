@@ -105,7 +105,16 @@ impl StateStore {
                 block.height
             ));
         }
-        let requests: Vec<KvRequest<'_>> = block.payload.iter().map(KvRequest::of).collect();
+        let requests: Vec<KvRequest<'_>> = block
+            .payload
+            .iter()
+            .map(|r| KvRequest {
+                client: r.client.0,
+                session: r.session,
+                seq: r.seq,
+                ops: &r.ops,
+            })
+            .collect();
         let (replies, _lsn) = self
             .kv_mut()
             .apply_nowait(block.height, &requests, &[])

@@ -6,6 +6,7 @@
 //! - [`consensus`]: the sans-I/O chained-HotStuff core (no I/O, no clock, no RNG);
 //! - [`replica`]: the one driver of the core (tickets, timers, state-transfer decisions), with
 //!   no I/O either: the node and the simulator are shells around it;
+//! - [`api`]: the client's vocabulary (operations, replies, their encodings and limits);
 //! - [`storage`] and [`kv`]: the crash-safe storage engine and the replicated KV state machine;
 //! - [`sim`]: the deterministic simulator that drives many replicas with faults and checks
 //!   safety, replies and state digests;
@@ -16,6 +17,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod adversary;
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod codec;

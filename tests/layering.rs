@@ -6,7 +6,9 @@
 //! - `replica` drives the core without I/O: no `net`, `node`, `sim`, threads, channels, clocks
 //!   or files;
 //! - `node` does not import `sim` (shared pieces such as the seeded RNG live in `util`);
-//! - `sim` does not import `net` or `node`.
+//! - `sim` does not import `net` or `node`;
+//! - `api` (the client's vocabulary) is a leaf, and the client library does not import the
+//!   state machine or the storage engine.
 
 use std::path::{Path, PathBuf};
 
@@ -134,6 +136,12 @@ fn node_does_not_import_the_simulator() {
 #[test]
 fn the_simulator_does_not_import_the_runtime() {
     assert_none("sim", &["crate::net", "crate::node"]);
+}
+
+#[test]
+fn the_client_library_does_not_pull_in_the_storage_engine() {
+    assert_none("client", &["crate::kv", "crate::storage"]);
+    assert_none("api", &["crate::"]);
 }
 
 #[test]

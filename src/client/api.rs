@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
+use crate::api::{KeyValue, Op, OpReply, OpResult, Txn, VersionedValue, encode_ops};
 use crate::config::LoadedClientConfig;
-use crate::kv::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
-use crate::kv::{KeyValue, Op, OpReply, OpResult, Txn, VersionedValue, encode_ops};
 use crate::types::NodeId;
 use crate::wire::client::{ClientFrame, NodeFrame, NodeStatus};
 
@@ -208,7 +208,7 @@ impl Client {
     ///
     /// ```no_run
     /// # fn demo(client: &bftd::client::Client) -> Result<(), bftd::client::ClientError> {
-    /// use bftd::kv::Op;
+    /// use bftd::api::Op;
     /// let tickets: Vec<_> = (0..100)
     ///     .map(|i| client.submit(vec![Op::Put { key: format!("k{i}").into(), value: b"v".to_vec() }]))
     ///     .collect::<Result<_, _>>()?;
@@ -315,7 +315,7 @@ impl Client {
     ///
     /// ```no_run
     /// # fn demo(client: &bftd::client::Client) -> Result<(), bftd::client::ClientError> {
-    /// use bftd::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+    /// use bftd::api::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
     /// let cas = Txn {
     ///     compare: vec![Compare { key: b"k".to_vec(), op: CompareOp::Equal, target: CompareTarget::Version(3) }],
     ///     success: vec![TxnOp::Put { key: b"k".to_vec(), value: b"new".to_vec() }],

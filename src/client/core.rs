@@ -21,8 +21,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex};
 
+use crate::api::{OpReply, Reply, decode_reply};
 use crate::crypto::Signer;
-use crate::kv::{OpReply, Reply, decode_reply};
 use crate::types::{ClientKey, NodeId, ops_digest};
 use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
 

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::kv::Rejection;
+use crate::api::Rejection;
 use crate::types::NodeId;
 use crate::wire::Refusal;
 

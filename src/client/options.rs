@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::api::CLIENT_WINDOW_SEQS;
 use crate::config::LoadedClientConfig;
 use crate::crypto::Signer;
-use crate::kv::exactly_once::CLIENT_WINDOW_SEQS;
 use crate::net::noise::KEY_BYTES;
 use crate::types::{ClusterId, NodeId};
 use crate::wire::client::CLIENT_FRAME_BYTES_MAX;

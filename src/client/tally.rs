@@ -14,7 +14,7 @@ use crate::wire::Refusal;
 /// One node's latest word on one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// Committed reply bytes (`kv::encode_reply`); final.
+    /// Committed reply bytes (`api::encode_reply`); final.
     Reply(Vec<u8>),
     /// The node did not take the request; `Busy` may later become a reply.
     Refused(Refusal),

@@ -39,8 +39,8 @@ use super::keys::{
 use super::overlay::BlockOverlay;
 use crate::storage::StorageError;
 
-/// Seqs per session whose replies are kept.
-pub const CLIENT_WINDOW_SEQS: u64 = 256;
+/// Seqs per session whose replies are kept (a client limit too, so it lives in `api`).
+pub use crate::api::CLIENT_WINDOW_SEQS;
 /// Live sessions per client key (concurrent processes sharing one key, plus recent ones).
 pub const CLIENT_SESSIONS_MAX: u64 = 128;
 /// Live sessions of all clients together.

@@ -1,7 +1,8 @@
 //! The replicated key-value state machine.
 //!
-//! - [`ops`] and [`reply`]: what clients send and get back, with their rkyv encodings
-//!   (`encode_ops`/`decode_ops`, `encode_reply`/`decode_reply`);
+//! - [`ops`] and [`reply`]: what clients send and get back, with their rkyv encodings; they
+//!   live in [`crate::api`] (the client's vocabulary, which the client library uses without
+//!   this module) and are re-exported here;
 //! - [`state_machine`]: [`KvStore`], which applies committed blocks atomically and
 //!   deterministically and keeps the exactly-once table ([`exactly_once`]) and the
 //!   incrementally maintained state digest ([`digest`]);
@@ -15,16 +16,16 @@ pub mod digest;
 pub mod exactly_once;
 mod execute;
 pub mod keys;
-pub mod ops;
+pub use crate::api::ops;
 mod overlay;
-pub mod reply;
+pub use crate::api::reply;
 pub mod snapshot;
 pub mod state_machine;
 
-pub use ops::{Compare, CompareOp, CompareTarget, Op, Txn, TxnOp, decode_ops, encode_ops};
-pub use reply::{
-    KeyValue, KvReply, OpReply, OpResult, Rejection, Reply, ReplyDecodeError, VersionedValue,
-    decode_reply, encode_reply,
+pub use crate::api::{
+    Compare, CompareOp, CompareTarget, KeyValue, KvReply, Op, OpReply, OpResult, Rejection, Reply,
+    ReplyDecodeError, Txn, TxnOp, VersionedValue, decode_ops, decode_reply, encode_ops,
+    encode_reply,
 };
 pub use snapshot::SnapshotInfo;
 pub use state_machine::{KvRequest, KvStore};

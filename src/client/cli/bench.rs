@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::api::CLIENT_WINDOW_SEQS;
 use crate::client::{Client, ClientError};
-use crate::kv::exactly_once::CLIENT_WINDOW_SEQS;
 
 use super::json::Json;
 
@@ -39,10 +39,10 @@ impl BenchSpec {
         if spec.ops == 0 || spec.ops > OPS_MAX {
             return Err(format!("--ops must be 1..={OPS_MAX}"));
         }
-        if spec.value_size > crate::kv::ops::VALUE_BYTES_MAX {
+        if spec.value_size > crate::api::ops::VALUE_BYTES_MAX {
             return Err(format!(
                 "--value-size must be at most {}",
-                crate::kv::ops::VALUE_BYTES_MAX
+                crate::api::ops::VALUE_BYTES_MAX
             ));
         }
         if spec.concurrency == 0 || spec.concurrency as u64 > CLIENT_WINDOW_SEQS {

@@ -8,10 +8,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue};
 use crate::client::{Client, ClientOptions, NodeStatusReport, StaleRead};
 use crate::config::ClientConfig;
 use crate::keys_file::to_hex;
-use crate::kv::{KeyValue, OpResult, TxnOp, VersionedValue};
 
 use super::json::{Json, bytes_field};
 use super::{Args, Command, bench, txn};

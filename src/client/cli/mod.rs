@@ -227,7 +227,7 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
         ),
         ("del" | "delete", [k]) => (Command::Del { key: k.clone() }, &[]),
         ("range", [start, end @ ..]) if end.len() <= 1 => {
-            let limit = flags.limit.unwrap_or(crate::kv::ops::RANGE_LIMIT_MAX);
+            let limit = flags.limit.unwrap_or(crate::api::ops::RANGE_LIMIT_MAX);
             if limit == 0 {
                 return Err("--limit must be above zero".into());
             }

@@ -10,12 +10,12 @@
 //! Words may be quoted with `'` or `"` to hold spaces or punctuation. `version(k)` takes a
 //! number, `value(k)` a string, `exists(k)` `true`/`false` (with `=` or `!=`). `mod(k)` (the
 //! height that last wrote a key) is refused with a clear error: the state machine's compares
-//! (`kv::CompareTarget`) cover value, version and existence only.
+//! (`api::CompareTarget`) cover value, version and existence only.
 //!
 //! Invariant: every input gives a `Txn` or a one-line error naming the offending part; nothing
 //! here panics on user text.
 
-use crate::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+use crate::api::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tok {

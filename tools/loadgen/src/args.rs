@@ -7,8 +7,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bftd::kv::exactly_once::CLIENT_WINDOW_SEQS;
-use bftd::kv::ops::{OPS_PER_REQUEST_MAX, VALUE_BYTES_MAX};
+use bftd::api::CLIENT_WINDOW_SEQS;
+use bftd::api::ops::{OPS_PER_REQUEST_MAX, VALUE_BYTES_MAX};
 
 pub const DEFAULT_CONFIG: &str = "./bftd-dev/client.toml";
 pub const CLIENTS_DEFAULT: usize = 16;

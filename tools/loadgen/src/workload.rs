@@ -5,7 +5,7 @@
 //! probability `P`, else a put of `--value-size` bytes. Invariant: a request carries exactly
 //! `batch` operations, each within the state machine's key and value limits (checked by `args`).
 
-use bftd::kv::Op;
+use bftd::api::Op;
 
 use crate::args::{Dist, Spec};
 use crate::rng::Rng;

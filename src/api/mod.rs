@@ -1,0 +1,19 @@
+//! The client's vocabulary: the operations a signed request carries, the replies it gets back,
+//! their rkyv encodings and the limits both sides check.
+//!
+//! Shared by the client library and the replicated state machine (`kv`), which re-exports it.
+//! A leaf: it imports nothing from the rest of the crate, so the client library does not pull
+//! in the storage engine (checked by `tests/layering.rs`).
+
+pub mod ops;
+pub mod reply;
+
+pub use ops::{Compare, CompareOp, CompareTarget, Op, Txn, TxnOp, decode_ops, encode_ops};
+pub use reply::{
+    KeyValue, KvReply, OpReply, OpResult, Rejection, Reply, ReplyDecodeError, VersionedValue,
+    decode_reply, encode_reply,
+};
+
+/// Seqs per client session whose replies every node keeps (the exactly-once window): a client
+/// keeps at most this many requests in flight per session.
+pub const CLIENT_WINDOW_SEQS: u64 = 256;

@@ -15,6 +15,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -87,10 +88,45 @@ fn honest_metric(net: &Testnet, name: &str) -> f64 {
     HONEST.iter().filter_map(|&i| metric(net, i, name)).sum()
 }
 
+/// Every node runs `bftd-byzantine` (the only binary that may play a Byzantine member; the
+/// honest ones have no `[faults] byzantine` and behave as `bftd`).
 fn start_all(net: &Testnet) -> Vec<Option<NodeProc>> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_bftd-byzantine"));
     (0..net.nodes)
-        .map(|i| Some(NodeProc::start(net, i)))
+        .map(|i| Some(NodeProc::start_with(net, i, &bin)))
         .collect()
+}
+
+/// The ordinary `bftd`, although this test build compiled the `byzantine` feature into the
+/// library, refuses a config that names a Byzantine kind, saying which binary would play it.
+#[test]
+fn plain_bftd_refuses_a_byzantine_config() {
+    let net = byzantine_testnet("equivocate", "", "");
+    let mut child = Command::new(bftd_bin())
+        .arg("--config")
+        .arg(net.config(BYZ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run bftd");
+    // A bftd that wrongly accepted the config would run on: give it a deadline, then kill it.
+    let started = std::time::Instant::now();
+    let mut exited = false;
+    while !exited && started.elapsed() < Duration::from_secs(30) {
+        exited = child.try_wait().expect("try_wait").is_some();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("collect bftd's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        exited,
+        "bftd started with [faults] byzantine; stderr: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("bftd-byzantine"), "stderr: {stderr}");
 }
 
 fn client(net: &Testnet) -> Client {

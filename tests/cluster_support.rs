@@ -104,12 +104,17 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub fn start(net: &Testnet, i: usize) -> Self {
+        Self::start_with(net, i, &bftd_bin())
+    }
+
+    /// Starts node `i` from the binary `bin` (e.g. the test-only `bftd-byzantine`).
+    pub fn start_with(net: &Testnet, i: usize, bin: &std::path::Path) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(net.log_path(i))
             .expect("open node log");
-        let child = Command::new(bftd_bin())
+        let child = Command::new(bin)
             .arg("--config")
             .arg(net.config(i))
             .env("RUST_LOG", "info")

@@ -2,6 +2,7 @@
 //! own arguments with `lexopt` and returns `Err(message)` for a one-line, actionable error.
 
 pub mod dev;
+pub mod entry;
 pub mod inspect;
 pub mod keygen;
 pub mod sd_notify;

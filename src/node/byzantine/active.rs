@@ -3,6 +3,7 @@
 //! [`crate::adversary::ByzKind`]); without it they change nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -179,6 +180,16 @@ fn lie(frame: &NodeFrame) -> NodeFrame {
     }
 }
 
+/// Set once by the `bftd-byzantine` test binary: only that entry point may play a Byzantine
+/// member. The feature alone is not enough, because `cargo test` and `cargo bench` compile the
+/// ordinary `bftd` binary with it too.
+static PERMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Lets this process play the Byzantine kind its config names (the `bftd-byzantine` binary).
+pub fn permit() {
+    PERMITTED.store(true, Ordering::SeqCst);
+}
+
 /// The hooks for `cfg`: Byzantine of the configured kind, or inactive.
 pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartError> {
     let kind = cfg
@@ -186,6 +197,15 @@ pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartEr
         .faults
         .byzantine_kind()
         .map_err(|e| StartError(format!("[faults] byzantine: {e}")))?;
+    if let Some(k) = kind
+        && !PERMITTED.load(Ordering::SeqCst)
+    {
+        return Err(StartError(format!(
+            "[faults] byzantine = \"{}\" is for tests only: only the test binary bftd-byzantine \
+             (cargo build --features byzantine) plays a Byzantine member; bftd refuses to start",
+            k.name()
+        )));
+    }
     if let Some(k) = kind {
         log::warn!(
             "BYZANTINE: node {} plays '{}' (test-only; never run this in a real cluster)",

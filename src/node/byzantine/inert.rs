@@ -44,9 +44,10 @@ pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartEr
     match &cfg.raw.faults.byzantine {
         None => Ok((ConsensusHook, ServingHook)),
         Some(kind) => Err(StartError(format!(
-            "[faults] byzantine = \"{kind}\" is for tests only and needs a bftd built with the \
-             Cargo feature `byzantine` (cargo build --features byzantine); this binary was built \
-             without it, so it refuses to start"
+            "[faults] byzantine = \"{kind}\" is for tests only: only the test binary \
+             bftd-byzantine, built with the Cargo feature `byzantine` (cargo build --features \
+             byzantine), plays a Byzantine member; this binary was built without it, so it \
+             refuses to start"
         ))),
     }
 }

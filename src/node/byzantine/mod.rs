@@ -17,7 +17,7 @@ mod active;
 mod inert;
 
 #[cfg(feature = "byzantine")]
-pub use active::{ConsensusHook, ServingHook, hooks};
+pub use active::{ConsensusHook, ServingHook, hooks, permit};
 #[cfg(not(feature = "byzantine"))]
 pub use inert::{ConsensusHook, ServingHook, hooks};
 

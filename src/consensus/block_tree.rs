@@ -6,7 +6,8 @@
 //! - `height == parent.height + 1` and `round > parent.round` for every stored block;
 //! - after a commit, only descendants of the new root remain uncommitted (forks are pruned);
 //! - at most `uncommitted_max` uncommitted and `retain` committed blocks are held, and the
-//!   committed ones hold at most `retain_bytes` of payload (beyond the newest one).
+//!   committed ones hold at most `retain_bytes` of payload, except that the newest
+//!   `retain_min` are kept whatever their size (the leader schedule reads them).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,6 +22,8 @@ pub struct BlockTree {
     /// Payload bytes of the retained committed blocks, and their cap.
     committed_bytes: usize,
     retain_bytes: usize,
+    /// Committed blocks kept even over the byte cap (at least 1: the root).
+    retain_min: usize,
     uncommitted_max: usize,
 }
 
@@ -43,6 +46,7 @@ impl BlockTree {
             retain,
             committed_bytes: 0,
             retain_bytes: usize::MAX,
+            retain_min: 1,
             uncommitted_max,
         }
     }
@@ -50,6 +54,12 @@ impl BlockTree {
     /// Also caps the retained committed blocks by payload bytes (the newest block is kept).
     pub fn with_retained_bytes(mut self, bytes: usize) -> Self {
         self.retain_bytes = bytes;
+        self
+    }
+
+    /// Keeps the newest `blocks` committed blocks even when they exceed the byte cap.
+    pub fn with_retained_min(mut self, blocks: usize) -> Self {
+        self.retain_min = blocks.max(1);
         self
     }
 
@@ -175,7 +185,7 @@ impl BlockTree {
 
     fn prune(&mut self) {
         while self.committed.len() > self.retain
-            || (self.committed_bytes > self.retain_bytes && self.committed.len() > 1)
+            || (self.committed_bytes > self.retain_bytes && self.committed.len() > self.retain_min)
         {
             if let Some(old) = self.committed.pop_front()
                 && let Some(b) = self.blocks.remove(&old)
@@ -256,7 +266,7 @@ impl BlockTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{NodeId, QuorumCert, Sig};
+    use crate::types::{ClientKey, ClientRequest, NodeId, QuorumCert, Sig};
 
     fn root() -> BlockHeader {
         BlockHeader {
@@ -344,5 +354,36 @@ mod tests {
             vec![1, 2]
         );
         assert!(t.chain_segment(&BlockId([7; 32]), 0, 2).is_empty());
+    }
+
+    #[test]
+    fn the_byte_cap_never_drops_below_the_minimum_kept() {
+        let mut t = BlockTree::new(root(), 10, 100)
+            .with_retained_bytes(0)
+            .with_retained_min(3);
+        let mut parent = root().id;
+        let mut ids = vec![];
+        for h in 1..=6 {
+            let (_, mut b) = child(parent, h, h);
+            b.payload.push(ClientRequest {
+                client: ClientKey([1; 32]),
+                session: 1,
+                seq: h,
+                ops: vec![0; 100],
+                signature: Sig::ZERO,
+            });
+            let id = b.compute_id();
+            assert_eq!(t.insert(id, b), InsertOutcome::Inserted);
+            t.commit(&id);
+            ids.push(id);
+            parent = id;
+        }
+        // Every block is over the 0-byte cap, yet the newest 3 stay (the leader schedule reads
+        // the authors of up to f blocks below a parent).
+        let kept: Vec<u64> = ids
+            .iter()
+            .filter_map(|id| t.get(id).map(|b| b.height))
+            .collect();
+        assert_eq!(kept, vec![4, 5, 6]);
     }
 }

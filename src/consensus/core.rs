@@ -104,7 +104,8 @@ impl Core {
                 cfg.committed_blocks_retained.max(committee.f()),
                 cfg.uncommitted_blocks_max,
             )
-            .with_retained_bytes(cfg.committed_bytes_retained),
+            .with_retained_bytes(cfg.committed_bytes_retained)
+            .with_retained_min(committee.f()),
             votes: VoteAggregator::default(),
             timeouts: TimeoutAggregator::default(),
             pacemaker: Pacemaker::new(cfg.round_timeout_base_ms, cfg.round_timeout_max_ms),

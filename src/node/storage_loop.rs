@@ -28,7 +28,7 @@ use super::routes::ReplyRoutes;
 use super::snapshots::{SnapshotDir, read_header};
 use super::status::StatusBoard;
 use crate::consensus::PersistItem;
-use crate::kv::{KvReply, KvRequest, KvStore, encode_reply};
+use crate::kv::{KvReply, KvStore, encode_reply};
 use crate::net::{Outbound, OutboundSender};
 use crate::storage::{Lsn, StorageError};
 use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId, RequestId};
@@ -156,16 +156,7 @@ impl StorageCtx {
                 block.height
             )));
         }
-        let requests: Vec<KvRequest<'_>> = block
-            .payload
-            .iter()
-            .map(|r| KvRequest {
-                client: r.client.0,
-                session: r.session,
-                seq: r.seq,
-                ops: &r.ops,
-            })
-            .collect();
+        let requests = crate::replica::kv_requests(block);
         let header = block.header(id);
         let meta = encode_header(&header);
         let (replies, lsn) =

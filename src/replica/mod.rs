@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, RejectReason};
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
+use crate::kv::KvRequest;
 use crate::types::{Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, RequestId};
 use crate::wire::{SnapshotOffer, StateMsg};
 use tickets::Tickets;
@@ -409,6 +410,21 @@ fn build_core(cfg: &ReplicaConfig, durable: Option<DurableState>) -> Core {
         cfg.me,
         durable,
     )
+}
+
+/// The requests of a committed block as the state machine takes them: the one mapping that
+/// both shells (the node's storage thread and the simulator) apply.
+pub fn kv_requests(block: &Block) -> Vec<KvRequest<'_>> {
+    block
+        .payload
+        .iter()
+        .map(|r| KvRequest {
+            client: r.client.0,
+            session: r.session,
+            seq: r.seq,
+            ops: &r.ops,
+        })
+        .collect()
 }
 
 #[cfg(test)]

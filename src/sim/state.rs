@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::kv::{KvRequest, KvStore, encode_reply};
+use crate::kv::{KvStore, encode_reply};
 use crate::replica::CHUNK_BYTES_MAX;
 use crate::storage::EngineOptions;
 use crate::types::{Block, BlockHeader, BlockId};
@@ -105,16 +105,7 @@ impl StateStore {
                 block.height
             ));
         }
-        let requests: Vec<KvRequest<'_>> = block
-            .payload
-            .iter()
-            .map(|r| KvRequest {
-                client: r.client.0,
-                session: r.session,
-                seq: r.seq,
-                ops: &r.ops,
-            })
-            .collect();
+        let requests = crate::replica::kv_requests(block);
         let (replies, _lsn) = self
             .kv_mut()
             .apply_nowait(block.height, &requests, &[])

@@ -1,14 +1,17 @@
 //! The client's vocabulary: the operations a signed request carries, the replies it gets back,
-//! their rkyv encodings and the limits both sides check.
+//! their rkyv encodings and the limits both sides check; and the proofs of the authenticated
+//! state with their pure verifier ([`proof`]).
 //!
 //! Shared by the client library and the replicated state machine (`kv`), which re-exports it.
 //! A leaf: it imports nothing from the rest of the crate, so the client library does not pull
 //! in the storage engine (checked by `tests/layering.rs`).
 
 pub mod ops;
+pub mod proof;
 pub mod reply;
 
 pub use ops::{Compare, CompareOp, CompareTarget, Op, Txn, TxnOp, decode_ops, encode_ops};
+pub use proof::{ProofError, ProofTerminal, StateProof, decode_proof, encode_proof};
 pub use reply::{
     KeyValue, KvReply, OpReply, OpResult, Rejection, Reply, ReplyDecodeError, VersionedValue,
     decode_reply, encode_reply,

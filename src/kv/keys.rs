@@ -4,15 +4,17 @@
 //! 'a' ++ last_height(u64 BE) ++ client(32) ++ session(u64 BE) -> []  (sessions by age)
 //! 'c' ++ client(32)                 -> [u64 expired_below LE][u64 live sessions LE]
 //! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value]
-//! 'm' ++ "state"                    -> [u64 applied_height LE][32 digest accumulator]
+//! 'm' ++ "state"                    -> [u64 applied_height LE][32 state tree root][u32 LE 2]
 //! 'n' ++ "sessions"                 -> [u64 live sessions of all clients LE]
 //! 'r' ++ client(32) ++ session(u64 BE) ++ seq(u64 BE)
 //!                                   -> [32 ops digest][encoded Reply] (exactly-once window)
 //! 's' ++ client(32) ++ session(u64 BE)
 //!                                   -> [u64 highest seq LE][u64 floor LE][u64 last_height LE]
+//! 't' ++ u16 BE depth ++ path prefix  -> state tree node (see `kv::state_tree`)
 //! ```
-//! Heights, sessions and seqs are big-endian so ranges sort by them. Everything but the `m`
-//! entries is covered by the state digest. `kv::exactly_once` says what the `a`, `c`, `n`,
+//! Heights, sessions and seqs are big-endian so ranges sort by them. The `a`, `c`, `d`, `n`,
+//! `r` and `s` entries are the state: leaves of the state tree, held by snapshots. The `m`
+//! and `t` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
 //! `r` and `s` entries mean.
 
 use super::reply::VersionedValue;
@@ -20,14 +22,15 @@ use crate::storage::StorageError;
 
 pub const AGE_PREFIX: u8 = b'a';
 pub const CLIENT_PREFIX: u8 = b'c';
-pub const DATA_PREFIX: u8 = b'd';
+pub const DATA_PREFIX: u8 = crate::api::proof::DATA_PREFIX;
 pub const META_PREFIX: u8 = b'm';
 pub const SESSION_COUNT_KEY: &[u8] = b"nsessions";
 pub const REPLY_PREFIX: u8 = b'r';
 pub const SESSION_PREFIX: u8 = b's';
 pub const META_KEY: &[u8] = b"mstate";
+pub const TREE_PREFIX: u8 = b't';
 
-/// True for the first byte of every digest-covered key (what a snapshot may hold).
+/// True for the first byte of every state key: a leaf of the state tree, held by snapshots.
 pub fn is_covered_prefix(first: u8) -> bool {
     matches!(
         first,

@@ -5,14 +5,15 @@
 //!   this module) and are re-exported here;
 //! - [`state_machine`]: [`KvStore`], which applies committed blocks atomically and
 //!   deterministically and keeps the exactly-once table ([`exactly_once`]) and the
-//!   incrementally maintained state digest ([`digest`]);
+//!   authenticated state ([`state_tree`], a sparse Merkle tree updated per block, whose root
+//!   the state digest commits to and against which [`KvStore::prove`] proves entries);
 //! - [`snapshot`]: point-in-time snapshots, saved to a checksummed file and installed on a
 //!   node that fell behind.
 //!
 //! The state lives in the storage engine's key space as laid out in [`keys`]. This module
 //! does not import `consensus`, `types` or `sim`.
 
-pub mod digest;
+mod audit;
 pub mod exactly_once;
 mod execute;
 pub mod keys;
@@ -21,14 +22,18 @@ mod overlay;
 pub use crate::api::reply;
 pub mod snapshot;
 pub mod state_machine;
+pub mod state_tree;
 
 pub use crate::api::{
     Compare, CompareOp, CompareTarget, KeyValue, KvReply, Op, OpReply, OpResult, Rejection, Reply,
     ReplyDecodeError, Txn, TxnOp, VersionedValue, decode_ops, decode_reply, encode_ops,
     encode_reply,
 };
+pub use audit::TreeAudit;
 pub use snapshot::SnapshotInfo;
 pub use state_machine::{KvRequest, KvStore};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

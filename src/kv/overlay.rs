@@ -2,27 +2,27 @@
 //!
 //! Operations of a block see the effects of earlier operations of the same block; nothing
 //! reaches the engine until the whole block becomes one write batch (atomic in the WAL).
-//! Every data/client/reply write also updates the digest accumulator, using the value it
-//! replaces (read from the overlay or the engine).
+//! The state entries a block wrote become the block's leaf changes for the state tree
+//! ([`BlockOverlay::tree_changes`]), applied once per block, not once per write.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::digest::DigestAccumulator;
+use super::keys::is_covered_prefix;
+use super::state_tree::Change;
+use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
 
 pub struct BlockOverlay<'e> {
     engine: &'e Engine,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    accumulator: DigestAccumulator,
 }
 
 impl<'e> BlockOverlay<'e> {
-    pub fn new(engine: &'e Engine, accumulator: DigestAccumulator) -> Self {
+    pub fn new(engine: &'e Engine) -> Self {
         BlockOverlay {
             engine,
             writes: BTreeMap::new(),
-            accumulator,
         }
     }
 
@@ -33,30 +33,37 @@ impl<'e> BlockOverlay<'e> {
         }
     }
 
-    /// Writes a digest-covered entry.
+    /// Writes a state entry.
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if let Some(old) = self.get(&key) {
-            self.accumulator.remove(&key, &old);
-        }
-        self.accumulator.add(&key, &value);
+        debug_assert!(key.first().is_some_and(|b| is_covered_prefix(*b)));
         self.writes.insert(key, Some(value));
     }
 
-    /// Deletes a digest-covered entry (no-op if absent).
+    /// Deletes a state entry (no-op if absent).
     pub fn delete(&mut self, key: Vec<u8>) {
-        if let Some(old) = self.get(&key) {
-            self.accumulator.remove(&key, &old);
+        if self.get(&key).is_some() {
             self.writes.insert(key, None);
         }
     }
 
-    /// Writes an entry the digest does not cover (the meta entry).
-    pub fn put_uncovered(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(key, Some(value));
+    /// Writes (`None`: deletes) an entry outside the state: a meta entry or a tree node.
+    pub fn set_derived(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        debug_assert!(!key.first().is_some_and(|b| is_covered_prefix(*b)));
+        self.writes.insert(key, value);
     }
 
-    pub fn accumulator(&self) -> DigestAccumulator {
-        self.accumulator
+    /// The state tree's leaf changes of the writes so far, sorted by path. An entry written
+    /// back to its old value, or created and deleted within the block, is a harmless no-op
+    /// change for the tree.
+    pub fn tree_changes(&self) -> Vec<Change> {
+        let mut changes: Vec<Change> = self
+            .writes
+            .iter()
+            .filter(|(key, _)| key.first().is_some_and(|b| is_covered_prefix(*b)))
+            .map(|(key, slot)| (key_path(key), slot.as_deref().map(value_hash)))
+            .collect();
+        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes
     }
 
     /// Up to `limit` live entries with `start <= key < end`, overlay over engine.
@@ -98,8 +105,8 @@ impl<'e> BlockOverlay<'e> {
         out
     }
 
-    /// The block's writes as one batch, and the accumulator after them.
-    pub fn into_batch(self) -> (WriteBatch, DigestAccumulator) {
+    /// The block's writes as one batch.
+    pub fn into_batch(self) -> WriteBatch {
         let mut batch = WriteBatch::new();
         for (key, slot) in self.writes {
             match slot {
@@ -107,6 +114,6 @@ impl<'e> BlockOverlay<'e> {
                 None => batch.delete(key),
             }
         }
-        (batch, self.accumulator)
+        batch
     }
 }

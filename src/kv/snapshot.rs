@@ -1,11 +1,12 @@
 //! Point-in-time snapshots of the KV state, for a node that fell too far behind to replay.
 //!
-//! A snapshot holds every digest-covered engine entry (data, exactly-once table), the applied
-//! height and the state digest. File layout (little-endian; also in FORMAT.md):
+//! A snapshot holds every state entry (data, exactly-once table: the leaves of the state tree,
+//! not the tree's nodes), the applied height and the state digest. File layout (little-endian;
+//! also in FORMAT.md):
 //!
 //! ```text
 //! [8]  magic "BFTDSNP1"
-//! [4]  format version (2)
+//! [4]  format version (3)
 //! [8]  applied_height
 //! [32] state digest at that height
 //! entries, keys strictly increasing:  [u32 key_len][key][u32 value_len][value]
@@ -15,29 +16,35 @@
 //! ```
 //!
 //! Saving is consistent because `KvStore::apply` needs `&mut self` and saving takes `&self`.
-//! Installing verifies the checksum, the key order and prefixes, recomputes the digest from
-//! the entries and compares it with the header, and only then replaces the engine content
-//! atomically ([`crate::storage::Engine::replace_all`]). A snapshot of a height below the
-//! store's is refused.
+//! [`verify_file`] streams a file and checks the checksum, the key order and prefixes, and
+//! that the state tree root recomputed from scratch from the entries gives the header's state
+//! digest (what a node checks a download against a certified root with). Installing does the
+//! same checks, rebuilds the tree nodes from the entries (never trusting any from the file),
+//! and only then replaces the engine content atomically
+//! ([`crate::storage::Engine::replace_all`]). A snapshot of a height below the store's is
+//! refused. Memory: reading streams the file; the check keeps 64 bytes per entry (the leaves,
+//! sorted to build the tree), install keeps the entries too.
 
+use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::digest::DigestAccumulator;
 use super::keys::{META_KEY, META_PREFIX, is_covered_prefix};
 use super::state_machine::{KvStore, encode_meta};
+use super::state_tree::{build_from_leaves, root_from_leaves};
+use crate::api::proof::{key_path, state_digest, value_hash};
 use crate::storage::fs::{parent_dir, tmp_path};
-use crate::storage::manifest::ByteReader;
 use crate::storage::sstable::TableEntry;
 use crate::storage::{Fs, StorageError};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"BFTDSNP1";
-/// 2: the exactly-once table is kept per session (see `kv::keys`).
-const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// 2: the exactly-once table is kept per session (see `kv::keys`); 3: the header holds the
+/// state digest over the state tree root (`api::proof`), not the additive digest.
+const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 const END_MARKER: u32 = u32::MAX;
-const HEADER_BYTES: usize = 8 + 4 + 8 + 32;
-const TRAILER_BYTES: usize = 4 + 8 + 32;
-/// Largest snapshot file `install_snapshot` reads (it is loaded into memory).
+/// Largest snapshot file read.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;
+/// Bytes read from the file at a time.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
 /// Bytes buffered before each write while saving.
 const SAVE_BUFFER_BYTES: usize = 1024 * 1024;
 
@@ -97,8 +104,8 @@ impl KvStore {
         let mut entry_count = 0u64;
         let mut failure = None;
         self.engine.scan(&[], None, |key, value| {
-            if key.first() == Some(&META_PREFIX) {
-                return true;
+            if !key.first().is_some_and(|b| is_covered_prefix(*b)) {
+                return true; // meta entries and tree nodes are derived, not state
             }
             entry_count += 1;
             let pushed = [
@@ -143,8 +150,15 @@ impl KvStore {
         path: &Path,
         meta: &[(&[u8], &[u8])],
     ) -> Result<SnapshotInfo, StorageError> {
-        let bytes = self.engine.fs().read_file(path, SNAPSHOT_BYTES_MAX)?;
-        let (info, mut entries, accumulator) = parse_snapshot(&bytes, path)?;
+        let file = self.engine.fs().open_read(path)?;
+        let mut entries = Vec::new();
+        let (info, mut leaves) = parse_snapshot(file, path, |key, value| {
+            entries.push(TableEntry {
+                key: key.to_vec(),
+                tombstone: false,
+                value: value.to_vec(),
+            })
+        })?;
         if info.applied_height < self.applied_height {
             let reason = format!(
                 "snapshot is at height {}, the store is already at {}",
@@ -152,124 +166,198 @@ impl KvStore {
             );
             return Err(StorageError::invalid(reason));
         }
-        let meta_entry = TableEntry {
-            key: META_KEY.to_vec(),
-            tombstone: false,
-            value: encode_meta(info.applied_height, &accumulator),
-        };
-        let at = entries.partition_point(|e| e.key.as_slice() < META_KEY);
-        entries.insert(at, meta_entry);
+        let (nodes, tree_root) = build_from_leaves(&mut leaves);
+        drop(leaves);
+        check_root(&info, &tree_root, path)?;
+        let derived = nodes.into_iter().chain([(
+            META_KEY.to_vec(),
+            encode_meta(info.applied_height, &tree_root),
+        )]);
+        for (key, value) in derived {
+            entries.push(TableEntry {
+                key,
+                tombstone: false,
+                value,
+            });
+        }
         for (key, value) in meta {
             assert!(
                 key.first() == Some(&META_PREFIX) && *key != META_KEY,
                 "runtime meta keys live under the meta prefix"
             );
-            let at = entries.partition_point(|e| e.key.as_slice() < *key);
-            if entries.get(at).is_some_and(|e| e.key.as_slice() == *key) {
-                continue;
-            }
-            entries.insert(
-                at,
-                TableEntry {
-                    key: key.to_vec(),
-                    tombstone: false,
-                    value: value.to_vec(),
-                },
-            );
+            entries.push(TableEntry {
+                key: key.to_vec(),
+                tombstone: false,
+                value: value.to_vec(),
+            });
         }
+        // State keys, tree node keys and meta keys have distinct first bytes, so no key repeats
+        // once the runtime's meta keys are deduplicated (the first given wins).
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.dedup_by(|later, earlier| later.key == earlier.key);
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
-        self.accumulator = accumulator;
+        self.tree_root = tree_root;
         Ok(info)
     }
 }
 
-/// Checks and decodes a whole snapshot file.
-fn parse_snapshot(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(SnapshotInfo, Vec<TableEntry>, DigestAccumulator), StorageError> {
-    let corrupt = |offset: usize, reason: &str| StorageError::corrupt(path, offset as u64, reason);
-    if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
-        return Err(corrupt(0, "file too short for a snapshot"));
-    }
-    let body_len = bytes.len() - 32;
-    if blake3::hash(&bytes[..body_len]).as_bytes() != &bytes[body_len..] {
-        return Err(corrupt(body_len, "snapshot checksum mismatch"));
-    }
-    let mut reader = ByteReader {
-        bytes: &bytes[..body_len],
-        at: 0,
-    };
-    if reader.take(8) != Some(&SNAPSHOT_MAGIC[..]) {
-        return Err(corrupt(0, "wrong magic (not a snapshot)"));
-    }
-    if reader.u32() != Some(SNAPSHOT_FORMAT_VERSION) {
-        return Err(corrupt(8, "unsupported snapshot format version"));
-    }
-    let applied_height = reader.u64().ok_or_else(|| corrupt(12, "short header"))?;
-    let state_digest: [u8; 32] = reader
-        .take(32)
-        .and_then(|d| d.try_into().ok())
-        .ok_or_else(|| corrupt(20, "short header"))?;
-    let (entries, accumulator) = parse_entries(&mut reader, path)?;
-    let entry_count = reader
-        .u64()
-        .ok_or_else(|| corrupt(reader.at, "missing entry count"))?;
-    if entry_count != entries.len() as u64 || reader.at != body_len {
-        return Err(corrupt(
-            reader.at,
-            "entry count or length disagrees with the content",
-        ));
-    }
-    if accumulator.digest(applied_height) != state_digest {
-        return Err(corrupt(20, "state digest does not match the entries"));
-    }
-    Ok((
-        SnapshotInfo {
-            applied_height,
-            state_digest,
-            entry_count,
-        },
-        entries,
-        accumulator,
-    ))
+/// Checks the snapshot at `path` from scratch, streaming: checksum, structure, key order and
+/// prefixes, and that the state tree root recomputed from its entries gives the header's
+/// state digest. Returns what it holds (`state_digest` is then the verified digest, and
+/// [`crate::api::proof::state_digest`] of `applied_height` and the root). Compare it with a
+/// certified digest before installing a download.
+pub fn verify_file(path: &Path) -> Result<SnapshotInfo, StorageError> {
+    let file = std::fs::File::open(path).map_err(|e| StorageError::io(path, "open", e))?;
+    let (info, mut leaves) = parse_snapshot(file, path, |_, _| ())?;
+    let tree_root = root_from_leaves(&mut leaves);
+    check_root(&info, &tree_root, path)?;
+    Ok(info)
 }
 
-fn parse_entries(
-    reader: &mut ByteReader<'_>,
+fn check_root(info: &SnapshotInfo, tree_root: &[u8; 32], path: &Path) -> Result<(), StorageError> {
+    if state_digest(info.applied_height, tree_root) != info.state_digest {
+        return Err(StorageError::corrupt(
+            path,
+            20,
+            "state digest does not match the state tree of the entries",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a file while hashing every byte it returns, counting its offset.
+struct HashedReader<R> {
+    inner: BufReader<R>,
+    hasher: blake3::Hasher,
+    at: u64,
+}
+
+impl<R: Read> HashedReader<R> {
+    /// Exactly `len` bytes (hashed), or `None` at the end of the file. Allocates only as
+    /// bytes arrive, so a lying length cannot make it reserve more than the file holds.
+    fn take(&mut self, len: u64, path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        (&mut self.inner)
+            .take(len)
+            .read_to_end(&mut out)
+            .map_err(|e| StorageError::io(path, "read", e))?;
+        if out.len() as u64 != len {
+            return Ok(None);
+        }
+        self.hasher.update(&out);
+        self.at += len;
+        if self.at > SNAPSHOT_BYTES_MAX {
+            return Err(StorageError::corrupt(
+                path,
+                self.at,
+                "snapshot file too large",
+            ));
+        }
+        Ok(Some(out))
+    }
+
+    fn u32(&mut self, path: &Path) -> Result<Option<u32>, StorageError> {
+        Ok(self
+            .take(4, path)?
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes))
+    }
+
+    fn u64(&mut self, path: &Path) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .take(8, path)?
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes))
+    }
+}
+
+/// Streams and checks a whole snapshot file, handing each entry to `on_entry`: the header and
+/// the leaves `(path, value hash)` of its entries, in file order. Does not check the root.
+fn parse_snapshot<R: Read>(
+    file: R,
     path: &Path,
-) -> Result<(Vec<TableEntry>, DigestAccumulator), StorageError> {
-    let mut entries: Vec<TableEntry> = Vec::new();
-    let mut accumulator = DigestAccumulator::default();
+    mut on_entry: impl FnMut(&[u8], &[u8]),
+) -> Result<(SnapshotInfo, Vec<([u8; 32], [u8; 32])>), StorageError> {
+    let mut reader = HashedReader {
+        inner: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+        hasher: blake3::Hasher::new(),
+        at: 0,
+    };
+    let corrupt = |offset: u64, reason: &str| StorageError::corrupt(path, offset, reason);
+    if reader.take(8, path)?.as_deref() != Some(&SNAPSHOT_MAGIC[..]) {
+        return Err(corrupt(0, "wrong magic (not a snapshot)"));
+    }
+    if reader.u32(path)? != Some(SNAPSHOT_FORMAT_VERSION) {
+        return Err(corrupt(8, "unsupported snapshot format version"));
+    }
+    let applied_height = reader
+        .u64(path)?
+        .ok_or_else(|| corrupt(12, "short header"))?;
+    let state_digest: [u8; 32] = reader
+        .take(32, path)?
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| corrupt(20, "short header"))?;
+    let leaves = parse_entries(&mut reader, path, &mut on_entry)?;
+    let entry_count = reader
+        .u64(path)?
+        .ok_or_else(|| corrupt(reader.at, "missing entry count"))?;
+    if entry_count != leaves.len() as u64 {
+        return Err(corrupt(reader.at, "entry count disagrees with the content"));
+    }
+    let body_hash = *reader.hasher.finalize().as_bytes();
+    let mut trailer = Vec::new();
+    (&mut reader.inner)
+        .take(33)
+        .read_to_end(&mut trailer)
+        .map_err(|e| StorageError::io(path, "read", e))?;
+    if trailer.len() != 32 {
+        return Err(corrupt(reader.at, "checksum missing or trailing bytes"));
+    }
+    if trailer != body_hash {
+        return Err(corrupt(reader.at, "snapshot checksum mismatch"));
+    }
+    let info = SnapshotInfo {
+        applied_height,
+        state_digest,
+        entry_count,
+    };
+    Ok((info, leaves))
+}
+
+fn parse_entries<R: Read>(
+    reader: &mut HashedReader<R>,
+    path: &Path,
+    on_entry: &mut impl FnMut(&[u8], &[u8]),
+) -> Result<Vec<([u8; 32], [u8; 32])>, StorageError> {
+    let mut leaves = Vec::new();
+    let mut last_key: Option<Vec<u8>> = None;
     loop {
         let at = reader.at;
-        let corrupt = |reason: &str| StorageError::corrupt(path, at as u64, reason);
-        let key_len = reader.u32().ok_or_else(|| corrupt("missing end marker"))?;
+        let corrupt = |reason: &str| StorageError::corrupt(path, at, reason);
+        let key_len = reader
+            .u32(path)?
+            .ok_or_else(|| corrupt("missing end marker"))?;
         if key_len == END_MARKER {
-            return Ok((entries, accumulator));
+            return Ok(leaves);
         }
         let key = reader
-            .take(key_len as usize)
+            .take(u64::from(key_len), path)?
             .ok_or_else(|| corrupt("short key"))?;
-        let value_len = reader.u32().ok_or_else(|| corrupt("short value length"))?;
+        let value_len = reader
+            .u32(path)?
+            .ok_or_else(|| corrupt("short value length"))?;
         let value = reader
-            .take(value_len as usize)
+            .take(u64::from(value_len), path)?
             .ok_or_else(|| corrupt("short value"))?;
         if !key.first().is_some_and(|first| is_covered_prefix(*first)) {
             return Err(corrupt("entry key has an unknown prefix"));
         }
-        if entries
-            .last()
-            .is_some_and(|last| last.key.as_slice() >= key)
-        {
+        if last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err(corrupt("keys not strictly increasing"));
         }
-        accumulator.add(key, value);
-        entries.push(TableEntry {
-            key: key.to_vec(),
-            tombstone: false,
-            value: value.to_vec(),
-        });
+        leaves.push((key_path(&key), value_hash(&value)));
+        on_entry(&key, &value);
+        last_key = Some(key);
     }
 }

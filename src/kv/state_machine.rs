@@ -1,9 +1,10 @@
 //! The replicated KV state machine: applies committed blocks, deterministically.
 //!
-//! Each block becomes exactly one engine write batch (data, exactly-once table, and the meta
-//! entry holding the applied height and digest accumulator), so after a crash the store is at
-//! a block boundary: either the whole block is applied or none of it. `apply` returns only
-//! after that batch is durable.
+//! Each block becomes exactly one engine write batch (data, exactly-once table, the changed
+//! state tree nodes, and the meta entry holding the applied height and tree root), so after a
+//! crash the store is at a block boundary: either the whole block is applied or none of it,
+//! and the tree always matches the entries. `apply` returns only after that batch is durable.
+//! The tree is updated once per block from the block's changed entries (`kv::state_tree`).
 //!
 //! Determinism: the replies and the new state depend only on the previous state, the height
 //! and the request bytes; undecodable or over-limit requests get a `Rejected` reply, never a
@@ -11,7 +12,6 @@
 
 use std::path::Path;
 
-use super::digest::DigestAccumulator;
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::keys::{META_KEY, META_PREFIX, data_key, decode_versioned};
@@ -20,7 +20,14 @@ use super::overlay::BlockOverlay;
 use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
+use super::state_tree::{self, TreeUpdate};
+use crate::api::proof::{StateProof, data_path};
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
+
+/// The layout tag at the end of the meta entry: 2 = state tree root (the additive digest
+/// accumulator of layout 1 had no tag and is not readable).
+const META_LAYOUT: u32 = 2;
+const META_BYTES: usize = 8 + 32 + 4;
 
 /// One client request of a committed block, as the node runtime hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +42,8 @@ pub struct KvRequest<'a> {
 pub struct KvStore {
     pub(super) engine: Engine,
     pub(super) applied_height: u64,
-    pub(super) accumulator: DigestAccumulator,
+    /// Root of the state tree after `applied_height`.
+    pub(super) tree_root: [u8; 32],
 }
 
 impl KvStore {
@@ -55,11 +63,11 @@ impl KvStore {
         on_record: impl FnMut(Lsn, u8, &[u8]) -> Result<(), StorageError>,
     ) -> Result<KvStore, StorageError> {
         let engine = Engine::open(dir, options, on_record)?;
-        let (applied_height, accumulator) = load_meta(&engine)?;
+        let (applied_height, tree_root) = load_meta(&engine)?;
         Ok(KvStore {
             engine,
             applied_height,
-            accumulator,
+            tree_root,
         })
     }
 
@@ -99,24 +107,29 @@ impl KvStore {
             );
             return Err(StorageError::invalid(reason));
         }
-        let mut overlay = BlockOverlay::new(&self.engine, self.accumulator);
+        let mut overlay = BlockOverlay::new(&self.engine);
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {
             replies.push(apply_request(&mut overlay, height, request)?);
         }
-        let accumulator = overlay.accumulator();
-        overlay.put_uncovered(META_KEY.to_vec(), encode_meta(height, &accumulator));
+        let read = |key: &[u8]| self.engine.get(key);
+        let mut tree = TreeUpdate::new(&read);
+        let tree_root = tree.apply(&overlay.tree_changes())?;
+        for (key, node) in tree.into_writes() {
+            overlay.set_derived(key, node);
+        }
+        overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         for (key, value) in meta {
             assert!(
                 key.first() == Some(&META_PREFIX) && *key != META_KEY,
                 "runtime meta keys live under the meta prefix"
             );
-            overlay.put_uncovered(key.to_vec(), value.to_vec());
+            overlay.set_derived(key.to_vec(), Some(value.to_vec()));
         }
-        let (batch, accumulator) = overlay.into_batch();
+        let batch = overlay.into_batch();
         let lsn = self.engine.write_nowait(&batch)?;
         self.applied_height = height;
-        self.accumulator = accumulator;
+        self.tree_root = tree_root;
         Ok((replies, lsn))
     }
 
@@ -136,7 +149,7 @@ impl KvStore {
         seq: u64,
         ops_digest: &[u8; 32],
     ) -> Result<Option<Reply>, StorageError> {
-        let overlay = BlockOverlay::new(&self.engine, self.accumulator);
+        let overlay = BlockOverlay::new(&self.engine);
         let slot = Slot {
             client,
             session,
@@ -149,9 +162,25 @@ impl KvStore {
         })
     }
 
-    /// Equal on every node that applied the same blocks; O(1) (maintained incrementally).
+    /// The digest of the state after block `applied_height()`, equal on every node that
+    /// applied the same blocks: `api::proof::state_digest(applied_height, tree_root)`. O(1)
+    /// (the tree is maintained per block).
     pub fn state_digest(&self) -> [u8; 32] {
-        self.accumulator.digest(self.applied_height)
+        crate::api::proof::state_digest(self.applied_height, &self.tree_root)
+    }
+
+    /// The root of the state tree after `applied_height()`.
+    pub fn tree_root(&self) -> [u8; 32] {
+        self.tree_root
+    }
+
+    /// A proof of user key `key`'s entry (or of its absence) against [`KvStore::tree_root`],
+    /// as of the last applied block. Fails only if the stored tree is inconsistent.
+    pub fn prove(&self, key: &[u8]) -> Result<StateProof, StorageError> {
+        let read = |node: &[u8]| self.engine.get(node);
+        state_tree::prove(&read, &self.tree_root, &data_path(key), || {
+            self.engine.get(&data_key(key))
+        })
     }
 
     pub fn applied_height(&self) -> u64 {
@@ -174,12 +203,7 @@ impl KvStore {
         end: Option<&[u8]>,
         limit: u32,
     ) -> Result<(Vec<KeyValue>, bool), StorageError> {
-        range(
-            &BlockOverlay::new(&self.engine, self.accumulator),
-            start,
-            end,
-            limit,
-        )
+        range(&BlockOverlay::new(&self.engine), start, end, limit)
     }
 }
 
@@ -240,28 +264,36 @@ fn answer_without_executing(status: SeqStatus, seq: u64) -> Result<Reply, Storag
     })
 }
 
-pub(super) fn encode_meta(height: u64, accumulator: &DigestAccumulator) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40);
+pub(super) fn encode_meta(height: u64, tree_root: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(META_BYTES);
     out.extend_from_slice(&height.to_le_bytes());
-    out.extend_from_slice(&accumulator.to_bytes());
+    out.extend_from_slice(tree_root);
+    out.extend_from_slice(&META_LAYOUT.to_le_bytes());
     out
 }
 
-fn load_meta(engine: &Engine) -> Result<(u64, DigestAccumulator), StorageError> {
+/// The applied height and state tree root the meta entry records.
+pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError> {
     let Some(stored) = engine.get(META_KEY) else {
-        return Ok((0, DigestAccumulator::default()));
+        return Ok((0, crate::api::proof::EMPTY_SUBTREE_HASH));
     };
-    let corrupt = || StorageError::corrupt(engine.dir(), 0, "KV meta entry is not 40 bytes");
-    let height: [u8; 8] = stored
-        .get(..8)
+    if stored.len() == 40 {
+        return Err(StorageError::corrupt(
+            engine.dir(),
+            0,
+            "the state was written with the additive state digest (before the state tree) \
+             and is not readable: start from an empty data dir and let the node catch up",
+        ));
+    }
+    let corrupt = || StorageError::corrupt(engine.dir(), 0, "KV meta entry is malformed");
+    let layout: [u8; 4] = stored
+        .get(40..)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
-    let accumulator: [u8; 32] = stored
-        .get(8..)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(corrupt)?;
-    Ok((
-        u64::from_le_bytes(height),
-        DigestAccumulator::from_bytes(&accumulator),
-    ))
+    if u32::from_le_bytes(layout) != META_LAYOUT {
+        return Err(corrupt());
+    }
+    let height: [u8; 8] = stored[..8].try_into().map_err(|_| corrupt())?;
+    let tree_root: [u8; 32] = stored[8..40].try_into().map_err(|_| corrupt())?;
+    Ok((u64::from_le_bytes(height), tree_root))
 }

@@ -1,0 +1,240 @@
+//! The state tree inside the store: root maintenance across many blocks, reopen, flush and
+//! compaction, snapshot install and `verify_file`, proofs, and the old meta layout refused.
+
+use std::path::Path;
+
+use super::keys::{self, decode_versioned};
+use super::snapshot::verify_file;
+use super::{KvRequest, KvStore, Op, encode_ops};
+use crate::api::proof::{EMPTY_SUBTREE_HASH, ProofError, ProofTerminal, state_digest};
+use crate::storage::{EngineOptions, WalOptions, WriteBatch};
+use crate::util::rng::SimRng;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        flush_threshold_bytes: 16 * 1024,
+        caller_pins_wal: false,
+        wal: WalOptions {
+            segment_bytes_max: 64 * 1024,
+            ..WalOptions::default()
+        },
+        ..EngineOptions::default()
+    }
+}
+
+fn open(dir: &Path) -> KvStore {
+    KvStore::open(dir, options()).unwrap()
+}
+
+/// Applies `ops` as one request of a fresh seq, as block `height`.
+fn apply(store: &mut KvStore, height: u64, ops: Vec<Op>) {
+    let encoded = encode_ops(&ops);
+    let request = KvRequest {
+        client: [3; 32],
+        session: 1,
+        seq: height,
+        ops: &encoded,
+    };
+    store.apply(height, &[request]).unwrap();
+}
+
+/// Random puts and deletes over `keys` keys, `blocks` blocks from height `first`.
+fn random_blocks(store: &mut KvStore, rng: &mut SimRng, first: u64, blocks: u64, keys: u64) {
+    for height in first..first + blocks {
+        let ops = (0..rng.range(1, 40))
+            .map(|_| {
+                let key = format!("key{}", rng.range(0, keys - 1)).into_bytes();
+                if rng.chance(0.25) {
+                    Op::Delete { key }
+                } else {
+                    let value = format!("v{}", rng.next_u64()).into_bytes();
+                    Op::Put { key, value }
+                }
+            })
+            .collect();
+        apply(store, height, ops);
+    }
+}
+
+fn assert_consistent(store: &KvStore) {
+    let audit = store.audit_tree().unwrap();
+    assert!(audit.consistent(), "{audit:?}");
+    assert_eq!(
+        store.state_digest(),
+        state_digest(store.applied_height(), &audit.recomputed_root)
+    );
+}
+
+/// Every key of `0..keys` proves what the store holds: present keys their entry, absent keys
+/// their absence.
+fn assert_proofs(store: &KvStore, keys: u64) -> (usize, usize) {
+    let root = store.tree_root();
+    let (mut present, mut absent) = (0, 0);
+    for i in 0..keys {
+        let key = format!("key{i}").into_bytes();
+        let proof = store.prove(&key).unwrap();
+        let proven = proof.verify(&root, &key).unwrap();
+        let proven = proven.map(|bytes| decode_versioned(&bytes, &key).unwrap());
+        assert_eq!(proven, store.get(&key).unwrap(), "key{i}");
+        if proven.is_some() {
+            present += 1;
+        } else {
+            absent += 1;
+        }
+    }
+    (present, absent)
+}
+
+#[test]
+fn the_incremental_root_matches_a_recomputation_through_reopen_flush_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    assert_eq!(store.tree_root(), EMPTY_SUBTREE_HASH);
+    let mut rng = SimRng::new(12);
+    for round in 0..6u64 {
+        random_blocks(&mut store, &mut rng, round * 20 + 1, 20, 400);
+        assert_consistent(&store);
+        let digest = store.state_digest();
+        match round % 3 {
+            0 => store.engine().flush().unwrap(),
+            1 => {
+                store.engine().flush().unwrap();
+                store.engine().compact().unwrap();
+            }
+            _ => {}
+        }
+        drop(store);
+        store = open(dir.path());
+        assert_eq!(store.state_digest(), digest, "round {round}");
+        assert_consistent(&store);
+    }
+    let (present, absent) = assert_proofs(&store, 450);
+    assert!(present > 100 && absent > 50, "{present} {absent}");
+}
+
+#[test]
+fn snapshot_install_rebuilds_the_tree_and_verify_file_recomputes_the_root() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut source = open(dirs[0].path());
+    let mut rng = SimRng::new(5);
+    random_blocks(&mut source, &mut rng, 1, 40, 300);
+    let path = dirs[2].path().join("state.snap");
+    let saved = source.save_snapshot(&path).unwrap();
+    assert_eq!(verify_file(&path).unwrap(), saved);
+    assert_eq!(saved.state_digest, source.state_digest());
+
+    let mut target = open(dirs[1].path());
+    random_blocks(&mut target, &mut rng, 1, 3, 50); // state the install replaces
+    assert_eq!(target.install_snapshot(&path).unwrap(), saved);
+    assert_eq!(target.tree_root(), source.tree_root());
+    assert_consistent(&target);
+    assert_proofs(&target, 320);
+    drop(target);
+    let mut target = open(dirs[1].path());
+    assert_eq!(target.state_digest(), source.state_digest());
+    // Both go on identically from the installed state.
+    random_blocks(&mut source, &mut SimRng::new(9), 41, 10, 300);
+    random_blocks(&mut target, &mut SimRng::new(9), 41, 10, 300);
+    assert_eq!(target.state_digest(), source.state_digest());
+    assert_consistent(&target);
+}
+
+#[test]
+fn verify_file_refuses_a_changed_entry_with_a_recomputed_checksum() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut source = open(dirs[0].path());
+    apply(
+        &mut source,
+        1,
+        vec![Op::Put {
+            key: b"k".to_vec(),
+            value: b"honest".to_vec(),
+        }],
+    );
+    let path = dirs[1].path().join("s.snap");
+    source.save_snapshot(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"honest")
+        .expect("the value is in the file");
+    bytes[at] = b'H';
+    let body = bytes.len() - 32;
+    let checksum = *blake3::hash(&bytes[..body]).as_bytes();
+    bytes[body..].copy_from_slice(&checksum);
+    std::fs::write(&path, &bytes).unwrap();
+    let error = verify_file(&path).unwrap_err();
+    assert!(error.to_string().contains("state tree"), "{error}");
+    // A truncated file and trailing garbage are refused too.
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    assert!(verify_file(&path).unwrap_err().is_corruption());
+    let mut longer = bytes.clone();
+    longer.push(0);
+    std::fs::write(&path, &longer).unwrap();
+    assert!(verify_file(&path).unwrap_err().is_corruption());
+}
+
+#[test]
+fn proofs_from_the_store_reject_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    random_blocks(&mut store, &mut SimRng::new(77), 1, 30, 200);
+    let root = store.tree_root();
+    let present = (0..200)
+        .map(|i| format!("key{i}").into_bytes())
+        .find(|k| store.get(k).unwrap().is_some())
+        .unwrap();
+    let proof = store.prove(&present).unwrap();
+    let ProofTerminal::Entry(entry) = &proof.terminal else {
+        panic!("a present key has a membership proof");
+    };
+    let mut wrong = entry.clone();
+    *wrong.last_mut().unwrap() ^= 1;
+    let mut forged = proof.clone();
+    forged.terminal = ProofTerminal::Entry(wrong);
+    assert_eq!(
+        forged.verify(&root, &present),
+        Err(ProofError::RootMismatch)
+    );
+    assert_eq!(
+        proof.verify(&root, b"not-the-key"),
+        Err(ProofError::RootMismatch)
+    );
+    let mut other_root = root;
+    other_root[0] ^= 1;
+    assert_eq!(
+        proof.verify(&other_root, &present),
+        Err(ProofError::RootMismatch)
+    );
+    // A proof of the state before a write does not verify against the state after it.
+    apply(
+        &mut store,
+        31,
+        vec![Op::Put {
+            key: present.clone(),
+            value: b"new".to_vec(),
+        }],
+    );
+    assert_eq!(
+        proof.verify(&store.tree_root(), &present),
+        Err(ProofError::RootMismatch)
+    );
+}
+
+#[test]
+fn a_state_written_with_the_additive_digest_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    apply(&mut store, 1, vec![Op::Delete { key: b"x".to_vec() }]);
+    let mut old_meta = 1u64.to_le_bytes().to_vec();
+    old_meta.extend_from_slice(&[9; 32]);
+    let mut batch = WriteBatch::new();
+    batch.put(keys::META_KEY.to_vec(), old_meta);
+    store.engine().write(&batch).unwrap();
+    drop(store);
+    let error = KvStore::open(dir.path(), options()).err().expect("refused");
+    assert!(
+        error.to_string().contains("additive state digest"),
+        "{error}"
+    );
+}

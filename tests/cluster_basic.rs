@@ -135,7 +135,9 @@ fn inspect_verifies_a_data_dir_and_a_damaged_one_is_refused() {
     let (code, text) = inspect(&net.data_dir(0));
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("all checksums verified") && text.contains("applied height"),
+        text.contains("all checksums verified")
+            && text.contains("applied height")
+            && text.contains("state tree: matches the entries"),
         "{text}"
     );
 

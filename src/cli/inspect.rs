@@ -261,9 +261,11 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
     }
     println!("all checksums verified");
     if !tree_ok {
-        return Err("the state tree does not match the state entries: the state was changed \
+        return Err(
+            "the state tree does not match the state entries: the state was changed \
              outside the state machine (or by a bug); this node's state must not be trusted"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }

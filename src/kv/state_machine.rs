@@ -22,6 +22,7 @@ use super::reply::{
 };
 use super::state_tree::{self, TreeUpdate};
 use crate::api::proof::{StateProof, data_path};
+use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
 /// The layout tag at the end of the meta entry: 2 = state tree root (the additive digest
@@ -185,6 +186,17 @@ impl KvStore {
 
     pub fn applied_height(&self) -> u64 {
         self.applied_height
+    }
+
+    /// A read of `key` a client can check without trusting this node: the proof against the
+    /// tree root after `applied_height()` (the client checks the root against a certified
+    /// state digest of that height).
+    pub fn verified_read(&self, key: &[u8]) -> Result<VerifiedRead, StorageError> {
+        Ok(VerifiedRead {
+            height: self.applied_height,
+            tree_root: self.tree_root,
+            proof: self.prove(key)?,
+        })
     }
 
     /// Stale read of one key as of the last applied block.

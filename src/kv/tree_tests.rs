@@ -238,3 +238,19 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
         "{error}"
     );
 }
+
+#[test]
+fn a_verified_read_from_the_store_checks_against_its_state_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    random_blocks(&mut store, &mut SimRng::new(3), 1, 10, 100);
+    let certified = store.state_digest();
+    let height = store.applied_height();
+    for i in 0..110 {
+        let key = format!("key{i}").into_bytes();
+        let read = store.verified_read(&key).unwrap();
+        assert_eq!(read.height, height);
+        let value = read.verify(&key, &certified, height).unwrap();
+        assert_eq!(value, store.get(&key).unwrap(), "key{i}");
+    }
+}

@@ -123,7 +123,7 @@ fn state_tree(c: &mut Criterion) {
                         (key_path(&engine_key), Some(value_hash(&value)))
                     })
                     .collect();
-                changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                changes.sort_unstable_by_key(|a| a.0);
                 changes.dedup_by(|a, b| a.0 == b.0);
                 let engine = store.engine();
                 let read = |k: &[u8]| engine.get(k);

@@ -62,7 +62,7 @@ impl<'e> BlockOverlay<'e> {
             .filter(|(key, _)| key.first().is_some_and(|b| is_covered_prefix(*b)))
             .map(|(key, slot)| (key_path(key), slot.as_deref().map(value_hash)))
             .collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.sort_unstable_by_key(|a| a.0);
         changes
     }
 

@@ -30,7 +30,7 @@ use std::path::Path;
 
 use super::keys::{META_KEY, META_PREFIX, is_covered_prefix};
 use super::state_machine::{KvStore, encode_meta};
-use super::state_tree::{build_from_leaves, root_from_leaves};
+use super::state_tree::{Leaf, build_from_leaves, root_from_leaves};
 use crate::api::proof::{key_path, state_digest, value_hash};
 use crate::storage::fs::{parent_dir, tmp_path};
 use crate::storage::sstable::TableEntry;
@@ -278,7 +278,7 @@ fn parse_snapshot<R: Read>(
     file: R,
     path: &Path,
     mut on_entry: impl FnMut(&[u8], &[u8]),
-) -> Result<(SnapshotInfo, Vec<([u8; 32], [u8; 32])>), StorageError> {
+) -> Result<(SnapshotInfo, Vec<Leaf>), StorageError> {
     let mut reader = HashedReader {
         inner: BufReader::with_capacity(READ_BUFFER_BYTES, file),
         hasher: blake3::Hasher::new(),
@@ -329,7 +329,7 @@ fn parse_entries<R: Read>(
     reader: &mut HashedReader<R>,
     path: &Path,
     on_entry: &mut impl FnMut(&[u8], &[u8]),
-) -> Result<Vec<([u8; 32], [u8; 32])>, StorageError> {
+) -> Result<Vec<Leaf>, StorageError> {
     let mut leaves = Vec::new();
     let mut last_key: Option<Vec<u8>> = None;
     loop {

@@ -36,6 +36,11 @@ const INTERNAL_TAG: u8 = b'I';
 const NODE_BYTES: usize = 1 + 32 + 32;
 const PATH_BITS: usize = 256;
 
+/// A leaf: its path and the hash of its entry's value.
+pub type Leaf = ([u8; 32], [u8; 32]);
+/// A stored node: its engine key and encoding.
+pub type NodeEntry = (Vec<u8>, Vec<u8>);
+
 /// One leaf change of a block: the leaf's path and its new value hash (`None`: removed).
 pub type Change = ([u8; 32], Option<[u8; 32]>);
 
@@ -103,7 +108,7 @@ pub fn node_key(depth: usize, path: &[u8; 32]) -> Vec<u8> {
     key.push(TREE_PREFIX);
     key.extend_from_slice(&(depth as u16).to_be_bytes());
     key.extend_from_slice(&path[..bytes]);
-    if depth % 8 != 0
+    if !depth.is_multiple_of(8)
         && let Some(last) = key.last_mut()
     {
         *last &= 0xFFu8 << (8 - depth % 8);
@@ -309,7 +314,7 @@ impl<'r> TreeUpdate<'r> {
     /// The subtree at `depth` holding exactly `leaves` (sorted, distinct paths, all sharing
     /// the first `depth` bits), with nothing stored below it yet. Writes the nodes strictly
     /// below; returns the top.
-    pub fn build(&mut self, depth: usize, leaves: &[([u8; 32], [u8; 32])]) -> Option<Node> {
+    pub fn build(&mut self, depth: usize, leaves: &[Leaf]) -> Option<Node> {
         match leaves {
             [] => None,
             [(path, value_hash)] => Some(Node::Leaf {
@@ -362,8 +367,8 @@ fn read_child(
 }
 
 /// The leaves of a subtree that held at most `old` (a leaf or nothing) after `changes`.
-fn merge_leaf(old: Option<Node>, changes: &[Change]) -> Vec<([u8; 32], [u8; 32])> {
-    let mut leaves: Vec<([u8; 32], [u8; 32])> = changes
+fn merge_leaf(old: Option<Node>, changes: &[Change]) -> Vec<Leaf> {
+    let mut leaves: Vec<Leaf> = changes
         .iter()
         .filter_map(|(path, value)| value.map(|v| (*path, v)))
         .collect();
@@ -377,8 +382,8 @@ fn merge_leaf(old: Option<Node>, changes: &[Change]) -> Vec<([u8; 32], [u8; 32])
 }
 
 /// The root of the tree holding exactly `leaves` (any order), computed from scratch.
-pub fn root_from_leaves(leaves: &mut [([u8; 32], [u8; 32])]) -> [u8; 32] {
-    leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+pub fn root_from_leaves(leaves: &mut [Leaf]) -> [u8; 32] {
+    leaves.sort_unstable_by_key(|a| a.0);
     let none = |_: &[u8]| None;
     let mut tree = TreeUpdate {
         read: &none,
@@ -388,10 +393,8 @@ pub fn root_from_leaves(leaves: &mut [([u8; 32], [u8; 32])]) -> [u8; 32] {
 }
 
 /// The nodes (engine key, encoded node) and root of the tree holding exactly `leaves`.
-pub fn build_from_leaves(
-    leaves: &mut [([u8; 32], [u8; 32])],
-) -> (Vec<(Vec<u8>, Vec<u8>)>, [u8; 32]) {
-    leaves.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+pub fn build_from_leaves(leaves: &mut [Leaf]) -> (Vec<NodeEntry>, [u8; 32]) {
+    leaves.sort_unstable_by_key(|a| a.0);
     let none = |_: &[u8]| None;
     let mut tree = TreeUpdate::new(&none);
     let top = tree.build(0, leaves);
@@ -511,7 +514,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (key_path(k), v.as_deref().map(value_hash)))
             .collect();
-        changes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        changes.sort_unstable_by_key(|a| a.0);
         changes
     }
 

@@ -94,6 +94,15 @@ enum Ev {
         epoch: u64,
         result: Result<BlockHeader, String>,
     },
+    /// The copy's state is after `height` with root `root` (reported as the node's storage
+    /// thread does: after the commit's effects, not inside them).
+    Applied {
+        node: NodeId,
+        replica: usize,
+        epoch: u64,
+        height: u64,
+        root: [u8; 32],
+    },
     SyncDone {
         node: NodeId,
         replica: usize,
@@ -359,6 +368,7 @@ impl Sim {
                     None => Vec::new(),
                 };
                 self.dispatch(NodeId(i as u16), r, effects);
+                self.report_applied(NodeId(i as u16), r, 0);
             }
         }
         match self.cfg.scenario {
@@ -517,6 +527,17 @@ impl Sim {
                     self.handle(node, replica, Input::Installed(result));
                 }
             }
+            Ev::Applied {
+                node,
+                replica,
+                epoch,
+                height,
+                root,
+            } => {
+                if self.nodes[node.index()].replicas[replica].epoch == epoch {
+                    self.handle(node, replica, Input::Applied { height, root });
+                }
+            }
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node),
             Ev::SetPartition(p) => self.partition = p,
@@ -586,7 +607,21 @@ impl Sim {
             copy.replica = Some(replica);
             copy.last_sync_done = self.now;
             self.dispatch(node, r, effects);
+            self.report_applied(node, r, 0);
         }
+    }
+
+    /// Tells the copy's replica where its state is, `delay_ms` from now.
+    fn report_applied(&mut self, node: NodeId, replica: usize, delay_ms: u64) {
+        let copy = &self.nodes[node.index()].replicas[replica];
+        let ev = Ev::Applied {
+            node,
+            replica,
+            epoch: copy.epoch,
+            height: copy.state.applied_height(),
+            root: copy.state.digest(),
+        };
+        self.schedule(self.now + delay_ms, ev);
     }
 
     fn client_tick(&mut self) {
@@ -716,12 +751,18 @@ impl Sim {
                 trace_input(&input)
             );
         }
-        let (effects, leaders) = match self.nodes[node.index()].replicas[replica].replica.as_mut() {
-            Some(r) => (r.handle(now, input), r.take_leader_decisions()),
-            None => return,
-        };
+        let (effects, leaders, certified) =
+            match self.nodes[node.index()].replicas[replica].replica.as_mut() {
+                Some(r) => (
+                    r.handle(now, input),
+                    r.take_leader_decisions(),
+                    r.take_certified_roots(),
+                ),
+                None => return,
+            };
         if replica == 0 {
             self.checker.on_leader_decisions(node, &leaders);
+            self.checker.on_certified(node, &certified, now);
         }
         self.dispatch(node, replica, effects);
     }
@@ -804,6 +845,7 @@ impl Sim {
             self.checker
                 .on_applied(node, block.height, digest, &applied, self.now);
         }
+        self.report_applied(node, replica, 0);
     }
 
     /// Installs the downloaded snapshot now (the commits before it are applied already); the
@@ -820,9 +862,10 @@ impl Sim {
             }
         }
         let epoch = copy.epoch;
-        let at = self.now + self.rng.range(0, DISK_MS_MAX);
+        let delay = self.rng.range(0, DISK_MS_MAX);
+        let installed = result.is_ok();
         self.schedule(
-            at,
+            self.now + delay,
             Ev::Installed {
                 node,
                 replica,
@@ -830,6 +873,9 @@ impl Sim {
                 result,
             },
         );
+        if installed {
+            self.report_applied(node, replica, delay);
+        }
     }
 
     /// Keeps one live wake-up at the replica's next deadline.

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bftd::consensus::{Action, Core, CoreConfig, Event};
-use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
+use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
 use bftd::types::*;
 
 fn secret(i: u16) -> [u8; 32] {

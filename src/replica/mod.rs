@@ -170,8 +170,12 @@ pub struct Replica {
     /// Cores replaced after an install (their stats stay readable).
     retired_stats: crate::consensus::CoreStats,
     stats: ReplicaStats,
-    /// `Input::Applied` reports that arrived while a rebuild waited.
+    /// `Input::Applied` reports that arrived while a repair install or a rebuild waited.
     applied_held: std::collections::VecDeque<(Height, [u8; 32])>,
+    /// A snapshot install asked for while diverged is under way, until the core is rebuilt
+    /// on it (or it failed). Meanwhile the old core's commits are not applied: the state is
+    /// being replaced by one below them, and they would not fit on top.
+    repairing: bool,
     out: Vec<Effect>,
 }
 
@@ -196,6 +200,7 @@ impl Replica {
             retired_stats: Default::default(),
             stats: ReplicaStats::default(),
             applied_held: Default::default(),
+            repairing: false,
             out: Vec::new(),
         }
     }
@@ -332,7 +337,7 @@ impl Replica {
     }
 
     fn on_applied(&mut self, now_ms: u64, height: Height, root: [u8; 32]) {
-        if self.rebuild.is_some() {
+        if self.rebuild.is_some() || self.repairing {
             if self.applied_held.len() >= APPLIED_HELD_MAX {
                 self.applied_held.pop_front();
             }
@@ -369,12 +374,13 @@ impl Replica {
             Err(e) => {
                 log::warn!("snapshot not installed: {e}");
                 self.stats.snapshot_installs_failed += 1;
+                self.repairing = false;
+                self.replay_held(now_ms);
                 return;
             }
         };
         self.stats.snapshots_installed += 1;
-        let repair = self.divergence().is_some();
-        if header.height <= self.core.committed().height && !repair {
+        if header.height <= self.core.committed().height && !self.repairing {
             return; // blocks caught up meanwhile
         }
         // A repair installs below the core's committed height (a diverged node stopped
@@ -397,7 +403,21 @@ impl Replica {
             committed: header,
         };
         self.retired_stats.add(self.core.stats());
-        let roots = self.core.take_roots();
+        // The book outlives the core (certified roots, a divergence); the state's reports
+        // held meanwhile go in before the new core commits anything, so a repaired state
+        // is known repaired (or still diverged) before its first commit.
+        let mut roots = self.core.take_roots();
+        while let Some((height, root)) = self.applied_held.pop_front() {
+            self.transfer.observe_applied(height);
+            if let Some(d) = roots.on_applied(height, root) {
+                log::error!(
+                    "{}: the state installed at height {height} still differs from the certified root ({})",
+                    self.cfg.me,
+                    d.height
+                );
+            }
+        }
+        self.repairing = false;
         self.core = build_core(&self.cfg, Some(durable));
         self.core.set_roots(roots);
         self.tickets.rebase();
@@ -409,9 +429,12 @@ impl Replica {
         );
         let actions = self.core.start(now_ms);
         self.interpret(actions);
+    }
+
+    /// Hands the reports held during a failed repair install to the core.
+    fn replay_held(&mut self, now_ms: u64) {
         while let Some((height, root)) = self.applied_held.pop_front() {
-            let actions = self.core.handle(now_ms, Event::Applied { height, root });
-            self.interpret(actions);
+            self.on_applied(now_ms, height, root);
         }
     }
 
@@ -434,7 +457,7 @@ impl Replica {
                     items,
                 },
                 Action::Commit { id, block } => {
-                    if self.core.roots().diverged().is_some() {
+                    if self.repairing || self.core.roots().diverged().is_some() {
                         self.stats.commits_skipped_diverged += 1;
                         continue;
                     }
@@ -473,7 +496,10 @@ impl Replica {
                 TransferStep::Send(to, msg) => Effect::SendState { to, msg },
                 TransferStep::Begin(offer) => Effect::DownloadBegin { offer },
                 TransferStep::Append { offset, bytes } => Effect::DownloadAppend { offset, bytes },
-                TransferStep::Install(offer) => Effect::InstallSnapshot { offer },
+                TransferStep::Install(offer) => {
+                    self.repairing = self.divergence().is_some();
+                    Effect::InstallSnapshot { offer }
+                }
             };
             self.out.push(effect);
         }

@@ -42,6 +42,10 @@ pub struct SimReport {
     pub rejected_by_verifier: u64,
     pub dropped_far_future: u64,
     pub equivocations_seen: u64,
+    /// Votes honest nodes refused because a carried state root differed from their own.
+    pub votes_refused_root_mismatch: u64,
+    /// Times an honest node found its own root differs from a certified one.
+    pub divergences_detected: u64,
     /// Snapshots installed by honest replicas.
     pub snapshots_installed: u64,
     pub requests_submitted: u64,
@@ -989,6 +993,8 @@ impl Sim {
                 sum.requests_committed += s.requests_committed;
                 sum.dropped_far_future += s.dropped_far_future;
                 sum.equivocations_seen += s.equivocations_seen;
+                sum.votes_refused_root_mismatch += s.votes_refused_root_mismatch;
+                sum.divergences_detected += s.divergences_detected;
             }
         }
         SimReport {
@@ -1002,6 +1008,8 @@ impl Sim {
             rejected_by_verifier: self.rejected,
             dropped_far_future: sum.dropped_far_future,
             equivocations_seen: sum.equivocations_seen,
+            votes_refused_root_mismatch: sum.votes_refused_root_mismatch,
+            divergences_detected: sum.divergences_detected,
             snapshots_installed,
             requests_submitted: self.submitted,
             end_ms: self.end_ms,

@@ -118,6 +118,8 @@ mod tests {
                     sig: Sig([4; 64]),
                 }],
             }),
+            roots_after: 2,
+            state_roots: vec![(3, [8; 32])],
             payload: vec![ClientRequest {
                 client: ClientKey([5; 32]),
                 session: 3,

@@ -74,6 +74,8 @@ impl Cluster {
             height: 1,
             qc: QuorumCert::genesis(&self.cluster),
             tc: None,
+            roots_after: 0,
+            state_roots: Vec::new(),
             payload: vec![self.request(seq)],
             author: NodeId(1),
             signature: Sig::ZERO,

@@ -117,6 +117,38 @@ fn a_leader_schedule_read_from_local_state_is_caught() {
     );
 }
 
+/// A Byzantine leader that carries a wrong state root gets no vote for it from honest nodes
+/// (refusals counted), so no wrong root is ever certified (the checker's certified-root rule),
+/// and the cluster keeps committing.
+#[cfg(not(feature = "mutation-skip-root-check"))]
+#[test]
+fn a_leader_carrying_a_wrong_state_root_gets_no_certificate() {
+    let reports = sweep(4, Scenario::Happy, &[ByzKind::WrongRoot], 700..740);
+    assert_committed_most(&reports, 3);
+    let refused: u64 = reports.iter().map(|r| r.votes_refused_root_mismatch).sum();
+    assert!(refused > 0, "the wrong roots were never proposed to anyone");
+    assert!(reports.iter().all(|r| r.divergences_detected == 0));
+}
+
+/// Voters that do not compare the carried roots with their own certify the liar's root: the
+/// simulator's certified-root checker must catch it.
+#[cfg(feature = "mutation-skip-root-check")]
+#[test]
+fn voters_that_skip_the_root_check_are_caught() {
+    let mut caught = 0;
+    let total = 40;
+    for seed in 700..700 + total {
+        let cfg = SimConfig::new(seed, 4, vec![ByzKind::WrongRoot], Scenario::Happy);
+        let r = sim::run(&cfg).expect("valid simulator config");
+        caught += u64::from(r.violations.iter().any(|v| v.starts_with("certified root")));
+    }
+    eprintln!("mutation-skip-root-check caught in {caught}/{total} seeds");
+    assert!(
+        caught * 10 >= total * 9,
+        "caught in only {caught}/{total} seeds"
+    );
+}
+
 #[test]
 fn equivocating_leader_cannot_split_honest_nodes() {
     let reports = sweep(4, Scenario::Random, &[ByzKind::Equivocate], 200..260);

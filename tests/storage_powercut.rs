@@ -282,6 +282,8 @@ fn node_block(cluster: &ClusterId, height: u64) -> Block {
         height,
         qc: QuorumCert::genesis(cluster),
         tc: None,
+        roots_after: 0,
+        state_roots: Vec::new(),
         payload: Vec::new(),
         author: NodeId(0),
         signature: Sig::ZERO,

@@ -35,11 +35,15 @@ pub enum ByzKind {
     /// Copies the honest snapshot offer but serves a forged snapshot file whose checksum is
     /// valid (a `bftd` process only: the simulator does not transfer state by snapshot).
     ForgeSnapshot,
+    /// As leader, carries a wrong state root in its proposals (one byte of the last root it
+    /// carries flipped, re-signed): honest voters must refuse them, or the chain would
+    /// certify a state no honest node has.
+    WrongRoot,
 }
 
 impl ByzKind {
     /// The kinds the simulator plays (`bftd sim --byzantine`, and its `mix`).
-    pub const ALL: [ByzKind; 9] = [
+    pub const ALL: [ByzKind; 10] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -49,11 +53,12 @@ impl ByzKind {
         ByzKind::Twins,
         ByzKind::Fork,
         ByzKind::ForgeSync,
+        ByzKind::WrongRoot,
     ];
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
     /// Not `Twins`: a process runs one core.
-    pub const DAEMON: [ByzKind; 10] = [
+    pub const DAEMON: [ByzKind; 11] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -64,6 +69,7 @@ impl ByzKind {
         ByzKind::ForgeSync,
         ByzKind::LieToClients,
         ByzKind::ForgeSnapshot,
+        ByzKind::WrongRoot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +85,7 @@ impl ByzKind {
             ByzKind::ForgeSync => "forge-sync",
             ByzKind::LieToClients => "lie-to-clients",
             ByzKind::ForgeSnapshot => "forge-snapshot",
+            ByzKind::WrongRoot => "wrong-root",
         }
     }
 
@@ -127,7 +134,7 @@ mod tests {
         }
         let err = ByzKind::parse_among("liar", &ByzKind::DAEMON).unwrap_err();
         assert!(
-            err.contains("'liar'") && err.contains("lie-to-clients, forge-snapshot"),
+            err.contains("'liar'") && err.contains("lie-to-clients, forge-snapshot, wrong-root"),
             "{err}"
         );
         assert!(ByzKind::parse_among("twins", &ByzKind::DAEMON).is_err());

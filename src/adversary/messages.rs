@@ -130,6 +130,13 @@ impl ByzState {
                 }
                 _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
             },
+            ByzKind::WrongRoot => match msg {
+                Message::Proposal(b) if !b.state_roots.is_empty() => {
+                    let forged = Message::Proposal(self.wrong_root(&b));
+                    out.extend(targets.iter().map(|t| (*t, forged.clone())));
+                }
+                _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
+            },
             ByzKind::DoubleVote
             | ByzKind::Twins
             | ByzKind::LieToClients
@@ -275,6 +282,20 @@ impl ByzState {
         forged
     }
 
+    /// `b` with one byte of its last carried state root flipped, re-signed: a proposal that
+    /// claims a state no honest node has.
+    fn wrong_root(&self, b: &Block) -> Block {
+        let mut forged = b.clone();
+        if let Some((_, root)) = forged.state_roots.last_mut() {
+            root[0] ^= 0x5a;
+        }
+        let id = forged.compute_id();
+        forged.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        forged
+    }
+
     fn flood_message(&mut self) -> Message {
         let far = self.highest_round + 1_000_000 + self.rng.range(0, 1_000_000);
         let cluster = *self.committee.cluster();
@@ -305,6 +326,8 @@ impl ByzState {
                     height: 1,
                     qc: QuorumCert::genesis(&cluster),
                     tc: None,
+                    roots_after: 0,
+                    state_roots: Vec::new(),
                     payload: Vec::new(),
                     author: self.me,
                     signature: Sig::ZERO,

@@ -362,17 +362,25 @@ impl Client {
             })?;
         let answers = rx.recv().map_err(|_| ClientError::Closed)?;
         for (i, answer) in answers.into_iter().enumerate() {
-            if let Some(NodeFrame::StaleValue {
-                applied_height,
-                value,
-                ..
-            }) = answer
-            {
-                return Ok(StaleRead {
-                    node: NodeId(i as u16),
+            match answer {
+                Some(NodeFrame::StaleValue {
                     applied_height,
                     value,
-                });
+                    ..
+                }) => {
+                    return Ok(StaleRead {
+                        node: NodeId(i as u16),
+                        applied_height,
+                        value,
+                    });
+                }
+                Some(NodeFrame::Unavailable { reason, .. }) => {
+                    return Err(ClientError::Unavailable {
+                        node: NodeId(i as u16),
+                        reason,
+                    });
+                }
+                _ => {}
             }
         }
         Err(ClientError::Unreachable {

@@ -324,7 +324,10 @@ impl Core {
         };
         let asked = match (q.kind, &frame) {
             (QueryKind::Status, NodeFrame::Status { .. }) => true,
-            (QueryKind::Stale { target }, NodeFrame::StaleValue { .. }) => target == Some(node),
+            (
+                QueryKind::Stale { target },
+                NodeFrame::StaleValue { .. } | NodeFrame::Unavailable { .. },
+            ) => target == Some(node),
             _ => false,
         };
         if !asked {
@@ -435,9 +438,9 @@ impl LinkEvents for Core {
                 self.on_answer(node, seq, None, Answer::Refused(reason));
                 Ok(())
             }
-            NodeFrame::StaleValue { id, .. } | NodeFrame::Status { id, .. } => {
-                self.on_query_answer(node, id, frame)
-            }
+            NodeFrame::StaleValue { id, .. }
+            | NodeFrame::Status { id, .. }
+            | NodeFrame::Unavailable { id, .. } => self.on_query_answer(node, id, frame),
         }
     }
 }

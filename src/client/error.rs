@@ -80,6 +80,9 @@ pub enum ClientError {
     Usage(String),
     /// The client was shut down.
     Closed,
+    /// The node asked would not answer from its state, and said why (e.g. its state diverged
+    /// from the certified one); ask another node.
+    Unavailable { node: NodeId, reason: String },
 }
 
 fn list(answers: &[NodeAnswer]) -> String {
@@ -127,6 +130,9 @@ impl fmt::Display for ClientError {
             ClientError::TooLarge(why) => write!(f, "too large: {why}"),
             ClientError::Usage(why) => f.write_str(why),
             ClientError::Closed => f.write_str("the client was shut down"),
+            ClientError::Unavailable { node, reason } => {
+                write!(f, "{node} will not answer from its state: {reason}")
+            }
         }
     }
 }

@@ -287,6 +287,8 @@ mod tests {
                 votes: vec![],
             },
             tc: None,
+            roots_after: 0,
+            state_roots: Vec::new(),
             payload: vec![],
             author: NodeId(0),
             signature: Sig::ZERO,

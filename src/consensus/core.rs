@@ -13,6 +13,7 @@ use super::block_tree::{BlockTree, InsertOutcome};
 use super::leader::{self, LeaderDecision};
 use super::mempool::{AddOutcome, Mempool};
 use super::pacemaker::Pacemaker;
+use super::roots::{Divergence, RootBook, RootCheck};
 use super::sync::SyncState;
 use super::timeouts::TimeoutAggregator;
 use super::votes::{VoteAggregator, VoteOutcome};
@@ -22,8 +23,8 @@ use super::{
 };
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncInfo,
-    SyncRequest, Timeout, TimeoutCert, Vote, ops_digest,
+    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, QuorumCert, Round,
+    STATE_ROOTS_MAX, Sig, SyncInfo, SyncRequest, Timeout, TimeoutCert, Vote, ops_digest,
 };
 
 /// The newest QC-path leader decisions kept for the simulator's checker; the daemon never drains
@@ -70,6 +71,10 @@ pub struct Core {
     now: TimeMs,
     out: Vec<Action>,
     stats: CoreStats,
+    /// Own and certified state roots, and whether they disagree.
+    roots: RootBook,
+    /// A proposal this node would vote for once it applied a height the block carries.
+    vote_waiting_root: Option<BlockId>,
 }
 
 impl Core {
@@ -128,6 +133,8 @@ impl Core {
             now: 0,
             out: Vec::new(),
             stats: CoreStats::default(),
+            roots: RootBook::default(),
+            vote_waiting_root: None,
             cfg,
             committee,
             signer,
@@ -183,6 +190,7 @@ impl Core {
                 }
             }
             Event::Persisted { ticket } => self.on_persisted(ticket),
+            Event::Applied { height, root } => self.on_applied(height, root),
         }
         self.finish()
     }
@@ -215,6 +223,27 @@ impl Core {
 
     pub fn stats(&self) -> &CoreStats {
         &self.stats
+    }
+
+    /// The state-root book (own and certified roots, divergence).
+    pub fn roots(&self) -> &RootBook {
+        &self.roots
+    }
+
+    /// Certified roots since the last call, for the simulator's checker.
+    pub fn take_certified_roots(&mut self) -> Vec<(Height, [u8; 32])> {
+        self.roots.take_certified()
+    }
+
+    /// Hands the book to a core that replaces this one (after a snapshot install): the
+    /// certified roots and a divergence outlive the core; the own roots are renewed by the
+    /// runtime's next `Event::Applied`.
+    pub fn take_roots(&mut self) -> RootBook {
+        std::mem::take(&mut self.roots)
+    }
+
+    pub fn set_roots(&mut self, roots: RootBook) {
+        self.roots = roots;
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -303,6 +332,41 @@ impl Core {
                 self.release(d);
             }
         }
+    }
+
+    fn on_applied(&mut self, height: Height, root: [u8; 32]) {
+        let found = self.roots.on_applied(height, root);
+        self.note_divergence(found);
+        if let Some(id) = self.vote_waiting_root.take() {
+            self.maybe_vote(&id);
+        }
+    }
+
+    /// Counts and logs a divergence found just now (once per divergence).
+    fn note_divergence(&mut self, found: Option<Divergence>) {
+        let Some(d) = found else { return };
+        self.stats.divergences_detected += 1;
+        log::error!(
+            "{}: state diverged at height {}: own root {} but the chain certified {}; \
+             no longer voting or proposing until the state is repaired",
+            self.me,
+            d.height,
+            hex32(&d.own),
+            hex32(&d.certified)
+        );
+    }
+
+    /// A QC certifies block `id`: the roots it carries are certified.
+    fn certify(&mut self, id: &BlockId) {
+        let Some(block) = self.tree.get(id) else {
+            return;
+        };
+        if block.state_roots.is_empty() {
+            return;
+        }
+        let roots = block.state_roots.clone();
+        let found = self.roots.on_certified(*id, &roots);
+        self.note_divergence(found);
     }
 
     fn on_proposal(&mut self, from: NodeId, id: BlockId, block: Block) {
@@ -529,6 +593,7 @@ impl Core {
                 self.request_sync(qc.block_id, peer);
             }
         } else {
+            self.certify(&qc.block_id);
             self.try_commit(qc);
         }
         if qc.round >= self.round {
@@ -641,6 +706,9 @@ impl Core {
             return;
         }
         let round = block.round;
+        if !self.roots_allow_vote(id) {
+            return;
+        }
         let signature = self
             .signer
             .sign(domain::VOTE, &domain::vote_body(id, round));
@@ -654,6 +722,91 @@ impl Core {
         self.safety_dirty = true;
         self.stats.votes_sent += 1;
         self.send_vote(vote);
+    }
+
+    /// The state-root part of the voting rule: this node's state must not be known wrong, the
+    /// block's roots must continue its parent chain's and stay within what its ancestry
+    /// commits, and each must equal this node's own root of its height (a height not applied
+    /// yet defers the vote until `Event::Applied`).
+    fn roots_allow_vote(&mut self, id: &BlockId) -> bool {
+        if self.roots.diverged().is_some() {
+            self.stats.withheld_diverged += 1;
+            return false;
+        }
+        let Some(block) = self.tree.get(id) else {
+            return false;
+        };
+        let carried = block.state_roots.clone();
+        let roots_after = block.roots_after;
+        let through = block.roots_through();
+        let parent = block.parent_id();
+        let placed = self.roots_through_of(&parent) == Some(roots_after)
+            && self
+                .committed_height_implied(&parent)
+                .is_some_and(|c| through <= c);
+        if !placed {
+            self.stats.votes_refused_root_unchecked += 1;
+            return false;
+        }
+        if cfg!(feature = "mutation-skip-root-check") {
+            // BROKEN ON PURPOSE: votes without comparing the carried roots with its own, so a
+            // leader's wrong root gets certified.
+            return true;
+        }
+        match self.roots.check(&carried) {
+            RootCheck::Agree => true,
+            RootCheck::Wait { .. } => {
+                self.stats.votes_deferred_root += 1;
+                self.vote_waiting_root = Some(*id);
+                false
+            }
+            RootCheck::Unknown { .. } => {
+                self.stats.votes_refused_root_unchecked += 1;
+                false
+            }
+            RootCheck::Differs {
+                height,
+                own,
+                carried,
+            } => {
+                self.stats.votes_refused_root_mismatch += 1;
+                log::warn!(
+                    "{}: not voting for {id:?}: it carries root {} for height {height}, ours is {} \
+                     (a lying leader, or our state is damaged: the certified root will tell)",
+                    self.me,
+                    hex32(&carried),
+                    hex32(&own)
+                );
+                false
+            }
+        }
+    }
+
+    /// The highest height whose root the chain ending at `id` carries (0 for genesis), if the
+    /// block is held here.
+    fn roots_through_of(&self, id: &BlockId) -> Option<Height> {
+        if *id == self.genesis {
+            return Some(0);
+        }
+        self.tree.get(id).map(Block::roots_through)
+    }
+
+    /// The committed height a QC on `parent` implies: the parent of the highest block in its
+    /// ancestry whose parent's round is just before its own (the 2-chain rule), or the
+    /// committed root. `None` if `parent` is not in the tree.
+    fn committed_height_implied(&self, parent: &BlockId) -> Option<Height> {
+        let root = *self.tree.root();
+        let mut x = self.tree.header(parent)?;
+        loop {
+            if x.height <= root.height {
+                return Some(root.height);
+            }
+            let p = self.tree.header(&x.parent)?;
+            if p.round + 1 == x.round {
+                return Some(p.height.max(root.height));
+            }
+            x = p;
+        }
     }
 
     /// Votes go to every member, not only the next leader: every node forms the QC itself.
@@ -759,6 +912,18 @@ impl Core {
         if leader != Some(self.me) {
             return; // not the leader, or missing a block the schedule reads
         }
+        if self.roots.diverged().is_some() {
+            // Our roots are wrong: what we would carry must not be proposed.
+            self.stats.withheld_diverged += 1;
+            return;
+        }
+        let (Some(roots_after), Some(committed)) = (
+            self.roots_through_of(&qc.block_id),
+            self.committed_height_implied(&qc.block_id),
+        ) else {
+            return; // the parent's block is not held (just after a snapshot install)
+        };
+        let state_roots = self.roots.to_carry(roots_after, committed, STATE_ROOTS_MAX);
         let Some(parent) = self.tree.header(&qc.block_id) else {
             return; // still fetching the block our QC certifies
         };
@@ -781,6 +946,8 @@ impl Core {
             height: parent.height + 1,
             qc,
             tc,
+            roots_after,
+            state_roots,
             payload,
             author: self.me,
             signature: Sig::ZERO,
@@ -839,6 +1006,7 @@ impl Core {
         while let Some(id) = ready.pop() {
             self.sync.done(&id);
             if let Some(qc) = self.tree.get(&id).map(|b| b.qc.clone()) {
+                self.certify(&qc.block_id);
                 self.try_commit(&qc);
             }
             for (child_id, child) in self.sync.take_children_of(&id) {
@@ -981,4 +1149,9 @@ impl Core {
             });
         }
     }
+}
+
+/// The first bytes of a root in hex, for logs.
+fn hex32(root: &[u8; 32]) -> String {
+    root.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

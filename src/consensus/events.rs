@@ -3,7 +3,9 @@
 
 use super::SafetyData;
 use crate::crypto::{Verified, VerifiedMessage};
-use crate::types::{Block, BlockHeader, BlockId, ClientKey, ClientRequest, Message, NodeId};
+use crate::types::{
+    Block, BlockHeader, BlockId, ClientKey, ClientRequest, Height, Message, NodeId,
+};
 
 /// An input to [`super::Core::handle`].
 #[derive(Debug)]
@@ -19,6 +21,9 @@ pub enum Event {
     TimerFired,
     /// Everything in `Persist` actions up to and including `ticket` is durable.
     Persisted { ticket: u64 },
+    /// The runtime applied the committed block at `height` (or restarted, or installed a
+    /// snapshot, at `height`): the state root after it is `root`. Reported in height order.
+    Applied { height: Height, root: [u8; 32] },
 }
 
 /// Something the runtime must do. Order within one `handle` result matters: execute in order.

@@ -152,6 +152,8 @@ mod tests {
             height,
             qc: qc(parent, round - 1, voters),
             tc: None,
+            roots_after: 0,
+            state_roots: Vec::new(),
             payload: vec![],
             author: NodeId(author),
             signature: Sig::ZERO,

@@ -10,6 +10,10 @@
 //! - leaders ([`leader`]): a proposal counts only if its author is the leader the schedule names
 //!   for its round and parent, a pure function of the chain that every honest node computes
 //!   alike;
+//! - state roots ([`roots`]): a block carries the state roots of heights its ancestry
+//!   committed; a node votes for it only if each equals its own root of that height, and a
+//!   node whose own root differs from a certified one is diverged: it stops voting and
+//!   proposing until its state is replaced and matches the chain again;
 //! - persist before speaking: a vote, timeout or proposal leaves only after the runtime
 //!   reported the safety state it implies durable ([`Event::Persisted`]).
 
@@ -20,6 +24,7 @@ mod events;
 pub mod leader;
 mod mempool;
 mod pacemaker;
+pub mod roots;
 mod safety;
 mod stats;
 mod sync;
@@ -31,6 +36,7 @@ pub use block_tree::BlockTree;
 pub use config::CoreConfig;
 pub use events::{Action, DurableState, Event, PersistItem, RejectReason};
 pub use leader::LeaderDecision;
+pub use roots::{Divergence, RootBook, RootCheck};
 pub use safety::SafetyData;
 pub use stats::CoreStats;
 

@@ -119,6 +119,8 @@ mod tests {
             height: 1,
             qc: qc(qc_round),
             tc,
+            roots_after: 0,
+            state_roots: Vec::new(),
             payload: vec![],
             author: NodeId(0),
             signature: Sig::ZERO,

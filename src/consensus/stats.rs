@@ -27,6 +27,17 @@ pub struct CoreStats {
     pub unsolicited_sync: u64,
     pub requests_rejected_busy: u64,
     pub requests_duplicate: u64,
+    /// Votes held back until this node applied a height whose root the block carries.
+    pub votes_deferred_root: u64,
+    /// Proposals not voted for: a carried root differs from this node's own.
+    pub votes_refused_root_mismatch: u64,
+    /// Proposals not voted for: a carried root this node cannot check (it applied the height
+    /// before a restart or under a snapshot), or carried heights out of place in the chain.
+    pub votes_refused_root_unchecked: u64,
+    /// Votes and proposals withheld because this node's state is diverged.
+    pub withheld_diverged: u64,
+    /// Times this node found its state root differs from a certified one.
+    pub divergences_detected: u64,
 }
 
 impl CoreStats {
@@ -50,5 +61,10 @@ impl CoreStats {
         self.unsolicited_sync += other.unsolicited_sync;
         self.requests_rejected_busy += other.requests_rejected_busy;
         self.requests_duplicate += other.requests_duplicate;
+        self.votes_deferred_root += other.votes_deferred_root;
+        self.votes_refused_root_mismatch += other.votes_refused_root_mismatch;
+        self.votes_refused_root_unchecked += other.votes_refused_root_unchecked;
+        self.withheld_diverged += other.withheld_diverged;
+        self.divergences_detected += other.divergences_detected;
     }
 }

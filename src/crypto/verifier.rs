@@ -380,6 +380,14 @@ impl Verifier {
                 "block carries a TC for another round",
             ));
         }
+        if b.state_roots.len() > crate::types::STATE_ROOTS_MAX {
+            return Err(VerifyError::TooLarge("block state roots"));
+        }
+        if !b.state_roots_well_formed() {
+            return Err(VerifyError::Malformed(
+                "block state roots not strictly increasing above its parent chain's, or not below its grandparent",
+            ));
+        }
         if b.payload.len() > self.limits.block_requests_max {
             return Err(VerifyError::TooLarge("block request count"));
         }

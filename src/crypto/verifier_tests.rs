@@ -60,6 +60,8 @@ impl Fixture {
             height,
             qc,
             tc: None,
+            roots_after: 0,
+            state_roots: Vec::new(),
             payload: vec![self.request(7, 1)],
             author,
             signature: Sig::ZERO,
@@ -204,6 +206,57 @@ fn quorum_certificates_must_be_canonical_quorums_of_valid_votes() {
         f.check(Message::Proposal(f.block(1, 1, fake_genesis))),
         Err(VerifyError::Malformed(_))
     ));
+}
+
+#[test]
+fn state_roots_must_be_bounded_increasing_and_below_the_grandparent() {
+    let f = fixture(ClientPolicy::Any);
+    let resign = |mut b: Block| {
+        let id = b.compute_id();
+        b.signature =
+            f.signers[b.author.index()].sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        b
+    };
+    let qc = f.qc(BlockId([5; 32]), 9, &[0, 1, 2]);
+    let mut ok = f.block(10, 10, qc);
+    ok.roots_after = 3;
+    ok.state_roots = vec![(4, [1; 32]), (8, [2; 32])];
+    let ok = resign(ok);
+    assert!(f.check(Message::Proposal(ok.clone())).is_ok());
+    type Case = (Vec<(Height, [u8; 32])>, Height, &'static str);
+    let cases: Vec<Case> = vec![
+        (vec![(3, [1; 32])], 10, "not above roots_after"),
+        (
+            vec![(5, [1; 32]), (5, [2; 32])],
+            10,
+            "not strictly increasing",
+        ),
+        (
+            vec![(9, [1; 32])],
+            10,
+            "the parent's height: its QC commits no more than 8",
+        ),
+        (
+            (4..4 + STATE_ROOTS_MAX as u64 + 1)
+                .map(|h| (h, [0; 32]))
+                .collect(),
+            1000,
+            "too many",
+        ),
+    ];
+    for (roots, height, why) in cases {
+        let mut b = ok.clone();
+        b.height = height;
+        b.state_roots = roots;
+        let b = resign(b);
+        assert!(
+            matches!(
+                f.check(Message::Proposal(b)),
+                Err(VerifyError::Malformed(_) | VerifyError::TooLarge(_))
+            ),
+            "{why}"
+        );
+    }
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub struct ConsensusCtx {
     pub durable_ticket: Arc<AtomicU64>,
     pub durable_wake: Receiver<()>,
     pub installed: Receiver<Result<BlockHeader, String>>,
+    /// The storage thread's `(height, state root)` reports.
+    pub applied: Receiver<(u64, [u8; 32])>,
     pub out: OutboundSender,
     pub faults: Option<FaultyLink>,
     /// Test-only Byzantine behaviour (no-ops unless built with the `byzantine` feature).
@@ -119,6 +121,11 @@ pub fn run(mut ctx: ConsensusCtx) {
             recv(ctx.installed) -> result => {
                 if let Ok(result) = result {
                     ctx.step(&clock, Input::Installed(result), &mut download);
+                }
+            }
+            recv(ctx.applied) -> report => {
+                if let Ok((height, root)) = report {
+                    ctx.step(&clock, Input::Applied { height, root }, &mut download);
                 }
             }
             default(Duration::from_millis(wait_ms)) => {}
@@ -338,8 +345,12 @@ impl ConsensusCtx {
             }
         }
         let core = self.replica.core();
-        self.metrics
-            .publish_core(core, self.replica.is_installing());
+        self.metrics.publish_core(
+            core,
+            self.replica.core_stats(),
+            self.replica.is_installing(),
+        );
+        self.status.set_divergence(self.replica.divergence());
         self.status.update(|s| {
             s.round = core.round();
             s.leader = core.leader().0;

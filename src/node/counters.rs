@@ -39,6 +39,12 @@ pub struct NodeCounters {
     pub blocks_applied: Counter,
     pub snapshots_saved: Counter,
     pub snapshots_installed: Counter,
+    /// Downloaded snapshots refused: the file's entries do not give the trusted root.
+    pub snapshots_rejected: Counter,
+    /// Stale reads refused because the state is diverged.
+    pub stale_reads_refused: Counter,
+    /// State-root reports to the consensus thread dropped on a full queue.
+    pub applied_reports_dropped: Counter,
     /// Peer messages that failed verification, per peer (index = node id).
     pub peer_messages_rejected: Vec<Counter>,
     /// Of those, the ones with an invalid signature.

@@ -71,10 +71,11 @@ impl NodeMetrics {
         c.view_changes_at_last_qc = core.stats().view_changes;
     }
 
-    /// Consensus thread, once per turn: a copy of the core's counters.
-    pub fn publish_core(&self, core: &Core, installing: bool) {
+    /// Consensus thread, once per turn: a copy of the counters (`stats`: summed over every
+    /// core the replica ran, so they survive a rebuild after a snapshot install).
+    pub fn publish_core(&self, core: &Core, stats: CoreStats, installing: bool) {
         let mut c = self.consensus.lock();
-        c.stats.clone_from(core.stats());
+        c.stats = stats;
         c.syncing = core.is_syncing();
         c.installing = installing;
     }
@@ -122,6 +123,15 @@ impl MetricsSources {
                 2 * self.f
             ));
         }
+        if let Some(d) = self.status.divergence() {
+            reasons.push(format!(
+                "state diverged at height {}: own root {} but the chain certified {}; not voting \
+                 or serving reads, repairing from a peer snapshot",
+                d.height,
+                hex(&d.own),
+                hex(&d.certified)
+            ));
+        }
         if c.syncing {
             reasons.push("fetching missing blocks from peers".into());
         }
@@ -161,6 +171,13 @@ impl MetricsSources {
         let net = self.net.snapshot();
         let mut out = String::with_capacity(16 * 1024);
         write_gauges(&mut out, &s);
+        single(
+            &mut out,
+            "bftd_state_diverged",
+            "gauge",
+            "1 while this node's state root differs from one the chain certified (it then neither votes nor serves reads, and repairs itself).",
+            u8::from(self.status.divergence().is_some()),
+        );
         write_core(&mut out, &c.stats);
         write_peers(&mut out, &net, s.node_id);
         write_rejections(&mut out, &net, &self.counters);
@@ -168,6 +185,10 @@ impl MetricsSources {
         write_histograms(&mut out, &self.metrics);
         out
     }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn json_escape(s: &str) -> String {
@@ -267,7 +288,7 @@ fn write_gauges(out: &mut String, s: &NodeStatus) {
 }
 
 fn write_core(out: &mut String, st: &CoreStats) {
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "bftd_view_changes_total",
             "Rounds entered through a timeout certificate.",
@@ -314,6 +335,16 @@ fn write_core(out: &mut String, st: &CoreStats) {
             "Conflicting messages from one signer in one round.",
             st.equivocations_seen,
         ),
+        (
+            "bftd_state_divergences_total",
+            "Times this node found its state root differs from a certified one.",
+            st.divergences_detected,
+        ),
+        (
+            "bftd_votes_deferred_root_total",
+            "Votes that waited until this node applied a height whose root the block carries.",
+            st.votes_deferred_root,
+        ),
     ];
     for (name, help, v) in counters {
         single(out, name, "counter", help, v);
@@ -335,6 +366,9 @@ fn write_core(out: &mut String, st: &CoreStats) {
         ("unsolicited_sync", st.unsolicited_sync),
         ("request_busy", st.requests_rejected_busy),
         ("request_duplicate", st.requests_duplicate),
+        ("root_mismatch", st.votes_refused_root_mismatch),
+        ("root_unchecked", st.votes_refused_root_unchecked),
+        ("diverged", st.withheld_diverged),
     ] {
         let _ = writeln!(
             out,
@@ -447,7 +481,7 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
     ] {
         let _ = writeln!(out, "bftd_client_requests_total{{result=\"{result}\"}} {v}");
     }
-    let totals: [(&str, &str, u64); 5] = [
+    let totals: [(&str, &str, u64); 8] = [
         (
             "bftd_client_replies_total",
             "Replies sent to client connections.",
@@ -467,6 +501,21 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
             "bftd_snapshots_installed_total",
             "State snapshots installed from peers.",
             counters.snapshots_installed.get(),
+        ),
+        (
+            "bftd_snapshots_rejected_total",
+            "Downloaded snapshots refused: their entries do not give the trusted state root.",
+            counters.snapshots_rejected.get(),
+        ),
+        (
+            "bftd_stale_reads_refused_total",
+            "Stale reads refused because this node's state is diverged.",
+            counters.stale_reads_refused.get(),
+        ),
+        (
+            "bftd_applied_reports_dropped_total",
+            "State-root reports to the consensus thread dropped on a full queue.",
+            counters.applied_reports_dropped.get(),
         ),
         (
             "bftd_reply_routes_evicted_total",

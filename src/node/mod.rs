@@ -70,6 +70,10 @@ use status::StatusBoard;
 use storage_loop::{StorageCtx, StorageToConsensus};
 use verify_pool::VerifyCtx;
 
+/// State-root reports queued from the storage thread to the consensus thread at most (one per
+/// applied block; the consensus thread drains them every turn).
+const APPLIED_REPORTS_MAX: usize = 4096;
+
 /// Why a node could not start. The message names what failed and where.
 #[derive(Debug)]
 pub struct StartError(pub String);
@@ -203,6 +207,9 @@ impl Node {
         let (storage_tx, storage_rx) = bounded(settings.storage_queue_max);
         let (wake_tx, wake_rx) = bounded(1);
         let (installed_tx, installed_rx) = bounded(4);
+        let (applied_tx, applied_rx) = bounded(APPLIED_REPORTS_MAX);
+        // The state the node resumes from is the first report.
+        let _ = applied_tx.try_send((committed.height, digest));
         let durable_ticket = Arc::new(AtomicU64::new(0));
 
         let incoming_snapshot = snapshots.incoming_path();
@@ -219,6 +226,7 @@ impl Node {
                 durable_ticket: durable_ticket.clone(),
                 wake: wake_tx,
                 installed: installed_tx,
+                applied: applied_tx,
             },
             snapshot_interval_blocks: settings.snapshot_interval_blocks,
             blocks_retained: core_cfg.committed_blocks_retained as u64,
@@ -281,6 +289,7 @@ impl Node {
             durable_ticket,
             durable_wake: wake_rx,
             installed: installed_rx,
+            applied: applied_rx,
             out,
             faults,
             byzantine,

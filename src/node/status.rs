@@ -1,17 +1,21 @@
 //! The node's status as the threads publish it: the consensus thread writes round, leader
 //! and committed height; the storage thread writes the applied height and state digest.
 //! Readers (status requests, health) take a copy. Writes are a few words under a
-//! `parking_lot` mutex, once per handled event batch.
+//! `parking_lot` mutex, once per handled event batch. The consensus thread also publishes
+//! whether the state is diverged from the certified roots (the verifier threads then refuse
+//! stale reads, and `/health` says so).
 
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::consensus::Divergence;
 use crate::wire::NodeStatus;
 
 pub struct StatusBoard {
     started: Instant,
     inner: Mutex<NodeStatus>,
+    divergence: Mutex<Option<Divergence>>,
 }
 
 impl StatusBoard {
@@ -29,7 +33,17 @@ impl StatusBoard {
                 mempool_requests: 0,
                 peers_connected: 0,
             }),
+            divergence: Mutex::new(None),
         }
+    }
+
+    pub fn set_divergence(&self, d: Option<Divergence>) {
+        *self.divergence.lock() = d;
+    }
+
+    /// `Some` while this node's state differs from a root the chain certified.
+    pub fn divergence(&self) -> Option<Divergence> {
+        *self.divergence.lock()
     }
 
     pub fn update(&self, f: impl FnOnce(&mut NodeStatus)) {

@@ -65,6 +65,10 @@ pub struct StorageToConsensus {
     pub wake: Sender<()>,
     /// Outcome of an `Install` job: the block the state is now at.
     pub installed: Sender<Result<BlockHeader, String>>,
+    /// `(height, state root)` after each applied block and each install, in height order
+    /// (bounded; a report that does not fit is dropped and counted: the consensus side then
+    /// only forgets older own roots).
+    pub applied: Sender<(u64, [u8; 32])>,
 }
 
 pub struct StorageCtx {
@@ -173,6 +177,7 @@ impl StorageCtx {
             s.applied_height = block.height;
             s.state_digest = digest;
         });
+        self.report_applied(block.height, digest);
         if let Some(lsn) = self.blocks.prune_below(
             block.height.saturating_sub(self.blocks_retained),
             PRUNE_BLOCKS_PER_GROUP,
@@ -221,6 +226,12 @@ impl StorageCtx {
             started.elapsed().as_millis()
         );
         Ok(())
+    }
+
+    fn report_applied(&self, height: u64, root: [u8; 32]) {
+        if self.to_consensus.applied.try_send((height, root)).is_err() {
+            self.counters.applied_reports_dropped.bump();
+        }
     }
 
     /// Waits for the group's writes, then lets its effects out.
@@ -328,6 +339,7 @@ impl StorageCtx {
         let (height, digest) =
             read_header(path).map_err(|e| format!("reading the download: {e}"))?;
         if height != offer.height || digest != offer.state_digest {
+            self.counters.snapshots_rejected.bump();
             return Err("the downloaded file is not the snapshot the peers agreed on".into());
         }
         let header = BlockHeader {
@@ -340,8 +352,21 @@ impl StorageCtx {
         let mut kv = self.kv.write();
         let info = kv
             .install_snapshot_with_meta(path, &[(COMMITTED_META_KEY, &meta)])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                // A file whose entries do not give its header's root (a forged file) fails
+                // here, before anything is replaced.
+                self.counters.snapshots_rejected.bump();
+                log::error!("snapshot at height {} rejected: {e}", offer.height);
+                e.to_string()
+            })?;
         if info.state_digest != offer.state_digest {
+            // The file's own root, recomputed from its entries, is not the trusted one (the
+            // certified root when the node knows it): a forged file.
+            self.counters.snapshots_rejected.bump();
+            log::error!(
+                "snapshot at height {} rejected: its entries do not give the trusted state root",
+                offer.height
+            );
             return Err("the installed state digest differs from the agreed one".into());
         }
         self.counters.snapshots_installed.bump();
@@ -355,6 +380,7 @@ impl StorageCtx {
             s.applied_height = offer.height;
             s.state_digest = digest;
         });
+        self.report_applied(offer.height, digest);
         log::info!("installed snapshot at height {}", offer.height);
         Ok(header)
     }

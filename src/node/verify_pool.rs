@@ -127,6 +127,16 @@ impl VerifyCtx {
     }
 
     fn stale_get(&self, conn: ClientId, id: u64, key: &[u8]) {
+        if let Some(d) = self.status.divergence() {
+            // The state is known wrong: answering from it would hand out wrong data.
+            self.counters.stale_reads_refused.bump();
+            let reason = format!(
+                "state diverged from the certified root at height {}; repairing",
+                d.height
+            );
+            self.reply(conn, &NodeFrame::Unavailable { id, reason });
+            return;
+        }
         let kv = self.kv.read();
         let applied_height = kv.applied_height();
         match kv.get(key) {

@@ -25,10 +25,13 @@ pub mod transfer;
 
 use std::sync::Arc;
 
+use crate::consensus::Divergence;
 use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, RejectReason};
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
 use crate::kv::KvRequest;
-use crate::types::{Block, BlockHeader, BlockId, ClientRequest, Message, NodeId, RequestId};
+use crate::types::{
+    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, RequestId,
+};
 use crate::wire::{SnapshotOffer, StateMsg};
 use tickets::Tickets;
 pub use transfer::CHUNK_BYTES_MAX;
@@ -70,6 +73,13 @@ pub enum Input {
     Installed(Result<BlockHeader, String>),
     /// The shell could not write the snapshot download.
     DownloadFailed,
+    /// The shell's state is now after `height` and its root is `root`: after applying a
+    /// committed block, at start (the state it resumed), and after installing a snapshot.
+    /// Reported in height order.
+    Applied {
+        height: Height,
+        root: [u8; 32],
+    },
     /// Time passed: fire what is due (the shell calls this at [`Replica::next_deadline_ms`]
     /// or later, and may call it more often).
     Tick,
@@ -135,7 +145,16 @@ pub struct ReplicaStats {
     pub snapshots_installed: u64,
     /// Messages and requests dropped while a rebuild waited for durability.
     pub inputs_dropped_rebuilding: u64,
+    /// Committed blocks not handed to the state machine because its state is diverged
+    /// (applying them on a state known to be wrong is pointless; the repair replays them).
+    pub commits_skipped_diverged: u64,
+    /// Snapshot installs that failed (a bad file, or not the certified state).
+    pub snapshot_installs_failed: u64,
 }
+
+/// Applied reports kept while a rebuild waits (the newest; they are replayed into the new
+/// core, and a gap only makes it forget older own roots).
+const APPLIED_HELD_MAX: usize = 64;
 
 pub struct Replica {
     cfg: ReplicaConfig,
@@ -151,6 +170,12 @@ pub struct Replica {
     /// Cores replaced after an install (their stats stay readable).
     retired_stats: crate::consensus::CoreStats,
     stats: ReplicaStats,
+    /// `Input::Applied` reports that arrived while a repair install or a rebuild waited.
+    applied_held: std::collections::VecDeque<(Height, [u8; 32])>,
+    /// A snapshot install asked for while diverged is under way, until the core is rebuilt
+    /// on it (or it failed). Meanwhile the old core's commits are not applied: the state is
+    /// being replaced by one below them, and they would not fit on top.
+    repairing: bool,
     out: Vec<Effect>,
 }
 
@@ -174,6 +199,8 @@ impl Replica {
             rebuild: None,
             retired_stats: Default::default(),
             stats: ReplicaStats::default(),
+            applied_held: Default::default(),
+            repairing: false,
             out: Vec::new(),
         }
     }
@@ -194,13 +221,17 @@ impl Replica {
             Input::RequestReceived(req) => self.step_core(now_ms, Event::RequestReceived(req)),
             Input::StateReceived { from, msg } => {
                 if !self.transfer.is_installing() {
-                    let steps = self.transfer.on_message(now_ms, from, msg);
+                    let roots = self.core.roots();
+                    let steps = self
+                        .transfer
+                        .on_message(now_ms, from, msg, |h| roots.certified(h).map(|c| c.0));
                     self.transfer_steps(steps);
                 }
             }
             Input::Durable { ticket } => self.on_durable(now_ms, ticket),
             Input::Installed(result) => self.on_installed(now_ms, result),
             Input::DownloadFailed => self.transfer.on_download_failed(now_ms),
+            Input::Applied { height, root } => self.on_applied(now_ms, height, root),
             Input::Tick => self.on_tick(now_ms),
         }
         self.finish(now_ms)
@@ -214,7 +245,11 @@ impl Replica {
         {
             next = next.min(t);
         }
-        if let Some(t) = self.transfer.next_deadline_ms(self.core.is_syncing()) {
+        let repair = self.divergence().is_some();
+        if let Some(t) = self
+            .transfer
+            .next_deadline_ms(self.core.is_syncing(), repair)
+        {
             next = next.min(t);
         }
         next
@@ -237,6 +272,22 @@ impl Replica {
 
     pub fn committee(&self) -> &Arc<Committee> {
         &self.cfg.committee
+    }
+
+    /// Whether this node's state is known to differ from the one the chain certified (it
+    /// then neither votes, proposes, applies commits nor should serve reads).
+    pub fn divergence(&self) -> Option<Divergence> {
+        self.core.roots().diverged()
+    }
+
+    /// The highest certified state root known here: `(height, root, carrying block)`.
+    pub fn latest_certified_root(&self) -> Option<(Height, [u8; 32], BlockId)> {
+        self.core.roots().latest_certified()
+    }
+
+    /// Certified roots since the last call (for the simulator's checker).
+    pub fn take_certified_roots(&mut self) -> Vec<(Height, [u8; 32])> {
+        self.core.take_certified_roots()
     }
 
     pub fn is_installing(&self) -> bool {
@@ -285,13 +336,27 @@ impl Replica {
         self.maybe_rebuild(now_ms);
     }
 
+    fn on_applied(&mut self, now_ms: u64, height: Height, root: [u8; 32]) {
+        if self.rebuild.is_some() || self.repairing {
+            if self.applied_held.len() >= APPLIED_HELD_MAX {
+                self.applied_held.pop_front();
+            }
+            self.applied_held.push_back((height, root));
+            return;
+        }
+        self.transfer.observe_applied(height);
+        let actions = self.core.handle(now_ms, Event::Applied { height, root });
+        self.interpret(actions);
+    }
+
     fn on_tick(&mut self, now_ms: u64) {
         if self.rebuild.is_none() && self.timer_ms.is_some_and(|t| now_ms >= t) {
             self.timer_ms = None;
             let actions = self.core.handle(now_ms, Event::TimerFired);
             self.interpret(actions);
         }
-        let steps = self.transfer.tick(now_ms, self.core.is_syncing());
+        let repair = self.divergence().is_some();
+        let steps = self.transfer.tick(now_ms, self.core.is_syncing(), repair);
         self.transfer_steps(steps);
         if now_ms.saturating_sub(self.last_gossip_ms) >= SYNC_GOSSIP_MS {
             self.last_gossip_ms = now_ms;
@@ -303,18 +368,23 @@ impl Replica {
     /// After a snapshot install: a new core on top of the installed block, once everything
     /// queued before is durable (see the module invariants).
     fn on_installed(&mut self, now_ms: u64, result: Result<BlockHeader, String>) {
-        self.transfer.on_installed(now_ms);
+        self.transfer.on_installed(now_ms, result.is_ok());
         let header = match result {
             Ok(header) => header,
             Err(e) => {
                 log::warn!("snapshot not installed: {e}");
+                self.stats.snapshot_installs_failed += 1;
+                self.repairing = false;
+                self.replay_held(now_ms);
                 return;
             }
         };
         self.stats.snapshots_installed += 1;
-        if header.height <= self.core.committed().height {
+        if header.height <= self.core.committed().height && !self.repairing {
             return; // blocks caught up meanwhile
         }
+        // A repair installs below the core's committed height (a diverged node stopped
+        // applying): the new core re-commits the blocks above the snapshot, fetched from peers.
         self.rebuild = Some(header);
         self.maybe_rebuild(now_ms);
     }
@@ -333,7 +403,23 @@ impl Replica {
             committed: header,
         };
         self.retired_stats.add(self.core.stats());
+        // The book outlives the core (certified roots, a divergence); the state's reports
+        // held meanwhile go in before the new core commits anything, so a repaired state
+        // is known repaired (or still diverged) before its first commit.
+        let mut roots = self.core.take_roots();
+        while let Some((height, root)) = self.applied_held.pop_front() {
+            self.transfer.observe_applied(height);
+            if let Some(d) = roots.on_applied(height, root) {
+                log::error!(
+                    "{}: the state installed at height {height} still differs from the certified root ({})",
+                    self.cfg.me,
+                    d.height
+                );
+            }
+        }
+        self.repairing = false;
         self.core = build_core(&self.cfg, Some(durable));
+        self.core.set_roots(roots);
         self.tickets.rebase();
         self.timer_ms = None;
         log::info!(
@@ -345,10 +431,19 @@ impl Replica {
         self.interpret(actions);
     }
 
+    /// Hands the reports held during a failed repair install to the core.
+    fn replay_held(&mut self, now_ms: u64) {
+        while let Some((height, root)) = self.applied_held.pop_front() {
+            self.on_applied(now_ms, height, root);
+        }
+    }
+
     // ----- outputs -----
 
     fn finish(&mut self, now_ms: u64) -> Vec<Effect> {
-        self.transfer.observe(now_ms, self.core.committed().height);
+        let repair = self.divergence().is_some();
+        self.transfer
+            .observe(now_ms, self.core.committed().height, repair);
         std::mem::take(&mut self.out)
     }
 
@@ -361,7 +456,13 @@ impl Replica {
                     ticket: self.tickets.issue(ticket),
                     items,
                 },
-                Action::Commit { id, block } => Effect::Commit { id, block },
+                Action::Commit { id, block } => {
+                    if self.repairing || self.core.roots().diverged().is_some() {
+                        self.stats.commits_skipped_diverged += 1;
+                        continue;
+                    }
+                    Effect::Commit { id, block }
+                }
                 Action::SetTimer { deadline_ms } => {
                     self.timer_ms = Some(deadline_ms);
                     continue;
@@ -395,7 +496,10 @@ impl Replica {
                 TransferStep::Send(to, msg) => Effect::SendState { to, msg },
                 TransferStep::Begin(offer) => Effect::DownloadBegin { offer },
                 TransferStep::Append { offset, bytes } => Effect::DownloadAppend { offset, bytes },
-                TransferStep::Install(offer) => Effect::InstallSnapshot { offer },
+                TransferStep::Install(offer) => {
+                    self.repairing = self.divergence().is_some();
+                    Effect::InstallSnapshot { offer }
+                }
             };
             self.out.push(effect);
         }

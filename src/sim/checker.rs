@@ -7,6 +7,9 @@
 //! - state: every honest node's state has the same digest at the same height, and the same
 //!   request at the same height gets byte-identical replies on every honest node (also after
 //!   a node installed a snapshot, which moves its chain tip to the snapshot's block);
+//! - certified roots: every state root an honest node saw certified (carried by a block a QC
+//!   certifies) equals the honest nodes' state digest at that height (checked whichever comes
+//!   first), so every honest node's own root agrees with every certified one;
 //! - leader schedule: honest nodes that computed the QC-path leader of one `(round, parent)`
 //!   computed the same member (the schedule must be a function of the chain alone).
 
@@ -34,6 +37,8 @@ pub struct Checker {
     replies: HashMap<ReplyKey, ([u8; 32], NodeId)>,
     /// The first leader an honest node computed for each `(round, parent)`, and who computed it.
     leaders: BTreeMap<(u64, BlockId), (NodeId, NodeId)>,
+    /// The first certified root an honest node reported for each height, and that node.
+    certified: BTreeMap<Height, ([u8; 32], NodeId)>,
     violations: Vec<String>,
 }
 
@@ -56,6 +61,7 @@ impl Checker {
             digests: BTreeMap::new(),
             replies: HashMap::new(),
             leaders: BTreeMap::new(),
+            certified: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -153,7 +159,42 @@ impl Checker {
         self.tips[node.index()] = Some(header);
     }
 
+    /// An honest node saw these roots certified.
+    pub fn on_certified(&mut self, node: NodeId, roots: &[(Height, [u8; 32])], now: TimeMs) {
+        if self.tips.get(node.index()).is_none_or(Option::is_none) {
+            return;
+        }
+        for (height, root) in roots {
+            if let Some((digest, who)) = self.digests.get(height).copied()
+                && digest != *root
+            {
+                self.violation(format!(
+                    "certified root: at t={now}ms {node} saw a root certified for height {height} \
+                     that differs from the state digest honest {who} has there"
+                ));
+            }
+            match self.certified.get(height).copied() {
+                Some((other, who)) if other != *root => self.violation(format!(
+                    "certified root: at t={now}ms {node} saw a root certified for height {height} \
+                     that differs from the one {who} saw certified"
+                )),
+                Some(_) => {}
+                None => {
+                    self.certified.insert(*height, (*root, node));
+                }
+            }
+        }
+    }
+
     fn check_digest(&mut self, node: NodeId, height: Height, digest: [u8; 32], now: TimeMs) {
+        if let Some((root, who)) = self.certified.get(&height).copied()
+            && root != digest
+        {
+            self.violation(format!(
+                "certified root: at t={now}ms {node}'s state digest at height {height} differs \
+                 from the root {who} saw certified there"
+            ));
+        }
         match self.digests.get(&height) {
             Some((other, who)) if *other != digest => {
                 let msg = format!(
@@ -280,6 +321,20 @@ mod tests {
             "{:?}",
             c.violations()
         );
+    }
+
+    #[test]
+    fn a_certified_root_that_no_honest_node_has_is_a_violation_either_order() {
+        let mut c = checker();
+        c.on_applied(NodeId(0), 1, [1; 32], &[], 10);
+        c.on_certified(NodeId(1), &[(1, [1; 32])], 11);
+        assert!(c.violations().is_empty());
+        c.on_certified(NodeId(1), &[(2, [9; 32])], 12);
+        assert!(c.violations().is_empty(), "no honest digest at 2 yet");
+        c.on_applied(NodeId(0), 2, [2; 32], &[], 13);
+        assert_eq!(c.violations().len(), 1, "{:?}", c.violations());
+        c.on_certified(NodeId(2), &[(1, [7; 32])], 14);
+        assert!(c.violations().len() >= 2, "{:?}", c.violations());
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct SimReport {
     pub rejected_by_verifier: u64,
     pub dropped_far_future: u64,
     pub equivocations_seen: u64,
+    /// Votes honest nodes refused because a carried state root differed from their own.
+    pub votes_refused_root_mismatch: u64,
+    /// Times an honest node found its own root differs from a certified one.
+    pub divergences_detected: u64,
     /// Snapshots installed by honest replicas.
     pub snapshots_installed: u64,
     pub requests_submitted: u64,
@@ -93,6 +97,15 @@ enum Ev {
         replica: usize,
         epoch: u64,
         result: Result<BlockHeader, String>,
+    },
+    /// The copy's state is after `height` with root `root` (reported as the node's storage
+    /// thread does: after the commit's effects, not inside them).
+    Applied {
+        node: NodeId,
+        replica: usize,
+        epoch: u64,
+        height: u64,
+        root: [u8; 32],
     },
     SyncDone {
         node: NodeId,
@@ -359,6 +372,7 @@ impl Sim {
                     None => Vec::new(),
                 };
                 self.dispatch(NodeId(i as u16), r, effects);
+                self.report_applied(NodeId(i as u16), r, 0);
             }
         }
         match self.cfg.scenario {
@@ -517,6 +531,17 @@ impl Sim {
                     self.handle(node, replica, Input::Installed(result));
                 }
             }
+            Ev::Applied {
+                node,
+                replica,
+                epoch,
+                height,
+                root,
+            } => {
+                if self.nodes[node.index()].replicas[replica].epoch == epoch {
+                    self.handle(node, replica, Input::Applied { height, root });
+                }
+            }
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node),
             Ev::SetPartition(p) => self.partition = p,
@@ -586,7 +611,21 @@ impl Sim {
             copy.replica = Some(replica);
             copy.last_sync_done = self.now;
             self.dispatch(node, r, effects);
+            self.report_applied(node, r, 0);
         }
+    }
+
+    /// Tells the copy's replica where its state is, `delay_ms` from now.
+    fn report_applied(&mut self, node: NodeId, replica: usize, delay_ms: u64) {
+        let copy = &self.nodes[node.index()].replicas[replica];
+        let ev = Ev::Applied {
+            node,
+            replica,
+            epoch: copy.epoch,
+            height: copy.state.applied_height(),
+            root: copy.state.digest(),
+        };
+        self.schedule(self.now + delay_ms, ev);
     }
 
     fn client_tick(&mut self) {
@@ -716,12 +755,18 @@ impl Sim {
                 trace_input(&input)
             );
         }
-        let (effects, leaders) = match self.nodes[node.index()].replicas[replica].replica.as_mut() {
-            Some(r) => (r.handle(now, input), r.take_leader_decisions()),
-            None => return,
-        };
+        let (effects, leaders, certified) =
+            match self.nodes[node.index()].replicas[replica].replica.as_mut() {
+                Some(r) => (
+                    r.handle(now, input),
+                    r.take_leader_decisions(),
+                    r.take_certified_roots(),
+                ),
+                None => return,
+            };
         if replica == 0 {
             self.checker.on_leader_decisions(node, &leaders);
+            self.checker.on_certified(node, &certified, now);
         }
         self.dispatch(node, replica, effects);
     }
@@ -804,6 +849,7 @@ impl Sim {
             self.checker
                 .on_applied(node, block.height, digest, &applied, self.now);
         }
+        self.report_applied(node, replica, 0);
     }
 
     /// Installs the downloaded snapshot now (the commits before it are applied already); the
@@ -820,9 +866,10 @@ impl Sim {
             }
         }
         let epoch = copy.epoch;
-        let at = self.now + self.rng.range(0, DISK_MS_MAX);
+        let delay = self.rng.range(0, DISK_MS_MAX);
+        let installed = result.is_ok();
         self.schedule(
-            at,
+            self.now + delay,
             Ev::Installed {
                 node,
                 replica,
@@ -830,6 +877,9 @@ impl Sim {
                 result,
             },
         );
+        if installed {
+            self.report_applied(node, replica, delay);
+        }
     }
 
     /// Keeps one live wake-up at the replica's next deadline.
@@ -943,6 +993,8 @@ impl Sim {
                 sum.requests_committed += s.requests_committed;
                 sum.dropped_far_future += s.dropped_far_future;
                 sum.equivocations_seen += s.equivocations_seen;
+                sum.votes_refused_root_mismatch += s.votes_refused_root_mismatch;
+                sum.divergences_detected += s.divergences_detected;
             }
         }
         SimReport {
@@ -956,6 +1008,8 @@ impl Sim {
             rejected_by_verifier: self.rejected,
             dropped_far_future: sum.dropped_far_future,
             equivocations_seen: sum.equivocations_seen,
+            votes_refused_root_mismatch: sum.votes_refused_root_mismatch,
+            divergences_detected: sum.divergences_detected,
             snapshots_installed,
             requests_submitted: self.submitted,
             end_ms: self.end_ms,

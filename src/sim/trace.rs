@@ -72,6 +72,9 @@ pub fn trace_input(e: &Input) -> String {
         Input::Durable { ticket } => format!("durable {ticket}"),
         Input::Installed(r) => format!("installed {:?}", r.as_ref().map(|h| h.height)),
         Input::DownloadFailed => "download failed".into(),
+        Input::Applied { height, root } => {
+            format!("applied {height} root {:02x}{:02x}..", root[0], root[1])
+        }
         Input::Tick => "tick".into(),
     }
 }

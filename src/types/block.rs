@@ -4,6 +4,10 @@
 //! so a block can never name a parent that was not certified. The block id is a blake3 hash
 //! over the header fields (see [`Block::compute_id`]); it is recomputed on receipt, never read
 //! from the wire.
+//!
+//! State roots: execution runs after commit, so a block cannot carry the root of its own
+//! height. Instead each block carries the roots of some heights its ancestry already committed
+//! (see [`Block::state_roots`]); a QC on the block certifies them (`consensus::roots`).
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -21,10 +25,22 @@ pub struct Block {
     pub qc: QuorumCert,
     /// Present when round `round - 1` ended in a timeout rather than a QC.
     pub tc: Option<TimeoutCert>,
+    /// The highest height whose state root the parent chain carries (0 at genesis). Every
+    /// height in `state_roots` is above it; the voters check it equals the parent's
+    /// [`Block::roots_through`], so each height is carried at most once on a chain.
+    pub roots_after: Height,
+    /// `(height, state root after applying that height)`, heights strictly increasing, all in
+    /// `roots_after + 1 ..= ` the height this block's ancestry commits, at most
+    /// [`STATE_ROOTS_MAX`] entries. A leader carries the heights it has applied and knows the
+    /// root of (after a restart it may skip the heights it applied before it went down).
+    pub state_roots: Vec<(Height, [u8; 32])>,
     pub payload: Vec<ClientRequest>,
     pub author: NodeId,
     pub signature: Sig,
 }
+
+/// Most state roots one block carries (the verifier rejects more).
+pub const STATE_ROOTS_MAX: usize = 64;
 
 /// A block's identity and position without its payload: what the commit log and the block
 /// tree's bookkeeping need.
@@ -47,7 +63,7 @@ impl Block {
     /// with one id must not carry different signers.
     pub fn compute_id(&self) -> BlockId {
         let mut h = blake3::Hasher::new();
-        h.update(b"bftd/block-id/v2");
+        h.update(b"bftd/block-id/v3");
         h.update(&self.round.to_le_bytes());
         h.update(&self.height.to_le_bytes());
         h.update(&self.author.0.to_le_bytes());
@@ -65,11 +81,42 @@ impl Block {
                 h.update(&[0]);
             }
         }
+        h.update(&self.roots_after.to_le_bytes());
+        h.update(&(self.state_roots.len() as u64).to_le_bytes());
+        for (height, root) in &self.state_roots {
+            h.update(&height.to_le_bytes());
+            h.update(root);
+        }
         h.update(&(self.payload.len() as u64).to_le_bytes());
         for req in &self.payload {
             h.update(&req.digest().0);
         }
         BlockId(*h.finalize().as_bytes())
+    }
+
+    /// The highest height whose root this block's chain carries: the last carried height, or
+    /// `roots_after` when it carries none.
+    pub fn roots_through(&self) -> Height {
+        self.state_roots
+            .last()
+            .map_or(self.roots_after, |(h, _)| *h)
+    }
+
+    /// Whether `state_roots` is well formed on its own: bounded, heights strictly increasing
+    /// and above `roots_after`, all below the block's own height minus one (a block commits at
+    /// most its grandparent). The voters check the rest against the chain.
+    pub fn state_roots_well_formed(&self) -> bool {
+        if self.state_roots.len() > STATE_ROOTS_MAX {
+            return false;
+        }
+        let mut prev = self.roots_after;
+        for (h, _) in &self.state_roots {
+            if *h <= prev {
+                return false;
+            }
+            prev = *h;
+        }
+        prev <= self.roots_after.max(self.height.saturating_sub(2))
     }
 
     /// The genesis block's header: round 0, height 0, a fixed id per cluster.

@@ -11,7 +11,7 @@ mod ids;
 mod message;
 mod request;
 
-pub use block::{Block, BlockHeader};
+pub use block::{Block, BlockHeader, STATE_ROOTS_MAX};
 pub use cert::{QuorumCert, SignerSig, TimeoutCert, TimeoutSig};
 pub use ids::{BlockId, ClientKey, ClusterId, Height, NodeId, Round, Sig};
 pub use message::{Message, SyncInfo, SyncRequest, SyncResponse, Timeout, Vote};

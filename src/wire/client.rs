@@ -92,6 +92,12 @@ pub enum NodeFrame {
         id: u64,
         status: NodeStatus,
     },
+    /// This node will not answer query `id` from its state, and why (e.g. its state root
+    /// differs from the one the cluster certified: it would serve wrong data).
+    Unavailable {
+        id: u64,
+        reason: String,
+    },
 }
 
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {

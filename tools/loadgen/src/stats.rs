@@ -51,7 +51,10 @@ impl ErrorKind {
             ClientError::Busy { .. } => ErrorKind::Busy,
             ClientError::NotAuthorised { .. } => ErrorKind::NotAuthorised,
             ClientError::Invalid { .. } => ErrorKind::Invalid,
-            ClientError::Unreachable { .. } => ErrorKind::Unreachable,
+            // A node that will not answer from its (diverged) state counts as not reached.
+            ClientError::Unreachable { .. } | ClientError::Unavailable { .. } => {
+                ErrorKind::Unreachable
+            }
             ClientError::Rejected { .. } => ErrorKind::Rejected,
             ClientError::BadReply(_) => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,

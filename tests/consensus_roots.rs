@@ -1,0 +1,322 @@
+//! The state-root rules of the consensus core, with four real cores wired to each other by
+//! hand (every message through the verifier, persists durable at once, commits "applied" by a
+//! stand-in state whose root is a function of the height, reported back as `Event::Applied`):
+//! blocks carry the roots of committed heights and QCs certify them; a node whose own roots
+//! differ refuses to vote for blocks carrying the right ones, is found diverged once they are
+//! certified, and then neither votes nor proposes; a vote waits for a root not applied yet.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bftd::consensus::{Action, Core, CoreConfig, Event};
+use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
+use bftd::types::*;
+
+fn secret(i: u16) -> [u8; 32] {
+    [i as u8 + 50; 32]
+}
+
+/// The stand-in state root of `height` (what an honest node's state gives).
+fn root(height: Height) -> [u8; 32] {
+    *blake3::hash(&height.to_le_bytes()).as_bytes()
+}
+
+enum Ev {
+    Msg { to: u16, from: u16, msg: Message },
+    Persisted { node: u16, ticket: u64 },
+    Applied { node: u16, height: Height },
+}
+
+struct Net {
+    cluster: ClusterId,
+    verifier: Verifier,
+    cores: Vec<Core>,
+    queue: VecDeque<Ev>,
+    /// This node's state is slow: its reports wait until it handled the next proposal (so its
+    /// vote on a block carrying the root must wait for the report).
+    slow: Option<u16>,
+    slow_applied: VecDeque<Height>,
+    slow_saw_proposal: bool,
+    timers: Vec<Option<u64>>,
+    now: u64,
+    /// From this height on, this node's state gives other roots (a damaged state).
+    damaged: Option<(u16, Height)>,
+    /// Heights each node applied.
+    applied_height: Vec<Height>,
+    seq: u64,
+}
+
+impl Net {
+    fn new(damaged: Option<(u16, Height)>) -> Self {
+        let cluster = ClusterId::from_name("roots-tests");
+        let keys: Vec<[u8; 32]> = (0..4)
+            .map(|i| Signer::new(secret(i), cluster).public_key())
+            .collect();
+        let committee = Arc::new(Committee::new(cluster, &keys, 1).unwrap());
+        let verifier = Verifier::new(
+            committee.clone(),
+            VerifierLimits::default(),
+            ClientPolicy::Any,
+        );
+        let cores = (0..4)
+            .map(|i| {
+                let cfg = CoreConfig {
+                    round_timeout_base_ms: 1_000,
+                    ..CoreConfig::default()
+                };
+                Core::new(
+                    cfg,
+                    committee.clone(),
+                    Signer::new(secret(i), cluster),
+                    NodeId(i),
+                    None,
+                )
+            })
+            .collect();
+        let mut net = Net {
+            cluster,
+            verifier,
+            cores,
+            queue: VecDeque::new(),
+            slow: None,
+            slow_applied: VecDeque::new(),
+            slow_saw_proposal: false,
+            timers: vec![None; 4],
+            now: 0,
+            damaged,
+            applied_height: vec![0; 4],
+            seq: 0,
+        };
+        for i in 0..4u16 {
+            let actions = net.cores[i as usize].start(0);
+            net.absorb(i, actions);
+            let actions = net.cores[i as usize].handle(
+                0,
+                Event::Applied {
+                    height: 0,
+                    root: root(0),
+                },
+            );
+            net.absorb(i, actions);
+        }
+        net
+    }
+
+    fn own_root(&self, node: u16, height: Height) -> [u8; 32] {
+        match self.damaged {
+            Some((n, from)) if n == node && height >= from => {
+                let mut r = root(height);
+                r[0] ^= 1;
+                r
+            }
+            _ => root(height),
+        }
+    }
+
+    fn absorb(&mut self, node: u16, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send { to, msg } => self.queue.push_back(Ev::Msg {
+                    to: to.0,
+                    from: node,
+                    msg,
+                }),
+                Action::Broadcast { msg } => {
+                    for to in (0..4).filter(|t| *t != node) {
+                        self.queue.push_back(Ev::Msg {
+                            to,
+                            from: node,
+                            msg: msg.clone(),
+                        });
+                    }
+                }
+                Action::Persist { ticket, .. } => {
+                    self.queue.push_back(Ev::Persisted { node, ticket })
+                }
+                Action::Commit { block, .. } => {
+                    assert_eq!(block.height, self.applied_height[node as usize] + 1);
+                    self.applied_height[node as usize] = block.height;
+                    if self.slow == Some(node) {
+                        self.slow_applied.push_back(block.height);
+                    } else {
+                        self.queue.push_back(Ev::Applied {
+                            node,
+                            height: block.height,
+                        });
+                    }
+                }
+                Action::SetTimer { deadline_ms } => self.timers[node as usize] = Some(deadline_ms),
+                Action::RejectRequest { .. } => {}
+            }
+        }
+    }
+
+    /// A new client request to every node.
+    fn submit(&mut self) {
+        self.seq += 1;
+        let req =
+            Signer::new([77; 32], self.cluster).sign_request(1, self.seq, vec![self.seq as u8]);
+        for i in 0..4u16 {
+            let mut v = self.verifier.verify_requests(vec![req.clone()]);
+            let req = v.pop().unwrap().expect("request verifies");
+            let actions = self.cores[i as usize].handle(self.now, Event::RequestReceived(req));
+            self.absorb(i, actions);
+        }
+    }
+
+    /// Runs until nothing is in flight and no timer is due within `until_ms`.
+    fn run(&mut self, until_ms: u64) {
+        for _ in 0..100_000 {
+            if let Some(ev) = self.queue.pop_front() {
+                let (node, event) = match ev {
+                    Ev::Msg { to, from, msg } => {
+                        if self.slow == Some(to) && matches!(msg, Message::Proposal(_)) {
+                            self.slow_saw_proposal = true;
+                        }
+                        let msg = self.verifier.verify_message(msg).expect("message verifies");
+                        (
+                            to,
+                            Event::MessageReceived {
+                                from: NodeId(from),
+                                msg,
+                            },
+                        )
+                    }
+                    Ev::Persisted { node, ticket } => (node, Event::Persisted { ticket }),
+                    Ev::Applied { node, height } => {
+                        let root = self.own_root(node, height);
+                        (node, Event::Applied { height, root })
+                    }
+                };
+                let actions = self.cores[node as usize].handle(self.now, event);
+                self.absorb(node, actions);
+                if self.slow_saw_proposal {
+                    self.release_slow();
+                }
+                continue;
+            }
+            let Some((node, at)) = self
+                .timers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (i, t)))
+                .min_by_key(|(_, t)| *t)
+            else {
+                return;
+            };
+            if at > until_ms {
+                return;
+            }
+            self.now = self.now.max(at);
+            self.timers[node] = None;
+            let actions = self.cores[node].handle(self.now, Event::TimerFired);
+            self.absorb(node as u16, actions);
+        }
+        panic!("the test network did not settle");
+    }
+
+    /// The slow node's state reports what it applied (after the proposal it just handled).
+    fn release_slow(&mut self) {
+        self.slow_saw_proposal = false;
+        if let Some(node) = self.slow {
+            while let Some(height) = self.slow_applied.pop_front() {
+                self.queue.push_back(Ev::Applied { node, height });
+            }
+        }
+    }
+
+    /// Submits `n` requests, one at a time, letting each settle.
+    fn drive(&mut self, n: usize) {
+        for _ in 0..n {
+            self.submit();
+            let until = self.now + 30_000;
+            self.run(until);
+        }
+    }
+}
+
+#[test]
+fn blocks_carry_the_roots_of_committed_heights_and_qcs_certify_them() {
+    let mut net = Net::new(None);
+    net.slow = Some(0);
+    net.drive(20);
+    for (i, core) in net.cores.iter().enumerate() {
+        let committed = core.committed().height;
+        assert!(committed >= 15, "node{i} committed only {committed}");
+        let (h, r, _) = core
+            .roots()
+            .latest_certified()
+            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
+        assert!(
+            h + 4 >= committed,
+            "node{i}: certified {h}, committed {committed}"
+        );
+        assert_eq!(r, root(h));
+        // Every height up to the certified one was carried and certified once.
+        for k in 1..=h {
+            assert_eq!(
+                core.roots().certified(k).map(|c| c.0),
+                Some(root(k)),
+                "node{i} height {k}"
+            );
+        }
+        assert_eq!(core.roots().diverged(), None);
+        assert_eq!(core.stats().votes_refused_root_mismatch, 0);
+        assert_eq!(core.stats().votes_refused_root_unchecked, 0);
+    }
+    // The slow node's reports came after the proposals carrying their roots: its votes on
+    // them waited for the report, then went out (it kept voting).
+    let slow = &net.cores[0];
+    assert!(
+        slow.stats().votes_deferred_root > 0,
+        "no vote ever waited for its root"
+    );
+    assert!(
+        slow.stats().votes_sent >= 15,
+        "the slow node voted {} times",
+        slow.stats().votes_sent
+    );
+}
+
+#[test]
+fn a_node_with_a_damaged_state_refuses_the_right_roots_is_found_diverged_and_stops_voting() {
+    let bad = 3u16;
+    let mut net = Net::new(Some((bad, 4)));
+    net.drive(25);
+    let core = &net.cores[bad as usize];
+    assert!(
+        core.stats().votes_refused_root_mismatch > 0,
+        "the damaged node voted for blocks carrying roots it does not have"
+    );
+    let d = core
+        .roots()
+        .diverged()
+        .expect("the damaged node knows it diverged");
+    assert!(d.height >= 4);
+    assert_eq!(d.certified, root(d.height));
+    assert_ne!(d.own, d.certified);
+    assert_eq!(core.stats().divergences_detected, 1);
+    assert!(core.stats().withheld_diverged > 0);
+    // Once diverged it casts no vote: the others keep committing without it.
+    let votes_then = core.stats().votes_sent;
+    let height_then = net.cores[0].committed().height;
+    net.drive(10);
+    let core = &net.cores[bad as usize];
+    assert_eq!(core.stats().votes_sent, votes_then, "a diverged node voted");
+    assert!(net.cores[0].committed().height >= height_then + 5);
+    for i in 0..3 {
+        let c = &net.cores[i];
+        assert_eq!(c.roots().diverged(), None, "honest node{i}");
+        // The damaged node's proposals carried its wrong roots: the honest nodes refused them.
+        let (h, r, _) = c.roots().latest_certified().unwrap();
+        assert_eq!(r, root(h));
+    }
+    let refused: u64 = (0..3)
+        .map(|i| net.cores[i].stats().votes_refused_root_mismatch)
+        .sum();
+    let proposed = net.cores[bad as usize].stats().proposals_made;
+    assert!(
+        refused > 0 || proposed == 0,
+        "honest nodes voted for a block carrying a wrong root"
+    );
+}

@@ -175,6 +175,7 @@ impl NodeConfig {
             ("uncommitted_blocks_max", c.uncommitted_blocks_max as u64),
             ("sync_blocks_max", u64::from(c.sync_blocks_max)),
             ("sync_retry_ms", c.sync_retry_ms),
+            ("sync_response_bytes_max", c.sync_response_bytes_max as u64),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::field(
@@ -190,9 +191,42 @@ impl NodeConfig {
                 "is below consensus.round_timeout_base_ms",
             ));
         }
+        self.check_sync_fits_a_frame(file)
+    }
+
+    /// A sync response holds up to `sync_response_bytes_max`, and always two blocks (see
+    /// `BlockTree::chain_segment`): either must fit one peer frame, or the sender's transport
+    /// drops the response and a lagging node never catches up (issue 13 item 6).
+    fn check_sync_fits_a_frame(&self, file: &Path) -> Result<(), ConfigError> {
+        let c = &self.consensus;
+        let frame = self.limits.max_frame_bytes;
+        let block = c.block_bytes_max.saturating_add(SYNC_BLOCK_ALLOWANCE_BYTES);
+        let (field, needed) = if c.sync_response_bytes_max >= block.saturating_mul(2) {
+            ("sync_response_bytes_max", c.sync_response_bytes_max)
+        } else {
+            ("block_bytes_max", block.saturating_mul(2))
+        };
+        if needed.saturating_add(SYNC_FRAME_MARGIN_BYTES) > frame {
+            return Err(ConfigError::field(
+                file,
+                format!("consensus.{field}"),
+                format!(
+                    "makes sync responses of up to {needed} bytes (the larger of \
+                     consensus.sync_response_bytes_max = {} and two blocks of \
+                     consensus.block_bytes_max = {}), which must fit limits.max_frame_bytes = \
+                     {frame} with {SYNC_FRAME_MARGIN_BYTES} bytes to spare",
+                    c.sync_response_bytes_max, c.block_bytes_max
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// What a block counts for beyond its payload in a sync response (`consensus::sync_bytes`).
+const SYNC_BLOCK_ALLOWANCE_BYTES: usize = 4096;
+/// Room left in a frame for the encoding's own overhead around a sync response.
+const SYNC_FRAME_MARGIN_BYTES: usize = 64 * 1024;
 
 /// The node's key files must hold the secrets of its own member entry, or its peers would
 /// reject every message it signs and every handshake it makes.

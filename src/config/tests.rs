@@ -278,6 +278,50 @@ fn consensus_and_limits_are_checked() {
 }
 
 #[test]
+fn sync_responses_must_fit_a_frame_and_retention_must_cover_the_snapshot_interval() {
+    // Two 8 MiB blocks cannot go in one 16 MiB frame (issue 13 item 6).
+    let (err, path) = broken(|t| {
+        t.replace(
+            "[consensus]\n",
+            "[consensus]\nblock_bytes_max = 8388608\nmempool_bytes_max = 67108864\n",
+        )
+    });
+    assert_field(
+        &err,
+        &path,
+        "consensus.block_bytes_max",
+        "limits.max_frame_bytes",
+    );
+    let (err, path) = broken(|t| {
+        t.replace(
+            "[consensus]\n",
+            "[consensus]\nsync_response_bytes_max = 16777216\n",
+        )
+    });
+    assert_field(
+        &err,
+        &path,
+        "consensus.sync_response_bytes_max",
+        "limits.max_frame_bytes",
+    );
+    // Blocks kept on disk must outlast a snapshot interval, or a node that falls behind
+    // by less than one finds neither blocks nor a newer snapshot.
+    let (err, path) = broken(|t| {
+        t.replace(
+            "[consensus]\n",
+            "[consensus]\ncommitted_blocks_retained = 100\n",
+        )
+        .replace("[node]\n", "[node]\nsnapshot_interval_blocks = 100\n")
+    });
+    assert_field(
+        &err,
+        &path,
+        "node.snapshot_interval_blocks",
+        "consensus.committed_blocks_retained (100",
+    );
+}
+
+#[test]
 fn key_file_problems_name_the_field_and_the_fix() {
     let (_tmp, dir) = testnet(4, 1);
     let path = dir.join("node0.toml");

@@ -27,6 +27,30 @@ pub struct BlockTree {
     uncommitted_max: usize,
 }
 
+/// What [`BlockTree::chain_segment`] can give a syncing peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Segment {
+    /// The lowest blocks of the chain above the peer's height, ascending.
+    Blocks(Vec<Block>),
+    /// The chain reaches down into committed blocks this tree no longer holds: heights from
+    /// the peer's `above_height + 1` up to `top_height` (the lowest one held, committed) are
+    /// on the committed chain and are served from the node's block store.
+    BelowRetained { top_height: Height },
+    /// `target` is not held, or its chain does not reach the peer's height.
+    Unknown,
+}
+
+/// What a block counts for against a sync response's byte bound: its payload plus a fixed
+/// allowance for the header and certificates (a QC or TC of up to 32 signers fits in it).
+pub fn sync_bytes(block: &Block) -> usize {
+    block
+        .payload_bytes()
+        .saturating_add(SYNC_BLOCK_OVERHEAD_BYTES)
+}
+
+/// Header, QC and TC allowance per block in a sync response (see [`sync_bytes`]).
+const SYNC_BLOCK_OVERHEAD_BYTES: usize = 4096;
+
 /// What happened to a block offered to the tree.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -219,10 +243,18 @@ impl BlockTree {
         }
     }
 
-    /// The lowest `max` blocks of the chain ending at `target` that lie above `above_height`,
-    /// ascending: a syncing peer inserts them on top of what it has and asks again. Empty if
-    /// `target` is unknown or the chain does not reach down to `above_height + 1`.
-    pub fn chain_segment(&self, target: &BlockId, above_height: Height, max: usize) -> Vec<Block> {
+    /// The next segment of the chain ending at `target` above `above_height`, for a syncing
+    /// peer: see [`Segment`]. A segment holds at most `max` blocks and, past its first two,
+    /// at most `bytes_max` bytes (by [`sync_bytes`]); two blocks always go, because the last
+    /// block of a response is certified by nothing in it and the requester keeps it only if
+    /// it was the target: one block would make no progress.
+    pub fn chain_segment(
+        &self,
+        target: &BlockId,
+        above_height: Height,
+        max: usize,
+        bytes_max: usize,
+    ) -> Segment {
         let mut path = Vec::new();
         let mut cur = *target;
         // The walk is bounded by what the tree can hold.
@@ -236,18 +268,30 @@ impl BlockTree {
                 _ => break,
             }
         }
-        let reaches = path
-            .last()
-            .and_then(|id| self.blocks.get(id))
-            .is_some_and(|b| b.height == above_height + 1);
-        if !reaches {
-            return Vec::new();
+        let Some(bottom) = path.last().and_then(|id| self.blocks.get(id)) else {
+            return Segment::Unknown;
+        };
+        if bottom.height != above_height + 1 {
+            // The chain runs on below what memory holds: from the committed chain only.
+            return if bottom.height <= self.root.height + 1 {
+                Segment::BelowRetained {
+                    top_height: bottom.height,
+                }
+            } else {
+                Segment::Unknown
+            };
         }
-        path.iter()
-            .rev()
-            .take(max)
-            .filter_map(|id| self.blocks.get(id).cloned())
-            .collect()
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for id in path.iter().rev().take(max) {
+            let Some(b) = self.blocks.get(id) else { break };
+            bytes = bytes.saturating_add(sync_bytes(b));
+            if out.len() >= 2 && bytes > bytes_max {
+                break;
+            }
+            out.push(b.clone());
+        }
+        Segment::Blocks(out)
     }
 
     /// Blocks from `tip` down to (not including) the root, tip first.
@@ -345,17 +389,22 @@ mod tests {
             ids.push(id);
             parent = id;
         }
-        let chain = t.chain_segment(&ids[5], 2, 10);
+        let heights = |s: Segment| match s {
+            Segment::Blocks(v) => v.iter().map(|b| b.height).collect::<Vec<_>>(),
+            other => panic!("expected blocks, got {other:?}"),
+        };
         assert_eq!(
-            chain.iter().map(|b| b.height).collect::<Vec<_>>(),
+            heights(t.chain_segment(&ids[5], 2, 10, usize::MAX)),
             vec![3, 4, 5, 6]
         );
-        let chain = t.chain_segment(&ids[5], 0, 2);
         assert_eq!(
-            chain.iter().map(|b| b.height).collect::<Vec<_>>(),
+            heights(t.chain_segment(&ids[5], 0, 2, usize::MAX)),
             vec![1, 2]
         );
-        assert!(t.chain_segment(&BlockId([7; 32]), 0, 2).is_empty());
+        assert_eq!(
+            t.chain_segment(&BlockId([7; 32]), 0, 2, usize::MAX),
+            Segment::Unknown
+        );
     }
 
     #[test]
@@ -387,5 +436,77 @@ mod tests {
             .filter_map(|id| t.get(id).map(|b| b.height))
             .collect();
         assert_eq!(kept, vec![4, 5, 6]);
+    }
+
+    fn with_payload(parent: BlockId, h: u64, bytes: usize) -> (BlockId, Block) {
+        let (_, mut b) = child(parent, h, h);
+        b.payload.push(ClientRequest {
+            client: ClientKey([1; 32]),
+            session: 1,
+            seq: h,
+            ops: vec![0; bytes],
+            signature: Sig::ZERO,
+        });
+        (b.compute_id(), b)
+    }
+
+    #[test]
+    fn large_blocks_are_served_in_several_byte_bounded_segments() {
+        // 12 blocks of 1 MiB, a 4 MiB bound: the old count bound (64) would have put all
+        // 12 MiB in one response.
+        let mut t = BlockTree::new(root(), 100, 100);
+        let mut parent = root().id;
+        for h in 1..=12 {
+            let (id, b) = with_payload(parent, h, 1 << 20);
+            assert_eq!(t.insert(id, b), InsertOutcome::Inserted);
+            parent = id;
+        }
+        let target = parent;
+        let mut above = 0;
+        let mut responses = 0;
+        while above < 12 {
+            let Segment::Blocks(blocks) = t.chain_segment(&target, above, 64, 4 << 20) else {
+                panic!("the chain is held");
+            };
+            let bytes: usize = blocks.iter().map(sync_bytes).sum();
+            assert!(blocks.len() >= 2 || blocks.last().map(|b| b.height) == Some(12));
+            assert!(bytes <= 4 << 20, "a response of {bytes} bytes");
+            assert_eq!(blocks[0].height, above + 1);
+            responses += 1;
+            // The requester keeps all but the uncertified last block, unless it is the target.
+            above = match blocks.last() {
+                Some(b) if b.height == 12 => 12,
+                _ => blocks[blocks.len() - 2].height,
+            };
+        }
+        assert!(responses >= 4, "{responses} responses");
+        // A block bigger than the bound still goes, with its successor: progress never stops.
+        let Segment::Blocks(two) = t.chain_segment(&target, 0, 64, 1) else {
+            panic!("the chain is held");
+        };
+        assert_eq!(two.len(), 2);
+    }
+
+    #[test]
+    fn a_chain_below_the_retained_blocks_is_named_for_the_block_store() {
+        let mut t = BlockTree::new(root(), 3, 100);
+        let mut parent = root().id;
+        for h in 1..=8 {
+            let (id, b) = child(parent, h, h);
+            t.insert(id, b);
+            t.commit(&id);
+            parent = id;
+        }
+        let (tip, b) = child(parent, 9, 9);
+        t.insert(tip, b);
+        // Heights 6..=8 are retained; a peer at height 2 needs 3..=6 from disk first.
+        assert_eq!(
+            t.chain_segment(&tip, 2, 64, usize::MAX),
+            Segment::BelowRetained { top_height: 6 }
+        );
+        match t.chain_segment(&tip, 5, 64, usize::MAX) {
+            Segment::Blocks(v) => assert_eq!(v.first().map(|b| b.height), Some(6)),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -20,10 +20,13 @@ pub struct CoreConfig {
     pub mempool_bytes_max: usize,
     /// Uncertified messages (votes, timeouts) more than this many rounds ahead are dropped.
     pub round_window: u64,
-    /// Committed blocks kept in memory to serve peers that sync.
+    /// Committed blocks kept to serve peers that sync: in memory (also capped by
+    /// `committed_bytes_retained`), and on disk in the node's block store, which serves
+    /// whatever memory no longer holds. `node.snapshot_interval_blocks` must be below it.
     pub committed_blocks_retained: usize,
-    /// ... and at most this many payload bytes of them (memory stays bounded under load; a
-    /// peer further behind than what is retained catches up by snapshot).
+    /// ... and at most this many payload bytes of them in memory (memory stays bounded under
+    /// load; a peer further behind is served from the block store on disk, and one behind
+    /// more than `committed_blocks_retained` catches up by snapshot).
     pub committed_bytes_retained: usize,
     /// Uncommitted blocks held; more are dropped until a commit prunes forks.
     pub uncommitted_blocks_max: usize,
@@ -31,6 +34,10 @@ pub struct CoreConfig {
     pub orphan_blocks_max: usize,
     /// Blocks asked for in one sync request.
     pub sync_blocks_max: u32,
+    /// Bytes of blocks in one sync response (payload plus a per-block allowance); two blocks
+    /// always go, so it must leave room for two of `block_bytes_max` under the peer frame
+    /// limit. Keeps responses well below `limits.max_frame_bytes` whatever the block sizes.
+    pub sync_response_bytes_max: usize,
     /// How long to wait for a sync response before asking another peer.
     pub sync_retry_ms: u64,
     /// (client, seq) pairs remembered after commit, to drop late duplicates.
@@ -52,6 +59,7 @@ impl Default for CoreConfig {
             uncommitted_blocks_max: 1_000,
             orphan_blocks_max: 64,
             sync_blocks_max: 64,
+            sync_response_bytes_max: 4 * 1024 * 1024,
             sync_retry_ms: 500,
             committed_requests_remembered: 100_000,
         }

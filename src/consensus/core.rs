@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use super::block_tree::{BlockTree, InsertOutcome};
+use super::block_tree::{BlockTree, InsertOutcome, Segment};
 use super::leader::{self, LeaderDecision};
 use super::mempool::{AddOutcome, Mempool};
 use super::pacemaker::Pacemaker;
@@ -511,12 +511,27 @@ impl Core {
 
     fn on_sync_request(&mut self, from: NodeId, r: SyncRequest) {
         let max = r.max_blocks.min(self.cfg.sync_blocks_max) as usize;
-        let blocks = self.tree.chain_segment(&r.target, r.committed_height, max);
-        if !blocks.is_empty() {
-            self.send(
+        let bytes_max = self.cfg.sync_response_bytes_max;
+        match self
+            .tree
+            .chain_segment(&r.target, r.committed_height, max, bytes_max)
+        {
+            Segment::Blocks(blocks) if !blocks.is_empty() => self.send(
                 from,
                 Message::SyncResponse(crate::types::SyncResponse { blocks }),
-            );
+            ),
+            Segment::BelowRetained { top_height } => {
+                // Committed history this core pruned from memory: the block store has it.
+                self.stats.sync_served_from_store += 1;
+                self.out.push(Action::ServeCommitted {
+                    to: from,
+                    from_height: r.committed_height + 1,
+                    to_height: top_height,
+                    blocks_max: max,
+                    bytes_max,
+                });
+            }
+            Segment::Blocks(_) | Segment::Unknown => {}
         }
     }
 

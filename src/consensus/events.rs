@@ -48,6 +48,18 @@ pub enum Action {
         id: BlockId,
         block: Block,
     },
+    /// A peer syncs from below the committed blocks this core keeps in memory: send it, from
+    /// the node's block store, the committed blocks of heights `from_height ..= to_height`
+    /// (ascending, as one `SyncResponse`; at most `blocks_max` of them and, past the first
+    /// two, `bytes_max` bytes by `block_tree::sync_bytes`; stop at the first height the store
+    /// lacks). The core stays sans-I/O: the runtime reads the disk, off the consensus thread.
+    ServeCommitted {
+        to: NodeId,
+        from_height: Height,
+        to_height: Height,
+        blocks_max: usize,
+        bytes_max: usize,
+    },
     /// Deliver `Event::TimerFired` at or after `deadline_ms` (replaces any earlier timer).
     SetTimer {
         deadline_ms: u64,

@@ -32,7 +32,7 @@ mod timeouts;
 mod votes;
 
 pub use self::core::Core;
-pub use block_tree::BlockTree;
+pub use block_tree::{BlockTree, Segment, sync_bytes};
 pub use config::CoreConfig;
 pub use events::{Action, DurableState, Event, PersistItem, RejectReason};
 pub use leader::LeaderDecision;

@@ -25,6 +25,8 @@ pub struct CoreStats {
     pub proposals_leader_unknown: u64,
     pub orphans_dropped: u64,
     pub unsolicited_sync: u64,
+    /// Sync requests answered from the block store (below the blocks kept in memory).
+    pub sync_served_from_store: u64,
     pub requests_rejected_busy: u64,
     pub requests_duplicate: u64,
     /// Votes held back until this node applied a height whose root the block carries.
@@ -59,6 +61,7 @@ impl CoreStats {
         self.blocks_rejected += other.blocks_rejected;
         self.orphans_dropped += other.orphans_dropped;
         self.unsolicited_sync += other.unsolicited_sync;
+        self.sync_served_from_store += other.sync_served_from_store;
         self.requests_rejected_busy += other.requests_rejected_busy;
         self.requests_duplicate += other.requests_duplicate;
         self.votes_deferred_root += other.votes_deferred_root;

@@ -9,15 +9,22 @@
 //! ```text
 //! "s"                          -> rkyv SafetyData (replaced on every change)
 //! "b" ++ height(u64 BE) ++ id  -> rkyv Block
+//! "c" ++ height(u64 BE)        -> id (32 bytes) of the committed block at that height
 //! ```
+//! The `c` index is written when a block is applied (after the block itself was persisted),
+//! so the committed chain can be read by height without walking parent links: sync serves
+//! peers from it ([`CommittedBlocks`], on the serving thread) below what the core keeps in
+//! memory.
 //! Which block the KV state is at lives in the KV engine's meta entry `COMMITTED_META_KEY`,
 //! written in the same atomic batch as the block's effects (see `storage_thread`).
 //!
 //! Invariants: `persist` writes one engine batch per `Persist` action, so a crash keeps a
-//! prefix of the actions; blocks below `committed - retained` are pruned in the background
-//! of commits, never above.
+//! prefix of the actions; blocks and index entries below `committed - retained` are pruned
+//! in the background of commits, never above; an index entry names a block stored under
+//! the same height.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::codec;
 use crate::consensus::{DurableState, PersistItem, SafetyData};
@@ -26,13 +33,14 @@ use crate::types::{Block, BlockHeader, BlockId, ClusterId};
 
 const SAFETY_KEY: &[u8] = b"s";
 const BLOCK_PREFIX: u8 = b'b';
+const COMMITTED_PREFIX: u8 = b'c';
 /// The KV engine meta key that names the block the state is at.
 pub const COMMITTED_META_KEY: &[u8] = b"mnode/committed";
 /// Largest stored block or safety record the decoder accepts.
 const RECORD_BYTES_MAX: usize = codec::MESSAGE_BYTES_MAX;
 
 pub struct BlockStore {
-    engine: Engine,
+    engine: Arc<Engine>,
     /// Blocks below this height are pruned (exclusive).
     pruned_below: u64,
 }
@@ -46,8 +54,16 @@ fn block_key(height: u64, id: &BlockId) -> Vec<u8> {
 }
 
 fn height_key(height: u64) -> Vec<u8> {
+    prefixed_height(BLOCK_PREFIX, height)
+}
+
+fn committed_key(height: u64) -> Vec<u8> {
+    prefixed_height(COMMITTED_PREFIX, height)
+}
+
+fn prefixed_height(prefix: u8, height: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
-    key.push(BLOCK_PREFIX);
+    key.push(prefix);
     key.extend_from_slice(&height.to_be_bytes());
     key
 }
@@ -86,9 +102,23 @@ impl BlockStore {
             )))
         })?;
         Ok(Self {
-            engine,
+            engine: Arc::new(engine),
             pruned_below: 0,
         })
+    }
+
+    /// A read handle on the committed chain, for the serving thread.
+    pub fn committed_reader(&self) -> CommittedBlocks {
+        CommittedBlocks {
+            engine: Arc::clone(&self.engine),
+        }
+    }
+
+    /// Records `id` as the committed block at `height` (queued; durable with the group).
+    pub fn index_committed(&self, height: u64, id: &BlockId) -> Result<Lsn, StorageError> {
+        let mut batch = WriteBatch::new();
+        batch.put(committed_key(height), id.0.to_vec());
+        self.engine.write_nowait(&batch)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -120,9 +150,14 @@ impl BlockStore {
             Some(&height_key(height)),
             max,
         );
-        let done = rows.len() < max;
+        let index = self.engine.range(
+            &committed_key(self.pruned_below),
+            Some(&committed_key(height)),
+            max,
+        );
+        let done = rows.len() < max && index.len() < max;
         let mut batch = WriteBatch::new();
-        for (key, _) in &rows {
+        for (key, _) in rows.iter().chain(&index) {
             batch.delete(key.clone());
         }
         if done {
@@ -180,5 +215,77 @@ impl BlockStore {
             blocks,
             committed,
         })
+    }
+}
+
+/// Reads the committed chain by height from the block store; shared with the serving thread
+/// (the engine is `Send + Sync`; reads never wait for the storage thread's group commit).
+#[derive(Clone)]
+pub struct CommittedBlocks {
+    engine: Arc<Engine>,
+}
+
+impl CommittedBlocks {
+    /// The committed blocks of heights `from ..= to`, ascending, at most `blocks_max` of them
+    /// and, past the first two, at most `bytes_max` bytes (by `consensus::sync_bytes`). Stops
+    /// at the first height not stored (pruned, or its index not written yet): the requester
+    /// asks again. Every record is checked: id, height and the link to the block below.
+    pub fn range(
+        &self,
+        from: u64,
+        to: u64,
+        blocks_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<Block>, StorageError> {
+        let mut out: Vec<Block> = Vec::new();
+        let mut bytes = 0usize;
+        let mut below: Option<BlockId> = None;
+        for height in from..=to {
+            if out.len() >= blocks_max {
+                break;
+            }
+            let Some(block) = self.committed_at(height)? else {
+                break;
+            };
+            if below.is_some_and(|id| block.parent_id() != id) {
+                return Err(self.corrupt(height, "the committed index skips a link"));
+            }
+            bytes = bytes.saturating_add(crate::consensus::sync_bytes(&block));
+            if out.len() >= 2 && bytes > bytes_max {
+                break;
+            }
+            below = Some(block.compute_id());
+            out.push(block);
+        }
+        Ok(out)
+    }
+
+    fn committed_at(&self, height: u64) -> Result<Option<Block>, StorageError> {
+        let Some(id_bytes) = self.engine.get(&committed_key(height)) else {
+            return Ok(None);
+        };
+        let id = BlockId(
+            id_bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.corrupt(height, "index entry is not a block id"))?,
+        );
+        let Some(bytes) = self.engine.get(&block_key(height, &id)) else {
+            return Ok(None); // pruned between the two reads
+        };
+        let block = codec::decode::<Block>(&bytes, RECORD_BYTES_MAX)
+            .map_err(|e| self.corrupt(height, &format!("block record: {e}")))?;
+        if block.height != height || block.compute_id() != id {
+            return Err(self.corrupt(height, "block record is not the indexed block"));
+        }
+        Ok(Some(block))
+    }
+
+    fn corrupt(&self, height: u64, why: &str) -> StorageError {
+        StorageError::corrupt(
+            self.engine.dir(),
+            0,
+            format!("committed block at height {height}: {why}"),
+        )
     }
 }

@@ -6,7 +6,10 @@
 //! returns, in order: sends go to the transport, persists, commits and installs to the
 //! storage thread, and the snapshot download to its file. Every decision (tickets, timers,
 //! gossip, when to ask for a snapshot, when to rebuild the core) is the replica's; this file
-//! only does the I/O.
+//! only does the I/O. Committed blocks below what the core keeps in memory are read from
+//! the block store by the serving thread, not here. It also applies the per-peer limit on
+//! `SyncInfo` answers and records each sync request, so the verifiers can drop sync
+//! responses nobody asked for.
 //!
 //! Time: milliseconds since the thread started, from a monotonic clock.
 
@@ -23,7 +26,10 @@ use super::byzantine::{ConsensusHook, Outgoing};
 use super::counters::NodeCounters;
 use super::lossy::FaultyLink;
 use super::metrics::NodeMetrics;
+use super::peer_limits::{Limited, PeerLimits};
 use super::routes::ReplyRoutes;
+use super::serving::{ServeJob, ServeQueue};
+use super::solicited::Solicited;
 use super::status::StatusBoard;
 use super::storage_loop::StorageJob;
 use crate::crypto::{Verified, VerifiedMessage};
@@ -61,6 +67,10 @@ pub struct ConsensusCtx {
     pub replica: Replica,
     pub inputs: Receiver<ConsensusInput>,
     pub storage: Sender<StorageJob>,
+    /// Blocks served from disk go to the serving thread.
+    pub serving: ServeQueue,
+    pub limits: Arc<PeerLimits>,
+    pub solicited: Arc<Solicited>,
     pub durable_ticket: Arc<AtomicU64>,
     pub durable_wake: Receiver<()>,
     pub installed: Receiver<Result<BlockHeader, String>>,
@@ -194,6 +204,19 @@ impl ConsensusCtx {
                     self.to_storage(StorageJob::Persist { ticket, items })
                 }
                 Effect::Commit { id, block } => self.to_storage(StorageJob::Commit { id, block }),
+                Effect::ServeCommitted {
+                    to,
+                    from_height,
+                    to_height,
+                    blocks_max,
+                    bytes_max,
+                } => self.serving.offer(ServeJob::Committed {
+                    to,
+                    from_height,
+                    to_height,
+                    blocks_max,
+                    bytes_max,
+                }),
                 Effect::ReplyFromTable { id, ops_digest } => {
                     self.to_storage(StorageJob::CachedReply { id, ops_digest })
                 }
@@ -278,6 +301,16 @@ impl ConsensusCtx {
     }
 
     fn send_peer(&mut self, to: NodeId, msg: Message) {
+        match &msg {
+            // The verifiers admit a sync response only if a request asked for it.
+            Message::SyncRequest(r) => self.solicited.asked(to, r.committed_height),
+            // Our certificates, sent to a peer that looked behind (its stale timeout or
+            // SyncInfo): a replayed one must not buy an answer each time.
+            Message::SyncInfo(_) if !self.limits.allow_now(to, Limited::SyncInfoAnswer) => {
+                return;
+            }
+            _ => {}
+        }
         let msg = match self.byzantine.outbound(Some(to), msg) {
             Outgoing::Unchanged(msg) => msg,
             Outgoing::Instead(sends) => return self.send_each(sends),

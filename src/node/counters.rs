@@ -31,6 +31,13 @@ pub struct NodeCounters {
     pub client_frames_undecodable: Counter,
     /// Snapshot requests or answers dropped because a queue was full.
     pub state_frames_dropped: Counter,
+    /// Jobs for the serving thread dropped because its queue was full.
+    pub serve_jobs_dropped: Counter,
+    /// Committed blocks sent to syncing peers from the block store.
+    pub sync_blocks_served_from_store: Counter,
+    /// Sync responses dropped before verification: no request of ours asked that peer for
+    /// blocks starting at that height.
+    pub sync_responses_unsolicited: Counter,
     pub requests_accepted: Counter,
     pub requests_refused_busy: Counter,
     pub requests_refused_not_authorised: Counter,

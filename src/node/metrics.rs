@@ -93,6 +93,7 @@ pub struct MetricsSources {
     pub counters: Arc<NodeCounters>,
     pub net: Arc<NetCounters>,
     pub routes: Arc<ReplyRoutes>,
+    pub peer_limits: Arc<super::peer_limits::PeerLimits>,
     /// Byzantine members tolerated: health wants `2f` peers heard from.
     pub f: usize,
     pub health_qc_age_ms_max: u64,
@@ -181,6 +182,7 @@ impl MetricsSources {
         write_core(&mut out, &c.stats);
         write_peers(&mut out, &net, s.node_id);
         write_rejections(&mut out, &net, &self.counters);
+        write_limits(&mut out, &self.counters, &self.peer_limits);
         write_requests(&mut out, &self.counters, &self.routes);
         write_histograms(&mut out, &self.metrics);
         out
@@ -364,6 +366,7 @@ fn write_core(out: &mut String, st: &CoreStats) {
         ("leader_unknown", st.proposals_leader_unknown),
         ("orphan", st.orphans_dropped),
         ("unsolicited_sync", st.unsolicited_sync),
+        ("sync_served_from_store", st.sync_served_from_store),
         ("request_busy", st.requests_rejected_busy),
         ("request_duplicate", st.requests_duplicate),
         ("root_mismatch", st.votes_refused_root_mismatch),
@@ -460,6 +463,46 @@ fn write_rejections(out: &mut String, net: &NetStats, counters: &NodeCounters) {
         for (i, c) in list.iter().enumerate() {
             let _ = writeln!(out, "{name}{{peer=\"{i}\"}} {}", c.get());
         }
+    }
+}
+
+fn write_limits(
+    out: &mut String,
+    counters: &NodeCounters,
+    limits: &super::peer_limits::PeerLimits,
+) {
+    header(
+        out,
+        "bftd_peer_requests_limited_total",
+        "counter",
+        "Peer messages dropped by the per-peer rate limits (and our answers not sent), by kind.",
+    );
+    for (kind, v) in limits.dropped() {
+        let _ = writeln!(
+            out,
+            "bftd_peer_requests_limited_total{{kind=\"{}\"}} {v}",
+            kind.name()
+        );
+    }
+    for (name, help, v) in [
+        (
+            "bftd_sync_responses_unsolicited_total",
+            "Sync responses dropped before verification: no request of ours matched them.",
+            counters.sync_responses_unsolicited.get(),
+        ),
+        (
+            "bftd_serve_jobs_dropped_total",
+            "Snapshot and block-store requests dropped because the serving queue was full.",
+            counters.serve_jobs_dropped.get(),
+        ),
+        (
+            "bftd_sync_blocks_served_from_store_total",
+            "Committed blocks sent to syncing peers from the on-disk block store.",
+            counters.sync_blocks_served_from_store.get(),
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
     }
 }
 

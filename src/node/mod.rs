@@ -12,6 +12,10 @@
 //! - [`storage_loop`]: group-commits the core's state ([`block_store`]) and the KV state
 //!   machine, then releases persist reports and client replies;
 //! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
+//! - [`serving`]: the thread that answers peers' bulk requests (snapshot chunks, committed
+//!   blocks from the block store) off the consensus and storage threads;
+//! - [`peer_limits`], [`solicited`]: per-peer rate limits on costly requests, and the record
+//!   of sync requests that lets the verifiers drop unsolicited responses unverified;
 //! - [`data_dir`]: the layout of the data dir and the engines' options, spelled once;
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
 //! - [`byzantine`]: the hooks that make a node a Byzantine member, for tests only (feature
@@ -34,9 +38,12 @@ pub mod histogram;
 pub mod lossy;
 pub mod metrics;
 pub mod metrics_http;
+pub mod peer_limits;
 pub mod routes;
+pub mod serving;
 pub mod settings;
 pub mod snapshots;
+pub mod solicited;
 pub mod status;
 pub mod storage_loop;
 pub mod verify_pool;
@@ -64,8 +71,11 @@ use counters::NodeCounters;
 use data_dir::{DataDir, engine_options};
 use metrics::{MetricsSources, NodeMetrics};
 use metrics_http::MetricsServer;
+use peer_limits::PeerLimits;
 use routes::ReplyRoutes;
+use serving::{ServeQueue, ServingCtx};
 use snapshots::SnapshotDir;
+use solicited::Solicited;
 use status::StatusBoard;
 use storage_loop::{StorageCtx, StorageToConsensus};
 use verify_pool::VerifyCtx;
@@ -92,6 +102,7 @@ pub struct Node {
     stop: Arc<AtomicBool>,
     consensus: Option<JoinHandle<()>>,
     storage: Option<JoinHandle<()>>,
+    serving: Option<JoinHandle<()>>,
     verifiers: Vec<JoinHandle<()>>,
     status: Arc<StatusBoard>,
     counters: Arc<NodeCounters>,
@@ -213,6 +224,18 @@ impl Node {
         let durable_ticket = Arc::new(AtomicU64::new(0));
 
         let incoming_snapshot = snapshots.incoming_path();
+        let snapshots = Arc::new(Mutex::new(snapshots));
+        let (serve_queue, serve_rx) = ServeQueue::new(counters.clone());
+        let serving_ctx = ServingCtx {
+            blocks: blocks.committed_reader(),
+            snapshots: snapshots.clone(),
+            out: out.clone(),
+            counters: counters.clone(),
+            byzantine: serving_hook.clone(),
+        };
+        let serving_thread = spawn("bftd-serving", move || serving::run(serving_ctx, serve_rx))?;
+        let peer_limits = Arc::new(PeerLimits::new(committee.n()));
+        let solicited = Arc::new(Solicited::new(committee.n()));
         let storage_ctx = StorageCtx {
             kv: kv.clone(),
             blocks,
@@ -251,7 +274,9 @@ impl Node {
             verifier,
             inbound: transport.inbound().clone(),
             consensus: consensus_tx,
-            storage: storage_tx.clone(),
+            serving: serve_queue.clone(),
+            limits: peer_limits.clone(),
+            solicited: solicited.clone(),
             out: out.clone(),
             routes: routes.clone(),
             kv: kv.clone(),
@@ -286,6 +311,9 @@ impl Node {
             replica,
             inputs: consensus_rx,
             storage: storage_tx,
+            serving: serve_queue,
+            limits: peer_limits.clone(),
+            solicited,
             durable_ticket,
             durable_wake: wake_rx,
             installed: installed_rx,
@@ -310,6 +338,7 @@ impl Node {
                     counters: counters.clone(),
                     net: transport.counters(),
                     routes: routes.clone(),
+                    peer_limits,
                     f: committee.f(),
                     health_qc_age_ms_max: settings.health_qc_age_ms_max,
                 };
@@ -326,6 +355,7 @@ impl Node {
             stop,
             consensus: Some(consensus),
             storage: Some(storage),
+            serving: Some(serving_thread),
             verifiers,
             status,
             counters,
@@ -396,6 +426,10 @@ impl Node {
         }
         // Both senders of the storage queue are gone now: it drains, syncs and exits.
         if let Some(t) = self.storage.take() {
+            let _ = t.join();
+        }
+        // Its queue's senders (verifiers, consensus) are gone: it finishes and exits.
+        if let Some(t) = self.serving.take() {
             let _ = t.join();
         }
         if let Some(t) = self.transport.take() {

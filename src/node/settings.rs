@@ -21,8 +21,10 @@ pub struct NodeSettings {
     /// Client requests whose reply route (which connection asked) is remembered.
     pub reply_routes_max: usize,
     /// Save a snapshot of the state every this many committed blocks (for peers that fell too
-    /// far behind to sync block by block). Must be below `consensus.committed_blocks_retained`,
-    /// so a node that installed a snapshot can fetch the blocks after it.
+    /// far behind to sync block by block). Must be below `consensus.committed_blocks_retained`
+    /// (the committed blocks the block store keeps on disk and serves to syncing peers), so a
+    /// node that installed a snapshot can fetch the blocks after it, and a node behind by
+    /// less than an interval catches up by blocks.
     pub snapshot_interval_blocks: u64,
     /// Snapshot files kept in `<data_dir>/snapshots`.
     pub snapshots_kept: usize,
@@ -84,8 +86,9 @@ impl NodeSettings {
             return Err((
                 "node.snapshot_interval_blocks".into(),
                 format!(
-                    "is {} but must be below consensus.committed_blocks_retained ({committed_blocks_retained}), \
-                     or a node that installs a snapshot could not fetch the blocks after it",
+                    "is {} but must be below consensus.committed_blocks_retained ({committed_blocks_retained}, \
+                     the committed blocks kept on disk to serve syncing peers), or a node that \
+                     installs a snapshot could not fetch the blocks after it",
                     self.snapshot_interval_blocks
                 ),
             ));

@@ -142,22 +142,35 @@ impl SnapshotDir {
     /// Up to `len` bytes at `offset` of the snapshot at `height`; empty if it is gone or the
     /// offset is past its end.
     pub fn chunk(&self, height: u64, offset: u64, len: u32) -> Vec<u8> {
-        if !self.offers.iter().any(|o| o.height == height) {
-            return Vec::new();
-        }
-        let len = len.min(CHUNK_BYTES_MAX) as usize;
-        let read = || -> std::io::Result<Vec<u8>> {
-            let mut f = fs::File::open(self.snap_path(height))?;
-            f.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::with_capacity(len);
-            f.take(len as u64).read_to_end(&mut buf)?;
-            Ok(buf)
-        };
-        read().unwrap_or_else(|e| {
-            log::warn!("reading snapshot {height} for a peer: {e}");
-            Vec::new()
-        })
+        self.offered_path(height)
+            .map_or_else(Vec::new, |p| read_chunk(&p, height, offset, len))
     }
+
+    /// The file of the snapshot at `height`, if it is one this node offers.
+    pub fn offered_path(&self, height: u64) -> Option<PathBuf> {
+        self.offers
+            .iter()
+            .any(|o| o.height == height)
+            .then(|| self.snap_path(height))
+    }
+}
+
+/// Up to `len` (at most `CHUNK_BYTES_MAX`) bytes at `offset` of the snapshot file `path`
+/// (of height `height`, for the log); empty if it is gone (pruned meanwhile) or the offset
+/// is past its end.
+pub fn read_chunk(path: &Path, height: u64, offset: u64, len: u32) -> Vec<u8> {
+    let len = len.min(CHUNK_BYTES_MAX) as usize;
+    let read = || -> std::io::Result<Vec<u8>> {
+        let mut f = fs::File::open(path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    };
+    read().unwrap_or_else(|e| {
+        log::warn!("reading snapshot {height} for a peer: {e}");
+        Vec::new()
+    })
 }
 
 fn offer_path(dir: &Path, height: u64) -> PathBuf {

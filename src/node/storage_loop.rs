@@ -1,5 +1,8 @@
 //! The storage thread: makes the core's state durable, applies committed blocks to the KV
-//! state machine, answers clients, and keeps and serves snapshots.
+//! state machine (and indexes them in the block store by height), answers clients, and
+//! saves and installs snapshots. It serves nothing to peers: snapshot chunks and blocks
+//! from disk go out from the serving thread (`serving`), so no peer's read ever sits
+//! inside a group commit that votes wait for.
 //!
 //! Group commit: it takes every job queued (up to `GROUP_JOBS_MAX`), queues all their WAL
 //! writes, then waits once per engine (the consensus engine and the KV engine sync in
@@ -31,9 +34,8 @@ use crate::consensus::PersistItem;
 use crate::kv::{KvReply, KvStore, encode_reply};
 use crate::net::{Outbound, OutboundSender};
 use crate::storage::{Lsn, StorageError};
-use crate::types::{Block, BlockHeader, BlockId, ClientKey, NodeId, RequestId};
-use crate::wire::peer::encode_peer;
-use crate::wire::{NodeFrame, PeerFrame, SnapshotOffer, StateMsg};
+use crate::types::{Block, BlockHeader, BlockId, ClientKey, RequestId};
+use crate::wire::{NodeFrame, SnapshotOffer};
 
 /// Jobs handled as one group commit at most.
 const GROUP_JOBS_MAX: usize = 512;
@@ -51,8 +53,6 @@ pub enum StorageJob {
     /// Consensus saw request `id` again after it committed: answer from the exactly-once
     /// table (the stored reply only if `ops_digest` matches the request that produced it).
     CachedReply { id: RequestId, ops_digest: [u8; 32] },
-    /// A peer's snapshot request.
-    ServeState { from: NodeId, msg: StateMsg },
     /// Install the downloaded snapshot at `path`, which the cluster agreed is `offer`.
     Install { path: PathBuf, offer: SnapshotOffer },
 }
@@ -74,7 +74,8 @@ pub struct StorageToConsensus {
 pub struct StorageCtx {
     pub kv: Arc<RwLock<KvStore>>,
     pub blocks: BlockStore,
-    pub snapshots: SnapshotDir,
+    /// Shared with the serving thread, which reads offers and chunk paths under the lock.
+    pub snapshots: Arc<Mutex<SnapshotDir>>,
     pub out: OutboundSender,
     pub routes: Arc<ReplyRoutes>,
     pub status: Arc<StatusBoard>,
@@ -130,7 +131,6 @@ impl StorageCtx {
                 }
                 StorageJob::Commit { id, block } => self.apply(id, &block, &mut group)?,
                 StorageJob::CachedReply { id, ops_digest } => group.cached.push((id, ops_digest)),
-                StorageJob::ServeState { from, msg } => self.serve_state(from, msg),
                 StorageJob::Install { path, offer } => {
                     // Everything before the install is released first.
                     self.release(std::mem::take(&mut group))?;
@@ -160,6 +160,8 @@ impl StorageCtx {
                 block.height
             )));
         }
+        // The committed chain by height, for serving syncing peers from disk.
+        group.blocks_lsn = Some(self.blocks.index_committed(block.height, &id)?);
         let requests = crate::replica::kv_requests(block);
         let header = block.header(id);
         let meta = encode_header(&header);
@@ -195,7 +197,7 @@ impl StorageCtx {
         header: BlockHeader,
         digest: [u8; 32],
     ) -> Result<(), StorageError> {
-        let path = self.snapshots.snap_path(header.height);
+        let path = self.snapshots.lock().snap_path(header.height);
         let started = std::time::Instant::now();
         let info = match kv.save_snapshot(&path) {
             Ok(info) => info,
@@ -214,7 +216,7 @@ impl StorageCtx {
             state_digest: info.state_digest,
             file_bytes,
         };
-        if let Err(e) = self.snapshots.add(offer) {
+        if let Err(e) = self.snapshots.lock().add(offer) {
             log::warn!("recording snapshot at height {}: {e}", header.height);
             return Ok(());
         }
@@ -310,27 +312,6 @@ impl StorageCtx {
         }
     }
 
-    fn serve_state(&self, from: NodeId, msg: StateMsg) {
-        let answer = match msg {
-            StateMsg::OfferRequest => StateMsg::Offer(self.snapshots.newest().cloned()),
-            StateMsg::ChunkRequest {
-                height,
-                offset,
-                len,
-            } => StateMsg::Chunk {
-                height,
-                offset,
-                bytes: self.snapshots.chunk(height, offset, len),
-            },
-            StateMsg::Offer(_) | StateMsg::Chunk { .. } => return,
-        };
-        let Some(answer) = self.byzantine.state_answer(answer, &self.snapshots) else {
-            return;
-        };
-        let bytes = encode_peer(&PeerFrame::State(answer));
-        let _ = self.out.try_send(Outbound::ToPeer(from, bytes));
-    }
-
     fn install(
         &mut self,
         path: &std::path::Path,
@@ -371,7 +352,7 @@ impl StorageCtx {
         }
         self.counters.snapshots_installed.bump();
         // Keep it, so this node can serve it in turn (data durable before its offer).
-        if let Err(e) = self.snapshots.keep(path, offer.clone()) {
+        if let Err(e) = self.snapshots.lock().keep(path, offer.clone()) {
             log::warn!("keeping installed snapshot {}: {e}", offer.height);
         }
         let digest = kv.state_digest();

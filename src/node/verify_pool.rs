@@ -3,9 +3,13 @@
 //! on. Nothing unverified reaches the consensus thread (it only accepts `Verified<T>`).
 //!
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
-//! snapshot requests go to the storage thread; answers to our own snapshot requests go to
+//! snapshot requests go to the serving thread; answers to our own snapshot requests go to
 //! the consensus thread (which runs the state transfer); stale reads and status requests are
 //! answered here, from the KV store's read lock and the status board.
+//!
+//! Cheap filters first (issue 13 item 8): sync requests, snapshot requests, `SyncInfo` and
+//! timeouts pass per-peer rate limits ([`super::peer_limits`]), and a sync response must
+//! answer a request of ours ([`super::solicited`]), before any signature is checked.
 //!
 //! Backpressure: a peer message waits for room in the consensus queue (the transport stops
 //! reading that peer meanwhile); a client request that finds the queue full is refused with
@@ -21,9 +25,11 @@ use parking_lot::RwLock;
 use super::byzantine::ServingHook;
 use super::consensus_loop::ConsensusInput;
 use super::counters::NodeCounters;
+use super::peer_limits::{Limited, PeerLimits};
 use super::routes::ReplyRoutes;
+use super::serving::{ServeJob, ServeQueue};
+use super::solicited::Solicited;
 use super::status::StatusBoard;
-use super::storage_loop::StorageJob;
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
@@ -38,7 +44,10 @@ pub struct VerifyCtx {
     pub verifier: Arc<Verifier>,
     pub inbound: Receiver<Inbound>,
     pub consensus: Sender<ConsensusInput>,
-    pub storage: Sender<StorageJob>,
+    /// Peers' snapshot requests go to the serving thread.
+    pub serving: ServeQueue,
+    pub limits: Arc<PeerLimits>,
+    pub solicited: Arc<Solicited>,
     pub out: OutboundSender,
     pub routes: Arc<ReplyRoutes>,
     pub kv: Arc<RwLock<KvStore>>,
@@ -87,7 +96,11 @@ impl VerifyCtx {
     fn sort(&self, frame: Inbound, sorted: &mut Sorted) {
         match frame.from {
             Remote::Peer(from) => match decode_peer(&frame.bytes) {
-                Ok(PeerFrame::Consensus(msg)) => sorted.messages.push((from, msg)),
+                Ok(PeerFrame::Consensus(msg)) => {
+                    if self.admit(from, &msg) {
+                        sorted.messages.push((from, msg));
+                    }
+                }
                 Ok(PeerFrame::State(msg)) => self.route_state(from, msg),
                 Err(e) => {
                     self.counters.peer_frames_undecodable.bump();
@@ -109,12 +122,37 @@ impl VerifyCtx {
         }
     }
 
+    /// The cheap checks before any signature is verified: the per-peer rate limits, and for
+    /// a sync response, that one of our requests asked that peer for it.
+    fn admit(&self, from: NodeId, msg: &Message) -> bool {
+        let kind = match msg {
+            Message::SyncRequest(_) => Limited::SyncRequest,
+            Message::SyncInfo(_) => Limited::SyncInfo,
+            Message::Timeout(_) => Limited::Timeout,
+            Message::SyncResponse(r) => {
+                let solicited = r
+                    .blocks
+                    .first()
+                    .is_some_and(|b| self.solicited.take(from, b.height));
+                if !solicited {
+                    self.counters.sync_responses_unsolicited.bump();
+                }
+                return solicited;
+            }
+            Message::Proposal(_) | Message::Vote(_) => return true,
+        };
+        self.limits.allow_now(from, kind)
+    }
+
     fn route_state(&self, from: NodeId, msg: StateMsg) {
         let delivered = match msg {
-            StateMsg::OfferRequest | StateMsg::ChunkRequest { .. } => self
-                .storage
-                .try_send(StorageJob::ServeState { from, msg })
-                .is_ok(),
+            StateMsg::OfferRequest | StateMsg::ChunkRequest { .. } => {
+                if self.limits.allow_now(from, Limited::StateRequest) {
+                    self.serving.offer(ServeJob::State { from, msg });
+                }
+                // Dropped or queued, it is counted where it happened.
+                true
+            }
             StateMsg::Offer(_) | StateMsg::Chunk { .. } => self
                 .consensus
                 .try_send(ConsensusInput::State { from, msg })

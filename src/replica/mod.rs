@@ -123,6 +123,15 @@ pub enum Effect {
     RefuseBusy {
         id: RequestId,
     },
+    /// Send `to`, from the block store, the committed blocks of heights
+    /// `from_height ..= to_height` as one sync response (see `Action::ServeCommitted`).
+    ServeCommitted {
+        to: NodeId,
+        from_height: u64,
+        to_height: u64,
+        blocks_max: usize,
+        bytes_max: usize,
+    },
     /// Start the snapshot download file for `offer` (truncate any earlier one).
     DownloadBegin {
         offer: SnapshotOffer,
@@ -463,6 +472,19 @@ impl Replica {
                     }
                     Effect::Commit { id, block }
                 }
+                Action::ServeCommitted {
+                    to,
+                    from_height,
+                    to_height,
+                    blocks_max,
+                    bytes_max,
+                } => Effect::ServeCommitted {
+                    to,
+                    from_height,
+                    to_height,
+                    blocks_max,
+                    bytes_max,
+                },
                 Action::SetTimer { deadline_ms } => {
                     self.timer_ms = Some(deadline_ms);
                     continue;

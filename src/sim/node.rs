@@ -13,25 +13,57 @@ use crate::consensus::{DurableState, PersistItem, SafetyData, TimeMs};
 use crate::replica::Replica;
 use crate::types::{Block, BlockHeader, BlockId, ClusterId};
 
-/// Committed blocks a simulated disk keeps below the committed tip.
-const COMMITTED_BLOCKS_KEPT: u64 = 2_000;
-
 /// What survives a crash.
 pub struct DurableStore {
     safety: Option<SafetyData>,
     blocks: BTreeMap<BlockId, Block>,
+    /// The committed chain by height (the node's block store keeps this index too).
+    committed_ids: BTreeMap<u64, BlockId>,
     committed: BlockHeader,
     cluster: ClusterId,
+    /// Committed blocks kept below the tip: `consensus.committed_blocks_retained`, as the
+    /// node's block store keeps.
+    kept: u64,
 }
 
 impl DurableStore {
-    pub fn new(cluster: ClusterId) -> Self {
+    pub fn new(cluster: ClusterId, kept: u64) -> Self {
         Self {
             safety: None,
             blocks: BTreeMap::new(),
+            committed_ids: BTreeMap::new(),
             committed: Block::genesis_header(&cluster),
             cluster,
+            kept,
         }
+    }
+
+    /// The committed blocks of heights `from ..= to` on "disk", ascending, bounded as
+    /// `Action::ServeCommitted` says; stops at the first height missing.
+    pub fn committed_range(
+        &self,
+        from: u64,
+        to: u64,
+        blocks_max: usize,
+        bytes_max: usize,
+    ) -> Vec<Block> {
+        let mut out: Vec<Block> = Vec::new();
+        let mut bytes = 0usize;
+        for h in from..=to {
+            let Some(b) = self
+                .committed_ids
+                .get(&h)
+                .and_then(|id| self.blocks.get(id))
+            else {
+                break;
+            };
+            bytes = bytes.saturating_add(crate::consensus::sync_bytes(b));
+            if out.len() >= blocks_max || (out.len() >= 2 && bytes > bytes_max) {
+                break;
+            }
+            out.push(b.clone());
+        }
+        out
     }
 
     pub fn apply(&mut self, items: &[PersistItem]) {
@@ -53,9 +85,11 @@ impl DurableStore {
     /// real node keeps them in its block store to serve peers that sync.
     pub fn on_commit(&mut self, id: BlockId, block: &Block) {
         self.committed = block.header(id);
-        let keep_from = self.committed.height.saturating_sub(COMMITTED_BLOCKS_KEPT);
+        self.committed_ids.insert(block.height, id);
+        let keep_from = self.committed.height.saturating_sub(self.kept);
         if self.committed.height.is_multiple_of(64) {
             self.blocks.retain(|_, b| b.height > keep_from);
+            self.committed_ids = self.committed_ids.split_off(&(keep_from + 1));
         }
     }
 
@@ -94,10 +128,10 @@ pub struct NodeCopy {
 }
 
 impl NodeCopy {
-    pub fn new(replica: Replica, cluster: ClusterId, state: StateStore) -> Self {
+    pub fn new(replica: Replica, cluster: ClusterId, state: StateStore, kept: u64) -> Self {
         Self {
             replica: Some(replica),
-            durable: DurableStore::new(cluster),
+            durable: DurableStore::new(cluster, kept),
             state,
             pending: VecDeque::new(),
             last_sync_done: 0,

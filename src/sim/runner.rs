@@ -312,6 +312,7 @@ impl Sim {
                 replica,
                 *self.committee.cluster(),
                 StateStore::open()?,
+                self.replica_cfg.core.committed_blocks_retained as u64,
             ));
         }
         let twin_side = (0..self.cfg.nodes)
@@ -812,6 +813,21 @@ impl Sim {
                 );
             }
             Effect::Commit { id, block } => self.apply_commit(node, replica, id, &block),
+            Effect::ServeCommitted {
+                to,
+                from_height,
+                to_height,
+                blocks_max,
+                bytes_max,
+            } => {
+                let blocks = self.nodes[node.index()].replicas[replica]
+                    .durable
+                    .committed_range(from_height, to_height, blocks_max, bytes_max);
+                if !blocks.is_empty() {
+                    let msg = Message::SyncResponse(crate::types::SyncResponse { blocks });
+                    self.send_from(node, Some(to), msg);
+                }
+            }
             // Simulated clients learn commits from the checker, not from replies.
             Effect::ReplyFromTable { .. } | Effect::RefuseBusy { .. } => {}
             Effect::DownloadBegin { .. } => {

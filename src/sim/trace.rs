@@ -102,6 +102,12 @@ pub fn trace_effect(a: &Effect) -> String {
         Effect::BroadcastState { msg } => format!("broadcast state {}", trace_state(msg)),
         Effect::Persist { ticket, items } => format!("persist {ticket} ({} items)", items.len()),
         Effect::Commit { id, block } => format!("COMMIT h{} r{} {id:?}", block.height, block.round),
+        Effect::ServeCommitted {
+            to,
+            from_height,
+            to_height,
+            ..
+        } => format!("serve {to:?} committed h{from_height}..=h{to_height} from disk"),
         Effect::ReplyFromTable { id, .. } => format!("reply from table {}", id.seq),
         Effect::RefuseBusy { id } => format!("refuse busy {}", id.seq),
         Effect::DownloadBegin { offer } => format!("download h{}", offer.height),

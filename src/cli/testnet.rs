@@ -195,7 +195,7 @@ pub fn write_testnet_on(
     let client = write_key_pair(&spec.dir, "client")?;
     let (s, n) = key_paths(&spec.dir, "client");
     written.extend([s, n]);
-    let cluster = ClusterSpec {
+    let mut cluster = ClusterSpec {
         cluster_name: "testnet".into(),
         f: spec.faults,
         members,
@@ -218,6 +218,9 @@ pub fn write_testnet_on(
         signing_key_path: Path::new("client.signing.key"),
         noise_key_path: Path::new("client.noise.key"),
     };
+    // A client always needs the most matching replies the member count allows, whatever
+    // `--faults` the nodes run with (see `ClientConfig::load`).
+    cluster.f = (spec.nodes - 1) / 3;
     write_file(
         &spec.dir.join("client.toml"),
         &render_client(&cluster, &paths),

@@ -51,7 +51,9 @@ impl ErrorKind {
             ClientError::Busy { .. } => ErrorKind::Busy,
             ClientError::NotAuthorised { .. } => ErrorKind::NotAuthorised,
             ClientError::Invalid { .. } => ErrorKind::Invalid,
-            ClientError::Unreachable { .. } => ErrorKind::Unreachable,
+            ClientError::Unreachable { .. } | ClientError::WrongCluster { .. } => {
+                ErrorKind::Unreachable
+            }
             ClientError::Rejected { .. } => ErrorKind::Rejected,
             ClientError::BadReply(_) => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,

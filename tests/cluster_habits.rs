@@ -314,3 +314,215 @@ fn prefixes_pages_past_the_cap_and_one_atomic_range_delete() {
         "p is not under p/"
     );
 }
+
+fn bftd(args: &[&str]) -> Output {
+    Command::new(bftd_bin())
+        .args(args)
+        .output()
+        .expect("bftd runs")
+}
+
+/// Every file under `dir` with its length and content hash, to show nothing was written.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, [u8; 32])> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("list dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("read file");
+                out.push((path, bytes.len() as u64, *blake3::hash(&bytes).as_bytes()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn inspect_writes_nothing_and_refuses_a_running_node() {
+    let net = Testnet::new(4, "round_timeout_base_ms = 500", "");
+    let procs = start_all(&net);
+    ok(&bftctl(&net.client_config(), &["put", "k", "v"]));
+    let data = net.data_dir(0);
+    let data_arg = data.to_str().expect("utf-8 path");
+    let busy = bftd(&["inspect", "--data-dir", data_arg]);
+    assert_eq!(busy.status.code(), Some(1), "{}", stdout(&busy));
+    assert!(
+        stderr(&busy).contains("in use by a running node"),
+        "{}",
+        stderr(&busy)
+    );
+    for p in procs.into_iter().flatten() {
+        assert_eq!(p.terminate(), Some(0));
+    }
+    let before = tree(&data);
+    let report = bftd(&["inspect", "--data-dir", data_arg]);
+    assert!(
+        report.status.success(),
+        "{}{}",
+        stdout(&report),
+        stderr(&report)
+    );
+    let text = stdout(&report);
+    assert!(text.contains("all checksums verified"), "{text}");
+    assert!(text.contains("applied height"), "{text}");
+    assert_eq!(tree(&data), before, "inspect changed the data dir");
+}
+
+#[test]
+fn show_keys_prints_the_public_keys_of_key_files() {
+    let net = Testnet::new(4, "", "");
+    let dir = net.dir.path();
+    let signing = dir.join("node2.signing.key");
+    let noise = dir.join("node2.noise.key");
+    let (s, n) = (
+        signing.to_str().expect("utf-8"),
+        noise.to_str().expect("utf-8"),
+    );
+    let client = std::fs::read_to_string(net.client_config()).expect("client.toml");
+    let member = &client[client.find("id = 2").expect("member 2")..];
+    let text = stdout(&bftd(&["show-keys", s, n]));
+    for (i, line) in text.lines().enumerate() {
+        let (_, field) = line.split_once(": ").expect("FILE: field = \"hex\"");
+        assert!(
+            member.contains(field),
+            "line {i}: {field} not in member 2 of client.toml"
+        );
+    }
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let json = stdout(&bftd(&["show-keys", "--json", n]));
+    assert!(
+        json.contains(r#""field":"noise_public_key","public_key":""#),
+        "{json}"
+    );
+    // The kind comes from the name or a flag; a bare name is a usage mistake.
+    let plain = dir.join("plain.key");
+    std::fs::copy(&signing, &plain).expect("copy key");
+    let p = plain.to_str().expect("utf-8");
+    assert_eq!(bftd(&["show-keys", p]).status.code(), Some(2));
+    assert_eq!(bftd(&["show-keys"]).status.code(), Some(2));
+    let forced = stdout(&bftd(&["show-keys", "--signing", p]));
+    let field = |line: &str| line.split_once(": ").map(|(_, f)| f.trim_end().to_string());
+    assert_eq!(field(&forced), text.lines().next().and_then(field));
+    assert_eq!(bftd(&["testnet", "--nodes", "0"]).status.code(), Some(2));
+}
+
+#[test]
+fn testnet_writes_metrics_addrs_and_dev_serves_them_and_keeps_its_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, metrics) = (free_port_range(4), free_port_range(4));
+    let (b, m) = (base.to_string(), metrics.to_string());
+    let net_dir = dir.path().join("net");
+    let out = bftd(&[
+        "testnet",
+        "--dir",
+        net_dir.to_str().expect("utf-8"),
+        "--base-port",
+        &b,
+        "--metrics-base-port",
+        &m,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("http://127.0.0.1:{}", metrics + 3)));
+    for i in 0..4u16 {
+        let cfg = bftd::config::NodeConfig::load(&net_dir.join(format!("node{i}.toml")))
+            .expect("node config loads");
+        assert_eq!(
+            cfg.raw.node.metrics_addr,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], metrics + i)))
+        );
+    }
+
+    // `bftd dev` serves every node's /metrics and says where; `--lossy 0.5` as the help spells it.
+    let dev_dir = dir.path().join("dev");
+    let d = dev_dir.to_str().expect("utf-8");
+    let child = Command::new(bftd_bin())
+        .args([
+            "dev",
+            "--dir",
+            d,
+            "--base-port",
+            &b,
+            "--metrics-base-port",
+            &m,
+            "--lossy",
+            "0.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bftd dev");
+    let mut dev = NodeProc { child, index: 0 };
+    let lines = {
+        let pipe = dev.child.stdout.take().expect("dev stdout");
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while !seen.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("bftd dev did not come up ({e}): {seen:?}"),
+        }
+    }
+    let text = seen.join("\n");
+    let urls: Vec<String> = (0..4)
+        .map(|i| format!("http://127.0.0.1:{}", metrics + i))
+        .collect();
+    assert!(
+        text.contains(&format!("metrics:       {}", urls.join(", "))),
+        "{text}"
+    );
+    assert!(
+        text.contains("--lossy: node-to-node frames are dropped"),
+        "{text}"
+    );
+    for i in 0..4u16 {
+        let body = http_get(
+            std::net::SocketAddr::from(([127, 0, 0, 1], metrics + i)),
+            "/metrics",
+        );
+        assert!(
+            body.starts_with("HTTP/1.") && body.contains(" 200 "),
+            "{body}"
+        );
+        assert!(body.contains("bftd_"), "node {i}: {body}");
+    }
+    assert_eq!(dev.terminate(), Some(0));
+
+    // The directory keeps its ports: another --base-port is refused with the one it has.
+    let other = (base + 10).to_string();
+    let out = bftd(&["dev", "--dir", d, "--base-port", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("use --base-port {base}")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// One HTTP/1.0 GET; the whole response as text.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read response");
+    body
+}

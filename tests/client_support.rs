@@ -393,6 +393,21 @@ fn apply_simple(s: &mut SharedState, op: TxnOp) -> OpResult {
         TxnOp::Delete { key } => OpResult::Delete {
             existed: s.kv.remove(&key).is_some(),
         },
+        TxnOp::DeleteRange { start, end } => {
+            let doomed: Vec<Vec<u8>> =
+                s.kv.range(start..)
+                    .take_while(|(k, _)| end.as_ref().is_none_or(|e| *k < e))
+                    .map(|(k, _)| k.clone())
+                    .take(1001)
+                    .collect();
+            let more = doomed.len() > 1000;
+            let mut deleted = 0;
+            for k in doomed.iter().take(1000) {
+                s.kv.remove(k);
+                deleted += 1;
+            }
+            OpResult::DeleteRange { deleted, more }
+        }
         TxnOp::Range { start, end, limit } => {
             let mut entries: Vec<KeyValue> =
                 s.kv.range(start..)

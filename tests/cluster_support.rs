@@ -49,6 +49,9 @@ impl Testnet {
                 &n.to_string(),
                 "--base-port",
                 &base_port.to_string(),
+                // Tests that want metrics choose free ports themselves (see ops_metrics.rs).
+                "--metrics-base-port",
+                "0",
                 "--force",
                 "--dir",
             ])

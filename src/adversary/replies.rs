@@ -49,6 +49,10 @@ fn falsify_result(r: OpResult) -> OpResult {
             found: falsify_found(found),
         },
         OpResult::Delete { existed } => OpResult::Delete { existed: !existed },
+        OpResult::DeleteRange { deleted, more } => OpResult::DeleteRange {
+            deleted: deleted.wrapping_add(1),
+            more,
+        },
         OpResult::Range { entries, more } => OpResult::Range {
             entries: entries
                 .into_iter()

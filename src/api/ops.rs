@@ -42,6 +42,12 @@ pub enum Op {
         limit: u32,
     },
     Txn(Txn),
+    /// Deletes the keys in `start <= key < end` (`end = None`: no upper bound), the first
+    /// `RANGE_LIMIT_MAX` of them at most, atomically; the result says whether more remain.
+    DeleteRange {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+    },
 }
 
 /// An operation allowed inside a transaction branch.
@@ -61,6 +67,10 @@ pub enum TxnOp {
         start: Vec<u8>,
         end: Option<Vec<u8>>,
         limit: u32,
+    },
+    DeleteRange {
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
     },
 }
 
@@ -106,6 +116,7 @@ impl Op {
             Op::Get { key } => Ok(TxnOp::Get { key }),
             Op::Delete { key } => Ok(TxnOp::Delete { key }),
             Op::Range { start, end, limit } => Ok(TxnOp::Range { start, end, limit }),
+            Op::DeleteRange { start, end } => Ok(TxnOp::DeleteRange { start, end }),
             Op::Txn(txn) => Err(txn),
         }
     }
@@ -130,7 +141,9 @@ pub fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, Rejection> {
     Ok(ops)
 }
 
-fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
+/// The limits of [`decode_ops`], for a client to check before it signs and sends: the same
+/// answer the nodes would give.
+pub fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
     if ops.is_empty() || ops.len() > OPS_PER_REQUEST_MAX {
         return Err(Rejection::TooManyOps);
     }
@@ -139,7 +152,9 @@ fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
             Op::Txn(txn) => check_txn(txn)?,
             Op::Put { key, value } => check_put(key, value)?,
             Op::Get { key } | Op::Delete { key } => check_key(key)?,
-            Op::Range { start, end, .. } => check_range(start, end.as_deref())?,
+            Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {
+                check_range(start, end.as_deref())?
+            }
         }
     }
     Ok(())
@@ -162,13 +177,24 @@ fn check_txn(txn: &Txn) -> Result<(), Rejection> {
         match op {
             TxnOp::Put { key, value } => check_put(key, value)?,
             TxnOp::Get { key } | TxnOp::Delete { key } => check_key(key)?,
-            TxnOp::Range { start, end, .. } => check_range(start, end.as_deref())?,
+            TxnOp::Range { start, end, .. } | TxnOp::DeleteRange { start, end } => {
+                check_range(start, end.as_deref())?
+            }
         }
     }
     Ok(())
 }
 
+/// A key that names one entry: not empty (as etcd), at most `KEY_BYTES_MAX`. A range's
+/// bounds may be empty (`start = ""` is the first key), so they use [`check_bound`].
 fn check_key(key: &[u8]) -> Result<(), Rejection> {
+    if key.is_empty() {
+        return Err(Rejection::EmptyKey);
+    }
+    check_bound(key)
+}
+
+fn check_bound(key: &[u8]) -> Result<(), Rejection> {
     if key.len() > KEY_BYTES_MAX {
         Err(Rejection::KeyTooLarge)
     } else {
@@ -190,8 +216,8 @@ fn check_put(key: &[u8], value: &[u8]) -> Result<(), Rejection> {
 }
 
 fn check_range(start: &[u8], end: Option<&[u8]>) -> Result<(), Rejection> {
-    check_key(start)?;
-    end.map_or(Ok(()), check_key)
+    check_bound(start)?;
+    end.map_or(Ok(()), check_bound)
 }
 
 #[cfg(test)]
@@ -239,5 +265,34 @@ mod tests {
             decode_ops(&encode_ops(&big)).unwrap_err(),
             Rejection::KeyTooLarge
         );
+    }
+
+    #[test]
+    fn empty_keys_are_refused_but_an_empty_range_start_is_the_first_key() {
+        let empty = |op: Op| decode_ops(&encode_ops(&[op])).map(|_| ());
+        assert_eq!(
+            empty(Op::Put {
+                key: vec![],
+                value: b"v".to_vec()
+            }),
+            Err(Rejection::EmptyKey)
+        );
+        assert_eq!(empty(Op::Get { key: vec![] }), Err(Rejection::EmptyKey));
+        assert_eq!(empty(Op::Delete { key: vec![] }), Err(Rejection::EmptyKey));
+        let in_txn = Op::Txn(Txn {
+            compare: vec![],
+            success: vec![TxnOp::Put {
+                key: vec![],
+                value: vec![],
+            }],
+            failure: vec![],
+        });
+        assert_eq!(empty(in_txn), Err(Rejection::EmptyKey));
+        let range = Op::Range {
+            start: vec![],
+            end: None,
+            limit: 1,
+        };
+        assert_eq!(empty(range), Ok(()));
     }
 }

@@ -41,6 +41,12 @@ pub enum OpResult {
         entries: Vec<KeyValue>,
         more: bool,
     },
+    /// `deleted` keys were removed; `more` is true if keys remain in the range (one delete
+    /// removes at most `RANGE_LIMIT_MAX`).
+    DeleteRange {
+        deleted: u64,
+        more: bool,
+    },
 }
 
 /// Result of one operation of a request.
@@ -69,6 +75,43 @@ pub enum Rejection {
     SessionExpired,
     /// A request with different operations already used this `(client, session, seq)`.
     SeqReused,
+    /// A put, get, delete or compare named the empty key (a range may start at it).
+    EmptyKey,
+}
+
+impl std::fmt::Display for Rejection {
+    /// A sentence with the limit in it, for people.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX, TXN_ITEMS_MAX, VALUE_BYTES_MAX};
+        match self {
+            Rejection::Malformed => f.write_str("the request's operations do not decode"),
+            Rejection::TooManyOps => write!(
+                f,
+                "a request carries 1 to {OPS_PER_REQUEST_MAX} operations, and a transaction \
+                 at most {TXN_ITEMS_MAX} compares and {TXN_ITEMS_MAX} operations per branch"
+            ),
+            Rejection::KeyTooLarge => {
+                write!(f, "a key is longer than the limit of {KEY_BYTES_MAX} bytes")
+            }
+            Rejection::ValueTooLarge => write!(
+                f,
+                "a value is larger than the limit of {VALUE_BYTES_MAX} bytes ({} MiB)",
+                VALUE_BYTES_MAX >> 20
+            ),
+            Rejection::SeqTooOld => f.write_str(
+                "the request's sequence number is below this client's exactly-once window; \
+                 its reply is no longer kept",
+            ),
+            Rejection::SessionExpired => f.write_str(
+                "this client's session was evicted from the exactly-once table; whether the \
+                 request ran is no longer known",
+            ),
+            Rejection::SeqReused => f.write_str(
+                "another request with different operations already used this sequence number",
+            ),
+            Rejection::EmptyKey => f.write_str("the key is empty; keys need at least one byte"),
+        }
+    }
 }
 
 /// The reply to one request.

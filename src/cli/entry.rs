@@ -34,6 +34,7 @@ pub fn run() -> ExitCode {
             crate::cli::start::main(all)
         }
         Some("keygen") => crate::cli::keygen::main(rest),
+        Some("show-keys") => crate::cli::show_keys::main(rest),
         Some("testnet") => crate::cli::testnet::main(rest),
         Some("-h" | "--help" | "help") => {
             print!("{}", crate::cli::HELP);
@@ -50,7 +51,11 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bftd: {e}");
-            ExitCode::FAILURE
+            if crate::cli::is_usage_mistake(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,13 +1,16 @@
 //! `bftd inspect --data-dir DIR`: what is in a node's data dir, with every checksum verified.
 //!
-//! First a read-only pass over both engines (`state/`, `consensus/`): the manifest, every
-//! SSTable (opened, which checks its CRC and layout) and every WAL segment (every record's
-//! length and CRC, LSN continuity between segments). Only if all of that is clean does it open
-//! the stores the way the node does (which takes the directory lock, so a running node makes it
-//! stop with "in use", and starts a new empty WAL segment) to report the applied height, state
-//! digest, committed block, safety state and stored blocks, and to recompute the state tree
-//! root from the state entries and compare it with the stored one. Exit status 1 if anything
-//! is wrong.
+//! Invariant: nothing under the data dir is written. It holds both engines' `LOCK` files
+//! (opened read-only, locked like the node does), so a running node makes it stop with "in
+//! use" and no node can start while it reads. Then a read-only pass over both engines
+//! (`state/`, `consensus/`): the manifest, every SSTable (opened, which checks its CRC and
+//! layout) and every WAL segment (every record's length and CRC, LSN continuity between
+//! segments). Only if all of that is clean does it open the stores the way the node does to
+//! report the applied height, state digest, committed block, safety state and stored blocks,
+//! and to recompute the state tree root from the state entries and compare it with the stored
+//! one; opening writes (the WAL starts a new segment, leftovers are removed), so it opens a
+//! private copy in the system's temp dir: immutable files (SSTables, snapshots) hard-linked
+//! where the file system allows, the rest copied. Exit status 1 if anything is wrong.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -36,9 +39,10 @@ OPTIONS:
     --cluster NAME    The cluster_name, to name the genesis block [default: testnet]
     -h, --help        Print this help
 
-The node must be stopped. Checks every SSTable and WAL record first, without writing; then,
-if all are clean, opens the stores as the node would to print heights and safety state, and
-recomputes the state tree root from the entries (it must equal the stored root).
+The node must be stopped. Writes nothing in DIR: checks every SSTable and WAL record in
+place; then, if all are clean, opens a private copy of the stores (in the system's temp dir,
+removed afterwards) as the node would, to print heights and safety state, and recomputes the
+state tree root from the entries (it must equal the stored root).
 Exit status: 0 when everything checked out, 1 otherwise.
 ";
 
@@ -76,6 +80,10 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             dir.display()
         ));
     }
+    let _locks = [
+        lock_read_only(&layout.state())?,
+        lock_read_only(&layout.consensus())?,
+    ];
     let mut problems = 0;
     for engine in [layout.state(), layout.consensus()] {
         problems += check_engine(&engine);
@@ -86,7 +94,84 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
              truncate it); see the README on a damaged data dir"
         ));
     }
-    report_contents(&dir, ClusterId::from_name(&cluster))
+    let scratch = Scratch::new()?;
+    let copied = private_copy(&dir, &scratch.0).map_err(|e| {
+        format!(
+            "copying the stores to {} to open them: {e}",
+            scratch.0.display()
+        )
+    })?;
+    println!(
+        "(opening a private copy in {}: {copied} bytes copied, immutable files linked)",
+        scratch.0.display()
+    );
+    report_contents(&scratch.0, ClusterId::from_name(&cluster))
+}
+
+/// Locks `dir/LOCK` as the engine does, through a read-only handle, so nothing is created; a
+/// directory without one was never opened by a node and needs no lock.
+fn lock_read_only(dir: &Path) -> Result<Option<std::fs::File>, String> {
+    let path = dir.join("LOCK");
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{}: in use by a running node; stop it first",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: flock: {e}", path.display())),
+    }
+}
+
+/// A directory of our own under the system's temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self, String> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("bftd-inspect-{}-{nanos}", std::process::id()));
+        // `create_dir` (not `_all`) fails if the name is taken: the directory is ours alone.
+        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copies the tree at `from` into `to`, except `LOCK` files; SSTables and snapshot files,
+/// which are never changed once written, are hard-linked when possible. Returns the bytes
+/// copied (not linked).
+fn private_copy(from: &Path, to: &Path) -> std::io::Result<u64> {
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, name) = (entry.path(), entry.file_name());
+        let dst = to.join(&name);
+        let text = name.to_string_lossy();
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copied += private_copy(&src, &dst)?;
+        } else if text == "LOCK" {
+            continue;
+        } else {
+            let immutable = parse_table_file_name(&text).is_some() || text.ends_with(".snap");
+            if !(immutable && std::fs::hard_link(&src, &dst).is_ok()) {
+                copied += std::fs::copy(&src, &dst)?;
+            }
+        }
+    }
+    Ok(copied)
 }
 
 /// Verifies one engine's files without writing; prints one line per file; returns the

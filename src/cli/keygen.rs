@@ -85,7 +85,9 @@ fn parse(args: Vec<OsString>) -> Result<Option<(PathBuf, String)>, String> {
         }
     }
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(format!("--name '{name}' must be a plain file name stem"));
+        return Err(format!(
+            "--name '{name}' must be a plain file name stem; see 'bftd keygen --help'"
+        ));
     }
     Ok(Some((out, name)))
 }

@@ -6,6 +6,7 @@ pub mod entry;
 pub mod inspect;
 pub mod keygen;
 pub mod sd_notify;
+pub mod show_keys;
 pub mod sim;
 pub mod snapshot;
 pub mod start;
@@ -25,8 +26,16 @@ COMMANDS:
     snapshot   Offline backup and restore of a node's state (see 'bftd snapshot --help')
     sim        Run the deterministic consensus simulator (see 'bftd sim --help')
     keygen     Make one key pair: signing (Ed25519) and Noise (X25519) (see 'bftd keygen --help')
+    show-keys  Print the public keys of existing key files (see 'bftd show-keys --help')
     testnet    Write configs and keys for a local cluster (see 'bftd testnet --help')
     help       Print this help
 
 Set RUST_LOG (error, warn, info, debug) to change how much the node logs.
+Exit status: 0 on success, 1 on failure, 2 for a usage mistake.
 ";
+
+/// Whether a subcommand's error is a usage mistake: by convention every such message points
+/// at the help (`...; see 'bftd X --help'`), and nothing else does.
+pub fn is_usage_mistake(message: &str) -> bool {
+    message.contains("--help'")
+}

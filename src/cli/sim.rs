@@ -112,7 +112,7 @@ fn parse(args: Vec<std::ffi::OsString>) -> Result<Option<Options>, String> {
         }
     }
     if o.seed.is_some() && o.seeds.is_some() {
-        return Err("sim: give either --seed or --seeds, not both".into());
+        return Err("sim: give either --seed or --seeds, not both; see 'bftd sim --help'".into());
     }
     Ok(Some(o))
 }

@@ -29,6 +29,9 @@ OPTIONS:
     --base-port P    Node i listens on 127.0.0.1:(P + i) [default: 7000]
     --hosts IPS      Comma-separated IPs, one per node: node i listens on IPS[i]:P instead
                      (for machines or containers of their own, e.g. the docker localnet)
+    --metrics-base-port M
+                     Node i serves /metrics and /health on 127.0.0.1:(M + i), or IPS[i]:M
+                     with --hosts ([node] metrics_addr); 0 writes none [default: P + 1000]
     --force          Write into DIR even if it is not empty (replaces files of the same name)
     -h, --help       Print this help
 
@@ -66,13 +69,46 @@ fn parse_hosts(raw: &str) -> Result<Vec<IpAddr>, String> {
         .collect()
 }
 
-/// The spec, and the hosts of `--hosts` if given.
-type Parsed = (TestnetSpec, Option<Vec<IpAddr>>);
+/// The spec, the hosts of `--hosts` if given, and the metrics base port (`None`: no metrics).
+type Parsed = (TestnetSpec, Option<Vec<IpAddr>>, Option<u16>);
+
+/// Where node `i` serves metrics when the base is `metrics_base` (see `--metrics-base-port`).
+pub fn metrics_addr(metrics_base: u16, i: usize, hosts: Option<&[IpAddr]>) -> SocketAddr {
+    match hosts {
+        Some(h) => SocketAddr::new(h[i], metrics_base),
+        None => SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            metrics_base.saturating_add(i as u16),
+        ),
+    }
+}
+
+/// `--metrics-base-port`: the given port (0 = none), or `base_port + 1000`; checked to fit.
+pub fn metrics_base(
+    given: Option<u16>,
+    base_port: u16,
+    nodes: usize,
+    command: &str,
+) -> Result<Option<u16>, String> {
+    let base = match given {
+        Some(0) => return Ok(None),
+        Some(p) => usize::from(p),
+        None => usize::from(base_port) + 1000,
+    };
+    if base + nodes - 1 > usize::from(u16::MAX) {
+        return Err(format!(
+            "metrics ports from {base} for {nodes} nodes do not fit; pass \
+             --metrics-base-port (0 for none); see 'bftd {command} --help'"
+        ));
+    }
+    Ok(Some(base as u16))
+}
 
 fn parse(args: Vec<OsString>) -> Result<Option<Parsed>, String> {
     let (mut nodes, mut faults, mut force) = (4usize, None, false);
     let mut hosts: Option<Vec<IpAddr>> = None;
     let (mut dir, mut base_port) = (PathBuf::from("./testnet"), 7000u16);
+    let mut metrics_port = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
@@ -80,6 +116,9 @@ fn parse(args: Vec<OsString>) -> Result<Option<Parsed>, String> {
             Long("faults") => faults = Some(value(&mut parser, "--faults")?),
             Long("dir") => dir = parser.value().map_err(|e| e.to_string())?.into(),
             Long("base-port") => base_port = value(&mut parser, "--base-port")?,
+            Long("metrics-base-port") => {
+                metrics_port = Some(value(&mut parser, "--metrics-base-port")?)
+            }
             Long("force") => force = true,
             Long("hosts") => {
                 let raw = parser.value().map_err(|e| e.to_string())?;
@@ -93,34 +132,40 @@ fn parse(args: Vec<OsString>) -> Result<Option<Parsed>, String> {
         }
     }
     if nodes == 0 || nodes > TESTNET_NODES_MAX {
-        return Err(format!("--nodes must be 1..={TESTNET_NODES_MAX}"));
+        return Err(format!(
+            "--nodes must be 1..={TESTNET_NODES_MAX}; see 'bftd testnet --help'"
+        ));
     }
     let faults = faults.unwrap_or((nodes - 1) / 3);
     if faults > (nodes - 1) / 3 {
         return Err(format!(
-            "--nodes {nodes} is too few for --faults {faults}: it needs at least {}",
+            "--nodes {nodes} is too few for --faults {faults}: it needs at least {}; see \
+             'bftd testnet --help'",
             3 * faults + 1
         ));
     }
     if usize::from(base_port) + nodes - 1 > usize::from(u16::MAX) || base_port == 0 {
         return Err(format!(
-            "--base-port {base_port}: ports for {nodes} nodes do not fit"
+            "--base-port {base_port}: ports for {nodes} nodes do not fit; see 'bftd testnet --help'"
         ));
     }
     if let Some(h) = &hosts {
         if h.len() != nodes {
             return Err(format!(
-                "--hosts lists {} IPs but --nodes is {nodes}",
+                "--hosts lists {} IPs but --nodes is {nodes}; see 'bftd testnet --help'",
                 h.len()
             ));
         }
         let unique: std::collections::HashSet<_> = h.iter().collect();
         if unique.len() != h.len() {
             return Err(
-                "--hosts lists an IP twice; nodes on one host need --base-port instead".into(),
+                "--hosts lists an IP twice; nodes on one host need --base-port instead; see \
+                 'bftd testnet --help'"
+                    .into(),
             );
         }
     }
+    let metrics = metrics_base(metrics_port, base_port, nodes, "testnet")?;
     Ok(Some((
         TestnetSpec {
             nodes,
@@ -130,6 +175,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Parsed>, String> {
             force,
         },
         hosts,
+        metrics,
     )))
 }
 
@@ -158,14 +204,16 @@ fn write_file(path: &Path, text: &str, written: &mut Vec<PathBuf>) -> Result<(),
 
 /// Writes the whole cluster on 127.0.0.1; returns every file written, in order.
 pub fn write_testnet(spec: &TestnetSpec) -> Result<Vec<PathBuf>, String> {
-    write_testnet_on(spec, None)
+    write_testnet_on(spec, None, None)
 }
 
 /// Writes the whole cluster; with `hosts`, node `i` listens on `hosts[i]:base_port` (one
-/// host per node), else on `127.0.0.1:(base_port + i)`.
+/// host per node), else on `127.0.0.1:(base_port + i)`; with `metrics_base`, each node config
+/// gets a `metrics_addr` (see [`metrics_addr`]).
 pub fn write_testnet_on(
     spec: &TestnetSpec,
     hosts: Option<&[IpAddr]>,
+    metrics_base: Option<u16>,
 ) -> Result<Vec<PathBuf>, String> {
     if hosts.is_some_and(|h| h.len() != spec.nodes) {
         return Err("one host per node is needed".into());
@@ -195,7 +243,7 @@ pub fn write_testnet_on(
     let client = write_key_pair(&spec.dir, "client")?;
     let (s, n) = key_paths(&spec.dir, "client");
     written.extend([s, n]);
-    let cluster = ClusterSpec {
+    let mut cluster = ClusterSpec {
         cluster_name: "testnet".into(),
         f: spec.faults,
         members,
@@ -211,13 +259,23 @@ pub fn write_testnet_on(
             noise_key_path: Path::new(&n),
         };
         let data_dir = PathBuf::from(format!("data/node{i}"));
-        let text = render_node(&cluster, i, &data_dir, &paths);
+        let mut text = render_node(&cluster, i, &data_dir, &paths);
+        if let Some(base) = metrics_base {
+            let addr = metrics_addr(base, i, hosts);
+            text = text.replace(
+                "\n[node]\n",
+                &format!("\n[node]\nmetrics_addr = \"{addr}\"\n"),
+            );
+        }
         write_file(&spec.dir.join(format!("node{i}.toml")), &text, &mut written)?;
     }
     let paths = OwnPaths {
         signing_key_path: Path::new("client.signing.key"),
         noise_key_path: Path::new("client.noise.key"),
     };
+    // A client always needs the most matching replies the member count allows, whatever
+    // `--faults` the nodes run with (see `ClientConfig::load`).
+    cluster.f = (spec.nodes - 1) / 3;
     write_file(
         &spec.dir.join("client.toml"),
         &render_client(&cluster, &paths),
@@ -227,10 +285,10 @@ pub fn write_testnet_on(
 }
 
 pub fn main(args: Vec<OsString>) -> Result<(), String> {
-    let Some((spec, hosts)) = parse(args)? else {
+    let Some((spec, hosts, metrics)) = parse(args)? else {
         return Ok(());
     };
-    let written = write_testnet_on(&spec, hosts.as_deref())?;
+    let written = write_testnet_on(&spec, hosts.as_deref(), metrics)?;
     let mut report = format!(
         "testnet: {} nodes, f = {}, in {}\n",
         spec.nodes,
@@ -239,6 +297,15 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     );
     for path in &written {
         report.push_str(&format!("wrote {}\n", path.display()));
+    }
+    if let Some(base) = metrics {
+        let urls: Vec<String> = (0..spec.nodes)
+            .map(|i| format!("http://{}", metrics_addr(base, i, hosts.as_deref())))
+            .collect();
+        report.push_str(&format!(
+            "metrics and health (metrics_addr): {}\n",
+            urls.join(", ")
+        ));
     }
     // The files are written; a closed stdout (`| head`) is no reason to fail or panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());

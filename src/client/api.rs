@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
-use crate::api::{KeyValue, Op, OpReply, OpResult, Txn, VersionedValue, encode_ops};
+use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::config::LoadedClientConfig;
 use crate::types::NodeId;
 use crate::wire::client::{ClientFrame, NodeFrame, NodeStatus};
@@ -92,6 +92,27 @@ impl Ticket {
 pub struct RangeResult {
     pub entries: Vec<KeyValue>,
     pub more: bool,
+}
+
+impl RangeResult {
+    /// The first key after this result's last entry (the last key with a zero byte appended),
+    /// to continue a listing that `limit` cut; `None` when the result is empty.
+    pub fn next_start(&self) -> Option<Vec<u8>> {
+        let last = self.entries.last()?;
+        let mut next = last.key.clone();
+        next.push(0);
+        Some(next)
+    }
+}
+
+/// The end (exclusive) of the range of keys that start with `prefix`: the prefix with its last
+/// byte below 0xff incremented and the rest dropped; `None` (no upper bound) when there is no
+/// such byte, e.g. for the empty prefix.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let keep = prefix.iter().rposition(|&b| b < 0xff)?;
+    let mut end = prefix[..=keep].to_vec();
+    end[keep] += 1;
+    Some(end)
 }
 
 /// A transaction's outcome: which branch ran and the results of its operations.
@@ -224,7 +245,27 @@ impl Client {
                 ops.len()
             )));
         }
-        let (seq, rx) = self.core().submit(encode_ops(&ops))?;
+        // The nodes would reject these with the same rule (a replicated `Rejection`); saying
+        // so here costs no round trip and names the limit.
+        if let Err(rejection) = crate::api::ops::check_ops(&ops) {
+            return Err(match rejection {
+                Rejection::KeyTooLarge | Rejection::ValueTooLarge | Rejection::TooManyOps => {
+                    ClientError::TooLarge(rejection.to_string())
+                }
+                _ => ClientError::Usage(rejection.to_string()),
+            });
+        }
+        let encoded = encode_ops(&ops);
+        let ops_bytes_max = crate::crypto::VerifierLimits::default().request_ops_bytes_max;
+        if encoded.len() > ops_bytes_max {
+            // A node closes a link that sends a frame over its limit; say it here instead.
+            return Err(ClientError::TooLarge(format!(
+                "the request's operations encode to {} bytes, over the nodes' limit of \
+                 {ops_bytes_max} bytes per request (keys, values and a little framing)",
+                encoded.len()
+            )));
+        }
+        let (seq, rx) = self.core().submit(encoded)?;
         Ok(Ticket { seq, rx })
     }
 
@@ -310,6 +351,73 @@ impl Client {
         }
     }
 
+    /// Deletes the keys in `start <= key < end` in one atomic operation, at most 1000 of them
+    /// (the state machine's bound on one range); returns how many it deleted and whether keys
+    /// remain in the range (then call again: each call is atomic on its own).
+    pub fn delete_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<(u64, bool), ClientError> {
+        let op = Op::DeleteRange {
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+        };
+        match self.simple(op)? {
+            OpResult::DeleteRange { deleted, more } => Ok((deleted, more)),
+            other => Err(shape("a delete-range result", &other)),
+        }
+    }
+
+    /// Deletes every key that starts with `prefix` (see [`Client::delete_range`]: atomic per
+    /// call, at most 1000 keys per call).
+    pub fn delete_prefix(&self, prefix: &[u8]) -> Result<(u64, bool), ClientError> {
+        if prefix.is_empty() {
+            return Err(ClientError::Usage(
+                "refusing to delete every key: the prefix is empty".into(),
+            ));
+        }
+        let end = prefix_end(prefix);
+        self.delete_range(prefix, end.as_deref())
+    }
+
+    /// Keys in `start <= key < end`, at most `limit` of them, paging through the cluster's
+    /// 1000-entry cap on one range read: each page is its own linearizable read, so a long
+    /// listing is not one atomic snapshot (a write between two pages shows in the later page
+    /// only). `more` says whether keys beyond `limit` exist; [`RangeResult::next_start`] is
+    /// where to resume.
+    pub fn range_paged(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<RangeResult, ClientError> {
+        let page_max = crate::api::ops::RANGE_LIMIT_MAX as usize;
+        let mut out = RangeResult {
+            entries: Vec::new(),
+            more: false,
+        };
+        let mut from = start.to_vec();
+        while out.entries.len() < limit {
+            let page = (limit - out.entries.len()).min(page_max) as u32;
+            let got = self.range(&from, end, page)?;
+            out.more = got.more;
+            out.entries.extend(got.entries);
+            match (out.more, out.next_start()) {
+                (true, Some(next)) => from = next,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key that starts with `prefix` (at most `limit`, paged as in
+    /// [`Client::range_paged`]). An empty prefix lists all keys.
+    pub fn get_prefix(&self, prefix: &[u8], limit: usize) -> Result<RangeResult, ClientError> {
+        let end = prefix_end(prefix);
+        self.range_paged(prefix, end.as_deref(), limit)
+    }
+
     /// Runs a transaction atomically: if every compare holds, the success branch, else the
     /// failure branch. A compare-and-swap:
     ///
@@ -347,9 +455,12 @@ impl Client {
     }
 
     fn stale(&self, key: &[u8], target: Option<usize>) -> Result<StaleRead, ClientError> {
+        if key.is_empty() {
+            return Err(ClientError::Usage(Rejection::EmptyKey.to_string()));
+        }
         if key.len() > KEY_BYTES_MAX {
             return Err(ClientError::TooLarge(format!(
-                "key of {} bytes exceeds {KEY_BYTES_MAX}",
+                "the key of {} bytes is longer than the limit of {KEY_BYTES_MAX} bytes",
                 key.len()
             )));
         }
@@ -446,4 +557,17 @@ impl Client {
 
 fn shape(expected: &str, got: &impl std::fmt::Debug) -> ClientError {
     ClientError::BadReply(format!("expected {expected}, the cluster returned {got:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
 }

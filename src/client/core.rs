@@ -27,7 +27,7 @@ use crate::types::{ClientKey, NodeId, ops_digest};
 use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
 
 use super::error::{ClientError, NodeAnswer, Said};
-use super::link::{Link, LinkEvents};
+use super::link::{Fault, Link, LinkEvents};
 use super::options::ClientOptions;
 use super::seq::Start;
 use super::tally::{self, Answer, Verdict};
@@ -146,7 +146,8 @@ impl Core {
             table.requests.remove(&seq);
             self.room.notify_all();
             return Err(ClientError::TooLarge(format!(
-                "request of {} bytes exceeds the frame limit of {} bytes",
+                "the signed request of {} bytes is larger than the client's frame limit of {} \
+                 bytes (frame_bytes_max)",
                 frame.len(),
                 self.options.frame_bytes_max
             )));
@@ -284,6 +285,48 @@ impl Core {
         }
     }
 
+    /// Whether fewer than `f + 1` nodes can still answer `r`: those that answered, and those
+    /// whose link has no fault that waiting cannot fix (see `link::Fault`).
+    fn cannot_finish(&self, r: &Request, faults: &[Option<Fault>]) -> bool {
+        let able = r
+            .answers
+            .iter()
+            .zip(faults)
+            .filter(|(answer, fault)| answer.is_some() || fault.is_none())
+            .count();
+        able <= self.f
+    }
+
+    /// The error for a request no `f + 1` nodes can answer, named after the most common fault
+    /// (an allow-list refusal first on a tie: it is the one the user can fix).
+    fn hopeless(&self, seq: u64, r: &Request, faults: &[Option<Fault>]) -> ClientError {
+        let answers = self.describe(&r.answers);
+        let count = |f: Fault| faults.iter().filter(|x| **x == Some(f)).count();
+        let (refused, wrong, not_authorised) = (
+            count(Fault::Refused),
+            count(Fault::WrongNode),
+            count(Fault::NotAuthorised),
+        );
+        if not_authorised > 0 && not_authorised >= refused.max(wrong) {
+            ClientError::NotAuthorised { seq, answers }
+        } else if wrong > 0 && wrong >= refused {
+            ClientError::WrongCluster { answers }
+        } else {
+            ClientError::Unreachable { answers }
+        }
+    }
+
+    /// A query is over early when every node it still waits for has a link fault.
+    fn query_settled(q: &Query, faults: &[Option<Fault>]) -> bool {
+        let waiting = |node: usize| q.answers[node].is_none() && faults[node].is_none();
+        match q.kind {
+            QueryKind::Status | QueryKind::Stale { target: None } => {
+                !(0..q.answers.len()).any(waiting)
+            }
+            QueryKind::Stale { target: Some(t) } => !waiting(t),
+        }
+    }
+
     /// `for_ops`: the ops digest a reply names (`None` for a refusal, which names none).
     fn on_answer(&self, node: usize, seq: u64, for_ops: Option<[u8; 32]>, answer: Answer) {
         let mut table = self.table.lock();
@@ -346,9 +389,23 @@ impl Core {
         Ok(())
     }
 
-    /// One pass of the ticker: expire what passed its deadline, resend what is due.
+    /// One pass of the ticker: fail what can no longer succeed, expire what passed its
+    /// deadline, resend what is due.
     pub(crate) fn tick(&self, now: Instant) {
+        let faults: Vec<Option<Fault>> = self.links.iter().map(|l| l.fault()).collect();
         let mut table = self.table.lock();
+        let hopeless: Vec<u64> = table
+            .requests
+            .iter()
+            .filter(|(_, r)| self.cannot_finish(r, &faults))
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in hopeless {
+            if let Some(r) = table.requests.remove(&seq) {
+                let _ = r.done.send(Err(self.hopeless(seq, &r, &faults)));
+            }
+            self.room.notify_all();
+        }
         let expired: Vec<u64> = table
             .requests
             .iter()
@@ -368,7 +425,7 @@ impl Core {
         let done: Vec<u64> = table
             .queries
             .iter()
-            .filter(|(_, q)| now >= q.deadline)
+            .filter(|(_, q)| now >= q.deadline || Self::query_settled(q, &faults))
             .map(|(id, _)| *id)
             .collect();
         for id in done {

@@ -68,8 +68,12 @@ pub enum ClientError {
     NotAuthorised { seq: u64, answers: Vec<NodeAnswer> },
     /// `f + 1` nodes refused the request as invalid (bad signature or over a limit).
     Invalid { seq: u64, answers: Vec<NodeAnswer> },
-    /// No link to any node came up before the deadline.
+    /// No link to any node came up before the deadline, or too few nodes listen to reach
+    /// `f + 1` answers (connections refused).
     Unreachable { answers: Vec<NodeAnswer> },
+    /// Too many of the configured addresses are held by nodes of another cluster (or by nodes
+    /// with other keys than the client config lists) to reach `f + 1` answers.
+    WrongCluster { answers: Vec<NodeAnswer> },
     /// The cluster agreed (`f + 1` nodes) that the request was not executed, and why.
     Rejected { seq: u64, rejection: Rejection },
     /// Agreed reply bytes that do not decode, or decode to the wrong shape for the call.
@@ -123,11 +127,17 @@ impl fmt::Display for ClientError {
             ClientError::Unreachable { answers } => {
                 write!(f, "cluster unreachable: {}", list(answers))
             }
+            ClientError::WrongCluster { answers } => write!(
+                f,
+                "wrong cluster: the nodes at the configured addresses are not this cluster's \
+                 members: {}",
+                list(answers)
+            ),
             ClientError::Rejected { seq, rejection } => {
-                write!(f, "request {seq} rejected by the cluster: {rejection:?}")
+                write!(f, "request {seq} rejected by the cluster: {rejection}")
             }
             ClientError::BadReply(why) => write!(f, "bad reply: {why}"),
-            ClientError::TooLarge(why) => write!(f, "too large: {why}"),
+            ClientError::TooLarge(why) => write!(f, "too large, nothing was sent: {why}"),
             ClientError::Usage(why) => f.write_str(why),
             ClientError::Closed => f.write_str("the client was shut down"),
             ClientError::Unavailable { node, reason } => {

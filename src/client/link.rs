@@ -24,11 +24,33 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use parking_lot::Mutex;
 
 use crate::net::frame::FrameDecoder;
-use crate::net::noise::{HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseLink, sealed_len};
+use crate::net::noise::{
+    HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseError, NoiseLink, sealed_len,
+};
 use crate::types::ClusterId;
 use crate::wire::client::{NodeFrame, decode_node_frame};
 
 use super::options::{ClientOptions, Endpoint};
+
+/// Sessions in a row that a node closed right after the handshake, before sending one frame,
+/// after which the link counts as refused by that node's allow-list. One such close can be a
+/// node shutting down at that moment; a second one at once after a fresh handshake cannot.
+const SILENT_CLOSES_REFUSED: u32 = 2;
+
+/// Why a link cannot serve requests, when waiting will not fix it: the core fails a request at
+/// once when too few links are left without one (see `Core::tick`). Cleared by the next
+/// successful dial (for `Refused` and `WrongNode`) or the next frame received (for all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Nothing listens at the address (the connection was refused).
+    Refused,
+    /// Whoever listens there is not this member of this cluster: the handshake does not
+    /// decrypt under this cluster's id, or the node proved another noise key.
+    WrongNode,
+    /// The node closes every session right after the handshake: this client's noise key is
+    /// not on its allow-list.
+    NotAuthorised,
+}
 
 /// What the link reports to the client core. `frame` returns `Err(why)` for a frame that
 /// breaks the protocol (e.g. a reply addressed to another client): the link is then closed.
@@ -77,6 +99,9 @@ pub(crate) struct Link {
     pub endpoint: Endpoint,
     session: Mutex<Option<Session>>,
     last_error: Mutex<String>,
+    fault: Mutex<Option<Fault>>,
+    /// Sessions in a row closed by the node before it sent a frame.
+    silent_closes: std::sync::atomic::AtomicU32,
     counters: LinkCounters,
 }
 
@@ -86,6 +111,8 @@ impl Link {
             endpoint,
             session: Mutex::new(None),
             last_error: Mutex::new(String::new()),
+            fault: Mutex::new(None),
+            silent_closes: std::sync::atomic::AtomicU32::new(0),
             counters: LinkCounters::default(),
         }
     }
@@ -109,16 +136,23 @@ impl Link {
         }
     }
 
+    /// Why this link cannot serve requests for now, if waiting will not fix it.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        *self.fault.lock()
+    }
+
     /// "connected", or why not, for error messages.
     pub(crate) fn describe(&self) -> String {
-        if self.is_up() {
+        let fault = self.fault();
+        if self.is_up() && fault.is_none() {
             return "connected".into();
         }
         let err = self.last_error.lock();
-        if err.is_empty() {
-            "not connected yet".into()
-        } else {
-            format!("unreachable: {err}")
+        match fault {
+            // Already a sentence that names the cause.
+            Some(Fault::NotAuthorised | Fault::WrongNode) => err.clone(),
+            _ if err.is_empty() => "not connected yet".into(),
+            _ => format!("unreachable: {err}"),
         }
     }
 
@@ -139,6 +173,46 @@ impl Link {
             frames_out: c.frames_out.load(Ordering::Relaxed),
             frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records a fault and its reason, the reason first so a reader that sees the fault also
+    /// sees why; returns the reason.
+    fn set_fault(&self, fault: Fault, why: String) -> String {
+        *self.last_error.lock() = why.clone();
+        *self.fault.lock() = Some(fault);
+        why
+    }
+
+    /// A handshake completed: whoever listens is this member, so only an allow-list refusal
+    /// (seen after the handshake) can still stand.
+    fn dialled(&self) {
+        let mut fault = self.fault.lock();
+        if *fault != Some(Fault::NotAuthorised) {
+            *fault = None;
+        }
+    }
+
+    /// Notes how a session ended: a node that sent frames is fine, one that closed a fresh
+    /// session before saying anything, `SILENT_CLOSES_REFUSED` times in a row, refuses us.
+    fn session_ended(&self, end: End, silent: bool) -> End {
+        let End::Closed(why) = end else {
+            return end;
+        };
+        if !silent {
+            self.silent_closes.store(0, Ordering::Relaxed);
+            *self.fault.lock() = None;
+            return End::Closed(why);
+        }
+        let closes = self.silent_closes.fetch_add(1, Ordering::Relaxed) + 1;
+        if closes < SILENT_CLOSES_REFUSED {
+            return End::Closed(why);
+        }
+        let why = format!(
+            "not authorised: the node closed {closes} sessions in a row right after the \
+             handshake ({why}), which is what it does to a client whose noise key is not on \
+             its allow-list ([clients] allow in its config)"
+        );
+        End::Closed(self.set_fault(Fault::NotAuthorised, why))
     }
 
     /// Closes the live session, if any, which wakes its reader.
@@ -184,7 +258,11 @@ fn run(link: &Link, ctx: &LinkContext, events: &dyn LinkEvents) {
     while !ctx.shutdown.load(Ordering::Acquire) {
         let (end, established) = match dial(link, ctx) {
             Ok((stream, noise, decoder)) => {
-                (session(link, ctx, events, stream, noise, decoder), true)
+                link.dialled();
+                let frames_before = link.counters.frames_in.load(Ordering::Relaxed);
+                let end = session(link, ctx, events, stream, noise, decoder);
+                let silent = link.counters.frames_in.load(Ordering::Relaxed) == frames_before;
+                (link.session_ended(end, silent), true)
             }
             Err(why) => {
                 link.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
@@ -213,8 +291,15 @@ fn run(link: &Link, ctx: &LinkContext, events: &dyn LinkEvents) {
 /// Dials and runs the handshake; on success the stream is ready for transport frames.
 fn dial(link: &Link, ctx: &LinkContext) -> Result<(TcpStream, NoiseLink, FrameDecoder), String> {
     let addr = link.endpoint.addr;
-    let mut stream = TcpStream::connect_timeout(&addr, ctx.options.connect_timeout)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, ctx.options.connect_timeout).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                let why = format!("connect {addr}: connection refused (is the node running?)");
+                link.set_fault(Fault::Refused, why)
+            } else {
+                format!("connect {addr}: {e}")
+            }
+        })?;
     let setup = |s: &TcpStream| -> std::io::Result<()> {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(ctx.options.io_timeout))?;
@@ -252,12 +337,28 @@ fn handshake(
     let msg = read_frame(stream, decoder, pending).map_err(|e| match e {
         End::Closed(why) | End::Garbage(why) => format!("handshake: {why}"),
     })?;
-    hs.read_message(&msg).map_err(noise_err)?;
+    hs.read_message(&msg).map_err(|e| {
+        if matches!(e, NoiseError::Snow(snow::Error::Decrypt)) {
+            // The prologue (the cluster id) is mixed into what the node's second message is
+            // encrypted under: a node of another cluster is the one way a well-formed
+            // message fails to decrypt.
+            let why = format!(
+                "the node at {} belongs to another cluster: its handshake does not decrypt \
+                 under this cluster's name (check cluster_name in the client config)",
+                link.endpoint.addr
+            );
+            link.set_fault(Fault::WrongNode, why)
+        } else {
+            noise_err(e)
+        }
+    })?;
     if hs.remote_static() != Some(link.endpoint.noise_public_key) {
-        return Err(format!(
-            "handshake: the node at {} did not prove {}'s configured noise key; refusing it",
+        let why = format!(
+            "the node at {} is not {} of this cluster: it proved another noise key than the \
+             client config lists; refusing it",
             link.endpoint.addr, link.endpoint.id
-        ));
+        );
+        return Err(link.set_fault(Fault::WrongNode, why));
     }
     out.clear();
     hs.write_message(&mut out).map_err(noise_err)?;

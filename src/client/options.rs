@@ -77,6 +77,16 @@ impl ClusterEndpoints {
                 3 * self.f + 1
             ));
         }
+        let f_max = (self.members.len() - 1) / 3;
+        if self.f < f_max {
+            return Err(format!(
+                "f = {} with {} members: the cluster tolerates f = {f_max}, and a client that \
+                 accepts fewer than f + 1 = {} matching replies can be fooled by one lying node",
+                self.f,
+                self.members.len(),
+                f_max + 1
+            ));
+        }
         Ok(())
     }
 }

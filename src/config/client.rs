@@ -61,6 +61,20 @@ impl ClientConfig {
         }
         let cluster = ClusterId::from_name(&raw.cluster_name);
         let (members, committee) = members::parse_members(path, cluster, &raw.members, raw.f)?;
+        let f_max = (members.len().max(1) - 1) / 3;
+        if raw.f != f_max {
+            return Err(ConfigError::field(
+                path,
+                "f",
+                format!(
+                    "is {} but a cluster of {} members tolerates f = {f_max}: a client accepts \
+                     a result from f + 1 matching nodes, so a smaller f lets fewer nodes than \
+                     the cluster's Byzantine bound decide what it reads; set f = {f_max}",
+                    raw.f,
+                    members.len()
+                ),
+            ));
+        }
         let signing_secret =
             members::read_key_file(path, "signing_key_path", &raw.signing_key_path)?;
         let noise_secret = members::read_key_file(path, "noise_key_path", &raw.noise_key_path)?;

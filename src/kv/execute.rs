@@ -77,6 +77,16 @@ fn execute_simple(
             let (entries, more) = range(overlay, &start, end.as_deref(), limit)?;
             OpResult::Range { entries, more }
         }
+        TxnOp::DeleteRange { start, end } => {
+            let (entries, more) = range(overlay, &start, end.as_deref(), RANGE_LIMIT_MAX)?;
+            for entry in &entries {
+                overlay.delete(data_key(&entry.key));
+            }
+            OpResult::DeleteRange {
+                deleted: entries.len() as u64,
+                more,
+            }
+        }
     })
 }
 

@@ -622,3 +622,81 @@ mod sessions {
         assert_eq!(replies[0].reply, Reply::Rejected(Rejection::SessionExpired));
     }
 }
+
+#[test]
+fn delete_range_is_atomic_bounded_and_seen_by_later_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let keys = ["a", "ab", "abc", "b"];
+    apply(
+        &mut store,
+        1,
+        &[(ALICE, 1, keys.iter().map(|k| put(k, "v")).collect())],
+    );
+    let replies = apply(
+        &mut store,
+        2,
+        &[(
+            ALICE,
+            2,
+            vec![
+                Op::DeleteRange {
+                    start: b"a".to_vec(),
+                    end: Some(b"b".to_vec()),
+                },
+                Op::Range {
+                    start: vec![],
+                    end: None,
+                    limit: 10,
+                },
+            ],
+        )],
+    );
+    assert_eq!(
+        simple(&replies[0], 0),
+        &OpResult::DeleteRange {
+            deleted: 3,
+            more: false
+        }
+    );
+    let OpResult::Range { entries, .. } = simple(&replies[0], 1) else {
+        panic!("expected a range result")
+    };
+    let left: Vec<&[u8]> = entries.iter().map(|e| e.key.as_slice()).collect();
+    assert_eq!(left, vec![&b"b"[..]]);
+    // More keys than one delete may remove: the first RANGE_LIMIT_MAX go, `more` says so.
+    use crate::api::ops::{OPS_PER_REQUEST_MAX, RANGE_LIMIT_MAX};
+    let many: Vec<String> = (0..=RANGE_LIMIT_MAX).map(|i| format!("k{i:05}")).collect();
+    let requests: Vec<([u8; 32], u64, Vec<Op>)> = many
+        .chunks(OPS_PER_REQUEST_MAX)
+        .enumerate()
+        .map(|(i, chunk)| {
+            (
+                BOB,
+                i as u64 + 1,
+                chunk.iter().map(|k| put(k, "v")).collect(),
+            )
+        })
+        .collect();
+    apply(&mut store, 3, &requests);
+    let delete = Op::DeleteRange {
+        start: b"k".to_vec(),
+        end: Some(b"l".to_vec()),
+    };
+    let replies = apply(&mut store, 4, &[(ALICE, 3, vec![delete.clone()])]);
+    assert_eq!(
+        simple(&replies[0], 0),
+        &OpResult::DeleteRange {
+            deleted: u64::from(RANGE_LIMIT_MAX),
+            more: true
+        }
+    );
+    let replies = apply(&mut store, 5, &[(ALICE, 4, vec![delete])]);
+    assert_eq!(
+        simple(&replies[0], 0),
+        &OpResult::DeleteRange {
+            deleted: 1,
+            more: false
+        }
+    );
+}

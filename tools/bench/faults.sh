@@ -34,10 +34,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done; rm -rf "$W"; }
 trap cleanup EXIT
 
-"$BIN/bftd" testnet --nodes "$NODES" --dir "$W" --base-port "$BASE" >/dev/null || exit 1
-# node 0 serves /metrics, for view changes per 100 commits
+# node i serves /metrics on BASE + 99 + i; node 0's, for view changes per 100 commits
+"$BIN/bftd" testnet --nodes "$NODES" --dir "$W" --base-port "$BASE" \
+    --metrics-base-port $((BASE + 99)) >/dev/null || exit 1
 METRICS=127.0.0.1:$((BASE + 99))
-sed -i "s/^\[node\]$/[node]\nmetrics_addr = \"$METRICS\"/" "$W/node0.toml"
 # counters NAME...: node 0's values of the named counters, space-separated
 counters() {
   python3 - "$METRICS" "$@" <<'PY'

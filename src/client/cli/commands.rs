@@ -3,18 +3,88 @@
 //!
 //! Invariant: on success exactly one result is printed to stdout; on failure nothing but the
 //! error is returned (printed once by `main`), except `status`, which prints the table and
-//! then fails if a node did not answer.
+//! then fails if a node did not answer. Output goes through [`Out`], so a reader that closed
+//! the pipe (`bftctl range a | head`) ends the output quietly instead of a panic.
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::api::ops::VALUE_BYTES_MAX;
 use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue};
-use crate::client::{Client, ClientOptions, NodeStatusReport, StaleRead};
+use crate::client::{Client, ClientOptions, NodeStatusReport, RangeResult, StaleRead, prefix_end};
 use crate::config::ClientConfig;
 use crate::keys_file::to_hex;
 
 use super::json::{Json, bytes_field};
-use super::{Args, Command, bench, txn};
+use super::{Args, Command, ListSpec, ValueSource, bench, txn};
+
+/// Standard output that treats a closed pipe as the end of the output, not an error.
+pub struct Out<W: Write> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> Out<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            closed: false,
+        }
+    }
+
+    /// Writes `bytes`; after the reader went away, writes nothing and succeeds.
+    pub fn bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if self.closed {
+            return Ok(());
+        }
+        match self
+            .inner
+            .write_all(bytes)
+            .and_then(|()| self.inner.flush())
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(format!("writing the output: {e}")),
+        }
+    }
+
+    /// Writes `line` and a newline.
+    pub fn line(&mut self, line: &str) -> Result<(), String> {
+        self.bytes(format!("{line}\n").as_bytes())
+    }
+}
+
+/// Reads a value from `from`, refusing more than the state machine's value limit without
+/// reading all of it.
+fn read_value(mut from: impl Read, what: &str) -> Result<Vec<u8>, String> {
+    let mut value = Vec::new();
+    from.by_ref()
+        .take(VALUE_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut value)
+        .map_err(|e| format!("reading {what}: {e}"))?;
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(format!(
+            "{what} holds more than the limit of {VALUE_BYTES_MAX} bytes (1 MiB) for one value"
+        ));
+    }
+    Ok(value)
+}
+
+fn value_bytes(source: &ValueSource) -> Result<Vec<u8>, String> {
+    match source {
+        ValueSource::Arg(v) => Ok(v.as_bytes().to_vec()),
+        ValueSource::Stdin => read_value(std::io::stdin().lock(), "stdin"),
+        ValueSource::File(path) => {
+            let shown = path.display();
+            let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+            read_value(file, &shown.to_string())
+        }
+    }
+}
 
 /// Bytes as text: UTF-8 as is, anything else as `0x` + hex.
 pub fn show(bytes: &[u8]) -> String {
@@ -35,9 +105,6 @@ fn connect(args: &Args) -> Result<Client, String> {
     })?;
     let mut options = ClientOptions::default();
     if let Some(ms) = args.timeout_ms {
-        if ms == 0 {
-            return Err("--timeout-ms must be above zero".into());
-        }
         options.request_timeout = Duration::from_millis(ms);
         options.query_timeout = Duration::from_millis(ms);
     }
@@ -47,33 +114,55 @@ fn connect(args: &Args) -> Result<Client, String> {
     Client::connect(&config, options).map_err(|e| format!("{}: {e}", args.config.display()))
 }
 
-/// Runs the parsed command.
-pub fn run(args: &Args) -> Result<(), String> {
+/// Runs the parsed command, printing its result to `out`.
+pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
+    // Read a value before connecting: a file that is missing or too large is the user's
+    // mistake, reported at once.
+    let value = match &args.command {
+        Command::Put { value, .. } => Some(value_bytes(value)?),
+        _ => None,
+    };
     let client = connect(args)?;
     let json = args.json;
-    let out = match &args.command {
-        Command::Put { key, value } => {
+    let text = match &args.command {
+        Command::Put { key, .. } => {
+            let value = value.unwrap_or_default();
             let version = client
-                .put(key.as_bytes(), value.as_bytes())
+                .put(key.as_bytes(), &value)
                 .map_err(|e| e.to_string())?;
             if json {
                 Json::obj(vec![
                     ("key", Json::str(key)),
                     ("version", Json::U64(version)),
+                    ("value_bytes", Json::U64(value.len() as u64)),
                 ])
                 .render()
             } else {
                 format!("OK (version {version})")
             }
         }
-        Command::Get { key, stale: false } => {
+        Command::Get {
+            key,
+            stale: false,
+            value_only,
+        } => {
             let found = client.get(key.as_bytes()).map_err(|e| e.to_string())?;
+            if *value_only {
+                return value_only_output(key, found.as_ref(), out);
+            }
             get_output(key, found.as_ref(), None, json)
         }
-        Command::Get { key, stale: true } => {
+        Command::Get {
+            key,
+            stale: true,
+            value_only,
+        } => {
             let read = client
                 .get_stale(key.as_bytes())
                 .map_err(|e| e.to_string())?;
+            if *value_only {
+                return value_only_output(key, read.value.as_ref(), out);
+            }
             get_output(key, read.value.as_ref(), Some(&read), json)
         }
         Command::Del { key } => {
@@ -90,11 +179,10 @@ pub fn run(args: &Args) -> Result<(), String> {
                 format!("{key}: not found (nothing deleted)")
             }
         }
-        Command::Range { start, end, limit } => {
-            let r = client
-                .range(start.as_bytes(), end.as_deref().map(str::as_bytes), *limit)
-                .map_err(|e| e.to_string())?;
-            range_output(&r.entries, r.more, json)
+        Command::DelPrefix { prefix } => del_prefix(&client, prefix, json)?,
+        Command::Range(spec) => {
+            let r = list(&client, spec)?;
+            return list_output(&r, spec, json, out);
         }
         Command::Txn { ifs, then, els } => {
             let t = txn::build(ifs, then.as_deref(), els.as_deref())?;
@@ -108,7 +196,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             let r = client.txn(t.clone()).map_err(|e| e.to_string())?;
             txn_output(r.succeeded, &branch(r.succeeded), &r.results, json)
         }
-        Command::Status => return status(&client, json),
+        Command::Status => return status(&client, json, out),
         Command::Bench(spec) => {
             let report = bench::run(&client, spec);
             if report.ok == 0 {
@@ -124,8 +212,64 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
         }
     };
-    println!("{out}");
-    Ok(())
+    out.line(&text)
+}
+
+/// `get --print-value-only`: the raw value, or nothing and a failure when the key is missing.
+fn value_only_output<W: Write>(
+    key: &str,
+    found: Option<&VersionedValue>,
+    out: &mut Out<W>,
+) -> Result<(), String> {
+    match found {
+        Some(v) => out.bytes(&v.value),
+        None => Err(format!("{key}: not found")),
+    }
+}
+
+/// Runs a listing: the range it names, paged by the library past 1000 keys.
+fn list(client: &Client, spec: &ListSpec) -> Result<RangeResult, String> {
+    let mut start = spec.start.as_bytes().to_vec();
+    let end = if spec.prefix {
+        prefix_end(&start)
+    } else {
+        spec.end.as_ref().map(|e| e.as_bytes().to_vec())
+    };
+    if let Some(after) = &spec.after {
+        let mut next = after.as_bytes().to_vec();
+        next.push(0);
+        start = start.max(next);
+    }
+    client
+        .range_paged(&start, end.as_deref(), spec.limit)
+        .map_err(|e| e.to_string())
+}
+
+/// `del --prefix`: one atomic delete of at most 1000 keys per step, until none remain.
+fn del_prefix(client: &Client, prefix: &str, json: bool) -> Result<String, String> {
+    let (mut deleted, mut steps) = (0u64, 0u64);
+    loop {
+        let (n, more) = client
+            .delete_prefix(prefix.as_bytes())
+            .map_err(|e| format!("{e} (after deleting {deleted} keys in {steps} steps)"))?;
+        deleted += n;
+        steps += 1;
+        if !more {
+            break;
+        }
+    }
+    Ok(if json {
+        Json::obj(vec![
+            ("prefix", Json::str(prefix)),
+            ("deleted", Json::U64(deleted)),
+            ("steps", Json::U64(steps)),
+        ])
+        .render()
+    } else if steps == 1 {
+        format!("deleted {deleted} keys")
+    } else {
+        format!("deleted {deleted} keys in {steps} atomic steps of at most 1000 keys")
+    })
 }
 
 fn value_json(fields: &mut Vec<(String, Json)>, v: &VersionedValue) {
@@ -182,26 +326,62 @@ fn entry_json(kv: &KeyValue) -> Json {
     Json::Obj(f)
 }
 
-fn range_output(entries: &[KeyValue], more: bool, json: bool) -> String {
+fn list_output<W: Write>(
+    r: &RangeResult,
+    spec: &ListSpec,
+    json: bool,
+    out: &mut Out<W>,
+) -> Result<(), String> {
+    let cursor = if r.more {
+        r.entries.last().map(|kv| kv.key.as_slice())
+    } else {
+        None
+    };
     if json {
-        let list = entries.iter().map(entry_json).collect();
-        return Json::obj(vec![
-            ("entries", Json::Arr(list)),
-            ("more", Json::Bool(more)),
-        ])
-        .render();
+        let mut f = if spec.keys_only {
+            // A key that is not UTF-8 shows as 0x + hex, as in the text output.
+            let keys = r
+                .entries
+                .iter()
+                .map(|kv| Json::str(show(&kv.key)))
+                .collect();
+            vec![("keys".to_string(), Json::Arr(keys))]
+        } else {
+            let list = r.entries.iter().map(entry_json).collect();
+            vec![("entries".to_string(), Json::Arr(list))]
+        };
+        f.push(("count".into(), Json::U64(r.entries.len() as u64)));
+        f.push(("more".into(), Json::Bool(r.more)));
+        if let Some(last) = cursor {
+            f.push(bytes_field("next_after", last));
+        }
+        return out.line(&Json::Obj(f).render());
     }
-    let mut lines: Vec<String> = entries
-        .iter()
-        .map(|kv| format!("{} = {}", show(&kv.key), value_text(&kv.value)))
-        .collect();
-    if entries.is_empty() {
-        lines.push("(no keys in range)".into());
+    for kv in &r.entries {
+        let line = if spec.keys_only {
+            show(&kv.key)
+        } else {
+            format!("{} = {}", show(&kv.key), value_text(&kv.value))
+        };
+        out.line(&line)?;
     }
-    if more {
-        lines.push("(more keys beyond --limit)".into());
+    if r.entries.is_empty() && !spec.keys_only {
+        out.line("(no keys in range)")?;
     }
-    lines.join("\n")
+    if let Some(last) = cursor {
+        // On stderr with --keys-only, so a script reading the keys gets keys only.
+        let note = format!(
+            "(more keys beyond --limit {}; continue with --after '{}')",
+            spec.limit,
+            show(last)
+        );
+        if spec.keys_only {
+            eprintln!("{note}");
+        } else {
+            out.line(&note)?;
+        }
+    }
+    Ok(())
 }
 
 fn op_text(op: &TxnOp) -> String {
@@ -210,6 +390,7 @@ fn op_text(op: &TxnOp) -> String {
         TxnOp::Get { key } => format!("get {}", show(key)),
         TxnOp::Delete { key } => format!("del {}", show(key)),
         TxnOp::Range { start, .. } => format!("range {}", show(start)),
+        TxnOp::DeleteRange { start, .. } => format!("del-range {}", show(start)),
     }
 }
 
@@ -223,6 +404,10 @@ fn result_text(r: &OpResult) -> String {
             "{} entries{}",
             entries.len(),
             if *more { " (more)" } else { "" }
+        ),
+        OpResult::DeleteRange { deleted, more } => format!(
+            "{deleted} deleted{}",
+            if *more { " (more remain)" } else { "" }
         ),
     }
 }
@@ -243,6 +428,10 @@ fn result_json(op: &TxnOp, r: &OpResult) -> Json {
                 "entries".into(),
                 Json::Arr(entries.iter().map(entry_json).collect()),
             ));
+            f.push(("more".into(), Json::Bool(*more)));
+        }
+        OpResult::DeleteRange { deleted, more } => {
+            f.push(("deleted".into(), Json::U64(*deleted)));
             f.push(("more".into(), Json::Bool(*more)));
         }
     }
@@ -286,20 +475,17 @@ pub fn uptime_text(ms: u64) -> String {
     }
 }
 
-fn status(client: &Client, json: bool) -> Result<(), String> {
+fn status<W: Write>(client: &Client, json: bool, out: &mut Out<W>) -> Result<(), String> {
     let reports = client.status().map_err(|e| e.to_string())?;
     if json {
-        println!(
-            "{}",
-            Json::Arr(reports.iter().map(status_json).collect()).render()
-        );
+        out.line(&Json::Arr(reports.iter().map(status_json).collect()).render())?;
     } else {
-        println!(
+        out.line(&format!(
             "{:<7} {:<21} {:<9} {:>8} {:>9} {:<7} {:<8} {:>7}",
             "node", "addr", "reachable", "round", "committed", "leader", "digest", "uptime"
-        );
+        ))?;
         for r in &reports {
-            println!("{}", status_line(r));
+            out.line(&status_line(r))?;
         }
     }
     let down = reports.iter().filter(|r| r.status.is_err()).count();

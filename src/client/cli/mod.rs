@@ -32,12 +32,25 @@ USAGE:
 
 COMMANDS:
     put KEY VALUE                 Write VALUE under KEY; prints the key's new version
-    get KEY [--stale]             Read KEY. Linearizable (ordered through consensus, checked
+    put KEY -                     ... the value is read from stdin (raw bytes, up to 1 MiB)
+    put KEY --file F              ... the value is the contents of file F (up to 1 MiB)
+    get KEY [--stale] [--print-value-only]
+                                  Read KEY. Linearizable (ordered through consensus, checked
                                   by f+1 nodes) unless --stale: then one node answers from
-                                  its last applied state, and the output says which node
+                                  its last applied state, and the output says which node.
+                                  --print-value-only: the value's raw bytes and nothing else
+                                  (no newline); a missing key prints nothing and exits 1
+    get PREFIX --prefix           Every key that starts with PREFIX (like range, below)
+    get KEY --from-key            Every key >= KEY (same as 'range KEY')
     del KEY                       Delete KEY; says whether it existed
-    range START [END] [--limit N] Keys in START <= key < END (no END: to the last key),
-                                  at most N [default and max: 1000]
+    del PREFIX --prefix           Delete every key that starts with PREFIX, atomically in
+                                  steps of at most 1000 keys; prints how many were deleted
+    range START [END]             Keys in START <= key < END (no END: to the last key)
+    range/get options:
+        --limit N                 At most N keys [default: 1000]; more than 1000 are read in
+                                  pages of 1000, each a linearizable read of its own
+        --after KEY               Start after KEY: the cursor printed when --limit cut a list
+        --keys-only               Print the keys only, one per line
     txn [--if COND]... [--then OPS] [--else OPS]
                                   Atomically: if every COND holds run --then, else --else.
                                   COND: version(K) = 3, value(K) != 'x', exists(K) = true
@@ -59,30 +72,55 @@ OPTIONS:
 
 Every request is signed, sent to all nodes, retried with the same sequence number (so a
 write applies exactly once), and accepted only when f+1 nodes return identical replies.
-Exit status: 0 on success; 1 on failure, with one line 'bftctl: REASON' on stderr naming what
-each node answered (timeout, busy, not authorised, unreachable); 2 for a usage mistake.
-'status' exits 1 when any node did not answer (after printing what it has).
+Keys may not be empty. Exit status: 0 on success; 1 on failure, with one line
+'bftctl: REASON' on stderr naming what each node answered (timeout, busy, not authorised,
+unreachable, wrong cluster); 2 for a usage mistake. 'status' exits 1 when any node did not
+answer (after printing what it has). Output into a closed pipe ('| head') stops quietly.
 ";
+
+/// Where `put` takes its value from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueSource {
+    Arg(String),
+    /// `put KEY -`
+    Stdin,
+    /// `put KEY --file F`
+    File(PathBuf),
+}
+
+/// A listing: `range`, `get --prefix`, `get --from-key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListSpec {
+    /// The first key, or the prefix.
+    pub start: String,
+    pub end: Option<String>,
+    /// `start` is a prefix: the list ends past the last key that starts with it.
+    pub prefix: bool,
+    /// Resume strictly after this key.
+    pub after: Option<String>,
+    pub limit: usize,
+    pub keys_only: bool,
+}
 
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Put {
         key: String,
-        value: String,
+        value: ValueSource,
     },
     Get {
         key: String,
         stale: bool,
+        value_only: bool,
     },
     Del {
         key: String,
     },
-    Range {
-        start: String,
-        end: Option<String>,
-        limit: u32,
+    DelPrefix {
+        prefix: String,
     },
+    Range(ListSpec),
     Txn {
         ifs: Vec<String>,
         then: Option<String>,
@@ -113,7 +151,13 @@ pub enum Parsed {
 #[derive(Default)]
 struct Flags {
     stale: bool,
-    limit: Option<u32>,
+    value_only: bool,
+    prefix: bool,
+    from_key: bool,
+    keys_only: bool,
+    after: Option<String>,
+    file: Option<PathBuf>,
+    limit: Option<usize>,
     ifs: Vec<String>,
     then: Option<String>,
     els: Option<String>,
@@ -151,7 +195,27 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
                 config = parser.value().map_err(|e| e.to_string())?.into()
             }
             Long("json") => json = true,
-            Long("timeout-ms") => timeout_ms = Some(number(&mut parser, "--timeout-ms")?),
+            Long("timeout-ms") => {
+                let ms: u64 = number(&mut parser, "--timeout-ms")?;
+                if ms == 0 {
+                    return Err("--timeout-ms must be above zero".into());
+                }
+                timeout_ms = Some(ms);
+            }
+            Long("print-value-only") => {
+                flag(&mut flags, "--print-value-only", |f| f.value_only = true)
+            }
+            Long("prefix") => flag(&mut flags, "--prefix", |f| f.prefix = true),
+            Long("from-key") => flag(&mut flags, "--from-key", |f| f.from_key = true),
+            Long("keys-only") => flag(&mut flags, "--keys-only", |f| f.keys_only = true),
+            Long("after") => {
+                let v = text(&mut parser, "--after")?;
+                flag(&mut flags, "--after", |f| f.after = Some(v));
+            }
+            Long("file") => {
+                let v: PathBuf = parser.value().map_err(|e| e.to_string())?.into();
+                flag(&mut flags, "--file", |f| f.file = Some(v));
+            }
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Long("stale") => flag(&mut flags, "--stale", |f| f.stale = true),
@@ -204,57 +268,95 @@ fn flag(flags: &mut Flags, name: &'static str, set: impl FnOnce(&mut Flags)) {
     flags.given.push(name);
 }
 
+const LIST_FLAGS: &[&str] = &["--limit", "--after", "--keys-only"];
+
+fn list(start: &str, end: Option<&String>, flags: &Flags, prefix: bool) -> Result<Command, String> {
+    let limit = flags
+        .limit
+        .unwrap_or(crate::api::ops::RANGE_LIMIT_MAX as usize);
+    if limit == 0 {
+        return Err("--limit must be above zero".into());
+    }
+    Ok(Command::Range(ListSpec {
+        start: start.to_string(),
+        end: end.cloned(),
+        prefix,
+        after: flags.after.clone(),
+        limit,
+        keys_only: flags.keys_only,
+    }))
+}
+
+fn get(key: &str, flags: &Flags) -> Result<(Command, Vec<&'static str>), String> {
+    if flags.prefix && flags.from_key {
+        return Err("--prefix and --from-key do not go together; see 'bftctl --help'".into());
+    }
+    if flags.prefix || flags.from_key {
+        let mut allowed = LIST_FLAGS.to_vec();
+        allowed.push(if flags.prefix {
+            "--prefix"
+        } else {
+            "--from-key"
+        });
+        return Ok((list(key, None, flags, flags.prefix)?, allowed));
+    }
+    let cmd = Command::Get {
+        key: key.to_string(),
+        stale: flags.stale,
+        value_only: flags.value_only,
+    };
+    Ok((cmd, vec!["--stale", "--print-value-only"]))
+}
+
+fn put(key: &str, value: Option<&String>, flags: &Flags) -> Result<Command, String> {
+    let value = match (value.map(String::as_str), &flags.file) {
+        (Some("-"), None) => ValueSource::Stdin,
+        (Some(v), None) => ValueSource::Arg(v.to_string()),
+        (None, Some(path)) => ValueSource::File(path.clone()),
+        (None, None) => {
+            return Err("'put' needs a VALUE, '-' (stdin) or --file F; see 'bftctl --help'".into());
+        }
+        (Some(_), Some(_)) => {
+            return Err("'put' takes a VALUE or --file F, not both".into());
+        }
+    };
+    Ok(Command::Put {
+        key: key.to_string(),
+        value,
+    })
+}
+
 fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
     let mut words = words.into_iter();
     let Some(name) = words.next() else {
         return Err("no command given; see 'bftctl --help'".into());
     };
     let rest: Vec<String> = words.collect();
-    let (command, allowed): (Command, &[&str]) = match (name.as_str(), rest.as_slice()) {
-        ("put", [k, v]) => (
-            Command::Put {
-                key: k.clone(),
-                value: v.clone(),
-            },
-            &[],
-        ),
-        ("get", [k]) => (
-            Command::Get {
-                key: k.clone(),
-                stale: flags.stale,
-            },
-            &["--stale"],
-        ),
-        ("del" | "delete", [k]) => (Command::Del { key: k.clone() }, &[]),
-        ("range", [start, end @ ..]) if end.len() <= 1 => {
-            let limit = flags.limit.unwrap_or(crate::api::ops::RANGE_LIMIT_MAX);
-            if limit == 0 {
-                return Err("--limit must be above zero".into());
-            }
-            let end = end.first().cloned();
-            (
-                Command::Range {
-                    start: start.clone(),
-                    end,
-                    limit,
-                },
-                &["--limit"],
-            )
+    let (command, allowed): (Command, Vec<&str>) = match (name.as_str(), rest.as_slice()) {
+        ("put", [k, v @ ..]) if v.len() <= 1 => (put(k, v.first(), &flags)?, vec!["--file"]),
+        ("get", [k]) => get(k, &flags)?,
+        ("del" | "delete", [k]) if flags.prefix => {
+            (Command::DelPrefix { prefix: k.clone() }, vec!["--prefix"])
         }
+        ("del" | "delete", [k]) => (Command::Del { key: k.clone() }, vec![]),
+        ("range", [start, end @ ..]) if end.len() <= 1 => (
+            list(start, end.first(), &flags, false)?,
+            LIST_FLAGS.to_vec(),
+        ),
         ("txn", []) => {
             let cmd = Command::Txn {
                 ifs: flags.ifs.clone(),
                 then: flags.then.clone(),
                 els: flags.els.clone(),
             };
-            (cmd, &["--if", "--then", "--else"])
+            (cmd, vec!["--if", "--then", "--else"])
         }
-        ("status", []) => (Command::Status, &[]),
+        ("status", []) => (Command::Status, vec![]),
         ("bench", []) => {
             let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
             (
                 Command::Bench(spec),
-                &["--ops", "--value-size", "--concurrency"],
+                vec!["--ops", "--value-size", "--concurrency"],
             )
         }
         ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench", _) => {
@@ -267,10 +369,28 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
     };
     if let Some(bad) = flags.given.iter().find(|f| !allowed.contains(f)) {
         return Err(format!(
-            "{bad} does not apply to '{name}'; see 'bftctl --help'"
+            "{bad} does not apply to '{name}' here; see 'bftctl --help'"
         ));
     }
+    if let Some(empty) = empty_key(&command) {
+        return Err(format!("{empty}: keys may not be empty"));
+    }
     Ok(command)
+}
+
+/// The argument that is an empty key, if any (a range's start may be empty: the first key).
+fn empty_key(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Put { key, .. } | Command::Get { key, .. } | Command::Del { key }
+            if key.is_empty() =>
+        {
+            Some("KEY")
+        }
+        Command::DelPrefix { prefix } if prefix.is_empty() => {
+            Some("PREFIX (deleting every key is not offered)")
+        }
+        _ => None,
+    }
 }
 
 /// Runs `bftctl` with `args`; returns the process exit status (messages already printed).
@@ -290,7 +410,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 2;
         }
     };
-    match commands::run(&args) {
+    let mut out = commands::Out::new(std::io::stdout().lock());
+    match commands::run(&args, &mut out) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("bftctl: {e}");
@@ -320,14 +441,46 @@ mod tests {
             cmd(&["put", "k", "v"]),
             Command::Put {
                 key: "k".into(),
-                value: "v".into()
+                value: ValueSource::Arg("v".into())
+            }
+        );
+        assert_eq!(
+            cmd(&["put", "k", "-"]),
+            Command::Put {
+                key: "k".into(),
+                value: ValueSource::Stdin
+            }
+        );
+        assert_eq!(
+            cmd(&["put", "k", "--file", "f.bin"]),
+            Command::Put {
+                key: "k".into(),
+                value: ValueSource::File("f.bin".into())
             }
         );
         assert_eq!(
             cmd(&["get", "k", "--stale"]),
             Command::Get {
                 key: "k".into(),
-                stale: true
+                stale: true,
+                value_only: false
+            }
+        );
+        assert_eq!(
+            cmd(&["get", "p/", "--prefix", "--keys-only", "--limit", "5000"]),
+            Command::Range(ListSpec {
+                start: "p/".into(),
+                end: None,
+                prefix: true,
+                after: None,
+                limit: 5000,
+                keys_only: true
+            })
+        );
+        assert_eq!(
+            cmd(&["del", "p/", "--prefix"]),
+            Command::DelPrefix {
+                prefix: "p/".into()
             }
         );
         let Ok(Parsed::Run(a)) = run(&["get", "k", "--json", "--config", "x.toml"]) else {
@@ -336,18 +489,21 @@ mod tests {
         assert!(a.json);
         assert_eq!(a.config, PathBuf::from("x.toml"));
         assert_eq!(
-            cmd(&["range", "a", "--limit", "5"]),
-            Command::Range {
+            cmd(&["range", "a", "--limit", "5", "--after", "a7"]),
+            Command::Range(ListSpec {
                 start: "a".into(),
                 end: None,
-                limit: 5
-            }
+                prefix: false,
+                after: Some("a7".into()),
+                limit: 5,
+                keys_only: false
+            })
         );
         assert_eq!(
             cmd(&["--", "put", "-k", "-v"]),
             Command::Put {
                 key: "-k".into(),
-                value: "-v".into()
+                value: ValueSource::Arg("-v".into())
             }
         );
         let Ok(Parsed::Run(default)) = run(&["status"]) else {
@@ -367,6 +523,14 @@ mod tests {
             &["bench", "--ops", "x"],
             &["put", "k", "v", "--stale"],
             &["range", "a", "--limit", "0"],
+            &["put", "", "v"],
+            &["get", ""],
+            &["del", "", "--prefix"],
+            &["put", "k", "v", "--file", "f"],
+            &["get", "k", "--prefix", "--from-key"],
+            &["get", "k", "--keys-only"],
+            &["del", "k", "--keys-only"],
+            &["status", "--timeout-ms", "0"],
         ] {
             assert!(run(bad).is_err(), "{bad:?}");
         }

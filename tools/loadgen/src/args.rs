@@ -49,12 +49,13 @@ Workload:
   --seed N           seed for key and operation choice [default: from the clock]
 
 Connection and output:
-  --config FILE      client config [default: ./bftd-dev/client.toml, written by 'bftd dev']
+  -c, --config FILE  client config [default: ./bftd-dev/client.toml, written by 'bftd dev']
   --timeout-ms MS    give up on one request after this [default: 10000]
   --json FILE        also write the final summary as JSON to FILE ('-' for stdout)
   -h, --help         this text
 
-A progress line goes to stderr every second (requests/s, ops/s, p50, p99, errors of that
+Ctrl-C (or SIGTERM) stops the run early: requests in flight finish, then the summary of what
+ran is printed. A progress line goes to stderr every second (requests/s, ops/s, p50, p99, errors of that
 second); the summary goes to stdout. Latency is per request (a request of --batch B
 operations counts once in the histogram, B times in ops/s). Requests still unsent when the
 time is up in open loop are reported as 'unsent' (the cluster could not keep the rate).
@@ -136,7 +137,7 @@ where
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("config") => raw.config = Some(p.value().map_err(err)?.into()),
+            Short('c') | Long("config") => raw.config = Some(p.value().map_err(err)?.into()),
             Long("clients") => raw.clients = Some(number(&mut p, "--clients")?),
             Long("rate") => raw.rate = Some(number(&mut p, "--rate")?),
             Long("duration") => raw.duration = Some(duration(&text(&mut p, "--duration")?)?),
@@ -317,6 +318,12 @@ mod tests {
         assert_eq!(spec.duration, Duration::from_secs(10));
         assert_eq!((spec.batch, spec.value_bytes, spec.keys), (1, 64, 100_000));
         assert_eq!(spec.dist, Dist::Uniform);
+    }
+
+    #[test]
+    fn dash_c_names_the_config_as_in_bftctl() {
+        let spec = run(&["-c", "x/client.toml"]).expect("-c is --config");
+        assert_eq!(spec.config, PathBuf::from("x/client.toml"));
     }
 
     #[test]

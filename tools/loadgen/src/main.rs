@@ -60,7 +60,10 @@ fn run_spec(spec: &Spec) -> Result<Summary, String> {
     let client = connect(spec)?;
     let seed = spec.seed.unwrap_or_else(clock_seed);
     let recorder = Arc::new(Recorder::new());
-    let ran = run::run(&client, spec, workload, seed, &recorder)?;
+    // Installed before the load starts: Ctrl-C then ends the run early with its summary
+    // instead of killing the process with nothing printed.
+    let stop = bftd::cli::start::stop_flag()?;
+    let ran = run::run(&client, spec, workload, seed, &recorder, &stop)?;
     client.shutdown();
     let (total, first_error) = recorder.finish();
     let summary = Summary {
@@ -70,6 +73,7 @@ fn run_spec(spec: &Spec) -> Result<Summary, String> {
         total,
         unsent: ran.unsent,
         first_error,
+        interrupted: ran.interrupted,
     };
     print!("{}", summary.text());
     if let Some(path) = &spec.json {

@@ -23,6 +23,8 @@ pub struct Summary {
     /// than the rate and `--clients` were all busy). Always 0 in closed loop.
     pub unsent: u64,
     pub first_error: Option<String>,
+    /// Stopped early by Ctrl-C (SIGINT) or SIGTERM: the summary covers what ran until then.
+    pub interrupted: bool,
 }
 
 /// Percentiles shown, as (label, quantile).
@@ -110,6 +112,10 @@ impl Summary {
             t.ops_ok,
             per_s(t.ops_ok, self.elapsed),
         );
+        if self.interrupted {
+            out +=
+                "  Stopped:   interrupted (Ctrl-C or SIGTERM); this covers what ran until then\n";
+        }
         if self.unsent > 0 {
             out += &format!(
                 "  Unsent:    {} scheduled requests never started: the cluster did not keep the \
@@ -190,6 +196,7 @@ impl Summary {
             ("stale_reads", Json::Bool(self.spec.stale_reads)),
             ("seed", Json::U64(self.seed)),
             ("elapsed_s", Json::F64(self.elapsed.as_secs_f64())),
+            ("interrupted", Json::Bool(self.interrupted)),
             ("requests_ok", Json::U64(t.requests_ok)),
             ("requests_failed", Json::U64(t.errors_total())),
             ("requests_unsent", Json::U64(self.unsent)),
@@ -248,6 +255,7 @@ mod tests {
             total: tally,
             unsent: 0,
             first_error: Some("timed out after 10.0 s".into()),
+            interrupted: false,
         }
     }
 

@@ -10,10 +10,12 @@
 //!   Requests due before the end that no worker could start in time are counted as unsent.
 //!
 //! Invariants: every request started is waited for and recorded once (success or error kind);
-//! no request starts after the end; threads are bounded by `--clients` (at most 256).
+//! no request starts after the end or after the stop flag is raised (Ctrl-C, SIGTERM), so an
+//! interrupted run still ends with a summary of what ran; threads are bounded by `--clients`
+//! (at most 256).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub struct Ran {
     pub elapsed: Duration,
     pub unsent: u64,
+    /// The stop flag ended the run before its duration.
+    pub interrupted: bool,
 }
 
 struct Shared {
@@ -44,6 +48,14 @@ struct Shared {
     /// Open loop: the next schedule index to take; the number of requests started.
     next_index: AtomicU64,
     started: AtomicU64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Whether a new request may still start.
+    fn sending(&self) -> bool {
+        Instant::now() < self.end && !self.stop.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs the load for `spec.duration`, printing progress to stderr; returns when every
@@ -54,6 +66,7 @@ pub fn run(
     workload: Workload,
     seed: u64,
     recorder: &Arc<Recorder>,
+    stop: &Arc<AtomicBool>,
 ) -> Result<Ran, String> {
     let start = Instant::now();
     let shared = Arc::new(Shared {
@@ -64,6 +77,7 @@ pub fn run(
         end: start + spec.duration,
         next_index: AtomicU64::new(0),
         started: AtomicU64::new(0),
+        stop: Arc::clone(stop),
     });
     let mut workers = Vec::with_capacity(spec.load.clients());
     for index in 0..spec.load.clients() {
@@ -84,16 +98,24 @@ pub fn run(
         let _ = w.join();
     }
     let elapsed = start.elapsed();
+    let interrupted = stop.load(Ordering::Relaxed) && elapsed < spec.duration;
+    // An interrupted run owes only what was due before it stopped.
+    let owed = if interrupted { elapsed } else { spec.duration };
     let unsent = match spec.load {
         Load::Closed { .. } => 0,
-        Load::Open { rate_per_s, .. } => scheduled(spec.duration, rate_per_s)
-            .saturating_sub(shared.started.load(Ordering::Relaxed)),
+        Load::Open { rate_per_s, .. } => {
+            scheduled(owed, rate_per_s).saturating_sub(shared.started.load(Ordering::Relaxed))
+        }
     };
-    Ok(Ran { elapsed, unsent })
+    Ok(Ran {
+        elapsed,
+        unsent,
+        interrupted,
+    })
 }
 
 fn closed_worker(shared: &Shared, mut rng: Rng) {
-    while Instant::now() < shared.end {
+    while shared.sending() {
         let request = shared.workload.next(&mut rng);
         let sent = Instant::now();
         let outcome = execute(&shared.client, request);
@@ -109,12 +131,18 @@ fn open_worker(shared: &Shared, mut rng: Rng, rate_per_s: f64) {
             return;
         }
         let due = shared.start + Duration::from_secs_f64(i as f64 / rate_per_s);
-        let now = Instant::now();
-        if now >= shared.end {
-            return; // late past the end: counted as unsent
+        if !shared.sending() {
+            return; // late past the end (counted as unsent) or stopped
         }
-        if let Some(wait) = due.checked_duration_since(now) {
-            std::thread::sleep(wait);
+        // Short naps, so a stop during a long gap (a low --rate) is seen at once.
+        while let Some(wait) = due.checked_duration_since(Instant::now()) {
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(wait.min(POLL_INTERVAL));
+        }
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
         }
         shared.started.fetch_add(1, Ordering::Relaxed);
         let request = shared.workload.next(&mut rng);

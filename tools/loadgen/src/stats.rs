@@ -52,7 +52,9 @@ impl ErrorKind {
             ClientError::NotAuthorised { .. } => ErrorKind::NotAuthorised,
             ClientError::Invalid { .. } => ErrorKind::Invalid,
             // A node that will not answer from its (diverged) state counts as not reached.
-            ClientError::Unreachable { .. } | ClientError::Unavailable { .. } => {
+            ClientError::Unreachable { .. }
+            | ClientError::Unavailable { .. }
+            | ClientError::WrongCluster { .. } => {
                 ErrorKind::Unreachable
             }
             ClientError::Rejected { .. } => ErrorKind::Rejected,

@@ -147,6 +147,9 @@ impl Net {
                 }
                 Action::SetTimer { deadline_ms } => self.timers[node as usize] = Some(deadline_ms),
                 Action::RejectRequest { .. } => {}
+                // Nothing here is pruned below the in-memory tree, so no block is ever asked
+                // of the on-disk store.
+                Action::ServeCommitted { .. } => {}
             }
         }
     }

@@ -22,9 +22,19 @@ fn root(height: Height) -> [u8; 32] {
 }
 
 enum Ev {
-    Msg { to: u16, from: u16, msg: Message },
-    Persisted { node: u16, ticket: u64 },
-    Applied { node: u16, height: Height },
+    Msg {
+        to: u16,
+        from: u16,
+        msg: Box<Message>,
+    },
+    Persisted {
+        node: u16,
+        ticket: u64,
+    },
+    Applied {
+        node: u16,
+        height: Height,
+    },
 }
 
 struct Net {
@@ -119,14 +129,14 @@ impl Net {
                 Action::Send { to, msg } => self.queue.push_back(Ev::Msg {
                     to: to.0,
                     from: node,
-                    msg,
+                    msg: Box::new(msg),
                 }),
                 Action::Broadcast { msg } => {
                     for to in (0..4).filter(|t| *t != node) {
                         self.queue.push_back(Ev::Msg {
                             to,
                             from: node,
-                            msg: msg.clone(),
+                            msg: Box::new(msg.clone()),
                         });
                     }
                 }
@@ -173,10 +183,13 @@ impl Net {
             if let Some(ev) = self.queue.pop_front() {
                 let (node, event) = match ev {
                     Ev::Msg { to, from, msg } => {
-                        if self.slow == Some(to) && matches!(msg, Message::Proposal(_)) {
+                        if self.slow == Some(to) && matches!(*msg, Message::Proposal(_)) {
                             self.slow_saw_proposal = true;
                         }
-                        let msg = self.verifier.verify_message(msg).expect("message verifies");
+                        let msg = self
+                            .verifier
+                            .verify_message(*msg)
+                            .expect("message verifies");
                         (
                             to,
                             Event::MessageReceived {

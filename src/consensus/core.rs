@@ -284,7 +284,7 @@ impl Core {
 
     fn on_message(&mut self, from: NodeId, msg: Verified<VerifiedMessage>) {
         match msg.into_inner() {
-            VerifiedMessage::Proposal { id, block } => self.on_proposal(from, id, block),
+            VerifiedMessage::Proposal { id, block } => self.on_proposal(from, id, *block),
             VerifiedMessage::Vote(v) => self.on_vote(v),
             VerifiedMessage::Timeout(t) => self.on_timeout(from, t),
             VerifiedMessage::SyncInfo(s) => self.on_sync_info(from, s),

@@ -50,12 +50,18 @@ impl<T> Deref for Verified<T> {
 /// A verified message, with the block ids the verifier computed (so nobody hashes twice).
 #[derive(Debug, Clone)]
 pub enum VerifiedMessage {
-    Proposal { id: BlockId, block: Block },
+    /// Boxed: a block is far larger than the other messages (its certificates and roots).
+    Proposal {
+        id: BlockId,
+        block: Box<Block>,
+    },
     Vote(Vote),
     Timeout(Timeout),
     SyncInfo(SyncInfo),
     SyncRequest(SyncRequest),
-    SyncResponse { blocks: Vec<(BlockId, Block)> },
+    SyncResponse {
+        blocks: Vec<(BlockId, Block)>,
+    },
 }
 
 /// Size limits enforced before anything is stored.
@@ -295,7 +301,10 @@ impl Verifier {
         match msg {
             Message::Proposal(block) => {
                 let id = self.check_block(i, &block, Provenance::Proposed, g)?;
-                Ok(VerifiedMessage::Proposal { id, block })
+                Ok(VerifiedMessage::Proposal {
+                    id,
+                    block: Box::new(block),
+                })
             }
             Message::Vote(v) => {
                 let key = self.member_key(v.voter)?;

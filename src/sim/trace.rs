@@ -43,7 +43,10 @@ pub fn trace_input(e: &Input) -> String {
         Input::MessageReceived { from, msg } => {
             let m = match &**msg {
                 crate::crypto::VerifiedMessage::Proposal { id, block } => {
-                    format!("{id:?} {}", trace_msg(&Message::Proposal(block.clone())))
+                    format!(
+                        "{id:?} {}",
+                        trace_msg(&Message::Proposal((**block).clone()))
+                    )
                 }
                 crate::crypto::VerifiedMessage::Vote(v) => trace_msg(&Message::Vote(v.clone())),
                 crate::crypto::VerifiedMessage::Timeout(t) => {

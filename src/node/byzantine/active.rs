@@ -55,7 +55,7 @@ impl ConsensusHook {
 /// the verifier made of them).
 fn as_message(msg: &VerifiedMessage) -> Message {
     match msg {
-        VerifiedMessage::Proposal { block, .. } => Message::Proposal(block.clone()),
+        VerifiedMessage::Proposal { block, .. } => Message::Proposal((**block).clone()),
         VerifiedMessage::Vote(v) => Message::Vote(v.clone()),
         VerifiedMessage::Timeout(t) => Message::Timeout(t.clone()),
         VerifiedMessage::SyncInfo(i) => Message::SyncInfo(i.clone()),

@@ -35,6 +35,12 @@ pub enum ByzKind {
     /// Copies the honest snapshot offer but serves a forged snapshot file whose checksum is
     /// valid (a `bftd` process only: the simulator does not transfer state by snapshot).
     ForgeSnapshot,
+    /// Otherwise honest, floods every other member with requests that are cheap to send and
+    /// costly to answer: sync requests from height 0, `SyncInfo` with the genesis QC (which
+    /// looks behind and asks for certificates back), replays of its own old timeouts, and
+    /// snapshot chunk requests (a `bftd` process only: the simulator has no rate limits to
+    /// test and no snapshot files).
+    FloodRequests,
 }
 
 impl ByzKind {
@@ -53,7 +59,7 @@ impl ByzKind {
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
     /// Not `Twins`: a process runs one core.
-    pub const DAEMON: [ByzKind; 10] = [
+    pub const DAEMON: [ByzKind; 11] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -64,6 +70,7 @@ impl ByzKind {
         ByzKind::ForgeSync,
         ByzKind::LieToClients,
         ByzKind::ForgeSnapshot,
+        ByzKind::FloodRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +86,7 @@ impl ByzKind {
             ByzKind::ForgeSync => "forge-sync",
             ByzKind::LieToClients => "lie-to-clients",
             ByzKind::ForgeSnapshot => "forge-snapshot",
+            ByzKind::FloodRequests => "flood-requests",
         }
     }
 
@@ -127,7 +135,8 @@ mod tests {
         }
         let err = ByzKind::parse_among("liar", &ByzKind::DAEMON).unwrap_err();
         assert!(
-            err.contains("'liar'") && err.contains("lie-to-clients, forge-snapshot"),
+            err.contains("'liar'")
+                && err.contains("lie-to-clients, forge-snapshot, flood-requests"),
             "{err}"
         );
         assert!(ByzKind::parse_among("twins", &ByzKind::DAEMON).is_err());

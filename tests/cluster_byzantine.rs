@@ -358,3 +358,67 @@ fn forged_snapshot_chunks() {
     );
     right_answers_agreement_and_progress(&client, &["after-"]);
 }
+
+/// Puts `count` fresh keys one at a time (each acknowledged); returns how long they took.
+fn timed_puts(client: &Client, prefix: &str, count: usize) -> Duration {
+    let start = std::time::Instant::now();
+    for n in 0..count {
+        let key = format!("{prefix}{n}");
+        client
+            .put(key.as_bytes(), value_of(&key).as_bytes())
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+    start.elapsed()
+}
+
+/// Node `BYZ` floods every other member with costly requests (sync requests from height 0,
+/// `SyncInfo` with the genesis QC, replays of an old timeout, snapshot chunk requests) once
+/// it has seen block `FLOOD_FROM_HEIGHT`. The per-peer limits drop the excess before any
+/// signature check or disk read, counted on each victim's `/metrics`, and honest commits go
+/// on at about the pace they had before the flood (issue 13 item 8).
+#[test]
+fn flood_of_costly_requests() {
+    const LIMITED: &str = "bftd_peer_requests_limited_total";
+    let net = byzantine_testnet(
+        "flood-requests",
+        FAST_ROUNDS,
+        "snapshot_interval_blocks = 20",
+    );
+    let _procs = start_all(&net);
+    let client = client(&net);
+    // Before the flood: well below the height it starts at (about 3 blocks a put).
+    let before = timed_puts(&client, "calm-", 8);
+    let calm_height = honest_agree(&client);
+    assert!(
+        calm_height < bftd::adversary::messages::FLOOD_FROM_HEIGHT,
+        "the baseline ran into the flood (height {calm_height})"
+    );
+    assert_eq!(
+        honest_metric(&net, LIMITED),
+        0.0,
+        "honest traffic was limited"
+    );
+    // Commit until the victims see the flood.
+    let mut n = 0;
+    wait_for("the victims count limited requests", DEADLINE, || {
+        n += 1;
+        timed_puts(&client, &format!("start-{n}-"), 1);
+        HONEST
+            .iter()
+            .all(|&i| metric(&net, i, LIMITED).is_some_and(|v| v > 0.0))
+    });
+    let during = timed_puts(&client, "flood-", 8);
+    let dropped = honest_metric(&net, LIMITED);
+    let sync_requests = honest_metric(&net, &format!("{LIMITED}{{kind=\"sync_request\"}}"));
+    let chunks = honest_metric(&net, &format!("{LIMITED}{{kind=\"state_request\"}}"));
+    eprintln!(
+        "8 puts: {before:?} before the flood, {during:?} during it; requests the honest nodes \
+         dropped: {dropped} (sync {sync_requests}, snapshot {chunks})"
+    );
+    assert!(sync_requests > 0.0 && chunks > 0.0, "every kind is limited");
+    assert!(
+        during < before * 4 + Duration::from_secs(2),
+        "the flood slowed commits: {during:?} against {before:?}"
+    );
+    right_answers_agreement_and_progress(&client, &["after-"]);
+}

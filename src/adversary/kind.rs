@@ -39,6 +39,12 @@ pub enum ByzKind {
     /// carries flipped, re-signed): honest voters must refuse them, or the chain would
     /// certify a state no honest node has.
     WrongRoot,
+    /// Otherwise honest, floods every other member with requests that are cheap to send and
+    /// costly to answer: sync requests from height 0, `SyncInfo` with the genesis QC (which
+    /// looks behind and asks for certificates back), replays of its own old timeouts, and
+    /// snapshot chunk requests (a `bftd` process only: the simulator has no rate limits to
+    /// test and no snapshot files).
+    FloodRequests,
 }
 
 impl ByzKind {
@@ -70,6 +76,7 @@ impl ByzKind {
         ByzKind::LieToClients,
         ByzKind::ForgeSnapshot,
         ByzKind::WrongRoot,
+        ByzKind::FloodRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +93,7 @@ impl ByzKind {
             ByzKind::LieToClients => "lie-to-clients",
             ByzKind::ForgeSnapshot => "forge-snapshot",
             ByzKind::WrongRoot => "wrong-root",
+            ByzKind::FloodRequests => "flood-requests",
         }
     }
 
@@ -134,7 +142,8 @@ mod tests {
         }
         let err = ByzKind::parse_among("liar", &ByzKind::DAEMON).unwrap_err();
         assert!(
-            err.contains("'liar'") && err.contains("lie-to-clients, forge-snapshot, wrong-root"),
+            err.contains("'liar'")
+                && err.contains("lie-to-clients, forge-snapshot, wrong-root, flood-requests"),
             "{err}"
         );
         assert!(ByzKind::parse_among("twins", &ByzKind::DAEMON).is_err());

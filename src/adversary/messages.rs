@@ -16,12 +16,19 @@ use std::sync::Arc;
 use super::ByzKind;
 use crate::crypto::{Committee, Signer, domain};
 use crate::types::{
-    Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncResponse, Timeout,
-    Vote,
+    Block, BlockId, ClientRequest, Message, NodeId, QuorumCert, Round, Sig, SyncInfo, SyncRequest,
+    SyncResponse, Timeout, Vote,
 };
 use crate::util::SimRng;
+use crate::wire::StateMsg;
 
 const REPLAY_BUFFER_MAX: usize = 256;
+/// Copies of each costly request a `FloodRequests` member sends every other member for each
+/// message it receives (hundreds a second while the cluster commits).
+const FLOOD_REQUESTS_PER_INPUT: usize = 2;
+/// A `FloodRequests` member behaves until it has seen a block this high, so a test measures
+/// the same cluster's commits before and during the flood.
+pub const FLOOD_FROM_HEIGHT: u64 = 60;
 const REQUEST_STASH_MAX: usize = 16;
 
 pub struct ByzState {
@@ -35,6 +42,11 @@ pub struct ByzState {
     highest_round: Round,
     /// QCs seen in proposals, with the height of the block each certifies (for `Fork`).
     old_qcs: VecDeque<(QuorumCert, u64)>,
+    /// `FloodRequests`: the newest certified block seen (the target of its sync requests),
+    /// the highest block height seen, and its own first timeout (replayed, long stale).
+    flood_target: Option<BlockId>,
+    height_seen: u64,
+    first_timeout: Option<Timeout>,
 }
 
 impl ByzState {
@@ -67,6 +79,9 @@ impl ByzState {
             replay: VecDeque::new(),
             highest_round: 0,
             old_qcs: VecDeque::new(),
+            flood_target: None,
+            height_seen: 0,
+            first_timeout: None,
         }
     }
 
@@ -137,6 +152,14 @@ impl ByzState {
                 }
                 _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
             },
+            ByzKind::FloodRequests => {
+                if let Message::Timeout(t) = &msg
+                    && self.first_timeout.is_none()
+                {
+                    self.first_timeout = Some(t.clone());
+                }
+                out.extend(targets.iter().map(|t| (*t, msg.clone())));
+            }
             ByzKind::DoubleVote
             | ByzKind::Twins
             | ByzKind::LieToClients
@@ -164,8 +187,77 @@ impl ByzState {
                 }
                 Vec::new()
             }
+            ByzKind::FloodRequests => {
+                if let Message::Proposal(b) = msg {
+                    self.flood_target = Some(b.qc.block_id);
+                    self.height_seen = self.height_seen.max(b.height);
+                }
+                self.request_flood()
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// `FloodRequests`: the consensus requests sent to every other member per input.
+    fn request_flood(&mut self) -> Vec<(NodeId, Message)> {
+        if self.height_seen < FLOOD_FROM_HEIGHT {
+            return Vec::new();
+        }
+        let cluster = *self.committee.cluster();
+        let mut one = vec![Message::SyncInfo(SyncInfo {
+            high_qc: QuorumCert::genesis(&cluster),
+            high_tc: None,
+        })];
+        if let Some(target) = self.flood_target {
+            one.push(Message::SyncRequest(SyncRequest {
+                target,
+                committed_height: 0,
+                max_blocks: u32::MAX,
+            }));
+        }
+        if let Some(t) = &self.first_timeout {
+            one.push(Message::Timeout(t.clone()));
+        }
+        let mut out = Vec::new();
+        for to in self.others() {
+            for _ in 0..FLOOD_REQUESTS_PER_INPUT {
+                out.extend(one.iter().map(|m| (to, m.clone())));
+            }
+        }
+        out
+    }
+
+    /// `FloodRequests`: snapshot chunk requests to every other member per input, for the
+    /// snapshot every member saved last (at a multiple of `snapshot_interval_blocks` below
+    /// the highest block seen), 1 MiB at a time.
+    pub fn state_flood(
+        &mut self,
+        snapshot_interval_blocks: u64,
+        chunk_len: u32,
+    ) -> Vec<(NodeId, StateMsg)> {
+        if self.kind != ByzKind::FloodRequests
+            || snapshot_interval_blocks == 0
+            || self.height_seen < FLOOD_FROM_HEIGHT
+        {
+            return Vec::new();
+        }
+        let saved = (self.height_seen / snapshot_interval_blocks).saturating_sub(1);
+        let height = saved * snapshot_interval_blocks;
+        let mut out = Vec::new();
+        for to in self.others() {
+            out.push((to, StateMsg::OfferRequest));
+            for _ in 0..FLOOD_REQUESTS_PER_INPUT {
+                out.push((
+                    to,
+                    StateMsg::ChunkRequest {
+                        height,
+                        offset: 0,
+                        len: chunk_len,
+                    },
+                ));
+            }
+        }
+        out
     }
 
     pub fn on_request(&mut self, req: &ClientRequest) {

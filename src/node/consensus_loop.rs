@@ -171,6 +171,10 @@ impl ConsensusCtx {
     fn on_input(&mut self, clock: &Clock, input: ConsensusInput, download: &mut Option<Download>) {
         let extra = self.byzantine.on_input(&input);
         self.send_each(extra);
+        for (to, msg) in self.byzantine.state_flood() {
+            let bytes = encode_peer(&PeerFrame::State(msg));
+            let _ = self.out.try_send(Outbound::ToPeer(to, bytes));
+        }
         let input = match input {
             ConsensusInput::Message { from, msg } => Input::MessageReceived { from, msg },
             ConsensusInput::Request(req) => Input::RequestReceived(req),

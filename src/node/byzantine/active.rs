@@ -25,6 +25,7 @@ const FORGED_FILE_BYTES_MAX: usize = 64 << 20;
 
 pub struct ConsensusHook {
     state: Option<ByzState>,
+    snapshot_interval_blocks: u64,
 }
 
 impl ConsensusHook {
@@ -32,6 +33,17 @@ impl ConsensusHook {
         match self.state.as_mut() {
             None => Outgoing::Unchanged(msg),
             Some(s) => Outgoing::Instead(s.outbound(to, msg)),
+        }
+    }
+
+    /// Extra state-transfer requests to send on receiving an input (`flood-requests`).
+    pub fn state_flood(&mut self) -> Vec<(NodeId, StateMsg)> {
+        match self.state.as_mut() {
+            None => Vec::new(),
+            Some(s) => s.state_flood(
+                self.snapshot_interval_blocks,
+                crate::replica::CHUNK_BYTES_MAX,
+            ),
         }
     }
 
@@ -227,5 +239,9 @@ pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartEr
         kind,
         forged: Arc::new(Mutex::new(None)),
     };
-    Ok((ConsensusHook { state }, serving))
+    let consensus = ConsensusHook {
+        state,
+        snapshot_interval_blocks: cfg.raw.node.snapshot_interval_blocks,
+    };
+    Ok((consensus, serving))
 }

@@ -14,6 +14,11 @@ pub struct ConsensusHook;
 
 impl ConsensusHook {
     #[inline]
+    pub fn state_flood(&mut self) -> Vec<(NodeId, StateMsg)> {
+        Vec::new()
+    }
+
+    #[inline]
     pub fn outbound(&mut self, _to: Option<NodeId>, msg: Message) -> Outgoing {
         Outgoing::Unchanged(msg)
     }

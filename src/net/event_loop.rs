@@ -474,14 +474,15 @@ impl EventLoop {
         match conn.remote() {
             Some(Remote::Peer(id)) => {
                 let current = self.peers.get(id).is_some_and(|s| s.conn == Some(token));
-                if current && let Some(why) = lost_reason(&close) {
-                    if let Some(left_out) = self.link_lost_log.allow(now) {
-                        let also = match left_out {
-                            0 => String::new(),
-                            n => format!(" ({n} more links lost since the last such line)"),
-                        };
-                        log::warn!("net: link to {id} lost: {why}; redialling{also}");
-                    }
+                if current
+                    && let Some(why) = lost_reason(&close)
+                    && let Some(left_out) = self.link_lost_log.allow(now)
+                {
+                    let also = match left_out {
+                        0 => String::new(),
+                        n => format!(" ({n} more links lost since the last such line)"),
+                    };
+                    log::warn!("net: link to {id} lost: {why}; redialling{also}");
                 }
                 self.peers.closed(id, token, now)
             }

@@ -500,6 +500,15 @@ fn testnet_writes_metrics_addrs_and_dev_serves_them_and_keeps_its_ports() {
             "{body}"
         );
         assert!(body.contains("bftd_"), "node {i}: {body}");
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_start_time_seconds ",
+            "bftd_build_info{version=\"",
+        ] {
+            assert!(body.contains(&format!("\n{name}")), "node {i} lacks {name}");
+        }
     }
     assert_eq!(dev.terminate(), Some(0));
 
@@ -525,4 +534,75 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut body = String::new();
     stream.read_to_string(&mut body).expect("read response");
     body
+}
+
+/// Whether `line` starts with an RFC 3339 UTC timestamp such as `2026-11-29T17:30:04.123Z`.
+fn stamped(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 24
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[23] == b'Z'
+        && b[..4].iter().all(u8::is_ascii_digit)
+}
+
+#[test]
+fn logs_have_timestamps_link_and_view_change_lines_and_json_on_request() {
+    let net = Testnet::new(4, "round_timeout_base_ms = 300", "");
+    let mut procs = start_all(&net);
+    let config = net.client_config();
+    ok(&bftctl(&config, &["put", "k", "v"]));
+    let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
+    wait_until("node 0 logs its links to the others", || {
+        (1..4).all(|p| log(0).contains(&format!("net: link to node{p} up")))
+    });
+    // Node 1 dies: node 0 says the link is lost, and rounds node 1 leads end in view changes.
+    if let Some(p) = procs[1].take() {
+        p.kill();
+    }
+    wait_until("node 0 logs the lost link and a view change", || {
+        let _ = bftctl(&config, &["--timeout-ms", "3000", "put", "k", "again"]);
+        let text = log(0);
+        text.contains("net: link to node1 lost") && text.contains("view change: round ")
+    });
+    let text = log(0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.iter().all(|l| stamped(l)),
+        "every line has a timestamp: {text}"
+    );
+    assert!(!text.contains("Some("), "no Debug dumps: {text}");
+
+    // BFTD_LOG_FORMAT=json: one JSON object per line.
+    let lone = Testnet::new(1, "", "");
+    let mut child = Command::new(bftd_bin())
+        .arg("--config")
+        .arg(lone.config(0))
+        .env("RUST_LOG", "info")
+        .env("BFTD_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bftd");
+    let stderr = child.stderr.take().expect("stderr");
+    let first = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stderr)
+            .read_line(&mut line)
+            .expect("read a log line");
+        line
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let first = first.trim_end();
+    assert!(
+        first.starts_with("{\"ts\":\"") && first.ends_with("\"}"),
+        "{first}"
+    );
+    assert!(
+        first.contains("\"level\":\"INFO\",\"target\":\"bftd"),
+        "{first}"
+    );
+    assert!(stamped(&first[7..]), "{first}");
 }

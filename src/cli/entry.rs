@@ -15,8 +15,7 @@ pub fn run() -> ExitCode {
     } else {
         "info"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
+    crate::node::logging::init(default_level);
     let Some(cmd) = cmd else {
         eprint!("{}", crate::cli::HELP);
         return ExitCode::from(2);

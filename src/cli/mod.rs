@@ -30,7 +30,8 @@ COMMANDS:
     testnet    Write configs and keys for a local cluster (see 'bftd testnet --help')
     help       Print this help
 
-Set RUST_LOG (error, warn, info, debug) to change how much the node logs.
+Set RUST_LOG (error, warn, info, debug) to change how much the node logs, and
+BFTD_LOG_FORMAT=json for one JSON object per line (ts, level, target, msg).
 Exit status: 0 on success, 1 on failure, 2 for a usage mistake.
 ";
 

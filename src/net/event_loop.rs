@@ -73,6 +73,8 @@ pub(crate) struct EventLoop {
     limits: NetLimits,
     keys: KeyDirectory,
     peers: PeerTable,
+    /// "link lost" lines: at most one a second (a flapping link must not flood the log).
+    link_lost_log: crate::util::RateLimit,
     /// Handshake slots of unfinished inbound connections, by source address.
     admission: Admission,
     /// Bounded by `connections_max`: one entry per established client connection.
@@ -122,6 +124,7 @@ impl EventLoop {
             prologue: config.prologue.clone(),
             keys: KeyDirectory::new(config),
             peers,
+            link_lost_log: crate::util::RateLimit::new(Duration::from_secs(1)),
             admission,
             clients: HashMap::new(),
             conns: HashMap::new(),
@@ -364,7 +367,11 @@ impl EventLoop {
                 if let Some(p) = self.io.counters.peer(id) {
                     bump(&p.links_established, 1);
                 }
-                self.peers.established(id, token)
+                let replaced = self.peers.established(id, token);
+                if replaced.is_none() {
+                    log::info!("net: link to {id} up");
+                }
+                replaced
             }
             Remote::Client(client) => {
                 if self.clients.len() >= self.limits.connections_max {
@@ -465,7 +472,20 @@ impl EventLoop {
         log::debug!("net: closing {:?}: {close:?}", conn.remote());
         let now = Instant::now();
         match conn.remote() {
-            Some(Remote::Peer(id)) => self.peers.closed(id, token, now),
+            Some(Remote::Peer(id)) => {
+                let current = self.peers.get(id).is_some_and(|s| s.conn == Some(token));
+                if current
+                    && let Some(why) = lost_reason(&close)
+                    && let Some(left_out) = self.link_lost_log.allow(now)
+                {
+                    let also = match left_out {
+                        0 => String::new(),
+                        n => format!(" ({n} more links lost since the last such line)"),
+                    };
+                    log::warn!("net: link to {id} lost: {why}; redialling{also}");
+                }
+                self.peers.closed(id, token, now)
+            }
             Some(Remote::Client(client)) => {
                 if self.clients.get(&client) == Some(&token) {
                     self.clients.remove(&client);
@@ -532,5 +552,16 @@ struct CloseOnDrop(Arc<OutboundBytes>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.close();
+    }
+}
+
+/// Why an established peer link ended, for the log; `None` when it ended for a reason that is
+/// not news (replaced by a newer link, or the node shutting down).
+fn lost_reason(close: &Close) -> Option<String> {
+    match close {
+        Close::Eof => Some("closed by the peer".into()),
+        Close::Io(e) => Some(e.to_string()),
+        Close::Reject(r) => Some(format!("closed by us: {r}")),
+        Close::Replaced | Close::ReceiverGone => None,
     }
 }

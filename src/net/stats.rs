@@ -34,6 +34,23 @@ pub enum RejectReason {
     MemoryBudget,
 }
 
+impl std::fmt::Display for RejectReason {
+    /// Words for a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RejectReason::UnknownKey => "its key is not in the config",
+            RejectReason::HandshakeFailed => "the handshake failed",
+            RejectReason::HandshakeTimeout => "the handshake timed out",
+            RejectReason::OversizeFrame => "a frame over the size limit",
+            RejectReason::Garbage => "a frame that did not decrypt",
+            RejectReason::TooManyConnections => "too many connections",
+            RejectReason::WrongDirection => "it dialled though the lower id dials",
+            RejectReason::FrameTimeout => "a frame left unfinished too long",
+            RejectReason::MemoryBudget => "over the memory budget for partial frames",
+        })
+    }
+}
+
 /// Per-peer traffic. Bytes are application (plaintext) bytes.
 #[derive(Debug, Default)]
 pub struct PeerCounters {

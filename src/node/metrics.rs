@@ -50,6 +50,8 @@ pub struct NodeMetrics {
     pub wal_fsync_consensus: Histogram,
     pub wal_fsync_state: Histogram,
     consensus: Mutex<ConsensusSnapshot>,
+    /// One log line per view change, at most one a second (see `publish_core`).
+    view_change_log: Mutex<Option<crate::util::RateLimit>>,
 }
 
 impl NodeMetrics {
@@ -75,9 +77,35 @@ impl NodeMetrics {
     /// core the replica ran, so they survive a rebuild after a snapshot install).
     pub fn publish_core(&self, core: &Core, stats: CoreStats, installing: bool) {
         let mut c = self.consensus.lock();
+        let new_view_changes = stats.view_changes.saturating_sub(c.stats.view_changes);
+        if new_view_changes > 0 {
+            self.log_view_change(core, new_view_changes);
+        }
         c.stats = stats;
         c.syncing = core.is_syncing();
         c.installing = installing;
+    }
+
+    /// "view change: round R entered through a timeout certificate (leader nodeX)", at most
+    /// once a second, the next line counting the ones left out.
+    fn log_view_change(&self, core: &Core, new: u64) {
+        let mut limit = self.view_change_log.lock();
+        let limit = limit
+            .get_or_insert_with(|| crate::util::RateLimit::new(std::time::Duration::from_secs(1)));
+        let Some(left_out) = limit.allow(Instant::now()) else {
+            return;
+        };
+        let also = match left_out + new - 1 {
+            0 => String::new(),
+            n => format!("; {n} more view changes since the last such line"),
+        };
+        log::warn!(
+            "view change: round {} entered through a timeout certificate (its leader is {}); \
+             {} view changes since start{also}",
+            core.round(),
+            core.leader(),
+            core.stats().view_changes
+        );
     }
 
     pub fn consensus(&self) -> ConsensusSnapshot {
@@ -185,6 +213,10 @@ impl MetricsSources {
         write_limits(&mut out, &self.counters, &self.peer_limits);
         write_requests(&mut out, &self.counters, &self.routes);
         write_histograms(&mut out, &self.metrics);
+        super::process_metrics::write_process(
+            &mut out,
+            &super::process_metrics::ProcessStats::read(),
+        );
         out
     }
 }

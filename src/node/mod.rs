@@ -20,8 +20,11 @@
 //! - [`routes`], [`status`], [`counters`], [`lossy`], [`settings`]: the small shared parts;
 //! - [`byzantine`]: the hooks that make a node a Byzantine member, for tests only (feature
 //!   `byzantine`; without it they are no-ops and such a config is refused);
-//! - [`metrics`], [`histogram`], [`metrics_http`]: the optional `/metrics` and `/health`
-//!   listener (`[node] metrics_addr`) and the timings it reports.
+//! - [`metrics`], [`histogram`], [`metrics_http`], [`process_metrics`]: the optional
+//!   `/metrics` and `/health` listener (`[node] metrics_addr`), the timings it reports, and
+//!   the `process_*` figures read from `/proc/self`;
+//! - [`logging`]: the log line format (timestamps; JSON with `BFTD_LOG_FORMAT=json`) and
+//!   rate-limited log lines.
 //!
 //! Every channel is bounded (sizes in [`settings::NodeSettings`]). Shutdown: the consensus
 //! thread and verifiers stop on a flag; the storage thread then drains its queue, waits for
@@ -35,10 +38,12 @@ pub mod consensus_loop;
 pub mod counters;
 pub mod data_dir;
 pub mod histogram;
+pub mod logging;
 pub mod lossy;
 pub mod metrics;
 pub mod metrics_http;
 pub mod peer_limits;
+pub mod process_metrics;
 pub mod routes;
 pub mod serving;
 pub mod settings;
@@ -296,9 +301,14 @@ impl Node {
         drop(verify_ctx);
 
         let faults = if cfg.raw.faults.is_active() {
+            let f = &cfg.raw.faults;
             log::warn!(
-                "injecting network faults on peer frames: {:?}",
-                cfg.raw.faults
+                "injecting network faults on peer frames: drop {:.0}%, duplicate {:.0}%, \
+                 delay {:.0}% by up to {} ms",
+                f.drop_share * 100.0,
+                f.duplicate_share * 100.0,
+                f.delay_share * 100.0,
+                f.delay_ms_max
             );
             Some(
                 lossy::FaultyLink::start(cfg.raw.faults.clone(), out.clone())

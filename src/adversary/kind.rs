@@ -64,7 +64,7 @@ impl ByzKind {
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
     /// Not `Twins`: a process runs one core.
-    pub const DAEMON: [ByzKind; 11] = [
+    pub const DAEMON: [ByzKind; 12] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,

@@ -134,10 +134,10 @@ pub fn decode_verified_read(bytes: &[u8]) -> Result<VerifiedRead, VerifiedReadEr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::api::proof::{
+    use super::super::proof::{
         EMPTY_SUBTREE_HASH, ProofTerminal, data_path, leaf_hash, node_hash, path_bit, value_hash,
     };
+    use super::*;
 
     fn entry(version: u64, mod_height: u64, value: &[u8]) -> Vec<u8> {
         let mut out = version.to_le_bytes().to_vec();

@@ -322,13 +322,16 @@ fn a_node_with_a_damaged_state_detects_it_stops_serving_and_repairs_itself() {
     eprintln!("all four agree at height {height}");
 }
 
-/// Node 0 (the lowest id, so the first source a downloader asks) offers the honest snapshot
-/// but serves a forged file with a valid checksum. The lagging node refuses it, counts and
-/// logs it, does not ask node 0 again for that snapshot, and installs the honest state.
+/// Node 0 offers the honest snapshot but serves a forged file with a valid checksum. While
+/// node 3 is down, node 0 and node 1 are the only `f + 1` offers the lagging node can get, so
+/// it downloads from node 0 (the lowest id) first: it must refuse the file, count and log it
+/// and not ask node 0 again for that snapshot; once node 3 is back it installs the honest
+/// state from the others.
 #[test]
 fn a_forged_snapshot_is_never_installed() {
     const FORGER: usize = 0;
     const LAGGING: usize = 2;
+    const OTHER: usize = 3;
     let net = testnet(
         &format!("{FAST_ROUNDS}\ncommitted_blocks_retained = 20"),
         "snapshot_interval_blocks = 10\nstate_transfer_after_ms = 1000",
@@ -352,25 +355,32 @@ fn a_forged_snapshot_is_never_installed() {
         let key = format!("down-{n}");
         put(&client, &key, &value_of(&key));
     }
+    if let Some(p) = procs[OTHER].take() {
+        p.kill();
+    }
     procs[LAGGING] = Some(NodeProc::start_with(&net, LAGGING, &bin));
-    wait_for("the lagging node installs a snapshot", DEADLINE, || {
-        metric(&net, LAGGING, "bftd_snapshots_installed_total").unwrap_or(0.0) >= 1.0
+    wait_for("the lagging node refuses the forged file", DEADLINE, || {
+        metric(&net, LAGGING, "bftd_snapshots_rejected_total").unwrap_or(0.0) >= 1.0
     });
+    assert_eq!(
+        metric(&net, LAGGING, "bftd_snapshots_installed_total"),
+        Some(0.0),
+        "installed a snapshot with only the forger and one honest node offering"
+    );
     let forger_log = std::fs::read_to_string(net.log_path(FORGER)).unwrap_or_default();
     assert!(
         forger_log.contains("serving a forged snapshot"),
         "node {FORGER} never served its forgery:\n{forger_log}"
     );
-    let rejected = metric(&net, LAGGING, "bftd_snapshots_rejected_total").unwrap_or(0.0);
-    assert!(
-        rejected >= 1.0,
-        "the forged file was not counted as rejected"
-    );
     let log = std::fs::read_to_string(net.log_path(LAGGING)).unwrap_or_default();
     assert!(
-        log.contains("rejected") && log.contains("not asking it again"),
+        log.contains("rejected") && log.contains("node0 served a bad snapshot file"),
         "the refusal and the ban are not logged:\n{log}"
     );
+    procs[OTHER] = Some(NodeProc::start_with(&net, OTHER, &bin));
+    wait_for("the lagging node installs a snapshot", DEADLINE, || {
+        metric(&net, LAGGING, "bftd_snapshots_installed_total").unwrap_or(0.0) >= 1.0
+    });
     // Its state is the honest one, and it keeps up.
     for n in [0, 59] {
         let key = format!("down-{n}");
@@ -380,5 +390,6 @@ fn a_forged_snapshot_is_never_installed() {
     }
     put(&client, "after", "x");
     agree(&client, &[1, 2, 3]);
+    let rejected = metric(&net, LAGGING, "bftd_snapshots_rejected_total").unwrap_or(0.0);
     eprintln!("forged snapshots the lagging node rejected: {rejected}");
 }

@@ -202,12 +202,24 @@ fn a_node_far_behind_installs_a_snapshot_and_ends_with_the_same_state() {
     assert_committed_most(&reports, 3);
     // A seed whose faults (short random timeouts, delayed messages) keep the other three from
     // committing more than the retained blocks while the node is down lets it catch up by
-    // blocks instead: legitimate, so the sweep asks for installs in most seeds, not all.
+    // blocks instead: legitimate, so the sweep asks for installs in most seeds, not all. Since
+    // the retained blocks must exceed the snapshot interval (24 > 16, as a node's config must;
+    // with 8 a node re-installed because the blocks after its snapshot were gone), 22 of these
+    // 30 seeds install (the simulator is deterministic: the same 22 every run).
     let installed = reports.iter().filter(|r| r.snapshots_installed > 0).count();
     assert!(
-        installed * 10 >= reports.len() * 8,
+        installed * 3 >= reports.len() * 2,
         "only {installed} of {} seeds installed a snapshot",
         reports.len()
+    );
+    // One install each: the blocks after the snapshot are still held by the peers.
+    assert!(
+        reports.iter().all(|r| r.snapshots_installed <= 1),
+        "a node installed more than once: {:?}",
+        reports
+            .iter()
+            .map(|r| r.snapshots_installed)
+            .collect::<Vec<_>>()
     );
     // With an equivocating member too (whether the lagging node then needs a snapshot depends
     // on the seed: the checks must hold either way).

@@ -48,6 +48,11 @@ impl DurableStore {
         bytes_max: usize,
     ) -> Vec<Block> {
         let mut out: Vec<Block> = Vec::new();
+        // What the node's block store holds: the newest `kept` committed blocks (this image
+        // prunes lazily, every 64 heights, but serves no more than the node would).
+        if from <= self.committed.height.saturating_sub(self.kept) {
+            return out;
+        }
         let mut bytes = 0usize;
         for h in from..=to {
             let Some(b) = self

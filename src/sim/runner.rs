@@ -206,8 +206,12 @@ const TORN_CRASH_CHANCE: f64 = 0.5;
 /// A replica asks for a snapshot after its committed height stood still this long while
 /// fetching blocks.
 const STATE_TRANSFER_AFTER_MS: u64 = 1_500;
-/// Committed blocks each core retains in the snapshot-install scenario.
-const SNAPSHOT_SCENARIO_BLOCKS_RETAINED: usize = 8;
+/// Committed blocks each node retains (in memory and on disk) in the snapshot-install
+/// scenario: above the snapshot interval, as a node's config must be (with fewer, a node
+/// that installed a snapshot found the blocks after it pruned already and installed again),
+/// and far below what the cluster commits while the node is down.
+const SNAPSHOT_SCENARIO_BLOCKS_RETAINED: usize =
+    super::state::SNAPSHOT_INTERVAL_BLOCKS as usize + 8;
 /// The session id of every simulated client (each client key is one process).
 const SIM_CLIENT_SESSION: u64 = 1;
 

@@ -392,7 +392,12 @@ impl Core {
     /// One pass of the ticker: fail what can no longer succeed, expire what passed its
     /// deadline, resend what is due.
     pub(crate) fn tick(&self, now: Instant) {
-        let faults: Vec<Option<Fault>> = self.links.iter().map(|l| l.fault()).collect();
+        let faults: Vec<Option<Fault>> = self
+            .links
+            .iter()
+            .map(|l| l.fault())
+            .map(|f| f.filter(|f| *f != Fault::Refused || self.options.refused_fails_fast))
+            .collect();
         let mut table = self.table.lock();
         let hopeless: Vec<u64> = table
             .requests

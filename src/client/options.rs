@@ -113,6 +113,13 @@ pub struct ClientOptions {
     pub reconnect_backoff_max: Duration,
     /// How long `status()` and `get_stale()` wait for answers.
     pub query_timeout: Duration,
+    /// Fail a request at once when so many nodes refuse connections (nothing listens) that
+    /// `f + 1` answers cannot come; `false` waits for them until the request timeout, which
+    /// suits a long-lived client started with its cluster (calls made before a link is up are
+    /// sent when it comes up). `bftctl` sets it: a person wants "connection refused" now.
+    /// A node of another cluster, or one that refuses this client's key, fails a request at
+    /// once either way: waiting does not change those.
+    pub refused_fails_fast: bool,
 }
 
 impl Default for ClientOptions {
@@ -128,6 +135,7 @@ impl Default for ClientOptions {
             reconnect_backoff_min: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(2),
             query_timeout: Duration::from_secs(3),
+            refused_fails_fast: false,
         }
     }
 }

@@ -103,7 +103,10 @@ fn connect(args: &Args) -> Result<Client, String> {
         };
         format!("{e}{hint}")
     })?;
-    let mut options = ClientOptions::default();
+    let mut options = ClientOptions {
+        refused_fails_fast: true,
+        ..ClientOptions::default()
+    };
     if let Some(ms) = args.timeout_ms {
         options.request_timeout = Duration::from_millis(ms);
         options.query_timeout = Duration::from_millis(ms);

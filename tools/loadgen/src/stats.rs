@@ -54,9 +54,7 @@ impl ErrorKind {
             // A node that will not answer from its (diverged) state counts as not reached.
             ClientError::Unreachable { .. }
             | ClientError::Unavailable { .. }
-            | ClientError::WrongCluster { .. } => {
-                ErrorKind::Unreachable
-            }
+            | ClientError::WrongCluster { .. } => ErrorKind::Unreachable,
             ClientError::Rejected { .. } => ErrorKind::Rejected,
             ClientError::BadReply(_) => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,

@@ -4,12 +4,19 @@
 //! recompute the root from the state entries alone and compare it with the root the store
 //! publishes (the meta entry) and with the stored root node. Memory: 64 bytes per entry (the
 //! leaves, sorted to build the tree); nothing is written.
+//!
+//! A node also does this when it opens its state ([`KvStore::realign_tree`]): entries changed
+//! outside the state machine (a disk that returns other bytes with valid checksums, an edited
+//! WAL) leave the incrementally kept tree describing the old entries, so the node would keep
+//! publishing the honest root over a damaged state. Rebuilding the tree from the entries makes
+//! the published roots describe what the node really holds; the first certified root of a
+//! height it applies then differs from its own, and consensus marks it diverged and repairs it.
 
-use super::keys::is_covered_prefix;
-use super::state_machine::KvStore;
-use super::state_tree::{root_from_leaves, stored_root};
+use super::keys::{META_KEY, TREE_PREFIX, is_covered_prefix};
+use super::state_machine::{KvStore, encode_meta};
+use super::state_tree::{build_from_leaves, root_from_leaves, stored_root};
 use crate::api::proof::{key_path, state_digest, value_hash};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, WriteBatch};
 
 /// What the recomputation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,5 +61,43 @@ impl KvStore {
             recomputed_root: root_from_leaves(&mut leaves),
             entry_count,
         })
+    }
+}
+
+impl KvStore {
+    /// Recomputes the tree from the state entries; if the stored tree or the published root
+    /// disagree with it, replaces every tree node and the published root by the recomputed ones
+    /// in one durable batch and returns what was found (the caller says so loudly). `None`:
+    /// the stored tree matched the entries. Cost: one scan of the state and one tree build.
+    pub fn realign_tree(&mut self) -> Result<Option<TreeAudit>, StorageError> {
+        let audit = self.audit_tree()?;
+        if audit.consistent() {
+            return Ok(None);
+        }
+        let mut leaves = Vec::new();
+        let mut old_nodes = Vec::new();
+        self.engine.scan(&[], None, |key, value| {
+            match key.first() {
+                Some(&TREE_PREFIX) => old_nodes.push(key.to_vec()),
+                Some(b) if is_covered_prefix(*b) => {
+                    leaves.push((key_path(key), value_hash(value)))
+                }
+                _ => {}
+            }
+            true
+        });
+        let (nodes, tree_root) = build_from_leaves(&mut leaves);
+        let mut batch = WriteBatch::default();
+        let kept: std::collections::HashSet<&[u8]> = nodes.iter().map(|(k, _)| &k[..]).collect();
+        for key in old_nodes.iter().filter(|k| !kept.contains(&k[..])) {
+            batch.delete(key.clone());
+        }
+        for (key, value) in &nodes {
+            batch.put(key.clone(), value.clone());
+        }
+        batch.put(META_KEY.to_vec(), encode_meta(self.applied_height, &tree_root));
+        self.engine.write(&batch)?;
+        self.tree_root = tree_root;
+        Ok(Some(audit))
     }
 }

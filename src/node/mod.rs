@@ -147,8 +147,26 @@ impl Node {
         let layout = DataDir::new(data_dir);
         let state_dir = layout.state();
         let consensus_dir = layout.consensus();
-        let kv = KvStore::open(&state_dir, engine_options())
+        let mut kv = KvStore::open(&state_dir, engine_options())
             .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
+        // The state tree is kept incrementally; entries changed behind the state machine's back
+        // would leave it describing the old ones. Rebuilt from the entries, the node's roots
+        // say what it holds, so the first certified root it compares with finds it diverged.
+        match kv
+            .realign_tree()
+            .map_err(|e| storage_error("cannot check the state tree", &state_dir, e))?
+        {
+            None => {}
+            Some(audit) => log::error!(
+                "the state in {} does not match its state tree at height {}: the entries give \
+                 root {}, the tree held {}; the tree is rebuilt from the entries, and the node \
+                 will find itself diverged at its next certified root and repair from its peers",
+                state_dir.display(),
+                audit.applied_height,
+                crate::keys_file::to_hex(&audit.recomputed_root),
+                crate::keys_file::to_hex(&audit.published_root),
+            ),
+        }
         let mut blocks = BlockStore::open(&consensus_dir, engine_options())
             .map_err(|e| storage_error("cannot open the consensus store", &consensus_dir, e))?;
         let committed = match kv.meta(COMMITTED_META_KEY) {

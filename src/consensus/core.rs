@@ -938,10 +938,15 @@ impl Core {
         ) else {
             return; // the parent's block is not held (just after a snapshot install)
         };
-        let state_roots = self.roots.to_carry(roots_after, committed, STATE_ROOTS_MAX);
         let Some(parent) = self.tree.header(&qc.block_id) else {
             return; // still fetching the block our QC certifies
         };
+        // A block carries no root above its grandparent (`Block::state_roots_well_formed`).
+        // The 2-chain rule never commits the parent itself, but the committed root does count
+        // as committed, and right after a restart the root is the parent: its root waits for
+        // the next block.
+        let committed = committed.min(parent.height.saturating_sub(1));
+        let state_roots = self.roots.to_carry(roots_after, committed, STATE_ROOTS_MAX);
         let mut in_chain = HashSet::new();
         let mut chain_pending = false;
         for b in self.tree.uncommitted_ancestry(&qc.block_id) {

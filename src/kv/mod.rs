@@ -17,6 +17,7 @@ mod audit;
 pub mod exactly_once;
 mod execute;
 pub mod keys;
+mod node_cache;
 pub use crate::api::ops;
 mod overlay;
 pub use crate::api::reply;

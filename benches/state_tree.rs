@@ -5,8 +5,9 @@
 //! - `state_tree/apply_block_100_puts`: the whole `KvStore::apply_nowait` of the block (ops,
 //!   exactly-once table, tree update, one engine batch; not the fsync), the state tree included;
 //! - `state_tree/tree_update_100_leaves`: only the tree's part of it, `TreeUpdate::apply` of
-//!   100 changed leaves over the same store (node reads from the engine and hashing; its node
-//!   writes are what the block's batch then carries).
+//!   100 changed leaves over the same store, reading every node from the engine: the cost
+//!   without the store's node cache (`kv::node_cache`), as after a restart or for the part of a
+//!   tree larger than the cache. Its node writes are what the block's batch then carries.
 //!
 //! Elements are puts, so criterion reports puts/s; the time per put is the cost per write.
 //! Data directories live under `target/` (a real disk, see `benches/storage.rs`).

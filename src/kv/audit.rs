@@ -96,7 +96,11 @@ impl KvStore {
             batch.put(key.clone(), value.clone());
         }
         batch.put(META_KEY.to_vec(), encode_meta(self.applied_height, &tree_root));
-        self.engine.write(&batch)?;
+        // Tree nodes written behind `apply_nowait`: the node cache must not keep old ones.
+        self.tree_cache.clear();
+        let written = self.engine.write(&batch);
+        self.tree_cache.clear();
+        written?;
         self.tree_root = tree_root;
         Ok(Some(audit))
     }

@@ -6,7 +6,8 @@
 //! - [`state_machine`]: [`KvStore`], which applies committed blocks atomically and
 //!   deterministically and keeps the exactly-once table ([`exactly_once`]) and the
 //!   authenticated state ([`state_tree`], a sparse Merkle tree updated per block, whose root
-//!   the state digest commits to and against which [`KvStore::prove`] proves entries);
+//!   the state digest commits to and against which [`KvStore::prove`] proves entries; its
+//!   nodes are read through `node_cache`, a bounded write-through cache);
 //! - [`snapshot`]: point-in-time snapshots, saved to a checksummed file and installed on a
 //!   node that fell behind.
 //!
@@ -17,6 +18,7 @@ mod audit;
 pub mod exactly_once;
 mod execute;
 pub mod keys;
+mod node_cache;
 pub use crate::api::ops;
 mod overlay;
 pub use crate::api::reply;

@@ -195,6 +195,8 @@ impl KvStore {
         // once the runtime's meta keys are deduplicated (the first given wins).
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         entries.dedup_by(|later, earlier| later.key == earlier.key);
+        // The engine's tree nodes are replaced (or, on a failure, in an unknown state).
+        self.tree_cache.clear();
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
         self.tree_root = tree_root;

@@ -4,23 +4,27 @@
 //! state tree nodes, and the meta entry holding the applied height and tree root), so after a
 //! crash the store is at a block boundary: either the whole block is applied or none of it,
 //! and the tree always matches the entries. `apply` returns only after that batch is durable.
-//! The tree is updated once per block from the block's changed entries (`kv::state_tree`).
+//! The tree is updated once per block from the block's changed entries (`kv::state_tree`),
+//! reading its nodes through a write-through cache (`kv::node_cache`) that changes only after
+//! the engine accepted the block's batch.
 //!
 //! Determinism: the replies and the new state depend only on the previous state, the height
 //! and the request bytes; undecodable or over-limit requests get a `Rejected` reply, never a
 //! panic. Reads for stale queries (`get`, `range`) see the last applied block.
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::keys::{META_KEY, META_PREFIX, data_key, decode_versioned};
+use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
 use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
-use super::state_tree::{self, TreeUpdate};
+use super::state_tree::{self, Node, TreeUpdate};
 use crate::api::proof::{StateProof, data_path};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
@@ -45,6 +49,8 @@ pub struct KvStore {
     pub(super) applied_height: u64,
     /// Root of the state tree after `applied_height`.
     pub(super) tree_root: [u8; 32],
+    /// Tree nodes as the engine holds them (a subset), for the per-block update and proofs.
+    pub(super) tree_cache: NodeCache,
 }
 
 impl KvStore {
@@ -69,6 +75,7 @@ impl KvStore {
             engine,
             applied_height,
             tree_root,
+            tree_cache: NodeCache::new(TREE_CACHE_BYTES_MAX),
         })
     }
 
@@ -113,11 +120,29 @@ impl KvStore {
         for request in requests {
             replies.push(apply_request(&mut overlay, height, request)?);
         }
-        let read = |key: &[u8]| self.engine.get(key);
+        // Nodes read from the engine, admitted to the cache once the batch is accepted.
+        let filled = RefCell::new(Vec::new());
+        let read = |key: &[u8]| {
+            if let Some(node) = self.tree_cache.get(key) {
+                return Some(node.encode());
+            }
+            let bytes = self.engine.get(key)?;
+            if let Ok(node) = Node::decode(&bytes, key) {
+                filled.borrow_mut().push((key.to_vec(), node));
+            }
+            Some(bytes)
+        };
         let mut tree = TreeUpdate::new(&read);
         let tree_root = tree.apply(&overlay.tree_changes())?;
-        for (key, node) in tree.into_writes() {
-            overlay.set_derived(key, node);
+        let node_writes = tree.into_writes();
+        let mut written = Vec::with_capacity(node_writes.len());
+        for (key, bytes) in node_writes {
+            let node = match &bytes {
+                Some(bytes) => Some(Node::decode(bytes, &key)?),
+                None => None,
+            };
+            written.push((key.clone(), node));
+            overlay.set_derived(key, bytes);
         }
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         for (key, value) in meta {
@@ -128,7 +153,15 @@ impl KvStore {
             overlay.set_derived(key.to_vec(), Some(value.to_vec()));
         }
         let batch = overlay.into_batch();
-        let lsn = self.engine.write_nowait(&batch)?;
+        let lsn = match self.engine.write_nowait(&batch) {
+            Ok(lsn) => lsn,
+            Err(error) => {
+                // Whether any of the batch reached the engine is unknown: forget the cache.
+                self.tree_cache.clear();
+                return Err(error);
+            }
+        };
+        self.tree_cache.commit(filled.into_inner(), written);
         self.applied_height = height;
         self.tree_root = tree_root;
         Ok((replies, lsn))
@@ -178,7 +211,10 @@ impl KvStore {
     /// A proof of user key `key`'s entry (or of its absence) against [`KvStore::tree_root`],
     /// as of the last applied block. Fails only if the stored tree is inconsistent.
     pub fn prove(&self, key: &[u8]) -> Result<StateProof, StorageError> {
-        let read = |node: &[u8]| self.engine.get(node);
+        let read = |node: &[u8]| match self.tree_cache.get(node) {
+            Some(node) => Some(node.encode()),
+            None => self.engine.get(node),
+        };
         state_tree::prove(&read, &self.tree_root, &data_path(key), || {
             self.engine.get(&data_key(key))
         })

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use super::keys::{self, decode_versioned};
+use super::node_cache::{ENTRY_BYTES, NodeCache};
 use super::snapshot::verify_file;
+use super::state_tree::Node;
 use super::{KvRequest, KvStore, Op, encode_ops};
 use crate::api::proof::{EMPTY_SUBTREE_HASH, ProofError, ProofTerminal, state_digest};
 use crate::storage::{EngineOptions, WalOptions, WriteBatch};
@@ -292,4 +294,78 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     drop(store);
     let store = open(dir.path());
     assert_consistent(&store);
+/// Every node the store's tree cache holds is the node its engine holds under that key.
+fn assert_cache_matches_engine(store: &KvStore) {
+    for (key, cached) in store.tree_cache.entries() {
+        let stored = store
+            .engine()
+            .get(&key)
+            .map(|b| Node::decode(&b, &key).unwrap());
+        assert_eq!(stored, Some(cached), "cached node {key:02x?}");
+    }
+}
+
+#[test]
+fn the_tree_node_cache_never_disagrees_with_the_engine() {
+    // A store with the default cache, one whose cache fills up after 60 nodes, and one with
+    // none: the same blocks give the same roots, and every cached node is the stored node.
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut stores: Vec<KvStore> = dirs[..3].iter().map(|d| open(d.path())).collect();
+    stores[1].tree_cache = NodeCache::new(60 * ENTRY_BYTES);
+    stores[2].tree_cache = NodeCache::new(0);
+    for round in 0..8u64 {
+        for store in &mut stores {
+            random_blocks(store, &mut SimRng::new(round), round * 10 + 1, 10, 300);
+            assert_cache_matches_engine(store);
+        }
+        assert_eq!(
+            stores[0].tree_root(),
+            stores[2].tree_root(),
+            "round {round}"
+        );
+        assert_eq!(
+            stores[1].tree_root(),
+            stores[2].tree_root(),
+            "round {round}"
+        );
+        if round == 3 {
+            stores[0].engine().flush().unwrap();
+            stores[0].engine().compact().unwrap();
+        }
+    }
+    assert!(stores[0].tree_cache.len() > 300, "the tree is cached");
+    assert_eq!(stores[1].tree_cache.len(), 60, "the bound holds");
+    assert!(stores[2].tree_cache.is_empty());
+    assert_consistent(&stores[0]);
+    assert_eq!(
+        assert_proofs(&stores[0], 320),
+        assert_proofs(&stores[2], 320)
+    );
+
+    // Reopened without its cache, the store has the same root and goes on like the others.
+    let root = stores[0].tree_root();
+    drop(stores.remove(0));
+    let mut reopened = open(dirs[0].path());
+    assert!(reopened.tree_cache.is_empty());
+    assert_eq!(reopened.tree_root(), root);
+    random_blocks(&mut reopened, &mut SimRng::new(99), 81, 5, 300);
+    random_blocks(&mut stores[1], &mut SimRng::new(99), 81, 5, 300);
+    assert_eq!(reopened.tree_root(), stores[1].tree_root());
+    assert_cache_matches_engine(&reopened);
+
+    // A snapshot install replaces the tree: the cache is cleared, and stays in step after.
+    let path = dirs[3].path().join("state.snap");
+    stores[0].save_snapshot(&path).unwrap(); // the small-cache store, at height 80
+    let fresh = tempfile::tempdir().unwrap();
+    let mut target = open(fresh.path());
+    random_blocks(&mut target, &mut SimRng::new(8), 1, 10, 300);
+    assert!(!target.tree_cache.is_empty());
+    target.install_snapshot(&path).unwrap();
+    assert!(target.tree_cache.is_empty(), "install clears the cache");
+    assert_eq!(target.tree_root(), stores[0].tree_root());
+    random_blocks(&mut target, &mut SimRng::new(5), 81, 10, 300);
+    random_blocks(&mut stores[0], &mut SimRng::new(5), 81, 10, 300);
+    assert_eq!(target.tree_root(), stores[0].tree_root());
+    assert_cache_matches_engine(&target);
+    assert_consistent(&target);
 }

@@ -79,9 +79,7 @@ impl KvStore {
         self.engine.scan(&[], None, |key, value| {
             match key.first() {
                 Some(&TREE_PREFIX) => old_nodes.push(key.to_vec()),
-                Some(b) if is_covered_prefix(*b) => {
-                    leaves.push((key_path(key), value_hash(value)))
-                }
+                Some(b) if is_covered_prefix(*b) => leaves.push((key_path(key), value_hash(value))),
                 _ => {}
             }
             true
@@ -95,7 +93,10 @@ impl KvStore {
         for (key, value) in &nodes {
             batch.put(key.clone(), value.clone());
         }
-        batch.put(META_KEY.to_vec(), encode_meta(self.applied_height, &tree_root));
+        batch.put(
+            META_KEY.to_vec(),
+            encode_meta(self.applied_height, &tree_root),
+        );
         // Tree nodes written behind `apply_nowait`: the node cache must not keep old ones.
         self.tree_cache.clear();
         let written = self.engine.write(&batch);

@@ -266,7 +266,11 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     let mut store = open(dir.path());
     let mut rng = SimRng::new(7);
     random_blocks(&mut store, &mut rng, 1, 30, 200);
-    assert_eq!(store.realign_tree().unwrap(), None, "an intact store is left alone");
+    assert_eq!(
+        store.realign_tree().unwrap(),
+        None,
+        "an intact store is left alone"
+    );
     let honest = store.state_digest();
     let (key, entry) = {
         let mut found = None;
@@ -285,7 +289,11 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     drop(store);
 
     let mut store = open(dir.path());
-    assert_eq!(store.state_digest(), honest, "the kept tree still claims the old state");
+    assert_eq!(
+        store.state_digest(),
+        honest,
+        "the kept tree still claims the old state"
+    );
     let audit = store.realign_tree().unwrap().expect("the damage is found");
     assert!(!audit.consistent());
     assert_ne!(store.state_digest(), honest);
@@ -294,6 +302,8 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     drop(store);
     let store = open(dir.path());
     assert_consistent(&store);
+}
+
 /// Every node the store's tree cache holds is the node its engine holds under that key.
 fn assert_cache_matches_engine(store: &KvStore) {
     for (key, cached) in store.tree_cache.entries() {

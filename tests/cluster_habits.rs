@@ -551,12 +551,14 @@ fn logs_have_timestamps_link_and_view_change_lines_and_json_on_request() {
     let net = Testnet::new(4, "round_timeout_base_ms = 300", "");
     let mut procs = start_all(&net);
     let config = net.client_config();
-    ok(&bftctl(&config, &["put", "k", "v"]));
     let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
     wait_until("node 0 logs its links to the others", || {
         (1..4).all(|p| log(0).contains(&format!("net: link to node{p} up")))
     });
-    // Node 1 dies: node 0 says the link is lost, and rounds node 1 leads end in view changes.
+    // Node 1 dies before anything is ordered: node 0 says the link is lost, and round 1, which
+    // node 1 leads (genesis rounds go round robin), ends in a view change once a request
+    // waits. Later rounds need not: the leader schedule leaves out members that stopped
+    // signing, so a member killed mid-run may never be picked again.
     if let Some(p) = procs[1].take() {
         p.kill();
     }

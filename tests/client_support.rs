@@ -305,6 +305,8 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                     committed_height: s.height,
                     applied_height: s.height,
                     state_digest: [0xab; 32],
+                    certified_height: s.height,
+                    certified_root: [0xab; 32],
                     uptime_ms: ctx.started.elapsed().as_millis() as u64,
                     mempool_requests: 0,
                     peers_connected: 3,

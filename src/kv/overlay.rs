@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::keys::is_covered_prefix;
+use super::keys::{DATA_PREFIX, is_covered_prefix};
 use super::state_tree::Change;
 use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
@@ -64,6 +64,20 @@ impl<'e> BlockOverlay<'e> {
             .collect();
         changes.sort_unstable_by_key(|a| a.0);
         changes
+    }
+
+    /// How the block's writes change the number of user keys (`d` entries): +1 for each key
+    /// it creates, -1 for each it deletes, against the engine (which the block has not
+    /// reached yet). A key written back and forth within the block counts once, by outcome.
+    pub fn data_keys_delta(&self) -> i64 {
+        self.writes
+            .iter()
+            .filter(|(key, _)| key.first() == Some(&DATA_PREFIX))
+            .map(|(key, slot)| {
+                let before = self.engine.get(key).is_some();
+                i64::from(slot.is_some()) - i64::from(before)
+            })
+            .sum()
     }
 
     /// Up to `limit` live entries with `start <= key < end`, overlay over engine.

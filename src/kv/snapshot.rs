@@ -197,9 +197,14 @@ impl KvStore {
         entries.dedup_by(|later, earlier| later.key == earlier.key);
         // The engine's tree nodes are replaced (or, on a failure, in an unknown state).
         self.tree_cache.clear();
+        let key_count = entries
+            .iter()
+            .filter(|e| e.key.first() == Some(&super::keys::DATA_PREFIX))
+            .count() as u64;
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
         self.tree_root = tree_root;
+        self.key_count = key_count;
         Ok(info)
     }
 }

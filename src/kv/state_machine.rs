@@ -17,7 +17,7 @@ use std::path::Path;
 
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
-use super::keys::{META_KEY, META_PREFIX, data_key, decode_versioned};
+use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
@@ -51,6 +51,9 @@ pub struct KvStore {
     pub(super) tree_root: [u8; 32],
     /// Tree nodes as the engine holds them (a subset), for the per-block update and proofs.
     pub(super) tree_cache: NodeCache,
+    /// User keys held (the `d` entries), exact: counted on open and on a snapshot install,
+    /// then moved by each block's creations and deletions (see [`KvStore::key_count`]).
+    pub(super) key_count: u64,
 }
 
 impl KvStore {
@@ -71,11 +74,13 @@ impl KvStore {
     ) -> Result<KvStore, StorageError> {
         let engine = Engine::open(dir, options, on_record)?;
         let (applied_height, tree_root) = load_meta(&engine)?;
+        let key_count = count_data_keys(&engine);
         Ok(KvStore {
             engine,
             applied_height,
             tree_root,
             tree_cache: NodeCache::new(TREE_CACHE_BYTES_MAX),
+            key_count,
         })
     }
 
@@ -152,6 +157,14 @@ impl KvStore {
             );
             overlay.set_derived(key.to_vec(), Some(value.to_vec()));
         }
+        // Read before the batch reaches the engine: the delta compares with the old state.
+        let delta = overlay.data_keys_delta();
+        debug_assert!(
+            self.key_count.checked_add_signed(delta).is_some(),
+            "block {height} deletes more keys than the {} counted",
+            self.key_count
+        );
+        let key_count = self.key_count.saturating_add_signed(delta);
         let batch = overlay.into_batch();
         let lsn = match self.engine.write_nowait(&batch) {
             Ok(lsn) => lsn,
@@ -164,6 +177,7 @@ impl KvStore {
         self.tree_cache.commit(filled.into_inner(), written);
         self.applied_height = height;
         self.tree_root = tree_root;
+        self.key_count = key_count;
         Ok((replies, lsn))
     }
 
@@ -222,6 +236,13 @@ impl KvStore {
 
     pub fn applied_height(&self) -> u64 {
         self.applied_height
+    }
+
+    /// User keys in the state after `applied_height()`. O(1): counted once when the store
+    /// opens or installs a snapshot, then kept by each block (a restart counts again, so the
+    /// number needs no format of its own and cannot drift from the entries).
+    pub fn key_count(&self) -> u64 {
+        self.key_count
     }
 
     /// A read of `key` a client can check without trusting this node: the proof against the
@@ -344,4 +365,14 @@ pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError
     let height: [u8; 8] = stored[..8].try_into().map_err(|_| corrupt())?;
     let tree_root: [u8; 32] = stored[8..40].try_into().map_err(|_| corrupt())?;
     Ok((u64::from_le_bytes(height), tree_root))
+}
+
+/// Live user keys in the engine: one scan of the `d` range.
+pub(super) fn count_data_keys(engine: &Engine) -> u64 {
+    let mut count = 0u64;
+    engine.scan(&[DATA_PREFIX], Some(&data_end()), |_, _| {
+        count += 1;
+        true
+    });
+    count
 }

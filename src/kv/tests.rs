@@ -259,6 +259,8 @@ fn snapshot_round_trip_and_rejections() {
         (a.state_digest(), 30)
     );
     assert_eq!(b.get(b"stale").unwrap(), None);
+    // key0..key6: the install replaced b's one key by a's seven.
+    assert_eq!((a.key_count(), b.key_count()), (7, 7));
     // Both continue identically, including the exactly-once table, across a reopen.
     drop(b);
     let mut b = open(b_dir.path());
@@ -274,6 +276,11 @@ fn snapshot_round_trip_and_rejections() {
         assert!(replies[0].from_cache && !replies[1].from_cache);
     }
     assert_eq!(a.state_digest(), b.state_digest());
+    assert_eq!(
+        (a.key_count(), b.key_count()),
+        (8, 8),
+        "x is new, across the reopen"
+    );
     // An ahead store refuses; corrupt files give errors naming the path.
     assert!(b.install_snapshot(&path).is_err());
     let mut bytes = std::fs::read(&path).unwrap();
@@ -420,6 +427,9 @@ proptest! {
             prop_assert_eq!(&replies_a[0].reply, &Reply::Done(want));
             prop_assert_eq!(a.state_digest(), b.state_digest());
             prop_assert_eq!(digest_from_scratch(&a), a.state_digest());
+            // The kept key count is exact, in the store that never reopened and in the other.
+            prop_assert_eq!(a.key_count(), model.len() as u64);
+            prop_assert_eq!(b.key_count(), model.len() as u64);
             for k in 0u8..14 {
                 let key = [b'k', k];
                 let proven = b.prove(&key).unwrap().verify(&b.tree_root(), &key).unwrap();

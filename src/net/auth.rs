@@ -5,8 +5,12 @@
 //! id dials (see `event_loop`), so an inbound peer link is only accepted from a lower id.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::types::NodeId;
+use crate::util::KeyedRateLimit;
 
 use super::config::{ClientAccess, TransportConfig};
 use super::envelope::{ClientId, Remote};
@@ -19,7 +23,14 @@ pub(crate) struct KeyDirectory {
     key_by_peer: HashMap<NodeId, [u8; KEY_BYTES]>,
     /// `None` means any client key is accepted (development mode).
     clients: Option<HashSet<[u8; KEY_BYTES]>>,
+    /// One log line per refused key per minute (a refused client tends to retry in a loop).
+    refused_log: Mutex<KeyedRateLimit<[u8; KEY_BYTES]>>,
 }
+
+/// At most one "refused" line per key per this interval.
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Refused keys remembered for the rate limit (a flood of fresh keys evicts the oldest).
+const REFUSED_LOG_KEYS_MAX: usize = 1024;
 
 impl KeyDirectory {
     pub(crate) fn new(config: &TransportConfig) -> Self {
@@ -32,6 +43,10 @@ impl KeyDirectory {
                 ClientAccess::Any => None,
                 ClientAccess::AllowList(keys) => Some(keys.iter().copied().collect()),
             },
+            refused_log: Mutex::new(KeyedRateLimit::new(
+                REFUSED_LOG_INTERVAL,
+                REFUSED_LOG_KEYS_MAX,
+            )),
         }
     }
 
@@ -59,7 +74,25 @@ impl KeyDirectory {
         match &self.clients {
             None => Ok(Remote::Client(ClientId(*key, 0))),
             Some(allowed) if allowed.contains(key) => Ok(Remote::Client(ClientId(*key, 0))),
-            Some(_) => Err(RejectReason::UnknownKey),
+            Some(_) => {
+                self.log_refused(key);
+                Err(RejectReason::UnknownKey)
+            }
         }
+    }
+
+    fn log_refused(&self, key: &[u8; KEY_BYTES]) {
+        let Some(left_out) = self.refused_log.lock().allow(key, Instant::now()) else {
+            return;
+        };
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let also = match left_out {
+            0 => String::new(),
+            n => format!("; {n} more links with this key refused since its last line"),
+        };
+        log::warn!(
+            "net: refused a link with noise key {hex}: neither a member's key nor a client's \
+             noise_public_key in [clients] allow{also}"
+        );
     }
 }

@@ -27,6 +27,7 @@ use super::counters::NodeCounters;
 use super::lossy::FaultyLink;
 use super::metrics::NodeMetrics;
 use super::peer_limits::{Limited, PeerLimits};
+use super::quorum_watch::{QuorumChange, QuorumWatch};
 use super::routes::ReplyRoutes;
 use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
@@ -163,6 +164,8 @@ pub fn run(mut ctx: ConsensusCtx) {
 struct PeersSeen {
     last_frames: Vec<u64>,
     last_change: Vec<Instant>,
+    /// Logs quorum lost and regained (created at the first publish).
+    quorum: Option<QuorumWatch>,
 }
 
 const PEER_SILENT_AFTER: Duration = Duration::from_secs(5);
@@ -371,14 +374,31 @@ impl ConsensusCtx {
             peers.last_change = vec![Instant::now() - PEER_SILENT_AFTER * 2; stats.peers.len()];
         }
         let mut connected = 0u16;
+        let me = self.replica.me().index();
+        let mut reachable = vec![false; stats.peers.len()];
         for (i, p) in stats.peers.iter().enumerate() {
             if p.frames_in != peers.last_frames[i] {
                 peers.last_frames[i] = p.frames_in;
                 peers.last_change[i] = Instant::now();
             }
-            if i != self.replica.me().index() && peers.last_change[i].elapsed() < PEER_SILENT_AFTER
-            {
+            reachable[i] = i == me || peers.last_change[i].elapsed() < PEER_SILENT_AFTER;
+            if i != me && reachable[i] {
                 connected += 1;
+            }
+        }
+        let committee = self.replica.committee();
+        if reachable.len() == committee.n() {
+            let watch = peers.quorum.get_or_insert_with(|| {
+                QuorumWatch::new(committee.n(), committee.quorum(), Instant::now())
+            });
+            if let Some(change) = watch.observe(&reachable, Instant::now()) {
+                let line = watch.line(&change);
+                match change {
+                    QuorumChange::Lost { .. } => log::warn!("{line}"),
+                    QuorumChange::Reached { .. } | QuorumChange::Regained { .. } => {
+                        log::info!("{line}")
+                    }
+                }
             }
         }
         let core = self.replica.core();
@@ -388,7 +408,12 @@ impl ConsensusCtx {
             self.replica.is_installing(),
         );
         self.status.set_divergence(self.replica.divergence());
+        let certified = core.roots().latest_certified();
         self.status.update(|s| {
+            if let Some((height, root, _)) = certified {
+                s.certified_height = height;
+                s.certified_root = root;
+            }
             s.round = core.round();
             s.leader = core.leader().0;
             s.committed_height = core.committed().height;

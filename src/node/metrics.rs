@@ -14,6 +14,7 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -25,6 +26,13 @@ use super::status::StatusBoard;
 use crate::consensus::{Core, CoreStats};
 use crate::net::{NetCounters, NetStats};
 use crate::wire::NodeStatus;
+
+/// A WAL sync that takes longer than this gets a log line (rate-limited: see
+/// [`NodeMetrics::slow_sync_seen`]); the histogram has every sync.
+pub const SLOW_SYNC_MS_MIN: u64 = 500;
+
+/// At most one slow-sync line per this interval, the next one counting those left out.
+const SLOW_SYNC_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Blocks the storage thread may lag behind the committed height and still be healthy.
 pub const HEALTH_APPLY_LAG_BLOCKS_MAX: u64 = 64;
@@ -49,9 +57,13 @@ pub struct NodeMetrics {
     pub commit_latency: Histogram,
     pub wal_fsync_consensus: Histogram,
     pub wal_fsync_state: Histogram,
+    /// Disk bytes, key count and newest snapshot, as the storage thread last published them.
+    pub storage: super::storage_gauges::StorageGauges,
     consensus: Mutex<ConsensusSnapshot>,
     /// One log line per view change, at most one a second (see `publish_core`).
     view_change_log: Mutex<Option<crate::util::RateLimit>>,
+    /// One log line per slow WAL sync, at most one per `SLOW_SYNC_LOG_INTERVAL`.
+    slow_sync_log: Mutex<Option<crate::util::RateLimit>>,
 }
 
 impl NodeMetrics {
@@ -106,6 +118,20 @@ impl NodeMetrics {
             core.leader(),
             core.stats().view_changes
         );
+    }
+
+    /// Storage thread, after each WAL sync of `engine` it waited for: a warning when it took
+    /// at least [`SLOW_SYNC_MS_MIN`] (a disk that stalls delays every vote and reply).
+    pub fn slow_sync_seen(&self, engine: &str, took: std::time::Duration) {
+        if !is_slow_sync(took) {
+            return;
+        }
+        let mut limit = self.slow_sync_log.lock();
+        let limit =
+            limit.get_or_insert_with(|| crate::util::RateLimit::new(SLOW_SYNC_LOG_INTERVAL));
+        if let Some(left_out) = limit.allow(Instant::now()) {
+            log::warn!("{}", slow_sync_line(engine, took, left_out));
+        }
     }
 
     pub fn consensus(&self) -> ConsensusSnapshot {
@@ -207,6 +233,7 @@ impl MetricsSources {
             "1 while this node's state root differs from one the chain certified (it then neither votes nor serves reads, and repairs itself).",
             u8::from(self.status.divergence().is_some()),
         );
+        write_storage(&mut out, &self.metrics.storage, s.certified_height);
         write_core(&mut out, &c.stats);
         write_peers(&mut out, &net, s.node_id);
         write_rejections(&mut out, &net, &self.counters);
@@ -219,6 +246,22 @@ impl MetricsSources {
         );
         out
     }
+}
+
+fn is_slow_sync(took: std::time::Duration) -> bool {
+    took.as_millis() >= u128::from(SLOW_SYNC_MS_MIN)
+}
+
+fn slow_sync_line(engine: &str, took: std::time::Duration, left_out: u64) -> String {
+    let also = match left_out {
+        0 => String::new(),
+        n => format!("; {n} more slow syncs since the last such line"),
+    };
+    format!(
+        "slow disk: a {engine} WAL sync took {} ms (warning at {SLOW_SYNC_MS_MIN} ms); votes and \
+         replies wait for it{also}",
+        took.as_millis()
+    )
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
@@ -318,6 +361,55 @@ fn write_gauges(out: &mut String, s: &NodeStatus) {
         "gauge",
         "Seconds since the node started.",
         s.uptime_ms as f64 / 1000.0,
+    );
+}
+
+fn write_storage(out: &mut String, g: &super::storage_gauges::StorageGauges, certified: u64) {
+    header(
+        out,
+        "bftd_storage_bytes",
+        "gauge",
+        "Bytes on disk by engine: state and consensus (WAL segments and SSTables), snapshots (the files kept); refreshed at most once a second.",
+    );
+    for (engine, v) in [
+        ("state", &g.state_bytes),
+        ("consensus", &g.consensus_bytes),
+        ("snapshots", &g.snapshots_bytes),
+    ] {
+        let _ = writeln!(
+            out,
+            "bftd_storage_bytes{{engine=\"{engine}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    single(
+        out,
+        "bftd_state_keys",
+        "gauge",
+        "User keys in the applied state.",
+        g.state_keys.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "bftd_snapshot_height",
+        "gauge",
+        "Height of the newest snapshot this node keeps (0: none).",
+        g.snapshot_height.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "bftd_snapshot_age_seconds",
+        "gauge",
+        "Seconds since the newest snapshot's file was written (NaN: no snapshot).",
+        g.snapshot_age_seconds(std::time::SystemTime::now())
+            .unwrap_or(f64::NAN),
+    );
+    single(
+        out,
+        "bftd_certified_height",
+        "gauge",
+        "Highest height whose state root this node saw certified by the chain (0: none yet).",
+        certified,
     );
 }
 
@@ -643,6 +735,22 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_syncs_are_named_with_engine_and_duration() {
+        use std::time::Duration;
+        assert!(!is_slow_sync(Duration::from_millis(499)));
+        assert!(is_slow_sync(Duration::from_millis(500)));
+        assert_eq!(
+            slow_sync_line("state", Duration::from_millis(812), 0),
+            "slow disk: a state WAL sync took 812 ms (warning at 500 ms); votes and replies \
+             wait for it"
+        );
+        assert!(
+            slow_sync_line("consensus", Duration::from_secs(2), 3)
+                .ends_with("; 3 more slow syncs since the last such line")
+        );
+    }
 
     #[test]
     fn json_escapes_quotes() {

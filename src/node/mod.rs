@@ -44,12 +44,14 @@ pub mod metrics;
 pub mod metrics_http;
 pub mod peer_limits;
 pub mod process_metrics;
+pub mod quorum_watch;
 pub mod routes;
 pub mod serving;
 pub mod settings;
 pub mod snapshots;
 pub mod solicited;
 pub mod status;
+pub mod storage_gauges;
 pub mod storage_loop;
 pub mod verify_pool;
 
@@ -307,6 +309,10 @@ impl Node {
             counters: counters.clone(),
             stop: stop.clone(),
             batch_frames_max: settings.verify_batch_frames_max,
+            refused_keys_log: Arc::new(Mutex::new(crate::util::KeyedRateLimit::new(
+                verify_pool::REFUSED_KEY_LOG_INTERVAL,
+                verify_pool::REFUSED_KEYS_LOGGED_MAX,
+            ))),
             byzantine: serving_hook.clone(),
         };
         let mut verifiers = Vec::new();

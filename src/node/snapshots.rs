@@ -83,6 +83,11 @@ impl SnapshotDir {
         })
     }
 
+    /// Bytes of the complete snapshot files kept (as their offers record them).
+    pub fn total_bytes(&self) -> u64 {
+        self.offers.iter().map(|o| o.file_bytes).sum()
+    }
+
     pub fn newest(&self) -> Option<&SnapshotOffer> {
         self.offers.last()
     }

@@ -1,5 +1,6 @@
-//! The node's status as the threads publish it: the consensus thread writes round, leader
-//! and committed height; the storage thread writes the applied height and state digest.
+//! The node's status as the threads publish it: the consensus thread writes round, leader,
+//! committed height and the latest certified root; the storage thread writes the applied height
+//! and its state digest.
 //! Readers (status requests, health) take a copy. Writes are a few words under a
 //! `parking_lot` mutex, once per handled event batch. The consensus thread also publishes
 //! whether the state is diverged from the certified roots (the verifier threads then refuse
@@ -29,6 +30,8 @@ impl StatusBoard {
                 committed_height: 0,
                 applied_height: 0,
                 state_digest: [0; 32],
+                certified_height: 0,
+                certified_root: [0; 32],
                 uptime_ms: 0,
                 mempool_requests: 0,
                 peers_connected: 0,

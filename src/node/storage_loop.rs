@@ -101,6 +101,7 @@ struct Group {
 }
 
 pub fn run(mut ctx: StorageCtx, jobs: Receiver<StorageJob>) {
+    ctx.refresh_gauges(true);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < GROUP_JOBS_MAX {
@@ -115,12 +116,23 @@ pub fn run(mut ctx: StorageCtx, jobs: Receiver<StorageJob>) {
             *ctx.failure.lock() = Some(why);
             return;
         }
+        ctx.refresh_gauges(false);
     }
     // Every sender is gone: the node is shutting down and everything queued was handled.
     log::debug!("storage thread done");
 }
 
 impl StorageCtx {
+    /// Publishes disk bytes, key count and the newest snapshot for `/metrics` (see
+    /// `storage_gauges`: bytes at most once a second unless `force`).
+    fn refresh_gauges(&self, force: bool) {
+        let kv = self.kv.read();
+        let snapshots = self.snapshots.lock();
+        self.metrics
+            .storage
+            .refresh(&kv, self.blocks.engine(), &snapshots, force);
+    }
+
     fn process(&mut self, batch: Vec<StorageJob>) -> Result<(), StorageError> {
         let mut group = Group::default();
         for job in batch {
@@ -221,6 +233,7 @@ impl StorageCtx {
             return Ok(());
         }
         self.counters.snapshots_saved.bump();
+        self.metrics.storage.mark_stale();
         log::info!(
             "saved snapshot at height {} ({} entries, {file_bytes} bytes) in {} ms",
             header.height,
@@ -241,12 +254,16 @@ impl StorageCtx {
         if let Some(lsn) = group.blocks_lsn {
             let started = Instant::now();
             self.blocks.engine().wait_durable(lsn)?;
-            self.metrics.wal_fsync_consensus.observe(started.elapsed());
+            let took = started.elapsed();
+            self.metrics.wal_fsync_consensus.observe(took);
+            self.metrics.slow_sync_seen("consensus", took);
         }
         if let Some(lsn) = group.kv_lsn {
             let started = Instant::now();
             self.kv.read().engine().wait_durable(lsn)?;
-            self.metrics.wal_fsync_state.observe(started.elapsed());
+            let took = started.elapsed();
+            self.metrics.wal_fsync_state.observe(took);
+            self.metrics.slow_sync_seen("state", took);
         }
         if let Some(ticket) = group.ticket {
             self.to_consensus
@@ -351,6 +368,7 @@ impl StorageCtx {
             return Err("the installed state digest differs from the agreed one".into());
         }
         self.counters.snapshots_installed.bump();
+        self.metrics.storage.mark_stale();
         // Keep it, so this node can serve it in turn (data durable before its offer).
         if let Err(e) = self.snapshots.lock().keep(path, offer.clone()) {
             log::warn!("keeping installed snapshot {}: {e}", offer.height);

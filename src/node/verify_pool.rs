@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::byzantine::ServingHook;
 use super::consensus_loop::ConsensusInput;
@@ -34,6 +34,7 @@ use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
 use crate::types::{ClientRequest, Message, NodeId, RequestId};
+use crate::util::KeyedRateLimit;
 use crate::wire::client::decode_client_frame;
 use crate::wire::peer::decode_peer;
 use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
@@ -55,6 +56,8 @@ pub struct VerifyCtx {
     pub counters: Arc<NodeCounters>,
     pub stop: Arc<AtomicBool>,
     pub batch_frames_max: usize,
+    /// One log line per refused signing key per minute, shared by the verifier threads.
+    pub refused_keys_log: Arc<Mutex<KeyedRateLimit<[u8; 32]>>>,
     /// Test-only Byzantine answers (a no-op unless built with the `byzantine` feature).
     pub byzantine: ServingHook,
 }
@@ -92,7 +95,29 @@ pub fn run(ctx: VerifyCtx) {
     }
 }
 
+/// At most one "not authorised" line per signing key per this interval.
+pub const REFUSED_KEY_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Signing keys remembered for that rate limit (a flood of fresh keys evicts the oldest).
+pub const REFUSED_KEYS_LOGGED_MAX: usize = 1024;
+
 impl VerifyCtx {
+    /// "client signing key … not authorised", at most once a minute per key.
+    fn log_refused_key(&self, key: &[u8; 32]) {
+        let now = std::time::Instant::now();
+        let Some(left_out) = self.refused_keys_log.lock().allow(key, now) else {
+            return;
+        };
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let also = match left_out {
+            0 => String::new(),
+            n => format!("; {n} more requests with this key refused since its last line"),
+        };
+        log::warn!(
+            "refused a request signed by client key {hex}: not a signing_public_key in \
+             [clients] allow{also}"
+        );
+    }
+
     fn sort(&self, frame: Inbound, sorted: &mut Sorted) {
         match frame.from {
             Remote::Peer(from) => match decode_peer(&frame.bytes) {
@@ -249,7 +274,10 @@ impl VerifyCtx {
                         Err(TrySendError::Disconnected(_)) => return false,
                     }
                 }
-                Err(VerifyError::NotAuthorised(_)) => Refusal::NotAuthorised,
+                Err(VerifyError::NotAuthorised(key)) => {
+                    self.log_refused_key(&key.0);
+                    Refusal::NotAuthorised
+                }
                 Err(e) => {
                     log::debug!("refused request {} of {conn:?}: {e}", id.seq);
                     Refusal::Invalid

@@ -321,6 +321,20 @@ impl Wal {
         Ok(doomed.len())
     }
 
+    /// Bytes of the live segment files on disk: one `stat` per segment (there are a few; the
+    /// active one grows between calls). A segment deleted meanwhile counts 0.
+    pub fn disk_bytes(&self) -> u64 {
+        let paths: Vec<PathBuf> = {
+            let state = self.shared.state.lock();
+            state.segments.iter().map(|s| s.path.clone()).collect()
+        };
+        paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Number of segment files currently live (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.shared.state.lock().segments.len()

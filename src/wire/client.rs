@@ -58,7 +58,13 @@ pub struct NodeStatus {
     pub leader: u16,
     pub committed_height: u64,
     pub applied_height: u64,
+    /// The state digest (root) after `applied_height`: this node's own.
     pub state_digest: [u8; 32],
+    /// The highest height whose state digest this node saw certified (carried by a certified
+    /// block), 0 when none yet; compare `certified_root` with `state_digest` only at equal
+    /// heights.
+    pub certified_height: u64,
+    pub certified_root: [u8; 32],
     pub uptime_ms: u64,
     pub mempool_requests: u64,
     pub peers_connected: u16,

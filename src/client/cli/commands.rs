@@ -483,9 +483,21 @@ fn status<W: Write>(client: &Client, json: bool, out: &mut Out<W>) -> Result<(),
     if json {
         out.line(&Json::Arr(reports.iter().map(status_json).collect()).render())?;
     } else {
+        // Each root sits next to the height it belongs to: the applied height's own root,
+        // then the highest certified height and the root the chain certified for it.
         out.line(&format!(
-            "{:<7} {:<21} {:<9} {:>8} {:>9} {:<7} {:<8} {:>7}",
-            "node", "addr", "reachable", "round", "committed", "leader", "digest", "uptime"
+            "{:<7} {:<21} {:<9} {:>8} {:>9} {:>9} {:<8} {:>9} {:<8} {:<7} {:>7}",
+            "node",
+            "addr",
+            "reachable",
+            "round",
+            "committed",
+            "applied",
+            "root",
+            "certified",
+            "root",
+            "leader",
+            "uptime"
         ))?;
         for r in &reports {
             out.line(&status_line(r))?;
@@ -507,13 +519,20 @@ fn status_line(r: &NodeStatusReport) -> String {
             } else {
                 format!("  (reports id {}!)", s.node_id)
             };
+            let (certified, certified_root) = match s.certified_height {
+                0 => ("-".to_string(), "-".to_string()),
+                h => (h.to_string(), to_hex(&s.certified_root[..4])),
+            };
             format!(
-                "{head} {:<9} {:>8} {:>9} {:<7} {:<8} {:>7}{id_note}",
+                "{head} {:<9} {:>8} {:>9} {:>9} {:<8} {:>9} {:<8} {:<7} {:>7}{id_note}",
                 "yes",
                 s.round,
                 s.committed_height,
-                format!("node{}", s.leader),
+                s.applied_height,
                 to_hex(&s.state_digest[..4]),
+                certified,
+                certified_root,
+                format!("node{}", s.leader),
                 uptime_text(s.uptime_ms),
             )
         }
@@ -534,7 +553,16 @@ fn status_json(r: &NodeStatusReport) -> Json {
             ("committed_height".into(), Json::U64(s.committed_height)),
             ("applied_height".into(), Json::U64(s.applied_height)),
             ("leader".into(), Json::U64(u64::from(s.leader))),
-            ("state_digest".into(), Json::str(to_hex(&s.state_digest))),
+            // The root of `applied_height` (named `state_digest` before roots were certified).
+            ("applied_root".into(), Json::str(to_hex(&s.state_digest))),
+            ("certified_height".into(), Json::U64(s.certified_height)),
+            (
+                "certified_root".into(),
+                match s.certified_height {
+                    0 => Json::Null,
+                    _ => Json::str(to_hex(&s.certified_root)),
+                },
+            ),
             ("uptime_ms".into(), Json::U64(s.uptime_ms)),
             ("mempool_requests".into(), Json::U64(s.mempool_requests)),
             (

@@ -105,6 +105,46 @@ fn commands_print_text_and_json() {
     let status = bftctl(&config, &["status", "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert_eq!(stdout(&status).matches(r#""reachable":true"#).count(), 4);
+    // Each root next to the height it belongs to: the applied height's own root, then the
+    // highest certified height and its certified root (the fakes report 0xab.. and 0xcd..).
+    let json = stdout(&status);
+    assert!(
+        json.contains(&format!(r#""applied_root":"{}""#, "ab".repeat(32))),
+        "{json}"
+    );
+    assert!(
+        json.contains(&format!(r#""certified_root":"{}""#, "cd".repeat(32))),
+        "{json}"
+    );
+    let text = stdout(&bftctl(&config, &["status"]));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "node",
+            "addr",
+            "reachable",
+            "round",
+            "committed",
+            "applied",
+            "root",
+            "certified",
+            "root",
+            "leader",
+            "uptime"
+        ],
+        "{text}"
+    );
+    for row in &rows[1..] {
+        assert_eq!((row[6], row[8]), ("abababab", "cdcdcdcd"), "{text}");
+        assert_eq!(
+            row[5], row[7],
+            "the fakes certify their applied height: {text}"
+        );
+    }
     let bench = bftctl(&config, &["bench", "--ops", "200", "--concurrency", "8"]);
     assert!(bench.status.success(), "{}", stderr(&bench));
     assert!(stdout(&bench).contains("throughput:"), "{}", stdout(&bench));

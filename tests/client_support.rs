@@ -306,7 +306,7 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                     applied_height: s.height,
                     state_digest: [0xab; 32],
                     certified_height: s.height,
-                    certified_root: [0xab; 32],
+                    certified_root: [0xcd; 32],
                     uptime_ms: ctx.started.elapsed().as_millis() as u64,
                     mempool_requests: 0,
                     peers_connected: 3,

@@ -113,6 +113,13 @@ fn errors_say_what_happened_and_come_fast() {
     let err = fails_fast(&stranger, &["put", "k", "v"]);
     assert!(err.starts_with("bftctl: not authorised"), "{err}");
     assert!(err.contains("allow-list"), "{err}");
+    // Each node logs the refused key once, however often the client retried within a minute.
+    let refused = "net: refused a link with noise key ";
+    let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
+    wait_until("node 0 logs the refused key", || log(0).contains(refused));
+    let _ = fails_fast(&stranger, &["get", "k"]);
+    assert_eq!(log(0).matches(refused).count(), 1, "{}", log(0));
+    assert!(log(0).contains("client's noise_public_key in [clients] allow"));
 
     // Nodes of another cluster (another name, so another prologue): said so, at once.
     let foreign = client_variant(&net, "foreign.toml", |t| {
@@ -607,4 +614,60 @@ fn logs_have_timestamps_link_and_view_change_lines_and_json_on_request() {
         "{first}"
     );
     assert!(stamped(&first[7..]), "{first}");
+}
+
+#[test]
+fn quorum_lost_and_regained_are_logged_once_each_and_status_shows_certified_roots() {
+    let net = Testnet::new(4, "round_timeout_base_ms = 300", "");
+    let mut procs = start_all(&net);
+    let config = net.client_config();
+    let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
+    wait_until("node 0 reaches a quorum", || {
+        log(0).contains("quorum reached: ")
+    });
+    for i in 1..=3 {
+        ok(&bftctl(&config, &["put", &format!("q{i}"), "v"]));
+    }
+    // Status: each root next to its own height, the certified one as the chain certified it.
+    let mut json = String::new();
+    wait_until("node 0 reports a certified root", || {
+        json = ok(&bftctl(&config, &["status", "--json"]));
+        !json.contains(r#""certified_height":0"#)
+    });
+    assert!(json.contains(r#""applied_root":""#), "{json}");
+    assert!(json.contains(r#""certified_root":""#), "{json}");
+    let text = ok(&bftctl(&config, &["status"]));
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|h| h.contains("applied root") && h.contains("certified root")),
+        "{text}"
+    );
+
+    // Two of four die (SIGKILL): the survivors cannot form a quorum of 3, and say so once.
+    for i in [2, 3] {
+        if let Some(p) = procs[i].take() {
+            p.kill();
+        }
+    }
+    wait_until("node 0 logs the quorum lost", || {
+        log(0).contains("quorum lost: ")
+    });
+    let text = log(0);
+    assert!(
+        text.contains(
+            "quorum lost: 2 of 4 members reachable (this node included), a quorum needs 3"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("(not heard from: node2, node3)"), "{text}");
+    // One comes back: quorum regained, once.
+    procs[2] = Some(NodeProc::start(&net, 2));
+    wait_until("node 0 logs the quorum regained", || {
+        log(0).contains("quorum regained: 3 of 4 members reachable")
+    });
+    let text = log(0);
+    assert_eq!(text.matches("quorum lost: ").count(), 1, "{text}");
+    assert_eq!(text.matches("quorum regained: ").count(), 1, "{text}");
+    assert!(!text.contains("Some("), "no Debug dumps: {text}");
 }

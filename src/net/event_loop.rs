@@ -366,6 +366,7 @@ impl EventLoop {
             Remote::Peer(id) => {
                 if let Some(p) = self.io.counters.peer(id) {
                     bump(&p.links_established, 1);
+                    p.link_up.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 let replaced = self.peers.established(id, token);
                 if replaced.is_none() {
@@ -474,6 +475,9 @@ impl EventLoop {
         match conn.remote() {
             Some(Remote::Peer(id)) => {
                 let current = self.peers.get(id).is_some_and(|s| s.conn == Some(token));
+                if current && let Some(p) = self.io.counters.peer(id) {
+                    p.link_up.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 if current
                     && let Some(why) = lost_reason(&close)
                     && let Some(left_out) = self.link_lost_log.allow(now)

@@ -4,7 +4,7 @@
 //! bumps exactly one `rejected` counter; every frame dropped on the way out bumps one `dropped`
 //! counter. Counters only grow. A snapshot is not atomic across counters (each is exact).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::types::NodeId;
 
@@ -60,6 +60,9 @@ pub struct PeerCounters {
     pub bytes_out: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub links_established: AtomicU64,
+    /// An authenticated link to this peer is up now (set when one is established, cleared
+    /// when the current one closes).
+    pub link_up: AtomicBool,
 }
 
 /// All counters of one transport.
@@ -167,6 +170,7 @@ pub struct PeerStats {
     pub bytes_out: u64,
     pub frames_dropped: u64,
     pub links_established: u64,
+    pub link_up: bool,
 }
 
 impl From<&PeerCounters> for PeerStats {
@@ -178,6 +182,7 @@ impl From<&PeerCounters> for PeerStats {
             bytes_out: get(&c.bytes_out),
             frames_dropped: get(&c.frames_dropped),
             links_established: get(&c.links_established),
+            link_up: c.link_up.load(Ordering::Relaxed),
         }
     }
 }

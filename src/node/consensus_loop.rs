@@ -375,16 +375,20 @@ impl ConsensusCtx {
         }
         let mut connected = 0u16;
         let me = self.replica.me().index();
+        // For the quorum watch: a peer whose authenticated link is up, or one heard from
+        // recently. Not "heard from" alone: an idle cluster sends nothing, and the first
+        // request after a quiet spell would find every peer silent.
         let mut reachable = vec![false; stats.peers.len()];
         for (i, p) in stats.peers.iter().enumerate() {
             if p.frames_in != peers.last_frames[i] {
                 peers.last_frames[i] = p.frames_in;
                 peers.last_change[i] = Instant::now();
             }
-            reachable[i] = i == me || peers.last_change[i].elapsed() < PEER_SILENT_AFTER;
-            if i != me && reachable[i] {
+            let heard = i != me && peers.last_change[i].elapsed() < PEER_SILENT_AFTER;
+            if heard {
                 connected += 1;
             }
+            reachable[i] = i == me || heard || p.link_up;
         }
         let committee = self.replica.committee();
         if reachable.len() == committee.n() {
@@ -400,6 +404,13 @@ impl ConsensusCtx {
                     }
                 }
             }
+        }
+        let depths = [
+            (&self.metrics.queue_consensus_depth, self.inputs.len()),
+            (&self.metrics.queue_storage_depth, self.storage.len()),
+        ];
+        for (gauge, depth) in depths {
+            gauge.store(depth as u64, Ordering::Relaxed);
         }
         let core = self.replica.core();
         self.metrics.publish_core(

@@ -14,7 +14,7 @@
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -59,6 +59,12 @@ pub struct NodeMetrics {
     pub wal_fsync_state: Histogram,
     /// Disk bytes, key count and newest snapshot, as the storage thread last published them.
     pub storage: super::storage_gauges::StorageGauges,
+    /// Frames waiting for the verifier threads, sampled by them as they take a batch.
+    pub queue_verify_depth: AtomicU64,
+    /// Inputs waiting for the consensus thread, and jobs for the storage thread, sampled by
+    /// the consensus thread each time it publishes (every 50 ms).
+    pub queue_consensus_depth: AtomicU64,
+    pub queue_storage_depth: AtomicU64,
     consensus: Mutex<ConsensusSnapshot>,
     /// One log line per view change, at most one a second (see `publish_core`).
     view_change_log: Mutex<Option<crate::util::RateLimit>>,
@@ -234,6 +240,7 @@ impl MetricsSources {
             u8::from(self.status.divergence().is_some()),
         );
         write_storage(&mut out, &self.metrics.storage, s.certified_height);
+        write_queues(&mut out, &self.metrics);
         write_core(&mut out, &c.stats);
         write_peers(&mut out, &net, s.node_id);
         write_rejections(&mut out, &net, &self.counters);
@@ -411,6 +418,26 @@ fn write_storage(out: &mut String, g: &super::storage_gauges::StorageGauges, cer
         "Highest height whose state root this node saw certified by the chain (0: none yet).",
         certified,
     );
+}
+
+fn write_queues(out: &mut String, m: &NodeMetrics) {
+    header(
+        out,
+        "bftd_queue_depth",
+        "gauge",
+        "Items waiting in each bounded queue between the node's threads (a full one pushes back).",
+    );
+    for (queue, v) in [
+        ("verify", &m.queue_verify_depth),
+        ("consensus", &m.queue_consensus_depth),
+        ("storage", &m.queue_storage_depth),
+    ] {
+        let _ = writeln!(
+            out,
+            "bftd_queue_depth{{queue=\"{queue}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
 }
 
 fn write_core(out: &mut String, st: &CoreStats) {

@@ -308,6 +308,7 @@ impl Node {
             status: status.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
+            metrics: metrics.clone(),
             batch_frames_max: settings.verify_batch_frames_max,
             refused_keys_log: Arc::new(Mutex::new(crate::util::KeyedRateLimit::new(
                 verify_pool::REFUSED_KEY_LOG_INTERVAL,

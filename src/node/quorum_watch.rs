@@ -3,10 +3,12 @@
 //! block can be certified then: the cluster, or this node's side of a partition, stops
 //! committing), and "quorum regained" once when enough are back.
 //!
-//! "Reachable" is the consensus thread's own notion: a peer that sent a frame within the
-//! last few seconds (`PEER_SILENT_AFTER`). At start every peer looks silent until its first
-//! frame, so no "lost" line is written during a grace period after start: a node whose
-//! peers are still starting is not a node that lost them. One transition, one line: the
+//! "Reachable" is the consensus thread's notion: a peer whose authenticated link is up, or
+//! that sent a frame within the last few seconds (`PEER_SILENT_AFTER`). Links, because an
+//! idle cluster sends nothing at all; a killed peer's link closes at once. A peer behind a
+//! silent partition keeps its link until TCP gives up on it, so that case is seen late. At
+//! start every peer is unreachable until its link comes up, so no "lost" line is written during
+//! a grace period after start: a node whose peers are still starting did not lose them. One transition, one line: the
 //! watch logs nothing while the state stays the same. Time arrives as an argument.
 
 use std::time::{Duration, Instant};

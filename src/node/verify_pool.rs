@@ -25,6 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use super::byzantine::ServingHook;
 use super::consensus_loop::ConsensusInput;
 use super::counters::NodeCounters;
+use super::metrics::NodeMetrics;
 use super::peer_limits::{Limited, PeerLimits};
 use super::routes::ReplyRoutes;
 use super::serving::{ServeJob, ServeQueue};
@@ -54,6 +55,8 @@ pub struct VerifyCtx {
     pub kv: Arc<RwLock<KvStore>>,
     pub status: Arc<StatusBoard>,
     pub counters: Arc<NodeCounters>,
+    /// Where the verifiers publish their queue's depth.
+    pub metrics: Arc<NodeMetrics>,
     pub stop: Arc<AtomicBool>,
     pub batch_frames_max: usize,
     /// One log line per refused signing key per minute, shared by the verifier threads.
@@ -74,6 +77,7 @@ pub fn run(ctx: VerifyCtx) {
         let first = match ctx.inbound.recv_timeout(Duration::from_millis(100)) {
             Ok(frame) => frame,
             Err(RecvTimeoutError::Timeout) => {
+                ctx.metrics.queue_verify_depth.store(0, Ordering::Relaxed);
                 if ctx.stop.load(Ordering::Relaxed) {
                     return;
                 }
@@ -81,6 +85,9 @@ pub fn run(ctx: VerifyCtx) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        ctx.metrics
+            .queue_verify_depth
+            .store(ctx.inbound.len() as u64 + 1, Ordering::Relaxed);
         let mut sorted = Sorted::default();
         ctx.sort(first, &mut sorted);
         for _ in 1..ctx.batch_frames_max {

@@ -120,6 +120,7 @@ impl FakeCluster {
             }],
             clients: ClientAccess::Any,
             prologue: self.cluster.0.to_vec(),
+            refusal_notice: Vec::new(),
             limits: limits(),
         };
         let transport = Arc::new(Transport::start(config).unwrap());

@@ -113,6 +113,8 @@ fn errors_say_what_happened_and_come_fast() {
     let err = fails_fast(&stranger, &["put", "k", "v"]);
     assert!(err.starts_with("bftctl: not authorised"), "{err}");
     assert!(err.contains("allow-list"), "{err}");
+    // Said by the nodes (a `LinkRefused` frame), not inferred from closed sessions.
+    assert!(err.contains("refused this client's noise key"), "{err}");
     // Each node logs the refused key once, however often the client retried within a minute.
     let refused = "net: refused a link with noise key ";
     let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
@@ -120,6 +122,16 @@ fn errors_say_what_happened_and_come_fast() {
     let _ = fails_fast(&stranger, &["get", "k"]);
     assert_eq!(log(0).matches(refused).count(), 1, "{}", log(0));
     assert!(log(0).contains("client's noise_public_key in [clients] allow"));
+    // The node says so before it closes: one `LinkRefused` frame right after the handshake.
+    let stranger_cfg = bftd::config::ClientConfig::load(&stranger).expect("stranger.toml");
+    let mut raw = RawClient::connect_with(stranger_cfg, net.addr(0)).expect("handshake");
+    match raw.recv() {
+        Ok(bftd::wire::NodeFrame::LinkRefused { reason }) => {
+            assert_eq!(reason, bftd::wire::Refusal::NotAuthorised)
+        }
+        other => panic!("expected a LinkRefused frame, got {other:?}"),
+    }
+    assert!(raw.recv().is_err(), "and the link is closed");
 
     // Nodes of another cluster (another name, so another prologue): said so, at once.
     let foreign = client_variant(&net, "foreign.toml", |t| {

@@ -98,6 +98,7 @@ impl Cluster {
             peers,
             clients: self.clients.clone(),
             prologue: PROLOGUE.to_vec(),
+            refusal_notice: Vec::new(),
             limits: self.limits.clone(),
         }
     }

@@ -503,6 +503,8 @@ impl LinkEvents for Core {
             NodeFrame::StaleValue { id, .. }
             | NodeFrame::Status { id, .. }
             | NodeFrame::Unavailable { id, .. } => self.on_query_answer(node, id, frame),
+            // The link thread takes it (it sets the link's fault) before frames get here.
+            NodeFrame::LinkRefused { .. } => Err("a link refusal outside the link".into()),
         }
     }
 }

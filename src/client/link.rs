@@ -28,6 +28,7 @@ use crate::net::noise::{
     HANDSHAKE_MESSAGE_BYTES_MAX, Handshake, NoiseError, NoiseLink, sealed_len,
 };
 use crate::types::ClusterId;
+use crate::wire::Refusal;
 use crate::wire::client::{NodeFrame, decode_node_frame};
 
 use super::options::{ClientOptions, Endpoint};
@@ -488,10 +489,26 @@ fn read_loop(
             Ok(f) => f,
             Err(e) => return count(link, End::Garbage(format!("undecodable frame: {e}"))),
         };
+        if let NodeFrame::LinkRefused { reason } = frame {
+            return End::Closed(link.set_fault(Fault::NotAuthorised, refused_why(reason)));
+        }
         link.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         if let Err(why) = events.frame(ctx.node, frame) {
             return count(link, End::Garbage(why));
         }
+    }
+}
+
+/// The error for a node's `LinkRefused` frame.
+fn refused_why(reason: Refusal) -> String {
+    match reason {
+        Refusal::NotAuthorised => {
+            "not authorised: the node refused this client's noise key: it is \
+             not on its allow-list ([clients] allow in its config)"
+                .into()
+        }
+        Refusal::Busy => "the node refused the link: busy".into(),
+        Refusal::Invalid => "the node refused the link: invalid".into(),
     }
 }
 

@@ -314,6 +314,11 @@ impl LoadedConfig {
             peers,
             clients,
             prologue: self.cluster.0.to_vec(),
+            refusal_notice: crate::wire::client::encode_node_frame(
+                &crate::wire::NodeFrame::LinkRefused {
+                    reason: crate::wire::Refusal::NotAuthorised,
+                },
+            ),
             limits: NetLimits {
                 client_frame_bytes_max: self.client_frame_bytes_max(),
                 ..self.raw.limits.clone()

@@ -25,6 +25,8 @@ pub(crate) struct KeyDirectory {
     clients: Option<HashSet<[u8; KEY_BYTES]>>,
     /// One log line per refused key per minute (a refused client tends to retry in a loop).
     refused_log: Mutex<KeyedRateLimit<[u8; KEY_BYTES]>>,
+    /// See `TransportConfig::refusal_notice`.
+    refusal_notice: Vec<u8>,
 }
 
 /// At most one "refused" line per key per this interval.
@@ -47,6 +49,7 @@ impl KeyDirectory {
                 REFUSED_LOG_INTERVAL,
                 REFUSED_LOG_KEYS_MAX,
             )),
+            refusal_notice: config.refusal_notice.clone(),
         }
     }
 
@@ -79,6 +82,11 @@ impl KeyDirectory {
                 Err(RejectReason::UnknownKey)
             }
         }
+    }
+
+    /// What to send a refused inbound link before closing it (`None`: nothing).
+    pub(crate) fn refusal_notice(&self) -> Option<&[u8]> {
+        Some(self.refusal_notice.as_slice()).filter(|n| !n.is_empty())
     }
 
     fn log_refused(&self, key: &[u8; KEY_BYTES]) {

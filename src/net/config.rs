@@ -119,6 +119,10 @@ pub struct TransportConfig {
     pub clients: ClientAccess,
     /// Bound into every handshake (e.g. the cluster id), so links never cross clusters.
     pub prologue: Vec<u8>,
+    /// Sent (sealed, best effort) to an inbound link whose key is not allowed, right before
+    /// it is closed, so the remote learns why; empty: closed without a word. Opaque here (the
+    /// node puts an encoded `NodeFrame::LinkRefused` in it): the transport parses no frames.
+    pub refusal_notice: Vec<u8>,
     pub limits: NetLimits,
 }
 

@@ -375,7 +375,13 @@ impl Connection {
         if !hs.is_finished() {
             return Ok(None);
         }
-        let remote = identify(hs)?;
+        let remote = match identify(hs) {
+            Err(Close::Reject(RejectReason::UnknownKey)) if dialled.is_none() => {
+                self.send_refusal(ctx.keys.refusal_notice());
+                return Err(Close::Reject(RejectReason::UnknownKey));
+            }
+            identified => identified?,
+        };
         let Phase::Handshaking { hs, .. } = std::mem::replace(&mut self.phase, Phase::Switching)
         else {
             unreachable!("matched above");
@@ -392,6 +398,27 @@ impl Connection {
         };
         self.decoder.set_limit_bytes(sealed_len(frame_bytes_max));
         Ok(Some(remote))
+    }
+}
+
+impl Connection {
+    /// Seals `notice` on the just-finished handshake and writes it without waiting (a
+    /// fresh socket's send buffer takes a small frame whole); the caller closes the link
+    /// next. Best effort: a failure only means the remote learns nothing, as before.
+    fn send_refusal(&mut self, notice: Option<&[u8]>) {
+        let Some(notice) = notice else {
+            return;
+        };
+        let Phase::Handshaking { hs, .. } = std::mem::replace(&mut self.phase, Phase::Switching)
+        else {
+            return;
+        };
+        let Ok(mut link) = hs.into_link() else {
+            return;
+        };
+        if link.seal(notice, &mut self.write_buf).is_ok() {
+            let _ = self.flush();
+        }
     }
 }
 

@@ -104,6 +104,12 @@ pub enum NodeFrame {
         id: u64,
         reason: String,
     },
+    /// The node refuses this link (for `NotAuthorised`: the client's noise key is not on its
+    /// allow-list) and closes it after this frame. Sent once, first, on a link whose
+    /// handshake completed; the client stops retrying that node.
+    LinkRefused {
+        reason: Refusal,
+    },
 }
 
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {

@@ -672,7 +672,7 @@ fn quorum_lost_and_regained_are_logged_once_each_and_status_shows_certified_root
         ),
         "{text}"
     );
-    assert!(text.contains("(not heard from: node2, node3)"), "{text}");
+    assert!(text.contains("(unreachable: node2, node3)"), "{text}");
     // One comes back: quorum regained, once.
     procs[2] = Some(NodeProc::start(&net, 2));
     wait_until("node 0 logs the quorum regained", || {

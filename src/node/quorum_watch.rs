@@ -111,7 +111,7 @@ impl QuorumWatch {
                 let names: Vec<String> = unreachable.iter().map(ToString::to_string).collect();
                 format!(
                     "quorum lost: {reachable} of {n} members reachable (this node included), a \
-                     quorum needs {q}; nothing commits until enough are back (not heard from: {})",
+                     quorum needs {q}; nothing commits until enough are back (unreachable: {})",
                     names.join(", ")
                 )
             }
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(
             w.line(&lost.unwrap()),
             "quorum lost: 2 of 4 members reachable (this node included), a quorum needs 3; \
-             nothing commits until enough are back (not heard from: node2, node3)"
+             nothing commits until enough are back (unreachable: node2, node3)"
         );
         assert_eq!(
             w.observe(&alone, at(t0, 21)),

@@ -132,6 +132,23 @@ fn errors_say_what_happened_and_come_fast() {
         other => panic!("expected a LinkRefused frame, got {other:?}"),
     }
     assert!(raw.recv().is_err(), "and the link is closed");
+    // An allowed noise key with a signing key outside the allow-list: the link stands, each
+    // request is refused, and each node logs the signing key once a minute at most.
+    let signer = client_variant(&net, "signer.toml", |t| {
+        let keys = other.path().display();
+        t.replace(
+            "signing_key_path = \"client.signing.key\"",
+            &format!("signing_key_path = \"{keys}/client.signing.key\""),
+        )
+    });
+    let err = fails_fast(&signer, &["put", "k", "v"]);
+    assert!(err.starts_with("bftctl: not authorised"), "{err}");
+    let refused = "refused a request signed by client key ";
+    wait_until("node 0 logs the refused signing key", || {
+        log(0).contains(refused)
+    });
+    let _ = fails_fast(&signer, &["put", "k", "w"]);
+    assert_eq!(log(0).matches(refused).count(), 1, "{}", log(0));
 
     // Nodes of another cluster (another name, so another prologue): said so, at once.
     let foreign = client_variant(&net, "foreign.toml", |t| {

@@ -115,13 +115,19 @@ fn errors_say_what_happened_and_come_fast() {
     assert!(err.contains("allow-list"), "{err}");
     // Said by the nodes (a `LinkRefused` frame), not inferred from closed sessions.
     assert!(err.contains("refused this client's noise key"), "{err}");
-    // Each node logs the refused key once, however often the client retried within a minute.
+    // A node logs the refused key once, however often the client retried within a minute
+    // (which nodes the client reached before it gave up depends on timing: any will do).
     let refused = "net: refused a link with noise key ";
     let log = |i: usize| std::fs::read_to_string(net.log_path(i)).unwrap_or_default();
-    wait_until("node 0 logs the refused key", || log(0).contains(refused));
+    let logged_once = |line: &str| {
+        let counts: Vec<usize> = (0..4).map(|i| log(i).matches(line).count()).collect();
+        assert!(counts.iter().all(|c| *c <= 1), "{line}: {counts:?}");
+        counts.contains(&1)
+    };
+    wait_until("a node logs the refused key", || logged_once(refused));
     let _ = fails_fast(&stranger, &["get", "k"]);
-    assert_eq!(log(0).matches(refused).count(), 1, "{}", log(0));
-    assert!(log(0).contains("client's noise_public_key in [clients] allow"));
+    assert!(logged_once(refused));
+    assert!((0..4).any(|i| log(i).contains("client's noise_public_key in [clients] allow")));
     // The node says so before it closes: one `LinkRefused` frame right after the handshake.
     let stranger_cfg = bftd::config::ClientConfig::load(&stranger).expect("stranger.toml");
     let mut raw = RawClient::connect_with(stranger_cfg, net.addr(0)).expect("handshake");
@@ -144,11 +150,11 @@ fn errors_say_what_happened_and_come_fast() {
     let err = fails_fast(&signer, &["put", "k", "v"]);
     assert!(err.starts_with("bftctl: not authorised"), "{err}");
     let refused = "refused a request signed by client key ";
-    wait_until("node 0 logs the refused signing key", || {
-        log(0).contains(refused)
+    wait_until("a node logs the refused signing key", || {
+        logged_once(refused)
     });
     let _ = fails_fast(&signer, &["put", "k", "w"]);
-    assert_eq!(log(0).matches(refused).count(), 1, "{}", log(0));
+    assert!(logged_once(refused));
 
     // Nodes of another cluster (another name, so another prologue): said so, at once.
     let foreign = client_variant(&net, "foreign.toml", |t| {

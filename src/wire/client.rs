@@ -15,6 +15,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
 use crate::types::ClientRequest;
+use crate::wire::SnapshotOffer;
 
 /// Largest client or node frame the decoders accept.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -37,6 +38,16 @@ pub enum ClientFrame {
     StaleGet { id: u64, key: Vec<u8> },
     /// Ask for this node's status.
     Status { id: u64 },
+    /// Ask which periodic snapshot this node serves (its newest): `bftctl snapshot save`.
+    SnapshotOffer { id: u64 },
+    /// Bytes `[offset, offset + len)` of the snapshot at `height` (`len` is capped at
+    /// `CHUNK_BYTES_MAX`). A client may only read snapshots, never write one.
+    SnapshotChunk {
+        id: u64,
+        height: u64,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// Why a node did not take a request.
@@ -98,6 +109,19 @@ pub enum NodeFrame {
         id: u64,
         reason: String,
     },
+    /// Answer to `SnapshotOffer`: the newest snapshot this node serves (`None`: none yet).
+    SnapshotOffer {
+        id: u64,
+        offer: Option<SnapshotOffer>,
+    },
+    /// Answer to `SnapshotChunk`: `bytes` is empty when the node no longer has that
+    /// snapshot (pruned) or `offset` is past its end.
+    SnapshotChunk {
+        id: u64,
+        height: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
@@ -140,5 +164,25 @@ mod tests {
         // Status and stale reads are small next to any request limit in use.
         let status = encode_client_frame(&ClientFrame::Status { id: u64::MAX }).len();
         assert!(status <= submit_frame_bytes_max(0));
+        let chunk = ClientFrame::SnapshotChunk {
+            id: u64::MAX,
+            height: u64::MAX,
+            offset: u64::MAX,
+            len: u32::MAX,
+        };
+        assert!(encode_client_frame(&chunk).len() <= submit_frame_bytes_max(0));
+    }
+
+    #[test]
+    fn a_full_snapshot_chunk_fits_a_client_frame() {
+        let frame = NodeFrame::SnapshotChunk {
+            id: u64::MAX,
+            height: u64::MAX,
+            offset: u64::MAX,
+            bytes: vec![7; crate::replica::CHUNK_BYTES_MAX as usize],
+        };
+        let bytes = encode_node_frame(&frame);
+        assert!(bytes.len() < CLIENT_FRAME_BYTES_MAX);
+        assert_eq!(decode_node_frame(&bytes).unwrap(), frame);
     }
 }

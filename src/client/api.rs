@@ -567,14 +567,16 @@ impl Client {
         if target >= self.core().links.len() {
             return Err(ClientError::Usage(format!("{node} is not a member")));
         }
-        let rx = self.core().query(QueryKind::SnapshotChunk { target }, |id| {
-            ClientFrame::SnapshotChunk {
-                id,
-                height,
-                offset,
-                len,
-            }
-        })?;
+        let rx = self
+            .core()
+            .query(QueryKind::SnapshotChunk { target }, |id| {
+                ClientFrame::SnapshotChunk {
+                    id,
+                    height,
+                    offset,
+                    len,
+                }
+            })?;
         let answers = rx.recv().map_err(|_| ClientError::Closed)?;
         match answers.into_iter().nth(target).flatten() {
             Some(NodeFrame::SnapshotChunk {

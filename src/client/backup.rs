@@ -144,7 +144,10 @@ fn agreed_offer(
             Err(why) => format!("{node}: {why}"),
         })
         .collect();
-    let none_yet = answers.iter().filter(|(_, a)| matches!(a, Ok(None))).count();
+    let none_yet = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Ok(None)))
+        .count();
     if none_yet >= needed || answers.iter().all(|(_, a)| !matches!(a, Ok(Some(_)))) {
         return Err(format!(
             "no snapshot to save yet: nodes save one every snapshot_interval_blocks committed \

@@ -42,7 +42,9 @@ pub mod options;
 pub mod seq;
 mod tally;
 
-pub use api::{Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult, prefix_end};
+pub use api::{
+    Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult, prefix_end,
+};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;

@@ -84,8 +84,7 @@ pub fn identify(file: &Path) -> Result<Source, String> {
         if got < head.len() {
             return Err(format!("{shown}: too short to be a bftd backup"));
         }
-        let header =
-            decode_header(&head[8..]).ok_or(format!("{shown}: corrupt block header"))?;
+        let header = decode_header(&head[8..]).ok_or(format!("{shown}: corrupt block header"))?;
         return Ok(Source::Backup { header });
     }
     if got >= SNAPSHOT_MAGIC.len() && &head[..8] == SNAPSHOT_MAGIC {
@@ -194,7 +193,11 @@ mod tests {
         // Anything else, and a truncated backup.
         let other = dir.path().join("x");
         fs::write(&other, b"hello world").unwrap();
-        assert!(identify(&other).unwrap_err().contains("neither a bftd backup"));
+        assert!(
+            identify(&other)
+                .unwrap_err()
+                .contains("neither a bftd backup")
+        );
         fs::write(&other, b"BFTDBAK1short").unwrap();
         assert!(identify(&other).unwrap_err().contains("too short"));
         assert!(identify(&dir.path().join("missing")).is_err());

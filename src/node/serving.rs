@@ -33,7 +33,10 @@ pub const SERVE_QUEUE_MAX: usize = 64;
 pub enum ServeJob {
     /// A client's snapshot request (`ClientFrame::SnapshotOffer` or `SnapshotChunk`; any
     /// other frame is ignored): read-only, answered on the client's link.
-    Client { conn: ClientId, request: ClientFrame },
+    Client {
+        conn: ClientId,
+        request: ClientFrame,
+    },
     /// A peer's snapshot request (offer or chunk).
     State { from: NodeId, msg: StateMsg },
     /// Committed blocks from the block store, for a peer syncing below what the core keeps in

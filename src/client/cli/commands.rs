@@ -500,7 +500,8 @@ fn snapshot_save(
     };
     let saved = crate::client::backup::save(client, file, prefer, &mut progress)?;
     let o = &saved.offer;
-    let nodes = |list: &[NodeId]| Json::Arr(list.iter().map(|n| Json::U64(u64::from(n.0))).collect());
+    let nodes =
+        |list: &[NodeId]| Json::Arr(list.iter().map(|n| Json::U64(u64::from(n.0))).collect());
     Ok(if json {
         Json::obj(vec![
             ("file", Json::str(file.display().to_string())),
@@ -517,7 +518,11 @@ fn snapshot_save(
         ])
         .render()
     } else {
-        let from: Vec<String> = saved.downloaded_from.iter().map(|n| n.to_string()).collect();
+        let from: Vec<String> = saved
+            .downloaded_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         let by: Vec<String> = saved.vouched_by.iter().map(|n| n.to_string()).collect();
         format!(
             "saved height {} ({} entries, state digest {}, {} bytes) to {}\n\

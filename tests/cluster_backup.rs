@@ -110,9 +110,8 @@ fn wait_serves(net: &Testnet, i: usize, keys: &[String]) {
         let Ok(mut c) = RawClient::connect(net, i) else {
             return false;
         };
-        keys.iter().all(|k| {
-            c.stale_get(k).ok().flatten() == Some(format!("value-{k}").into_bytes())
-        })
+        keys.iter()
+            .all(|k| c.stale_get(k).ok().flatten() == Some(format!("value-{k}").into_bytes()))
     });
 }
 
@@ -179,20 +178,40 @@ fn online_backup_restores_into_a_stopped_node_and_periodic_snapshots_restore_too
         "{json}"
     );
     assert!(json.contains("\"vouched_by\":["), "{json}");
-    assert!(json.contains(&format!("\"file\":\"{}\"", backup.display())), "{json}");
+    assert!(
+        json.contains(&format!("\"file\":\"{}\"", backup.display())),
+        "{json}"
+    );
     // Text, from a chosen node; the same snapshot or a newer one.
     let text_file = dir.path().join("text.bak");
     let text = ok(&bftctl(
         &config,
-        &["snapshot", "save", text_file.to_str().unwrap(), "--node", "1"],
+        &[
+            "snapshot",
+            "save",
+            text_file.to_str().unwrap(),
+            "--node",
+            "1",
+        ],
     ));
     assert!(text.starts_with("saved height "), "{text}");
-    assert!(text.contains("downloaded from node1 and verified"), "{text}");
+    assert!(
+        text.contains("downloaded from node1 and verified"),
+        "{text}"
+    );
     assert!(text.contains("offered identically by "), "{text}");
     // Node 3 is down: asking it first is refused with a reason, not a hang.
     let err = failed(&bftctl(
         &config,
-        &["snapshot", "save", "unused.bak", "--node", "3", "--timeout-ms", "2000"],
+        &[
+            "snapshot",
+            "save",
+            "unused.bak",
+            "--node",
+            "3",
+            "--timeout-ms",
+            "2000",
+        ],
     ));
     assert!(err.contains("including node3"), "{err}");
     assert!(!Path::new("unused.bak").exists());

@@ -37,6 +37,8 @@ const MISSES_PER_SOURCE_MAX: usize = 3;
 /// change between the offers and the download (nodes keep a few and prune the oldest), or
 /// members can be caught offering different newest snapshots while cutting one.
 const ATTEMPTS_MAX: usize = 3;
+/// Wait before asking for offers again when members disagreed on the newest snapshot.
+const DISAGREEMENT_RETRY: Duration = Duration::from_millis(500);
 
 /// What was saved.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct SavedBackup {
     pub vouched_by: Vec<NodeId>,
     /// The members the bytes came from.
     pub downloaded_from: Vec<NodeId>,
+    /// Members whose bytes did not verify (discarded; not read from again).
+    pub distrusted: Vec<NodeId>,
     /// Bytes of the backup file written (header included).
     pub backup_bytes: u64,
     pub elapsed: Duration,
@@ -69,8 +73,17 @@ pub fn save(
     let mut last_error = String::new();
     // Members whose bytes did not verify: never read from again.
     let mut distrusted: Vec<NodeId> = Vec::new();
-    for _ in 0..ATTEMPTS_MAX {
-        let (offer, vouched_by) = agreed_offer(client, prefer)?;
+    for attempt in 1..=ATTEMPTS_MAX {
+        let (offer, vouched_by) = match agreed_offer(client, prefer) {
+            Ok(found) => found,
+            // Members caught between two snapshots offer different newest ones: ask again.
+            Err((e, true)) if attempt < ATTEMPTS_MAX => {
+                last_error = e;
+                std::thread::sleep(DISAGREEMENT_RETRY);
+                continue;
+            }
+            Err((e, _)) => return Err(e),
+        };
         let mut sources = vouched_by.clone();
         if let Some(p) = prefer {
             sources.retain(|n| *n != p);
@@ -93,6 +106,7 @@ pub fn save(
                     offer,
                     vouched_by,
                     downloaded_from,
+                    distrusted,
                     elapsed: started.elapsed(),
                 });
             }
@@ -107,12 +121,15 @@ pub fn save(
     ))
 }
 
-/// The newest offer at least `f + 1` members sent identically, and who sent it.
+/// The newest offer at least `f + 1` members sent identically, and who sent it; or why not,
+/// and whether asking again may help (members offered different snapshots).
 fn agreed_offer(
     client: &Client,
     prefer: Option<NodeId>,
-) -> Result<(SnapshotOffer, Vec<NodeId>), String> {
-    let answers = client.snapshot_offers().map_err(|e| e.to_string())?;
+) -> Result<(SnapshotOffer, Vec<NodeId>), (String, bool)> {
+    let answers = client
+        .snapshot_offers()
+        .map_err(|e| (e.to_string(), false))?;
     let needed = client.f() + 1;
     let mut groups: BTreeMap<Vec<u8>, (SnapshotOffer, Vec<NodeId>)> = BTreeMap::new();
     for (node, answer) in &answers {
@@ -149,20 +166,30 @@ fn agreed_offer(
         .filter(|(_, a)| matches!(a, Ok(None)))
         .count();
     if none_yet >= needed || answers.iter().all(|(_, a)| !matches!(a, Ok(Some(_)))) {
-        return Err(format!(
-            "no snapshot to save yet: nodes save one every snapshot_interval_blocks committed \
+        return Err((
+            format!(
+                "no snapshot to save yet: nodes save one every snapshot_interval_blocks committed \
              blocks ([node] section of their config; default 5000), and {none_yet} of {} have \
              none so far; wait for the cluster to commit that many blocks, or lower the \
              setting ({})",
-            answers.len(),
-            said.join("; ")
+                answers.len(),
+                said.join("; ")
+            ),
+            false,
         ));
     }
     let whom = prefer.map_or(String::new(), |p| format!(" including {p}"));
-    Err(format!(
-        "no snapshot is offered identically by f+1 = {needed} members{whom} ({}); they \
-         snapshot at the same heights, so try again after the next one",
-        said.join("; ")
+    let offered = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Ok(Some(_))))
+        .count();
+    Err((
+        format!(
+            "no snapshot is offered identically by f+1 = {needed} members{whom} ({}); they \
+             snapshot at the same heights, so try again after the next one",
+            said.join("; ")
+        ),
+        offered >= needed,
     ))
 }
 

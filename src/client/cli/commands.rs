@@ -514,6 +514,7 @@ fn snapshot_save(
             ("backup_bytes", Json::U64(saved.backup_bytes)),
             ("vouched_by", nodes(&saved.vouched_by)),
             ("downloaded_from", nodes(&saved.downloaded_from)),
+            ("distrusted", nodes(&saved.distrusted)),
             ("elapsed_ms", Json::U64(saved.elapsed.as_millis() as u64)),
         ])
         .render()
@@ -524,9 +525,18 @@ fn snapshot_save(
             .map(|n| n.to_string())
             .collect();
         let by: Vec<String> = saved.vouched_by.iter().map(|n| n.to_string()).collect();
+        let bad: Vec<String> = saved.distrusted.iter().map(|n| n.to_string()).collect();
+        let bad = if bad.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nbytes from {} did not verify and were discarded",
+                bad.join(", ")
+            )
+        };
         format!(
             "saved height {} ({} entries, state digest {}, {} bytes) to {}\n\
-             offered identically by {}; downloaded from {} and verified",
+             offered identically by {}; downloaded from {} and verified{bad}",
             o.height,
             saved.entry_count,
             to_hex(&o.state_digest),

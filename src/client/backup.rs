@@ -8,25 +8,20 @@
 //! bytes come from one of those members at a time, in chunks of at most `CHUNK_BYTES_MAX`; a
 //! member that does not answer, sends an empty chunk (it pruned the snapshot) or a chunk that
 //! overruns the agreed size is replaced by the next one. The finished file is verified whole
-//! (`kv::snapshot::verify_file_at`: checksum, structure, the state digest recomputed from the
+//! by the [`BackupTarget`] (checksum, structure, the state digest recomputed from the
 //! entries) and must hold the agreed height and digest; if it does not, the members that
 //! served it are dropped and the download starts over from the others.
 //!
-//! Durability: the file is written under `FILE.tmp`, fsynced, renamed to `FILE` and its
-//! directory fsynced only once verified (`node::backup`), so `FILE` is never a partial or
-//! unverified backup. Memory: one chunk at a time.
+//! Durability (`node::backup::FileTarget`): the file is written under `FILE.tmp`, fsynced,
+//! renamed to `FILE` and its directory fsynced only once verified, so `FILE` is never a
+//! partial or unverified backup. Memory: one chunk at a time.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::api::Client;
 use crate::keys_file::to_hex;
-use crate::kv::snapshot::verify_file_at;
-use crate::node::backup::{self, KV_OFFSET, offer_header};
 use crate::replica::CHUNK_BYTES_MAX;
-use crate::storage::fs::tmp_path;
 use crate::types::NodeId;
 use crate::wire::SnapshotOffer;
 
@@ -57,15 +52,42 @@ pub struct SavedBackup {
     pub elapsed: Duration,
 }
 
+/// Where the downloaded bytes go, and how a finished file is checked. The library knows no
+/// state machine, so the caller supplies it: `node::backup::FileTarget` writes a backup file
+/// (temp name, fsync, rename) and verifies it with `kv::snapshot` (what `bftctl` uses).
+pub trait BackupTarget {
+    /// Starts a file for `offer`, discarding any earlier attempt.
+    fn begin(&mut self, offer: &SnapshotOffer) -> Result<(), String>;
+    fn append(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Makes what was appended durable (an error here blames no member).
+    fn sync(&mut self) -> Result<(), String>;
+    /// Checks the whole snapshot from scratch; an error means its bytes are bad.
+    fn verify(&mut self) -> Result<VerifiedSnapshot, String>;
+    /// Gives the verified file its final name, durably.
+    fn commit(&mut self) -> Result<(), String>;
+    /// Deletes an unfinished or unverified file.
+    fn abandon(&mut self);
+    /// Bytes of the final file when it holds a snapshot of `snapshot_bytes`.
+    fn file_bytes(&self, snapshot_bytes: u64) -> u64;
+}
+
+/// What a verified snapshot holds (the digest recomputed from its entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedSnapshot {
+    pub height: u64,
+    pub state_digest: [u8; 32],
+    pub entry_count: u64,
+}
+
 /// Progress of a download: bytes done, bytes in all, the member being read.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64, NodeId);
 
-/// Downloads a snapshot `f + 1` members vouch for and writes it as a backup to `file`;
+/// Downloads a snapshot `f + 1` members vouch for into `target`;
 /// `prefer`: read from this member first (it must be among those vouching). Errors are
 /// sentences for a person.
 pub fn save(
     client: &Client,
-    file: &Path,
+    target: &mut dyn BackupTarget,
     prefer: Option<NodeId>,
     progress: Progress,
 ) -> Result<SavedBackup, String> {
@@ -98,11 +120,11 @@ pub fn save(
                 names(&distrusted)
             ));
         }
-        match download(client, file, &offer, sources, progress) {
+        match download(client, target, &offer, sources, progress) {
             Ok((entry_count, downloaded_from)) => {
                 return Ok(SavedBackup {
                     entry_count,
-                    backup_bytes: KV_OFFSET + offer.file_bytes,
+                    backup_bytes: target.file_bytes(offer.file_bytes),
                     offer,
                     vouched_by,
                     downloaded_from,
@@ -198,14 +220,12 @@ fn agreed_offer(
 /// not verify.
 fn download(
     client: &Client,
-    file: &Path,
+    target: &mut dyn BackupTarget,
     offer: &SnapshotOffer,
     sources: Vec<NodeId>,
     progress: Progress,
 ) -> Result<(u64, Vec<NodeId>), (String, Vec<NodeId>)> {
-    let tmp = tmp_path(file);
-    let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let mut out = backup::begin(&tmp, &offer_header(offer)).map_err(|e| (io(e), vec![]))?;
+    target.begin(offer).map_err(|e| (e, vec![]))?;
     // Set when the whole file is in: a failure after that blames who served it.
     let mut served: Vec<NodeId> = Vec::new();
     let result = (|| {
@@ -229,7 +249,7 @@ fn download(
                 .map_err(|e| e.to_string());
             match chunk {
                 Ok(Some(bytes)) if !bytes.is_empty() && bytes.len() <= len as usize => {
-                    out.write_all(&bytes).map_err(io)?;
+                    target.append(&bytes)?;
                     offset += bytes.len() as u64;
                     misses = 0;
                     if !served_by.contains(&node) {
@@ -250,20 +270,20 @@ fn download(
             misses += 1;
             source += 1;
         }
-        out.sync_all().map_err(io)?;
+        target.sync()?;
         served.clone_from(&served_by);
-        let info = verify_file_at(&tmp, KV_OFFSET).map_err(|e| {
+        let info = target.verify().map_err(|e| {
             format!(
                 "the snapshot served by {} does not verify: {e}",
                 names(&served_by)
             )
         })?;
-        if info.applied_height != offer.height || info.state_digest != offer.state_digest {
+        if info.height != offer.height || info.state_digest != offer.state_digest {
             return Err(format!(
                 "the snapshot served by {} holds height {} digest {}, not the agreed height {} \
                  digest {}",
                 names(&served_by),
-                info.applied_height,
+                info.height,
                 to_hex(&info.state_digest[..4]),
                 offer.height,
                 to_hex(&offer.state_digest[..4])
@@ -273,13 +293,11 @@ fn download(
     })();
     match result {
         Ok(done) => {
-            backup::finish(out, &tmp, file)
-                .map_err(|e| (format!("{}: {e}", file.display()), vec![]))?;
+            target.commit().map_err(|e| (e, vec![]))?;
             Ok(done)
         }
         Err(e) => {
-            drop(out);
-            let _ = std::fs::remove_file(&tmp);
+            target.abandon();
             Err((e, served))
         }
     }

@@ -9,14 +9,17 @@
 //! `.offer` file (the rkyv `SnapshotOffer`).
 //!
 //! Invariant: a backup file is written under a temporary name, fsynced, renamed and its
-//! directory fsynced, so a file under the final name is always complete.
+//! directory fsynced, so a file under the final name is always complete; [`FileTarget`]
+//! (downloads) renames only after the snapshot in it verified.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::block_store::{decode_header, encode_header};
+use crate::client::backup::{BackupTarget, VerifiedSnapshot};
 use crate::codec;
+use crate::kv::snapshot::verify_file_at;
 use crate::storage::fs::{parent_dir, tmp_path};
 use crate::types::BlockHeader;
 use crate::wire::SnapshotOffer;
@@ -143,6 +146,79 @@ pub fn write(file: &Path, header: &BlockHeader, kv_file: &Path) -> std::io::Resu
     let mut out = begin(&tmp, header)?;
     std::io::copy(&mut fs::File::open(kv_file)?, &mut out)?;
     finish(out, &tmp, file)
+}
+
+/// Where `bftctl snapshot save` downloads to: a backup file `file`, written under its
+/// temporary name and renamed only once the snapshot in it verifies.
+pub struct FileTarget {
+    file: PathBuf,
+    tmp: PathBuf,
+    out: Option<fs::File>,
+}
+
+impl FileTarget {
+    pub fn new(file: &Path) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            tmp: tmp_path(file),
+            out: None,
+        }
+    }
+
+    fn io(&self, e: std::io::Error) -> String {
+        format!("{}: {e}", self.tmp.display())
+    }
+
+    fn open(&mut self) -> Result<&mut fs::File, String> {
+        let tmp = self.tmp.display().to_string();
+        self.out
+            .as_mut()
+            .ok_or_else(|| format!("{tmp}: not started"))
+    }
+}
+
+impl BackupTarget for FileTarget {
+    fn begin(&mut self, offer: &SnapshotOffer) -> Result<(), String> {
+        let out = begin(&self.tmp, &offer_header(offer)).map_err(|e| self.io(e))?;
+        self.out = Some(out);
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let written = self.open()?.write_all(bytes);
+        written.map_err(|e| self.io(e))
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        let synced = self.open()?.sync_all();
+        synced.map_err(|e| self.io(e))
+    }
+
+    fn verify(&mut self) -> Result<VerifiedSnapshot, String> {
+        let info = verify_file_at(&self.tmp, KV_OFFSET).map_err(|e| e.to_string())?;
+        Ok(VerifiedSnapshot {
+            height: info.applied_height,
+            state_digest: info.state_digest,
+            entry_count: info.entry_count,
+        })
+    }
+
+    fn commit(&mut self) -> Result<(), String> {
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| format!("{}: not started", self.tmp.display()))?;
+        finish(out, &self.tmp, &self.file).map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+
+    fn abandon(&mut self) {
+        self.out = None;
+        let _ = fs::remove_file(&self.tmp);
+    }
+
+    fn file_bytes(&self, snapshot_bytes: u64) -> u64 {
+        KV_OFFSET + snapshot_bytes
+    }
 }
 
 #[cfg(test)]

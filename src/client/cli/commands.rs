@@ -498,7 +498,8 @@ fn snapshot_save(
             );
         }
     };
-    let saved = crate::client::backup::save(client, file, prefer, &mut progress)?;
+    let mut target = crate::node::backup::FileTarget::new(file);
+    let saved = crate::client::backup::save(client, &mut target, prefer, &mut progress)?;
     let o = &saved.offer;
     let nodes =
         |list: &[NodeId]| Json::Arr(list.iter().map(|n| Json::U64(u64::from(n.0))).collect());

@@ -136,16 +136,8 @@ fn online_backup_restores_into_a_stopped_node_and_periodic_snapshots_restore_too
         .as_ref()
         .expect("node 0 answers")
         .committed_height;
-    // Every running node cuts a snapshot that holds the keys.
-    wait_until("nodes 0-2 hold a snapshot above the keys", || {
-        (0..3).all(|i| {
-            snapshot_heights(&net.data_dir(i))
-                .last()
-                .is_some_and(|h| *h >= after_keys)
-        })
-    });
-
-    // The cluster keeps taking writes while the backup downloads.
+    // The cluster keeps taking writes from here on: blocks keep coming, so snapshots do, and
+    // the backups download while the state moves.
     let stop = Arc::new(AtomicBool::new(false));
     let during = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -163,6 +155,15 @@ fn online_backup_restores_into_a_stopped_node_and_periodic_snapshots_restore_too
             }
         })
     };
+    // Every running node cuts a snapshot that holds the keys.
+    wait_until("nodes 0-2 hold a snapshot above the keys", || {
+        (0..3).all(|i| {
+            snapshot_heights(&net.data_dir(i))
+                .last()
+                .is_some_and(|h| *h >= after_keys)
+        })
+    });
+
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("cluster.bak");
     let json = ok(&bftctl(

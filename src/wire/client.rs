@@ -9,6 +9,11 @@
 //!
 //! Requests are signed by the client's Ed25519 key ([`ClientRequest`]); a node forwards only
 //! verified requests to consensus, and refuses the rest with a [`Refusal`] that says why.
+//!
+//! Snapshot frames (`SnapshotOffer`, `SnapshotChunk`) let a client download a node's newest
+//! periodic snapshot for a backup (`bftctl snapshot save`): read-only, rate limited on the
+//! node, and trusted by the client only when `f + 1` nodes offer it identically and the whole
+//! file verifies (`client::backup`).
 
 use rkyv::{Archive, Deserialize, Serialize};
 

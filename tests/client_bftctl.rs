@@ -152,6 +152,26 @@ fn commands_print_text_and_json() {
 }
 
 #[test]
+fn snapshot_save_without_a_snapshot_says_how_to_get_one() {
+    let cluster = FakeCluster::start(4);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_client_toml(&cluster, dir.path());
+    let file = dir.path().join("backup.bak");
+    let out = bftctl(&config, &["snapshot", "save", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("bftctl: no snapshot to save yet"), "{err}");
+    assert!(err.contains("snapshot_interval_blocks"), "{err}");
+    assert!(err.contains("node0: no snapshot yet"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!file.exists());
+    assert!(!dir.path().join("backup.bak.tmp").exists());
+    // Usage mistakes exit 2.
+    let out = bftctl(&config, &["snapshot", "save"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
 fn failures_are_one_line_with_a_nonzero_exit() {
     let mut cluster = FakeCluster::start(4);
     let dir = tempfile::tempdir().unwrap();

@@ -314,6 +314,16 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 },
             })
         }
+        // The fakes keep no snapshots (a cluster younger than snapshot_interval_blocks).
+        ClientFrame::SnapshotOffer { id } => Some(NodeFrame::SnapshotOffer { id, offer: None }),
+        ClientFrame::SnapshotChunk {
+            id, height, offset, ..
+        } => Some(NodeFrame::SnapshotChunk {
+            id,
+            height,
+            offset,
+            bytes: Vec::new(),
+        }),
     }
 }
 

@@ -422,3 +422,63 @@ fn flood_of_costly_requests() {
     );
     right_answers_agreement_and_progress(&client, &["after-"]);
 }
+
+/// A liar serving a backup (`bftctl snapshot save --node 3`, every chunk with a flipped
+/// byte): the download does not verify, the liar is dropped, the file comes from honest
+/// members, and it restores.
+#[test]
+fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
+    let net = byzantine_testnet(
+        "lie-to-clients",
+        FAST_ROUNDS,
+        "snapshot_interval_blocks = 20",
+    );
+    let _procs = start_all(&net);
+    let client = client(&net);
+    write_and_read_back(&client, "a-", 15);
+    let newest = |i: usize| {
+        std::fs::read_dir(net.data_dir(i).join("snapshots"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".offer"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("every node, the liar too, has a snapshot", || {
+        (0..NODES).all(|i| newest(i) > 0)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.bak");
+    let out = Command::new(env!("CARGO_BIN_EXE_bftctl"))
+        .arg("--config")
+        .arg(net.client_config())
+        .args(["--json", "snapshot", "save", "--node", "3"])
+        .arg(&file)
+        .output()
+        .expect("run bftctl");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = json
+        .split("\"downloaded_from\":[")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_else(|| panic!("downloaded_from in {json}"));
+    assert!(!from.is_empty() && !from.contains('3'), "{json}");
+    assert!(json.contains("\"distrusted\":[3]"), "{json}");
+    let restored = Command::new(bftd_bin())
+        .args(["snapshot", "restore", "--data-dir"])
+        .arg(dir.path().join("fresh"))
+        .arg(&file)
+        .output()
+        .expect("run bftd snapshot restore");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+}

@@ -30,7 +30,8 @@ pub enum ByzKind {
     /// signature), which the requested chain's QCs do not certify.
     ForgeSync,
     /// Returns wrong values, versions and outcomes in its replies to clients, for reads and
-    /// writes alike (a `bftd` process only: the simulator has no clients).
+    /// writes alike, and snapshot chunks with a flipped byte to clients downloading a backup
+    /// (a `bftd` process only: the simulator has no clients).
     LieToClients,
     /// Copies the honest snapshot offer but serves a forged snapshot file whose checksum is
     /// valid (a `bftd` process only: the simulator does not transfer state by snapshot).

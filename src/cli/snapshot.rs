@@ -1,22 +1,25 @@
 //! `bftd snapshot save|restore`: offline backups of a node's replicated state.
 //!
-//! A backup file is `BFTDBAK1` (8 bytes), the committed block header the state is at (80
-//! bytes: id, parent, round, height), then a KV snapshot file (`kv::snapshot`: its own blake3
-//! checksum and a state digest recomputed on install). Restore checks all of it before it
-//! replaces anything, and only ever replaces `state/`: the safety data in `consensus/` stays,
-//! so a restored node cannot forget a vote it cast. Both need the node stopped (the engines'
-//! directory lock enforces it).
+//! A backup file (`node::backup`) is a committed block header and a KV snapshot file (its
+//! own blake3 checksum and a state digest recomputed on install). Restore also takes a
+//! node's periodic snapshot `snap-H.snap` (with its `snap-H.offer` next to it, which names
+//! the block), and a file `bftctl snapshot save` downloaded from a running cluster. Restore
+//! checks all of it before it replaces anything, and only ever replaces `state/`: the safety
+//! data in `consensus/` stays, so a restored node cannot forget a vote it cast. Both need the
+//! node stopped (the engines' directory lock enforces it).
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use lexopt::prelude::*;
 
 use crate::keys_file::to_hex;
 use crate::kv::KvStore;
+use crate::node::backup::{self, KV_OFFSET, Source};
 use crate::node::block_store::{COMMITTED_META_KEY, decode_header, encode_header};
 use crate::node::data_dir::{DataDir, offline_engine_options as options};
+use crate::node::snapshots::read_header;
 
 const HELP: &str = "\
 bftd snapshot: offline backup and restore of a node's state
@@ -30,10 +33,11 @@ state of the stopped node at DIR with FILE after verifying its checksum and stat
 refuses a backup older than the state already there, and it never touches DIR/consensus (the
 node's safety data). After a restore, start the node: it fetches the blocks after the backup
 from its peers.
-";
 
-const MAGIC: &[u8; 8] = b"BFTDBAK1";
-const HEADER_BYTES: usize = 80;
+FILE for restore is a backup file (from 'bftd snapshot save' or, from a running cluster,
+'bftctl snapshot save FILE'), or a periodic snapshot DATA_DIR/snapshots/snap-H.snap with its
+snap-H.offer next to it (the offer names the block the state is after).
+";
 
 pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let mut parser = lexopt::Parser::from_args(args);
@@ -85,17 +89,9 @@ fn save(dir: &Path, file: &Path) -> Result<(), String> {
     };
     let kv_file = file.with_extension("kvsnap.tmp");
     let info = kv.save_snapshot(&kv_file).map_err(|e| e.to_string())?;
-    let write = || -> std::io::Result<()> {
-        let tmp = file.with_extension("bak.tmp");
-        let mut out = std::fs::File::create(&tmp)?;
-        out.write_all(MAGIC)?;
-        out.write_all(&encode_header(&header))?;
-        std::io::copy(&mut std::fs::File::open(&kv_file)?, &mut out)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        std::fs::remove_file(&kv_file)
-    };
-    write().map_err(|e| format!("{}: {e}", file.display()))?;
+    let written = backup::write(file, &header, &kv_file);
+    let _ = std::fs::remove_file(&kv_file);
+    written.map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
         "saved height {} ({} entries, state digest {}) to {}",
         info.applied_height,
@@ -108,15 +104,8 @@ fn save(dir: &Path, file: &Path) -> Result<(), String> {
 
 fn restore(dir: &Path, file: &Path) -> Result<(), String> {
     let shown = file.display();
-    let mut input = std::fs::File::open(file).map_err(|e| format!("{shown}: {e}"))?;
-    let mut head = [0u8; 8 + HEADER_BYTES];
-    input
-        .read_exact(&mut head)
-        .map_err(|_| format!("{shown}: too short to be a bftd backup"))?;
-    if &head[..8] != MAGIC {
-        return Err(format!("{shown}: not a bftd backup (wrong magic)"));
-    }
-    let header = decode_header(&head[8..]).ok_or(format!("{shown}: corrupt block header"))?;
+    let source = backup::identify(file)?;
+    let header = *source.header();
     if !DataDir::new(dir).consensus().is_dir() {
         eprintln!(
             "bftd snapshot: warning: {} has no consensus/ (safety data); if this node id ever \
@@ -124,21 +113,59 @@ fn restore(dir: &Path, file: &Path) -> Result<(), String> {
             dir.display()
         );
     }
-    let kv_file = dir.join("restore.kvsnap.tmp");
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut copy = || -> std::io::Result<()> {
-        let mut out = std::fs::File::create(&kv_file)?;
-        std::io::copy(&mut input, &mut out)?;
-        out.sync_all()
+    // The KV snapshot to install: a periodic snapshot is one already (installing reads it
+    // whole before replacing anything, so it may even live in DIR/snapshots); a backup's is
+    // copied out from behind its header.
+    let (kv_file, copied) = match &source {
+        Source::Periodic { offer, .. } => {
+            let (height, digest) = read_header(file).map_err(|e| format!("{shown}: {e}"))?;
+            if height != offer.height || digest != offer.state_digest {
+                return Err(format!(
+                    "{shown}: the snapshot is at height {height} with state digest {}, but its \
+                     offer file says height {} with {}",
+                    to_hex(&digest[..4]),
+                    offer.height,
+                    to_hex(&offer.state_digest[..4])
+                ));
+            }
+            (file.to_path_buf(), false)
+        }
+        Source::Backup { .. } => {
+            let kv_file = dir.join("restore.kvsnap.tmp");
+            let copy = || -> std::io::Result<()> {
+                let mut input = std::fs::File::open(file)?;
+                input.seek(SeekFrom::Start(KV_OFFSET))?;
+                let mut out = std::fs::File::create(&kv_file)?;
+                std::io::copy(&mut input, &mut out)?;
+                out.sync_all()
+            };
+            copy().map_err(|e| format!("{}: {e}", kv_file.display()))?;
+            // Checked before anything is replaced (install verifies the rest).
+            match read_header(&kv_file) {
+                Ok((height, _)) if height == header.height => {}
+                Ok((height, _)) => {
+                    let _ = std::fs::remove_file(&kv_file);
+                    return Err(format!(
+                        "{shown}: the snapshot is at height {height} but its header says {}",
+                        header.height
+                    ));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&kv_file);
+                    return Err(format!("{shown}: too short to hold a snapshot: {e}"));
+                }
+            }
+            (kv_file, true)
+        }
     };
-    copy().map_err(|e| format!("{}: {e}", kv_file.display()))?;
     let result = (|| {
         let mut kv =
             KvStore::open(&DataDir::new(dir).state(), options()).map_err(|e| e.to_string())?;
         let meta = encode_header(&header);
         let info = kv
             .install_snapshot_with_meta(&kv_file, &[(COMMITTED_META_KEY, &meta)])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{shown}: {e}"))?;
         if info.applied_height != header.height {
             return Err(format!(
                 "{shown}: the snapshot is at height {} but its header says {}",
@@ -147,7 +174,9 @@ fn restore(dir: &Path, file: &Path) -> Result<(), String> {
         }
         Ok(info)
     })();
-    let _ = std::fs::remove_file(&kv_file);
+    if copied {
+        let _ = std::fs::remove_file(&kv_file);
+    }
     let info = result?;
     println!(
         "restored height {} ({} entries, state digest {}) into {}",

@@ -17,7 +17,12 @@ use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
 use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::config::LoadedClientConfig;
 use crate::types::NodeId;
+use crate::wire::SnapshotOffer;
 use crate::wire::client::{ClientFrame, NodeFrame, NodeStatus};
+
+/// One node's answer to [`Client::snapshot_offers`]: its offer (`None`: no snapshot yet), or
+/// why it did not answer.
+pub type OfferAnswer = Result<Option<SnapshotOffer>, String>;
 
 use super::core::{Committed, Core, Outcome, QueryKind};
 use super::error::ClientError;
@@ -520,6 +525,69 @@ impl Client {
             })
             .collect();
         Ok(reports)
+    }
+
+    /// Asks every node which snapshot it serves (its newest periodic one); waits for all of
+    /// them or `query_timeout`. Per node: `Ok(None)` when it has none yet, `Err` with its
+    /// link state when it did not answer. Nothing here is trusted yet: see
+    /// [`crate::client::backup`], which needs `f + 1` identical offers.
+    pub fn snapshot_offers(&self) -> Result<Vec<(NodeId, OfferAnswer)>, ClientError> {
+        let rx = self
+            .core()
+            .query(QueryKind::SnapshotOffers, |id| ClientFrame::SnapshotOffer {
+                id,
+            })?;
+        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+        Ok(answers
+            .into_iter()
+            .zip(&self.core().links)
+            .map(|(answer, link)| {
+                let said = match answer {
+                    Some(NodeFrame::SnapshotOffer { offer, .. }) => Ok(offer),
+                    _ if link.is_up() => Err("connected, but no answer in time".into()),
+                    _ => Err(link.describe()),
+                };
+                (link.endpoint.id, said)
+            })
+            .collect())
+    }
+
+    /// Bytes `[offset, offset + len)` of the snapshot at `height` from `node` (at most
+    /// `CHUNK_BYTES_MAX`); `Ok(None)` when the node did not answer within `query_timeout`,
+    /// an empty chunk when it no longer has that snapshot. Unverified: the caller checks
+    /// the whole file against an agreed offer.
+    pub fn snapshot_chunk(
+        &self,
+        node: NodeId,
+        height: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, ClientError> {
+        let target = node.index();
+        if target >= self.core().links.len() {
+            return Err(ClientError::Usage(format!("{node} is not a member")));
+        }
+        let rx = self
+            .core()
+            .query(QueryKind::SnapshotChunk { target }, |id| {
+                ClientFrame::SnapshotChunk {
+                    id,
+                    height,
+                    offset,
+                    len,
+                }
+            })?;
+        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+        match answers.into_iter().nth(target).flatten() {
+            Some(NodeFrame::SnapshotChunk {
+                height: h,
+                offset: o,
+                bytes,
+                ..
+            }) if h == height && o == offset => Ok(Some(bytes)),
+            Some(other) => Err(shape("the snapshot chunk asked for", &other)),
+            None => Ok(None),
+        }
     }
 
     /// Waits until at least `count` links are up, or `timeout` passes; returns how many are.

@@ -59,6 +59,12 @@ struct Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum QueryKind {
     Status,
+    /// Every node's newest snapshot offer (answered by all, like `Status`).
+    SnapshotOffers,
+    /// A snapshot chunk, asked of one node.
+    SnapshotChunk {
+        target: usize,
+    },
     /// Asked of one node: the first one connected, unless the caller named one.
     Stale {
         target: Option<usize>,
@@ -220,7 +226,9 @@ impl Core {
             return;
         }
         match q.kind {
-            QueryKind::Status => {}
+            QueryKind::Status | QueryKind::SnapshotOffers => {}
+            QueryKind::SnapshotChunk { target } if target == node => {}
+            QueryKind::SnapshotChunk { .. } => return,
             QueryKind::Stale { target: Some(t) } if t == node => {}
             QueryKind::Stale { target: Some(_) } => return,
             QueryKind::Stale { target: None } => q.kind = QueryKind::Stale { target: Some(node) },
@@ -320,10 +328,12 @@ impl Core {
     fn query_settled(q: &Query, faults: &[Option<Fault>]) -> bool {
         let waiting = |node: usize| q.answers[node].is_none() && faults[node].is_none();
         match q.kind {
-            QueryKind::Status | QueryKind::Stale { target: None } => {
+            QueryKind::Status | QueryKind::SnapshotOffers | QueryKind::Stale { target: None } => {
                 !(0..q.answers.len()).any(waiting)
             }
-            QueryKind::Stale { target: Some(t) } => !waiting(t),
+            QueryKind::Stale { target: Some(t) } | QueryKind::SnapshotChunk { target: t } => {
+                !waiting(t)
+            }
         }
     }
 
@@ -367,6 +377,10 @@ impl Core {
         };
         let asked = match (q.kind, &frame) {
             (QueryKind::Status, NodeFrame::Status { .. }) => true,
+            (QueryKind::SnapshotOffers, NodeFrame::SnapshotOffer { .. }) => true,
+            (QueryKind::SnapshotChunk { target }, NodeFrame::SnapshotChunk { .. }) => {
+                target == node
+            }
             (
                 QueryKind::Stale { target },
                 NodeFrame::StaleValue { .. } | NodeFrame::Unavailable { .. },
@@ -380,8 +394,8 @@ impl Core {
         }
         q.answers[node].get_or_insert(frame);
         let complete = match q.kind {
-            QueryKind::Status => q.answers.iter().all(Option::is_some),
-            QueryKind::Stale { .. } => true,
+            QueryKind::Status | QueryKind::SnapshotOffers => q.answers.iter().all(Option::is_some),
+            QueryKind::Stale { .. } | QueryKind::SnapshotChunk { .. } => true,
         };
         if complete && let Some(q) = table.queries.remove(&id) {
             let _ = q.done.send(q.answers);
@@ -502,7 +516,9 @@ impl LinkEvents for Core {
             }
             NodeFrame::StaleValue { id, .. }
             | NodeFrame::Status { id, .. }
-            | NodeFrame::Unavailable { id, .. } => self.on_query_answer(node, id, frame),
+            | NodeFrame::Unavailable { id, .. }
+            | NodeFrame::SnapshotOffer { id, .. }
+            | NodeFrame::SnapshotChunk { id, .. } => self.on_query_answer(node, id, frame),
             // The link thread takes it (it sets the link's fault) before frames get here.
             NodeFrame::LinkRefused { .. } => Err("a link refusal outside the link".into()),
         }

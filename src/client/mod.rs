@@ -7,6 +7,7 @@
 //! - [`error`]: [`ClientError`], which names what each node answered;
 //! - `core` (the in-flight table, resends, deadlines), `tally` (the `f + 1` rule), `link`
 //!   (one Noise link per member, with redial backoff), [`seq`] (why seqs start at the clock);
+//! - [`backup`]: backups of a running cluster (a snapshot f + 1 members vouch for);
 //! - [`cli`]: the `bftctl` command.
 //!
 //! Invariants: every request goes to **all** nodes (a Byzantine leader cannot censor it) and is
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 mod core;
 pub mod error;
@@ -40,7 +42,9 @@ pub mod options;
 pub mod seq;
 mod tally;
 
-pub use api::{Client, NodeStatusReport, RangeResult, StaleRead, Ticket, TxnResult, prefix_end};
+pub use api::{
+    Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult, prefix_end,
+};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;

@@ -215,7 +215,16 @@ impl KvStore {
 /// [`crate::api::proof::state_digest`] of `applied_height` and the root). Compare it with a
 /// certified digest before installing a download.
 pub fn verify_file(path: &Path) -> Result<SnapshotInfo, StorageError> {
-    let file = std::fs::File::open(path).map_err(|e| StorageError::io(path, "open", e))?;
+    verify_file_at(path, 0)
+}
+
+/// [`verify_file`] of the snapshot that starts `offset` bytes into `path` and runs to its end
+/// (a backup file holds one behind its header). Offsets in errors count from `offset`.
+pub fn verify_file_at(path: &Path, offset: u64) -> Result<SnapshotInfo, StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| StorageError::io(path, "open", e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| StorageError::io(path, "seek", e))?;
     let (info, mut leaves) = parse_snapshot(file, path, |_, _| ())?;
     let tree_root = root_from_leaves(&mut leaves);
     check_root(&info, &tree_root, path)?;

@@ -33,6 +33,10 @@ pub struct NodeCounters {
     pub state_frames_dropped: Counter,
     /// Jobs for the serving thread dropped because its queue was full.
     pub serve_jobs_dropped: Counter,
+    /// Clients' snapshot requests dropped by their shared rate limit.
+    pub client_snapshot_requests_limited: Counter,
+    /// Snapshot bytes sent to clients (`bftctl snapshot save`).
+    pub client_snapshot_bytes_served: Counter,
     /// Committed blocks sent to syncing peers from the block store.
     pub sync_blocks_served_from_store: Counter,
     /// Sync responses dropped before verification: no request of ours asked that peer for

@@ -647,6 +647,16 @@ fn write_limits(
             counters.serve_jobs_dropped.get(),
         ),
         (
+            "bftd_client_snapshot_requests_limited_total",
+            "Clients' snapshot offer and chunk requests dropped by their shared rate limit.",
+            counters.client_snapshot_requests_limited.get(),
+        ),
+        (
+            "bftd_client_snapshot_bytes_served_total",
+            "Snapshot bytes sent to clients downloading a backup (bftctl snapshot save).",
+            counters.client_snapshot_bytes_served.get(),
+        ),
+        (
             "bftd_sync_blocks_served_from_store_total",
             "Committed blocks sent to syncing peers from the on-disk block store.",
             counters.sync_blocks_served_from_store.get(),

@@ -32,6 +32,7 @@
 //! never lets a vote out before its persist is durable, and the storage thread finishes
 //! every persist it was given.
 
+pub mod backup;
 pub mod block_store;
 pub mod byzantine;
 pub mod consensus_loop;

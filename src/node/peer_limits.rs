@@ -103,9 +103,17 @@ impl Bucket {
     }
 }
 
+/// `(rate_per_s, burst)` of the one bucket all clients' snapshot requests share (offers and
+/// chunks of up to 1 MiB, for `bftctl snapshot save`): at most ~20 MiB/s of reads for
+/// clients, whatever their number, so backups never crowd out peers or the disk. One download
+/// asks for one chunk at a time and retries what is dropped.
+pub const CLIENT_SNAPSHOT_BUDGET: (u64, u64) = (20, 40);
+
 /// The buckets of every (peer, kind), and the count of what each kind dropped.
 pub struct PeerLimits {
     inner: Mutex<Inner>,
+    /// Clients' snapshot requests, all clients together ([`CLIENT_SNAPSHOT_BUDGET`]).
+    clients: Mutex<Option<Bucket>>,
     /// The clock of [`PeerLimits::allow_now`].
     epoch: Instant,
 }
@@ -123,6 +131,7 @@ impl PeerLimits {
                 buckets: vec![[None; Limited::ALL.len()]; members],
                 dropped: [0; Limited::ALL.len()],
             }),
+            clients: Mutex::new(None),
             epoch: Instant::now(),
         }
     }
@@ -147,6 +156,20 @@ impl PeerLimits {
             inner.dropped[kind.index()] += 1;
         }
         allowed
+    }
+
+    /// Whether one more client snapshot request fits [`CLIENT_SNAPSHOT_BUDGET`] at `now_ms`.
+    pub fn allow_client_snapshot(&self, now_ms: u64) -> bool {
+        let (rate, burst) = CLIENT_SNAPSHOT_BUDGET;
+        self.clients
+            .lock()
+            .get_or_insert_with(|| Bucket::full(burst, now_ms))
+            .take(rate, burst, now_ms)
+    }
+
+    /// [`PeerLimits::allow_client_snapshot`] at the current time.
+    pub fn allow_client_snapshot_now(&self) -> bool {
+        self.allow_client_snapshot(self.epoch.elapsed().as_millis() as u64)
     }
 
     /// Messages dropped so far, per kind (in `Limited::ALL` order).
@@ -185,6 +208,22 @@ mod tests {
             (rate * 10 - 1..=rate * 10 + 1).contains(&flood),
             "{flood} passed in 10 s at {rate}/s"
         );
+    }
+
+    #[test]
+    fn clients_share_one_snapshot_bucket() {
+        let limits = PeerLimits::new(1);
+        let (rate, burst) = CLIENT_SNAPSHOT_BUDGET;
+        let passed = (0..burst * 3)
+            .filter(|_| limits.allow_client_snapshot(0))
+            .count() as u64;
+        assert_eq!(passed, burst);
+        let later = (1..=1_000u64)
+            .filter(|ms| limits.allow_client_snapshot(*ms))
+            .count() as u64;
+        assert!((rate - 1..=rate + 1).contains(&later), "{later} in 1 s");
+        // Peers' buckets are their own.
+        assert!(limits.allow(NodeId(0), Limited::StateRequest, 1_000));
     }
 
     #[test]

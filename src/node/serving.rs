@@ -1,5 +1,6 @@
 //! The serving thread: answers peers' bulk requests (snapshot offers and chunks, committed
-//! blocks from the block store) off the consensus and storage threads.
+//! blocks from the block store) and clients' snapshot downloads (`bftctl snapshot save`:
+//! offers and chunks only, read-only) off the consensus and storage threads.
 //!
 //! Why a thread of its own: a 1 MiB chunk read inside the storage thread's group commit
 //! delayed every vote and timeout waiting for that fsync, and reading megabytes of blocks on
@@ -21,15 +22,21 @@ use super::block_store::CommittedBlocks;
 use super::byzantine::ServingHook;
 use super::counters::NodeCounters;
 use super::snapshots::{SnapshotDir, read_chunk};
-use crate::net::{Outbound, OutboundSender};
+use crate::net::{ClientId, Outbound, OutboundSender};
 use crate::types::{Message, NodeId, SyncResponse};
 use crate::wire::peer::{encode_consensus, encode_peer};
-use crate::wire::{PeerFrame, StateMsg};
+use crate::wire::{ClientFrame, NodeFrame, PeerFrame, StateMsg};
 
 /// Jobs waiting for the serving thread.
 pub const SERVE_QUEUE_MAX: usize = 64;
 
 pub enum ServeJob {
+    /// A client's snapshot request (`ClientFrame::SnapshotOffer` or `SnapshotChunk`; any
+    /// other frame is ignored): read-only, answered on the client's link.
+    Client {
+        conn: ClientId,
+        request: ClientFrame,
+    },
     /// A peer's snapshot request (offer or chunk).
     State { from: NodeId, msg: StateMsg },
     /// Committed blocks from the block store, for a peer syncing below what the core keeps in
@@ -81,6 +88,7 @@ pub fn run(ctx: ServingCtx, jobs: Receiver<ServeJob>) {
     while let Ok(job) = jobs.recv() {
         match job {
             ServeJob::State { from, msg } => ctx.serve_state(from, msg),
+            ServeJob::Client { conn, request } => ctx.serve_client(conn, request),
             ServeJob::Committed {
                 to,
                 from_height,
@@ -111,6 +119,39 @@ impl ServingCtx {
             .add(blocks.len() as u64);
         let bytes = encode_consensus(Message::SyncResponse(SyncResponse { blocks }));
         let _ = self.out.try_send(Outbound::ToPeer(to, bytes));
+    }
+
+    fn serve_client(&self, conn: ClientId, request: ClientFrame) {
+        let answer = match request {
+            ClientFrame::SnapshotOffer { id } => NodeFrame::SnapshotOffer {
+                id,
+                offer: self.snapshots.lock().newest().cloned(),
+            },
+            ClientFrame::SnapshotChunk {
+                id,
+                height,
+                offset,
+                len,
+            } => {
+                let path = self.snapshots.lock().offered_path(height);
+                let bytes = path.map_or_else(Vec::new, |p| read_chunk(&p, height, offset, len));
+                self.counters
+                    .client_snapshot_bytes_served
+                    .add(bytes.len() as u64);
+                NodeFrame::SnapshotChunk {
+                    id,
+                    height,
+                    offset,
+                    bytes,
+                }
+            }
+            ClientFrame::Submit(_) | ClientFrame::StaleGet { .. } | ClientFrame::Status { .. } => {
+                return;
+            }
+        };
+        if let Some(bytes) = self.byzantine.encode_client_frame(&answer) {
+            let _ = self.out.try_send(Outbound::ToClient(conn, bytes));
+        }
     }
 
     fn serve_state(&self, from: NodeId, msg: StateMsg) {

@@ -5,7 +5,9 @@
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
 //! snapshot requests go to the serving thread; answers to our own snapshot requests go to
 //! the consensus thread (which runs the state transfer); stale reads and status requests are
-//! answered here, from the KV store's read lock and the status board.
+//! answered here, from the KV store's read lock and the status board; clients' snapshot
+//! requests (`bftctl snapshot save`) pass one rate limit shared by all clients and go to the
+//! serving thread.
 //!
 //! Cheap filters first (issue 13 item 8): sync requests, snapshot requests, `SyncInfo` and
 //! timeouts pass per-peer rate limits ([`super::peer_limits`]), and a sync response must
@@ -145,6 +147,17 @@ impl VerifyCtx {
                 Ok(ClientFrame::Status { id }) => {
                     let status = self.status.snapshot();
                     self.reply(conn, &NodeFrame::Status { id, status });
+                }
+                Ok(
+                    request @ (ClientFrame::SnapshotOffer { .. }
+                    | ClientFrame::SnapshotChunk { .. }),
+                ) => {
+                    if self.limits.allow_client_snapshot_now() {
+                        self.serving.offer(ServeJob::Client { conn, request });
+                    } else {
+                        // The client's query times out and it asks again.
+                        self.counters.client_snapshot_requests_limited.bump();
+                    }
                 }
                 Err(e) => {
                     self.counters.client_frames_undecodable.bump();

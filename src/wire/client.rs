@@ -9,12 +9,18 @@
 //!
 //! Requests are signed by the client's Ed25519 key ([`ClientRequest`]); a node forwards only
 //! verified requests to consensus, and refuses the rest with a [`Refusal`] that says why.
+//!
+//! Snapshot frames (`SnapshotOffer`, `SnapshotChunk`) let a client download a node's newest
+//! periodic snapshot for a backup (`bftctl snapshot save`): read-only, rate limited on the
+//! node, and trusted by the client only when `f + 1` nodes offer it identically and the whole
+//! file verifies (`client::backup`).
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
 use crate::types::ClientRequest;
+use crate::wire::SnapshotOffer;
 
 /// Largest client or node frame the decoders accept.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -37,6 +43,16 @@ pub enum ClientFrame {
     StaleGet { id: u64, key: Vec<u8> },
     /// Ask for this node's status.
     Status { id: u64 },
+    /// Ask which periodic snapshot this node serves (its newest): `bftctl snapshot save`.
+    SnapshotOffer { id: u64 },
+    /// Bytes `[offset, offset + len)` of the snapshot at `height` (`len` is capped at
+    /// `CHUNK_BYTES_MAX`). A client may only read snapshots, never write one.
+    SnapshotChunk {
+        id: u64,
+        height: u64,
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// Why a node did not take a request.
@@ -110,6 +126,19 @@ pub enum NodeFrame {
     LinkRefused {
         reason: Refusal,
     },
+    /// Answer to `SnapshotOffer`: the newest snapshot this node serves (`None`: none yet).
+    SnapshotOffer {
+        id: u64,
+        offer: Option<SnapshotOffer>,
+    },
+    /// Answer to `SnapshotChunk`: `bytes` is empty when the node no longer has that
+    /// snapshot (pruned) or `offset` is past its end.
+    SnapshotChunk {
+        id: u64,
+        height: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
@@ -152,5 +181,25 @@ mod tests {
         // Status and stale reads are small next to any request limit in use.
         let status = encode_client_frame(&ClientFrame::Status { id: u64::MAX }).len();
         assert!(status <= submit_frame_bytes_max(0));
+        let chunk = ClientFrame::SnapshotChunk {
+            id: u64::MAX,
+            height: u64::MAX,
+            offset: u64::MAX,
+            len: u32::MAX,
+        };
+        assert!(encode_client_frame(&chunk).len() <= submit_frame_bytes_max(0));
+    }
+
+    #[test]
+    fn a_full_snapshot_chunk_fits_a_client_frame() {
+        let frame = NodeFrame::SnapshotChunk {
+            id: u64::MAX,
+            height: u64::MAX,
+            offset: u64::MAX,
+            bytes: vec![7; crate::replica::CHUNK_BYTES_MAX as usize],
+        };
+        let bytes = encode_node_frame(&frame);
+        assert!(bytes.len() < CLIENT_FRAME_BYTES_MAX);
+        assert_eq!(decode_node_frame(&bytes).unwrap(), frame);
     }
 }

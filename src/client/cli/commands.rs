@@ -8,13 +8,14 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::ops::VALUE_BYTES_MAX;
 use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue};
 use crate::client::{Client, ClientOptions, NodeStatusReport, RangeResult, StaleRead, prefix_end};
 use crate::config::ClientConfig;
 use crate::keys_file::to_hex;
+use crate::types::NodeId;
 
 use super::json::{Json, bytes_field};
 use super::{Args, Command, ListSpec, ValueSource, bench, txn};
@@ -200,6 +201,7 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
             txn_output(r.succeeded, &branch(r.succeeded), &r.results, json)
         }
         Command::Status => return status(&client, json, out),
+        Command::SnapshotSave { file, node } => snapshot_save(&client, file, *node, json)?,
         Command::Bench(spec) => {
             let report = bench::run(&client, spec);
             if report.ok == 0 {
@@ -466,6 +468,88 @@ fn txn_output(succeeded: bool, ops: &[TxnOp], results: &[OpResult], json: bool) 
     );
     lines.join("\n")
 }
+
+/// `bftctl snapshot save FILE [--node N]`: progress on stderr (at most once a second), the
+/// summary on stdout.
+fn snapshot_save(
+    client: &Client,
+    file: &Path,
+    node: Option<u16>,
+    json: bool,
+) -> Result<String, String> {
+    let prefer = match node {
+        Some(n) if usize::from(n) >= client.links().len() => {
+            return Err(format!(
+                "--node {n}: the cluster has nodes 0..={}",
+                client.links().len().saturating_sub(1)
+            ));
+        }
+        other => other.map(NodeId),
+    };
+    let mut last_shown = Instant::now();
+    let mut progress = |done: u64, total: u64, from: NodeId| {
+        if last_shown.elapsed() >= Duration::from_secs(1) && done < total {
+            last_shown = Instant::now();
+            eprintln!(
+                "bftctl: downloading the snapshot from {from}: {:.1} of {:.1} MiB ({}%)",
+                done as f64 / MIB,
+                total as f64 / MIB,
+                done * 100 / total.max(1)
+            );
+        }
+    };
+    let mut target = crate::node::backup::FileTarget::new(file);
+    let saved = crate::client::backup::save(client, &mut target, prefer, &mut progress)?;
+    let o = &saved.offer;
+    let nodes =
+        |list: &[NodeId]| Json::Arr(list.iter().map(|n| Json::U64(u64::from(n.0))).collect());
+    Ok(if json {
+        Json::obj(vec![
+            ("file", Json::str(file.display().to_string())),
+            ("height", Json::U64(o.height)),
+            ("block_id", Json::str(to_hex(&o.block_id.0))),
+            ("round", Json::U64(o.round)),
+            ("state_digest", Json::str(to_hex(&o.state_digest))),
+            ("entries", Json::U64(saved.entry_count)),
+            ("snapshot_bytes", Json::U64(o.file_bytes)),
+            ("backup_bytes", Json::U64(saved.backup_bytes)),
+            ("vouched_by", nodes(&saved.vouched_by)),
+            ("downloaded_from", nodes(&saved.downloaded_from)),
+            ("distrusted", nodes(&saved.distrusted)),
+            ("elapsed_ms", Json::U64(saved.elapsed.as_millis() as u64)),
+        ])
+        .render()
+    } else {
+        let from: Vec<String> = saved
+            .downloaded_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let by: Vec<String> = saved.vouched_by.iter().map(|n| n.to_string()).collect();
+        let bad: Vec<String> = saved.distrusted.iter().map(|n| n.to_string()).collect();
+        let bad = if bad.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\nbytes from {} did not verify and were discarded",
+                bad.join(", ")
+            )
+        };
+        format!(
+            "saved height {} ({} entries, state digest {}, {} bytes) to {}\n\
+             offered identically by {}; downloaded from {} and verified{bad}",
+            o.height,
+            saved.entry_count,
+            to_hex(&o.state_digest),
+            saved.backup_bytes,
+            file.display(),
+            by.join(", "),
+            from.join(", ")
+        )
+    })
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// `1h02m`, `5m03s`, `12s`, `3d04h`.
 pub fn uptime_text(ms: u64) -> String {

@@ -56,6 +56,13 @@ COMMANDS:
                                   COND: version(K) = 3, value(K) != 'x', exists(K) = true
                                   (operators = != < >; several: repeat --if or use ';').
                                   OPS: 'put K V; get K; del K'. Quote words with ' or \".
+    snapshot save FILE [--node N] Save a backup of the running cluster to FILE: the newest
+                                  periodic snapshot that f+1 nodes offer identically (nodes
+                                  save one every snapshot_interval_blocks blocks), downloaded
+                                  from node N first if given, verified whole (checksum and
+                                  state digest), written atomically. Restore it into a stopped
+                                  node with 'bftd snapshot restore --data-dir DIR FILE'.
+                                  Progress goes to stderr
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
     bench [--ops N] [--value-size B] [--concurrency C]
@@ -128,6 +135,10 @@ pub enum Command {
     },
     Status,
     Bench(bench::BenchSpec),
+    SnapshotSave {
+        file: PathBuf,
+        node: Option<u16>,
+    },
 }
 
 /// Parsed command line.
@@ -164,6 +175,7 @@ struct Flags {
     ops: Option<u64>,
     value_size: Option<usize>,
     concurrency: Option<usize>,
+    node: Option<u16>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -242,6 +254,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Long("value-size") => {
                 let v = number(&mut parser, "--value-size")?;
                 flag(&mut flags, "--value-size", |f| f.value_size = Some(v));
+            }
+            Long("node") => {
+                let v = number(&mut parser, "--node")?;
+                flag(&mut flags, "--node", |f| f.node = Some(v));
             }
             Long("concurrency") => {
                 let v = number(&mut parser, "--concurrency")?;
@@ -352,6 +368,16 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
             (cmd, vec!["--if", "--then", "--else"])
         }
         ("status", []) => (Command::Status, vec![]),
+        ("snapshot", [action, file]) if action == "save" => {
+            let cmd = Command::SnapshotSave {
+                file: PathBuf::from(file),
+                node: flags.node,
+            };
+            (cmd, vec!["--node"])
+        }
+        ("snapshot", _) => {
+            return Err("usage: bftctl snapshot save FILE [--node N]; see 'bftctl --help'".into());
+        }
         ("bench", []) => {
             let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
             (
@@ -531,9 +557,20 @@ mod tests {
             &["get", "k", "--keys-only"],
             &["del", "k", "--keys-only"],
             &["status", "--timeout-ms", "0"],
+            &["snapshot", "save"],
+            &["snapshot", "load", "f"],
+            &["snapshot", "save", "f", "--node", "x"],
+            &["status", "--node", "1"],
         ] {
             assert!(run(bad).is_err(), "{bad:?}");
         }
         assert_eq!(run(&["--help"]), Ok(Parsed::Help));
+        assert_eq!(
+            cmd(&["snapshot", "save", "b.bak", "--node", "2", "--json"]),
+            Command::SnapshotSave {
+                file: "b.bak".into(),
+                node: Some(2),
+            }
+        );
     }
 }

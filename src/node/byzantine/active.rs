@@ -188,6 +188,25 @@ fn lie(frame: &NodeFrame) -> NodeFrame {
             applied_height: *applied_height,
             value: replies::falsify_found(value.clone()),
         },
+        // A backup downloaded from this node must not verify: one byte of every chunk flipped.
+        NodeFrame::SnapshotChunk {
+            id,
+            height,
+            offset,
+            bytes,
+        } => {
+            let mut bytes = bytes.clone();
+            let middle = bytes.len() / 2;
+            if let Some(b) = bytes.get_mut(middle) {
+                *b ^= 0x5a;
+            }
+            NodeFrame::SnapshotChunk {
+                id: *id,
+                height: *height,
+                offset: *offset,
+                bytes,
+            }
+        }
         other => other.clone(),
     }
 }

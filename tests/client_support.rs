@@ -184,6 +184,8 @@ impl FakeCluster {
                 .collect(),
             signer: Signer::new(self.client_signing_secret, self.cluster),
             noise_secret: self.client_noise.private,
+            // The fake nodes here sign no votes: verified reads are tested against real nodes.
+            committee: None,
         }
     }
 

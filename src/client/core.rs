@@ -59,7 +59,8 @@ struct Request {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum QueryKind {
     Status,
-    /// Asked of one node: the first one connected, unless the caller named one.
+    /// Asked of one node (stale and verified reads): the first one connected, unless the
+    /// caller named one.
     Stale {
         target: Option<usize>,
     },
@@ -369,7 +370,9 @@ impl Core {
             (QueryKind::Status, NodeFrame::Status { .. }) => true,
             (
                 QueryKind::Stale { target },
-                NodeFrame::StaleValue { .. } | NodeFrame::Unavailable { .. },
+                NodeFrame::StaleValue { .. }
+                | NodeFrame::VerifiedValue { .. }
+                | NodeFrame::Unavailable { .. },
             ) => target == Some(node),
             _ => false,
         };
@@ -501,6 +504,7 @@ impl LinkEvents for Core {
                 Ok(())
             }
             NodeFrame::StaleValue { id, .. }
+            | NodeFrame::VerifiedValue { id, .. }
             | NodeFrame::Status { id, .. }
             | NodeFrame::Unavailable { id, .. } => self.on_query_answer(node, id, frame),
         }

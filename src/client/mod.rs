@@ -40,7 +40,10 @@ pub mod options;
 pub mod seq;
 mod tally;
 
-pub use api::{Client, NodeStatusReport, RangeResult, StaleRead, Ticket, TxnResult, prefix_end};
+pub use api::{
+    Client, NodeStatusReport, RangeResult, StaleRead, Ticket, TxnResult, VerifiedReadOptions,
+    VerifiedValue, prefix_end,
+};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;

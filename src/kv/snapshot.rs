@@ -197,6 +197,7 @@ impl KvStore {
         entries.dedup_by(|later, earlier| later.key == earlier.key);
         // The engine's tree nodes are replaced (or, on a failure, in an unknown state).
         self.tree_cache.clear();
+        self.undo.clear();
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
         self.tree_root = tree_root;

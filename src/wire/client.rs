@@ -13,8 +13,9 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
+use crate::api::verified_read::VerifiedRead;
 use crate::kv::VersionedValue;
-use crate::types::ClientRequest;
+use crate::types::{ClientRequest, RootCertificate};
 
 /// Largest client or node frame the decoders accept.
 pub const CLIENT_FRAME_BYTES_MAX: usize = 32 * 1024 * 1024;
@@ -37,6 +38,9 @@ pub enum ClientFrame {
     StaleGet { id: u64, key: Vec<u8> },
     /// Ask for this node's status.
     Status { id: u64 },
+    /// Read one key with a proof against a certified state root (answered with
+    /// `NodeFrame::VerifiedValue` or `Unavailable`). One node, no consensus: not linearizable.
+    VerifiedGet { id: u64, key: Vec<u8> },
 }
 
 /// Why a node did not take a request.
@@ -91,6 +95,14 @@ pub enum NodeFrame {
     Status {
         id: u64,
         status: NodeStatus,
+    },
+    /// Answer to `VerifiedGet`: the key's entry or its absence, proven against the state root
+    /// after `read.height`, and the certificate that a quorum certified that root. The client
+    /// checks all of it and trusts none of it on the node's word.
+    VerifiedValue {
+        id: u64,
+        read: VerifiedRead,
+        certificate: RootCertificate,
     },
     /// This node will not answer query `id` from its state, and why (e.g. its state root
     /// differs from the one the cluster certified: it would serve wrong data).

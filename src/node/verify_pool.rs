@@ -229,10 +229,12 @@ impl VerifyCtx {
             });
         };
         match kv.verified_read_as_of(key, certificate.height, &certificate.root) {
-            Ok(read) => {
+            Ok(mut read) => {
                 drop(kv);
                 self.counters.verified_reads_served.bump();
-                let certificate = (*certificate).clone();
+                let mut certificate = (*certificate).clone();
+                self.byzantine
+                    .verified_read(key, &mut read, &mut certificate);
                 self.reply(
                     conn,
                     &NodeFrame::VerifiedValue {

@@ -7,7 +7,9 @@
 //!
 //! Used only by the test-only Byzantine daemon (feature `byzantine`).
 
-use crate::api::proof::{ProofTerminal, StateProof, data_path, leaf_hash, value_hash};
+use crate::api::proof::{
+    ProofTerminal, StateProof, data_path, leaf_hash, state_digest, value_hash,
+};
 use crate::api::verified_read::{VerifiedRead, decode_entry};
 use crate::kv::{KeyValue, OpReply, OpResult, Reply, VersionedValue};
 use crate::types::RootCertificate;
@@ -147,10 +149,11 @@ pub fn falsify_verified_read(
             siblings: Vec::new(),
             terminal: ProofTerminal::Entry(entry),
         };
-        certificate.root = root;
+        let digest = state_digest(read.height, &root);
+        certificate.root = digest;
         for (h, r) in &mut certificate.header.state_roots {
             if *h == read.height {
-                *r = root;
+                *r = digest;
             }
         }
     } else {

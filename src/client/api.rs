@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
 use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::api::proof::state_digest;
+use crate::api::verified_read::VerifiedReadError;
 use crate::config::LoadedClientConfig;
 use crate::crypto::Committee;
 use crate::crypto::root_cert::verify_root_certificate;
@@ -536,8 +537,9 @@ impl Client {
     /// [`Client::get_verified`] from a chosen node and/or with a least height. What it checks,
     /// each failure an [`ClientError::Unverified`] naming the node: the QC has a quorum of
     /// distinct members whose vote signatures verify; the carried block's header hashes to
-    /// the QC's block id and carries `(height, root)`; the proof for `key` folds to `root`; and
-    /// `height >= max(options.min_height, highest height seen)`.
+    /// the QC's block id and carries `(height, root)`; and the proof for `key` folds to
+    /// `root`. A checked reply below `max(options.min_height, highest height seen)` is
+    /// [`ClientError::Unavailable`] (the node is behind, not lying): retry or ask another.
     pub fn get_verified_with(
         &self,
         key: &[u8],
@@ -571,14 +573,28 @@ impl Client {
                     read, certificate, ..
                 }) => {
                     let unverified = |reason: String| ClientError::Unverified { node, reason };
-                    verify_root_certificate(&committee, &certificate, read.height, &read.tree_root)
+                    // Blocks carry (and QCs certify) the state digest of a height, which
+                    // binds the tree root the proof is against.
+                    let digest = state_digest(read.height, &read.tree_root);
+                    verify_root_certificate(&committee, &certificate, read.height, &digest)
                         .map_err(|e| unverified(format!("certificate: {e}")))?;
                     let seen = self.handle.verified_height_seen.load(Ordering::Acquire);
                     let least = options.min_height.max(seen);
-                    let digest = state_digest(read.height, &read.tree_root);
-                    let value = read
-                        .verify(key, &digest, least)
-                        .map_err(|e| unverified(e.to_string()))?;
+                    let value = read.verify(key, &digest, least).map_err(|e| match e {
+                        // Certified but too old: the node is behind, not lying. Retry later
+                        // (once a newer root is certified) or ask another node.
+                        VerifiedReadError::TooOld { height, min_height } => {
+                            ClientError::Unavailable {
+                                node,
+                                reason: format!(
+                                    "its newest provable certified state is height {height}, \
+                                     below the least accepted {min_height} (--min-height or \
+                                     the highest height this client has read)"
+                                ),
+                            }
+                        }
+                        e => unverified(e.to_string()),
+                    })?;
                     self.handle
                         .verified_height_seen
                         .fetch_max(read.height, Ordering::AcqRel);

@@ -28,7 +28,7 @@ use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
 use super::state_tree::{self, Node, TreeUpdate};
-use crate::api::proof::{StateProof, data_path};
+use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
@@ -295,13 +295,14 @@ impl KvStore {
     }
 
     /// A verified read of `key` as of height `height` (in `readable_from() ..= applied`),
-    /// whose proof must hash to `expected_root` (the certified root of that height): a node
-    /// never sends a proof it has not checked against the root the client will check.
+    /// whose tree must give `certified` (the chain's root of that height, which is the state
+    /// digest `state_digest(height, tree root)`): a node never sends a proof it has not
+    /// checked against what the client will check it against.
     pub fn verified_read_as_of(
         &self,
         key: &[u8],
         height: u64,
-        expected_root: &[u8; 32],
+        certified: &[u8; 32],
     ) -> Result<VerifiedRead, ReadAsOfError> {
         let from = self.readable_from();
         if height < from || height > self.applied_height {
@@ -319,19 +320,24 @@ impl KvStore {
             Some(old) => old.map(<[u8]>::to_vec),
             None => current(k),
         };
+        let unprovable = |e: &dyn std::fmt::Display| ReadAsOfError::Unprovable(e.to_string());
+        let tree_root = state_tree::stored_root(&read).map_err(|e| unprovable(&e))?;
+        if &state_digest(height, &tree_root) != certified {
+            return Err(ReadAsOfError::Unprovable(format!(
+                "the tree root as of height {height} does not give the certified state digest"
+            )));
+        }
         let stored_key = data_key(key);
-        let proof = state_tree::prove(&read, expected_root, &data_path(key), || {
-            read(&stored_key)
-        })
-        .map_err(|e| ReadAsOfError::Unprovable(e.to_string()))?;
+        let proof = state_tree::prove(&read, &tree_root, &data_path(key), || read(&stored_key))
+            .map_err(|e| unprovable(&e))?;
         // `prove` checks every node it reads against its parent's hash; folding the proof back
         // up is the client's check, done here too so a bug cannot send a proof that fails it.
         proof
-            .verify(expected_root, key)
-            .map_err(|e| ReadAsOfError::Unprovable(e.to_string()))?;
+            .verify(&tree_root, key)
+            .map_err(|e| unprovable(&e))?;
         Ok(VerifiedRead {
             height,
-            tree_root: *expected_root,
+            tree_root,
             proof,
         })
     }

@@ -399,7 +399,7 @@ fn verified_reads_as_of_recent_heights_match_every_height_state() {
     let mut states: BTreeMap<u64, Vec<Option<Vec<u8>>>> = BTreeMap::new();
     for height in 1..=30u64 {
         random_blocks(&mut store, &mut rng, height, 1, keys);
-        roots.insert(height, store.tree_root());
+        roots.insert(height, store.state_digest());
         let state = (0..keys)
             .map(|i| {
                 let key = format!("key{i}").into_bytes();
@@ -414,7 +414,8 @@ fn verified_reads_as_of_recent_heights_match_every_height_state() {
                 let key = format!("key{i}").into_bytes();
                 let read = store.verified_read_as_of(&key, h, &roots[&h]).unwrap();
                 assert_eq!(read.height, h);
-                let proven = read.proof.verify(&roots[&h], &key).unwrap();
+                assert_eq!(state_digest(h, &read.tree_root), roots[&h]);
+                let proven = read.proof.verify(&read.tree_root, &key).unwrap();
                 let value = proven.map(|e| decode_entry(&e).unwrap().value);
                 assert_eq!(value, states[&h][i as usize], "as of {h} at {height}, key{i}");
             }

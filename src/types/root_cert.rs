@@ -41,6 +41,8 @@ pub struct CertifiedHeader {
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct RootCertificate {
     pub height: Height,
+    /// The root the chain certifies for `height`, as blocks carry it: the state digest
+    /// `state_digest(height, tree root)` (`api::proof`).
     pub root: [u8; 32],
     pub header: CertifiedHeader,
     pub qc: QuorumCert,

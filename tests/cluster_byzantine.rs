@@ -489,20 +489,24 @@ fn node_that_lies_to_verified_reads() {
         min_height: 0,
     };
     let mut reasons: Vec<String> = Vec::new();
-    wait_for("both of the liar's verified reads rejected", DEADLINE, || {
-        match client.get_verified_with(key.as_bytes(), &liar) {
-            Ok(read) => panic!("accepted a verified read from the liar: {read:?}"),
-            Err(ClientError::Unverified { node, reason }) => {
-                assert_eq!(node, NodeId(BYZ as u16));
-                reasons.push(reason);
+    wait_for(
+        "both of the liar's verified reads rejected",
+        DEADLINE,
+        || {
+            match client.get_verified_with(key.as_bytes(), &liar) {
+                Ok(read) => panic!("accepted a verified read from the liar: {read:?}"),
+                Err(ClientError::Unverified { node, reason }) => {
+                    assert_eq!(node, NodeId(BYZ as u16));
+                    reasons.push(reason);
+                }
+                Err(e) => {
+                    eprintln!("the liar did not answer yet: {e}");
+                    client.put(b"filler-liar", b"x").expect("filler write");
+                }
             }
-            Err(e) => {
-                eprintln!("the liar did not answer yet: {e}");
-                client.put(b"filler-liar", b"x").expect("filler write");
-            }
-        }
-        reasons.len() >= 2
-    });
+            reasons.len() >= 2
+        },
+    );
     eprintln!("the liar's verified reads were rejected: {reasons:?}");
     assert!(
         reasons.iter().any(|r| r.contains("proof")),
@@ -558,7 +562,11 @@ fn node_that_lies_to_verified_reads() {
     assert!(height >= seen, "height {height} below --min-height {seen}");
     let out = bftctl(&["get", key, "--verified", "--node", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains(&format!("{key} = {}", value_of(key)))
             && text.contains("verified read from node2 at height"),

@@ -14,9 +14,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
-use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::api::proof::state_digest;
 use crate::api::verified_read::VerifiedReadError;
+use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::config::LoadedClientConfig;
 use crate::crypto::Committee;
 use crate::crypto::root_cert::verify_root_certificate;

@@ -24,8 +24,8 @@ use super::{
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
 use crate::types::{
     Block, BlockHeader, BlockId, CertifiedHeader, ClientRequest, Height, Message, NodeId,
-    QuorumCert, RootCertificate, Round,
-    STATE_ROOTS_MAX, Sig, SyncInfo, SyncRequest, Timeout, TimeoutCert, Vote, ops_digest,
+    QuorumCert, RootCertificate, Round, STATE_ROOTS_MAX, Sig, SyncInfo, SyncRequest, Timeout,
+    TimeoutCert, Vote, ops_digest,
 };
 
 /// The newest QC-path leader decisions kept for the simulator's checker; the daemon never drains

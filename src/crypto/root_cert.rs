@@ -23,10 +23,15 @@ pub enum CertError {
     /// The header does not hash to the block id the QC certifies.
     HeaderMismatch,
     /// The header does not carry `(height, root)` in its state roots.
-    RootNotCarried { height: Height },
+    RootNotCarried {
+        height: Height,
+    },
     UnknownSigner(NodeId),
     SignersNotAscending,
-    NoQuorum { signers: usize, quorum: usize },
+    NoQuorum {
+        signers: usize,
+        quorum: usize,
+    },
     /// The vote signatures of these signers do not verify.
     BadSignatures(Vec<NodeId>),
 }
@@ -95,7 +100,9 @@ pub fn verify_root_certificate(
     let message = domain::signing_bytes(domain::VOTE, committee.cluster(), &body);
     let mut batch = SigBatch::new();
     for v in &cert.qc.votes {
-        let key = committee.key(v.node).ok_or(CertError::UnknownSigner(v.node))?;
+        let key = committee
+            .key(v.node)
+            .ok_or(CertError::UnknownSigner(v.node))?;
         batch.push(message.clone(), &v.sig, *key);
     }
     batch.verify().map_err(|bad| {
@@ -114,7 +121,9 @@ mod tests {
     const CLUSTER: ClusterId = ClusterId([3; 32]);
 
     fn signers() -> Vec<Signer> {
-        (0..4u8).map(|i| Signer::new([i + 1; 32], CLUSTER)).collect()
+        (0..4u8)
+            .map(|i| Signer::new([i + 1; 32], CLUSTER))
+            .collect()
     }
 
     fn committee(signers: &[Signer]) -> Committee {
@@ -235,6 +244,9 @@ mod tests {
         // A vote signed for another round does not count.
         let mut other_round = good.clone();
         other_round.qc.round = 13;
-        assert!(matches!(check(&other_round), Err(CertError::BadSignatures(_))));
+        assert!(matches!(
+            check(&other_round),
+            Err(CertError::BadSignatures(_))
+        ));
     }
 }

@@ -123,7 +123,8 @@ mod tests {
     fn apply(state: &mut State, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Undo {
         let mut undo = Undo::new();
         for (k, v) in changes {
-            undo.entry(k.clone()).or_insert_with(|| state.get(k).cloned());
+            undo.entry(k.clone())
+                .or_insert_with(|| state.get(k).cloned());
             match v {
                 Some(v) => state.insert(k.clone(), v.clone()),
                 None => state.remove(k),
@@ -196,12 +197,19 @@ mod tests {
         assert_eq!(log.readable_from(10), 8);
         // A block bigger than the budget empties the log: only the applied height reads.
         log.record(11, big(2000));
-        assert_eq!((log.heights(), log.bytes(), log.readable_from(11)), (0, 0, 11));
+        assert_eq!(
+            (log.heights(), log.bytes(), log.readable_from(11)),
+            (0, 0, 11)
+        );
         // A jump (snapshot install) starts afresh.
         log.record(12, big(1));
         log.record(20, big(1));
         assert_eq!((log.heights(), log.readable_from(20)), (1, 19));
-        assert_eq!(log.readable_from(21), 21, "the log does not end at the applied height");
+        assert_eq!(
+            log.readable_from(21),
+            21,
+            "the log does not end at the applied height"
+        );
         let mut none = UndoLog::new(0, 1000);
         none.record(1, big(1));
         assert_eq!(none.readable_from(1), 1);

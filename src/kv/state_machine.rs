@@ -18,9 +18,7 @@ use std::path::Path;
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
-use super::keys::{
-    DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_key, decode_versioned,
-};
+use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
@@ -62,7 +60,11 @@ pub struct KvStore {
 #[derive(Debug)]
 pub enum ReadAsOfError {
     /// The height is not in `readable_from ..= applied`.
-    NotReadable { height: u64, from: u64, applied: u64 },
+    NotReadable {
+        height: u64,
+        from: u64,
+        applied: u64,
+    },
     /// The state here as of that height does not hash to the expected root (or a node did
     /// not decode): it is not the certified state, so there is nothing true to prove.
     Unprovable(String),
@@ -332,9 +334,7 @@ impl KvStore {
             .map_err(|e| unprovable(&e))?;
         // `prove` checks every node it reads against its parent's hash; folding the proof back
         // up is the client's check, done here too so a bug cannot send a proof that fails it.
-        proof
-            .verify(&tree_root, key)
-            .map_err(|e| unprovable(&e))?;
+        proof.verify(&tree_root, key).map_err(|e| unprovable(&e))?;
         Ok(VerifiedRead {
             height,
             tree_root,

@@ -417,7 +417,10 @@ fn verified_reads_as_of_recent_heights_match_every_height_state() {
                 assert_eq!(state_digest(h, &read.tree_root), roots[&h]);
                 let proven = read.proof.verify(&read.tree_root, &key).unwrap();
                 let value = proven.map(|e| decode_entry(&e).unwrap().value);
-                assert_eq!(value, states[&h][i as usize], "as of {h} at {height}, key{i}");
+                assert_eq!(
+                    value, states[&h][i as usize],
+                    "as of {h} at {height}, key{i}"
+                );
             }
         }
         if height > 5 {

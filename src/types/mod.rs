@@ -16,5 +16,5 @@ pub use block::{Block, BlockHeader, STATE_ROOTS_MAX};
 pub use cert::{QuorumCert, SignerSig, TimeoutCert, TimeoutSig};
 pub use ids::{BlockId, ClientKey, ClusterId, Height, NodeId, Round, Sig};
 pub use message::{Message, SyncInfo, SyncRequest, SyncResponse, Timeout, Vote};
-pub use root_cert::{CertifiedHeader, RootCertificate, TcSummary};
 pub use request::{ClientRequest, RequestDigest, RequestId, ops_digest};
+pub use root_cert::{CertifiedHeader, RootCertificate, TcSummary};

@@ -228,7 +228,10 @@ mod tests {
             // Every field counts: the payload, then the carried roots.
             let mut other = b.clone();
             other.payload.pop();
-            assert_ne!(CertifiedHeader::from_block(&other).compute_id(), b.compute_id());
+            assert_ne!(
+                CertifiedHeader::from_block(&other).compute_id(),
+                b.compute_id()
+            );
             let mut other = b.clone();
             other.state_roots[1].1[0] ^= 1;
             assert_ne!(other.compute_id(), b.compute_id());

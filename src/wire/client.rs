@@ -12,8 +12,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::codec::{self, CodecError};
 use crate::api::verified_read::VerifiedRead;
+use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
 use crate::types::{ClientRequest, RootCertificate};
 

@@ -363,9 +363,12 @@ fn verified_output(key: &str, read: &VerifiedValue, json: bool) -> String {
         f.push(("node".into(), Json::U64(u64::from(read.node.0))));
         return Json::Obj(f).render();
     }
-    let body = read.value.as_ref().map_or(format!("{key}: not found"), |v| {
-        format!("{key} = {}", value_text(v))
-    });
+    let body = read
+        .value
+        .as_ref()
+        .map_or(format!("{key}: not found"), |v| {
+            format!("{key} = {}", value_text(v))
+        });
     format!(
         "{body}  [verified read from {} at height {}: proof and 2f+1 certificate checked]",
         read.node, read.height

@@ -296,6 +296,11 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 value: s.kv.get(&key).cloned(),
             })
         }
+        // These fake nodes keep no state tree and sign no votes: they cannot prove anything.
+        ClientFrame::VerifiedGet { id, .. } => Some(NodeFrame::Unavailable {
+            id,
+            reason: "a fake node proves nothing".into(),
+        }),
         ClientFrame::Status { id } => {
             let s = ctx.state.lock();
             Some(NodeFrame::Status {

@@ -84,42 +84,6 @@ fn falsify_value(v: VersionedValue) -> VersionedValue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_result_is_changed() {
-        let v = VersionedValue {
-            value: b"v".to_vec(),
-            version: 3,
-            mod_height: 9,
-        };
-        let honest = Reply::Done(vec![
-            OpReply::Simple(OpResult::Put { version: 4 }),
-            OpReply::Simple(OpResult::Get {
-                found: Some(v.clone()),
-            }),
-            OpReply::Simple(OpResult::Get { found: None }),
-            OpReply::Simple(OpResult::Delete { existed: true }),
-            OpReply::Txn {
-                succeeded: true,
-                results: vec![OpResult::Get { found: Some(v) }],
-            },
-        ]);
-        let Reply::Done(lies) = falsify_reply(honest.clone()) else {
-            panic!("a done reply stays done");
-        };
-        let Reply::Done(truths) = honest else {
-            unreachable!()
-        };
-        assert_eq!(lies.len(), truths.len());
-        for (lie, truth) in lies.iter().zip(&truths) {
-            assert_ne!(lie, truth);
-        }
-    }
-}
-
 /// A verified read of `key` whose value is wrong. `made_up_root`: the reply claims a state of
 /// one leaf, the forged entry, whose root the proof matches, and the certificate is changed to
 /// name that root (its header and QC are the honest ones, so the QC no longer signs it);
@@ -158,5 +122,41 @@ pub fn falsify_verified_read(
         }
     } else {
         read.proof.terminal = ProofTerminal::Entry(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_result_is_changed() {
+        let v = VersionedValue {
+            value: b"v".to_vec(),
+            version: 3,
+            mod_height: 9,
+        };
+        let honest = Reply::Done(vec![
+            OpReply::Simple(OpResult::Put { version: 4 }),
+            OpReply::Simple(OpResult::Get {
+                found: Some(v.clone()),
+            }),
+            OpReply::Simple(OpResult::Get { found: None }),
+            OpReply::Simple(OpResult::Delete { existed: true }),
+            OpReply::Txn {
+                succeeded: true,
+                results: vec![OpResult::Get { found: Some(v) }],
+            },
+        ]);
+        let Reply::Done(lies) = falsify_reply(honest.clone()) else {
+            panic!("a done reply stays done");
+        };
+        let Reply::Done(truths) = honest else {
+            unreachable!()
+        };
+        assert_eq!(lies.len(), truths.len());
+        for (lie, truth) in lies.iter().zip(&truths) {
+            assert_ne!(lie, truth);
+        }
     }
 }

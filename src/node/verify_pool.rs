@@ -232,7 +232,7 @@ impl VerifyCtx {
             Ok(mut read) => {
                 drop(kv);
                 self.counters.verified_reads_served.bump();
-                let mut certificate = (*certificate).clone();
+                let mut certificate = Box::new((*certificate).clone());
                 self.byzantine
                     .verified_read(key, &mut read, &mut certificate);
                 self.reply(

@@ -120,11 +120,9 @@ pub(super) struct BlockIdFields<'a, P> {
 }
 
 /// The block id hash (layout `bftd/block-id/v3`, see `Block::compute_id`).
-pub(super) fn hash_block_id<P: ExactSizeIterator<Item = [u8; 32]>>(
-    f: &BlockIdFields<'_, P>,
-) -> BlockId
+pub(super) fn hash_block_id<P>(f: &BlockIdFields<'_, P>) -> BlockId
 where
-    P: Clone,
+    P: ExactSizeIterator<Item = [u8; 32]> + Clone,
 {
     let mut h = blake3::Hasher::new();
     h.update(b"bftd/block-id/v3");

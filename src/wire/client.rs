@@ -102,7 +102,8 @@ pub enum NodeFrame {
     VerifiedValue {
         id: u64,
         read: VerifiedRead,
-        certificate: RootCertificate,
+        /// Boxed: a header with its payload digests dwarfs every other frame.
+        certificate: Box<RootCertificate>,
     },
     /// This node will not answer query `id` from its state, and why (e.g. its state root
     /// differs from the one the cluster certified: it would serve wrong data).

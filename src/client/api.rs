@@ -558,40 +558,83 @@ impl Client {
             Some(node) => Some(node.index()),
             None => None,
         };
+        // A reply may come back below the height another thread of this client read in the
+        // meantime (replies to concurrent reads cross): that is not the node's fault, and a
+        // fresh ask usually clears it, so it is retried a few times before it is an error.
+        let mut attempts_left = MONOTONIC_RETRIES;
+        loop {
+            match self.verified_once(&committee, key, target, options.min_height) {
+                Err(Attempt::BelowSeen { .. }) if attempts_left > 0 => attempts_left -= 1,
+                Err(Attempt::BelowSeen {
+                    node,
+                    height,
+                    least,
+                }) => {
+                    return Err(ClientError::Unavailable {
+                        node,
+                        reason: format!(
+                            "its newest provable certified state is height {height}, below \
+                             the highest height this client has read ({least})"
+                        ),
+                    });
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(read) => return Ok(read),
+            }
+        }
+    }
+
+    /// One ask of one node; every check of [`Client::get_verified_with`].
+    fn verified_once(
+        &self,
+        committee: &Committee,
+        key: &[u8],
+        target: Option<usize>,
+        min_height: u64,
+    ) -> Result<VerifiedValue, Attempt> {
         let key_bytes = key.to_vec();
         let rx = self
             .core()
             .query(QueryKind::Stale { target }, |id| ClientFrame::VerifiedGet {
                 id,
                 key: key_bytes,
-            })?;
-        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+            })
+            .map_err(Attempt::Failed)?;
+        let answers = rx
+            .recv()
+            .map_err(|_| Attempt::Failed(ClientError::Closed))?;
         for (i, answer) in answers.into_iter().enumerate() {
             let node = NodeId(i as u16);
             match answer {
                 Some(NodeFrame::VerifiedValue {
                     read, certificate, ..
                 }) => {
-                    let unverified = |reason: String| ClientError::Unverified { node, reason };
+                    let unverified =
+                        |reason: String| Attempt::Failed(ClientError::Unverified { node, reason });
                     // Blocks carry (and QCs certify) the state digest of a height, which
                     // binds the tree root the proof is against.
                     let digest = state_digest(read.height, &read.tree_root);
-                    verify_root_certificate(&committee, &certificate, read.height, &digest)
+                    verify_root_certificate(committee, &certificate, read.height, &digest)
                         .map_err(|e| unverified(format!("certificate: {e}")))?;
                     let seen = self.handle.verified_height_seen.load(Ordering::Acquire);
-                    let least = options.min_height.max(seen);
+                    let least = min_height.max(seen);
                     let value = read.verify(key, &digest, least).map_err(|e| match e {
-                        // Certified but too old: the node is behind, not lying. Retry later
-                        // (once a newer root is certified) or ask another node.
+                        // Certified but too old: the node is behind, not lying.
+                        VerifiedReadError::TooOld { height, .. } if height >= min_height => {
+                            Attempt::BelowSeen {
+                                node,
+                                height,
+                                least,
+                            }
+                        }
                         VerifiedReadError::TooOld { height, min_height } => {
-                            ClientError::Unavailable {
+                            Attempt::Failed(ClientError::Unavailable {
                                 node,
                                 reason: format!(
                                     "its newest provable certified state is height {height}, \
-                                     below the least accepted {min_height} (--min-height or \
-                                     the highest height this client has read)"
+                                     below the least accepted {min_height} (--min-height)"
                                 ),
-                            }
+                            })
                         }
                         e => unverified(e.to_string()),
                     })?;
@@ -605,14 +648,14 @@ impl Client {
                     });
                 }
                 Some(NodeFrame::Unavailable { reason, .. }) => {
-                    return Err(ClientError::Unavailable { node, reason });
+                    return Err(Attempt::Failed(ClientError::Unavailable { node, reason }));
                 }
                 _ => {}
             }
         }
-        Err(ClientError::Unreachable {
+        Err(Attempt::Failed(ClientError::Unreachable {
             answers: self.core().describe_links(),
-        })
+        }))
     }
 
     /// The highest height a verified read of this client returned (0 before the first).
@@ -674,6 +717,20 @@ impl Client {
     pub fn client_key(&self) -> [u8; 32] {
         self.core().client_key.0
     }
+}
+
+/// Asks a verified read is repeated when only the client's own monotonic bound refused it.
+const MONOTONIC_RETRIES: u32 = 3;
+
+/// How one ask of a verified read ended, short of a value.
+enum Attempt {
+    /// Checked, but below a height another verified read of this client returned.
+    BelowSeen {
+        node: NodeId,
+        height: u64,
+        least: u64,
+    },
+    Failed(ClientError),
 }
 
 /// A key a single-node read may ask for: not empty, within the key limit.

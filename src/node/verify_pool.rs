@@ -4,8 +4,11 @@
 //!
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
 //! snapshot requests go to the serving thread; answers to our own snapshot requests go to
-//! the consensus thread (which runs the state transfer); stale reads and status requests are
-//! answered here, from the KV store's read lock and the status board.
+//! the consensus thread (which runs the state transfer); stale reads, verified reads and status
+//! requests are answered here, from the KV store's read lock and the status board (which
+//! holds the newest root certificates the consensus thread published). A verified read is
+//! answered synchronously like a stale read, so a link has at most what its inbound frames
+//! hold in flight; its proof is checked against the certified root before it is sent.
 //!
 //! Cheap filters first (issue 13 item 8): sync requests, snapshot requests, `SyncInfo` and
 //! timeouts pass per-peer rate limits ([`super::peer_limits`]), and a sync response must

@@ -185,6 +185,8 @@ impl FakeCluster {
                 .collect(),
             signer: Signer::new(self.client_signing_secret, self.cluster),
             noise_secret: self.client_noise.private,
+            // The fake nodes here sign no votes: verified reads are tested against real nodes.
+            committee: None,
         }
     }
 
@@ -295,6 +297,11 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 value: s.kv.get(&key).cloned(),
             })
         }
+        // These fake nodes keep no state tree and sign no votes: they cannot prove anything.
+        ClientFrame::VerifiedGet { id, .. } => Some(NodeFrame::Unavailable {
+            id,
+            reason: "a fake node proves nothing".into(),
+        }),
         ClientFrame::Status { id } => {
             let s = ctx.state.lock();
             Some(NodeFrame::Status {

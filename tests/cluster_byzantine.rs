@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use bftd::client::{Client, ClientOptions};
+use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions, VerifiedValue};
 use bftd::config::ClientConfig;
 use bftd::types::NodeId;
 use support::*;
@@ -458,6 +458,123 @@ fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
         .output()
         .expect("run bftctl");
     let json = String::from_utf8_lossy(&out.stdout);
+/// A verified read of `key` from node `i` at a height >= `least`: retried while the node's
+/// newest certified root is older (a write drives the next blocks, so newer roots get
+/// certified), never accepting anything the client's checks reject.
+fn verified_at_least(client: &Client, i: usize, key: &str, least: u64) -> VerifiedValue {
+    let options = VerifiedReadOptions {
+        node: Some(NodeId(i as u16)),
+        min_height: least,
+    };
+    let mut found = None;
+    let mut filler = 0u64;
+    wait_for(
+        &format!("node {i} answers a verified read at height >= {least}"),
+        DEADLINE,
+        || match client.get_verified_with(key.as_bytes(), &options) {
+            Ok(read) => {
+                found = Some(read);
+                true
+            }
+            Err(ClientError::Unverified { node, reason }) => {
+                panic!("honest {node}'s verified read rejected: {reason}")
+            }
+            Err(e) => {
+                eprintln!("verified read from node {i} not yet: {e}");
+                filler += 1;
+                let key = format!("filler-{i}-{filler}");
+                client.put(key.as_bytes(), b"x").expect("filler write");
+                false
+            }
+        },
+    );
+    found.expect("set when the wait ended")
+}
+
+/// Verified reads (one node, a proof and a certificate): node `BYZ` answers them with wrong
+/// values dressed up two ways (the honest proof with a changed value; a made-up root with a
+/// proof that matches it). The client rejects both, naming the liar; the honest nodes' answers
+/// are the values written, at a height at or above the write's; and `bftctl get --verified`
+/// says so in text and JSON over TCP.
+#[test]
+fn node_that_lies_to_verified_reads() {
+    let (net, _procs, client) = run_kind("lie-verified-reads");
+    let key = "a-0";
+    let written = client
+        .get(key.as_bytes())
+        .expect("linearizable get")
+        .expect("written by run_kind");
+    let least = written.mod_height;
+    for i in HONEST {
+        let read = verified_at_least(&client, i, key, least);
+        assert_eq!(read.node, NodeId(i as u16));
+        assert!(read.height >= least, "height {} below {least}", read.height);
+        let value = read.value.expect("present");
+        assert_eq!(value.value, value_of(key).into_bytes(), "from node {i}");
+        assert_eq!((value.version, value.mod_height), (1, least));
+    }
+    // Monotonic: never below what this client already read.
+    assert!(client.verified_height_seen() >= least);
+    let absent = verified_at_least(&client, 0, "never-written", 0);
+    assert_eq!(absent.value, None, "an absent key proven absent");
+
+    // The liar: each way of lying is rejected, with the node named.
+    let liar = VerifiedReadOptions {
+        node: Some(NodeId(BYZ as u16)),
+        min_height: 0,
+    };
+    let mut reasons: Vec<String> = Vec::new();
+    wait_for(
+        "both of the liar's verified reads rejected",
+        DEADLINE,
+        || {
+            match client.get_verified_with(key.as_bytes(), &liar) {
+                Ok(read) => panic!("accepted a verified read from the liar: {read:?}"),
+                Err(ClientError::Unverified { node, reason }) => {
+                    assert_eq!(node, NodeId(BYZ as u16));
+                    reasons.push(reason);
+                }
+                Err(e) => {
+                    eprintln!("the liar did not answer yet: {e}");
+                    client.put(b"filler-liar", b"x").expect("filler write");
+                }
+            }
+            reasons.len() >= 2
+        },
+    );
+    eprintln!("the liar's verified reads were rejected: {reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("proof")),
+        "the changed value under the honest proof: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("certificate")),
+        "the made-up root: {reasons:?}"
+    );
+    let seen = client.verified_height_seen();
+    client.shutdown();
+
+    // bftctl over TCP: JSON and text from an honest node, refusal from the liar.
+    let bftctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_bftctl"))
+            .arg("--config")
+            .arg(net.client_config())
+            .args(args)
+            .output()
+            .expect("run bftctl")
+    };
+    let min = seen.to_string();
+    let out = bftctl(&[
+        "--json",
+        "get",
+        key,
+        "--verified",
+        "--node",
+        "1",
+        "--min-height",
+        &min,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
@@ -480,5 +597,38 @@ fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
         restored.status.success(),
         "{}",
         String::from_utf8_lossy(&restored.stderr)
+    for want in [
+        format!(r#""value":"{}","version":1"#, value_of(key)),
+        r#""verified":true"#.to_string(),
+        r#""node":1"#.to_string(),
+        r#""linearizable":false"#.to_string(),
+    ] {
+        assert!(text.contains(&want), "{want} in {text}");
+    }
+    let height: u64 = text
+        .split(r#""height":"#)
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("a height in {text}"));
+    assert!(height >= seen, "height {height} below --min-height {seen}");
+    let out = bftctl(&["get", key, "--verified", "--node", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("{key} = {}", value_of(key)))
+            && text.contains("verified read from node2 at height"),
+        "{text}"
+    );
+    let out = bftctl(&["get", key, "--verified", "--node", &BYZ.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bftctl accepted the liar's answer");
+    assert!(
+        err.contains(&format!("verified read from node{BYZ} rejected")),
+        "{err}"
     );
 }

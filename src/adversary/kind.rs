@@ -46,6 +46,11 @@ pub enum ByzKind {
     /// snapshot chunk requests (a `bftd` process only: the simulator has no rate limits to
     /// test and no snapshot files).
     FloodRequests,
+    /// Answers verified reads with a wrong value made to look plausible: alternately the
+    /// honest proof with a changed value, and a made-up root (under the honest certificate's
+    /// height) with a proof that matches it (a `bftd` process only: the simulator has no
+    /// clients).
+    LieVerifiedReads,
 }
 
 impl ByzKind {
@@ -65,7 +70,7 @@ impl ByzKind {
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
     /// Not `Twins`: a process runs one core.
-    pub const DAEMON: [ByzKind; 12] = [
+    pub const DAEMON: [ByzKind; 13] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -78,6 +83,7 @@ impl ByzKind {
         ByzKind::ForgeSnapshot,
         ByzKind::WrongRoot,
         ByzKind::FloodRequests,
+        ByzKind::LieVerifiedReads,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +101,7 @@ impl ByzKind {
             ByzKind::ForgeSnapshot => "forge-snapshot",
             ByzKind::WrongRoot => "wrong-root",
             ByzKind::FloodRequests => "flood-requests",
+            ByzKind::LieVerifiedReads => "lie-verified-reads",
         }
     }
 

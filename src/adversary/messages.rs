@@ -163,6 +163,7 @@ impl ByzState {
             ByzKind::DoubleVote
             | ByzKind::Twins
             | ByzKind::LieToClients
+            | ByzKind::LieVerifiedReads
             | ByzKind::ForgeSnapshot => {
                 out.extend(targets.iter().map(|t| (*t, msg.clone())));
             }

@@ -2,9 +2,17 @@
 //! always differently from the truth (another value, version, outcome), so a test can tell a
 //! lie from a right answer by comparing with what it wrote.
 //!
+//! `lie-verified-reads`: [`falsify_verified_read`] changes a verified read's value and
+//! dresses the lie up (see there); the client's checks must catch every version of it.
+//!
 //! Used only by the test-only Byzantine daemon (feature `byzantine`).
 
+use crate::api::proof::{
+    ProofTerminal, StateProof, data_path, leaf_hash, state_digest, value_hash,
+};
+use crate::api::verified_read::{VerifiedRead, decode_entry};
 use crate::kv::{KeyValue, OpReply, OpResult, Reply, VersionedValue};
+use crate::types::RootCertificate;
 
 /// What a liar stores in place of a missing key.
 const INVENTED_VALUE: &[u8] = b"forged by a lying node";
@@ -73,6 +81,47 @@ fn falsify_value(v: VersionedValue) -> VersionedValue {
         value,
         version: v.version.wrapping_add(1),
         mod_height: v.mod_height.wrapping_add(1),
+    }
+}
+
+/// A verified read of `key` whose value is wrong. `made_up_root`: the reply claims a state of
+/// one leaf, the forged entry, whose root the proof matches, and the certificate is changed to
+/// name that root (its header and QC are the honest ones, so the QC no longer signs it);
+/// otherwise the honest proof and root carry a changed entry.
+pub fn falsify_verified_read(
+    key: &[u8],
+    read: &mut VerifiedRead,
+    certificate: &mut RootCertificate,
+    made_up_root: bool,
+) {
+    let honest = match &read.proof.terminal {
+        ProofTerminal::Entry(bytes) => decode_entry(bytes),
+        _ => None,
+    };
+    let forged = falsify_found(honest).unwrap_or_else(|| VersionedValue {
+        value: INVENTED_VALUE.to_vec(),
+        version: 1,
+        mod_height: 1,
+    });
+    let mut entry = forged.version.to_le_bytes().to_vec();
+    entry.extend_from_slice(&forged.mod_height.to_le_bytes());
+    entry.extend_from_slice(&forged.value);
+    if made_up_root {
+        let root = leaf_hash(&data_path(key), &value_hash(&entry));
+        read.tree_root = root;
+        read.proof = StateProof {
+            siblings: Vec::new(),
+            terminal: ProofTerminal::Entry(entry),
+        };
+        let digest = state_digest(read.height, &root);
+        certificate.root = digest;
+        for (h, r) in &mut certificate.header.state_roots {
+            if *h == read.height {
+                *r = digest;
+            }
+        }
+    } else {
+        read.proof.terminal = ProofTerminal::Entry(entry);
     }
 }
 

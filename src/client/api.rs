@@ -6,7 +6,7 @@
 //! clone is dropped or [`Client::shutdown`] is called.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,12 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::api::ops::{KEY_BYTES_MAX, OPS_PER_REQUEST_MAX};
+use crate::api::proof::state_digest;
+use crate::api::verified_read::VerifiedReadError;
 use crate::api::{KeyValue, Op, OpReply, OpResult, Rejection, Txn, VersionedValue, encode_ops};
 use crate::config::LoadedClientConfig;
+use crate::crypto::Committee;
+use crate::crypto::root_cert::verify_root_certificate;
 use crate::types::NodeId;
 use crate::wire::SnapshotOffer;
 use crate::wire::client::{ClientFrame, NodeFrame, NodeStatus};
@@ -42,6 +46,10 @@ struct Handle {
     /// Dropped on shutdown, which wakes every sleeping link and the ticker at once.
     shutdown_tx: Mutex<Option<Sender<()>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The committee's keys, for verified reads.
+    committee: Option<Arc<Committee>>,
+    /// The highest height any verified read of this client returned (monotonic reads).
+    verified_height_seen: AtomicU64,
 }
 
 impl Handle {
@@ -139,6 +147,31 @@ pub struct StaleRead {
     pub value: Option<VersionedValue>,
 }
 
+/// A **verified** read: one node's answer, checked against a state root that a quorum of the
+/// committee certified. The value (or its absence) is what the replicated state held at
+/// `height`; a lying node cannot forge it without `2f + 1` members' keys. It is not
+/// linearizable: `height` may be behind the newest committed block (a write acknowledged just
+/// before may not be in it yet), so bound staleness with [`VerifiedReadOptions::min_height`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedValue {
+    /// The node that answered (it proved the value; it did not vouch for it).
+    pub node: NodeId,
+    /// The height whose certified state holds `value`.
+    pub height: u64,
+    pub value: Option<VersionedValue>,
+}
+
+/// Options of [`Client::get_verified_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedReadOptions {
+    /// Ask this node; `None`: the first connected one.
+    pub node: Option<NodeId>,
+    /// Refuse a reply about a state older than this height (e.g. the commit height of a
+    /// write this caller made, to read at least that write). The client also never accepts
+    /// a height below the highest one any of its verified reads returned.
+    pub min_height: u64,
+}
+
 /// One node's answer to [`Client::status`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatusReport {
@@ -178,6 +211,8 @@ impl Client {
             shutdown: Arc::clone(&shutdown),
             shutdown_tx: Mutex::new(Some(shutdown_tx)),
             threads: Mutex::new(Vec::new()),
+            committee: cluster.committee.clone(),
+            verified_height_seen: AtomicU64::new(0),
         };
         let spawn_err = |e: std::io::Error| format!("cannot start a client thread: {e}");
         for (node, link) in links.into_iter().enumerate() {
@@ -460,15 +495,7 @@ impl Client {
     }
 
     fn stale(&self, key: &[u8], target: Option<usize>) -> Result<StaleRead, ClientError> {
-        if key.is_empty() {
-            return Err(ClientError::Usage(Rejection::EmptyKey.to_string()));
-        }
-        if key.len() > KEY_BYTES_MAX {
-            return Err(ClientError::TooLarge(format!(
-                "the key of {} bytes is longer than the limit of {KEY_BYTES_MAX} bytes",
-                key.len()
-            )));
-        }
+        check_key(key)?;
         let key = key.to_vec();
         let rx = self
             .core()
@@ -502,6 +529,143 @@ impl Client {
         Err(ClientError::Unreachable {
             answers: self.core().describe_links(),
         })
+    }
+
+    /// A **verified** read of `key` from one node (the first connected one): one round trip, no
+    /// consensus, checked against a certificate of `2f + 1` members. Not linearizable; see
+    /// [`VerifiedValue`]. Monotonic: never returns a height below one this client returned
+    /// before.
+    pub fn get_verified(&self, key: &[u8]) -> Result<VerifiedValue, ClientError> {
+        self.get_verified_with(key, &VerifiedReadOptions::default())
+    }
+
+    /// [`Client::get_verified`] from a chosen node and/or with a least height. What it checks,
+    /// each failure an [`ClientError::Unverified`] naming the node: the QC has a quorum of
+    /// distinct members whose vote signatures verify; the carried block's header hashes to
+    /// the QC's block id and carries `(height, root)`; and the proof for `key` folds to
+    /// `root`. A checked reply below `max(options.min_height, highest height seen)` is
+    /// [`ClientError::Unavailable`] (the node is behind, not lying): retry or ask another.
+    pub fn get_verified_with(
+        &self,
+        key: &[u8],
+        options: &VerifiedReadOptions,
+    ) -> Result<VerifiedValue, ClientError> {
+        let Some(committee) = self.handle.committee.clone() else {
+            return Err(ClientError::Usage(
+                "verified reads need the committee's keys, and this client has none".into(),
+            ));
+        };
+        check_key(key)?;
+        let target = match options.node {
+            Some(node) if node.index() >= self.core().links.len() => {
+                return Err(ClientError::Usage(format!("{node} is not a member")));
+            }
+            Some(node) => Some(node.index()),
+            None => None,
+        };
+        // A reply may come back below the height another thread of this client read in the
+        // meantime (replies to concurrent reads cross): that is not the node's fault, and a
+        // fresh ask usually clears it, so it is retried a few times before it is an error.
+        let mut attempts_left = MONOTONIC_RETRIES;
+        loop {
+            match self.verified_once(&committee, key, target, options.min_height) {
+                Err(Attempt::BelowSeen { .. }) if attempts_left > 0 => attempts_left -= 1,
+                Err(Attempt::BelowSeen {
+                    node,
+                    height,
+                    least,
+                }) => {
+                    return Err(ClientError::Unavailable {
+                        node,
+                        reason: format!(
+                            "its newest provable certified state is height {height}, below \
+                             the highest height this client has read ({least})"
+                        ),
+                    });
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
+                Ok(read) => return Ok(read),
+            }
+        }
+    }
+
+    /// One ask of one node; every check of [`Client::get_verified_with`].
+    fn verified_once(
+        &self,
+        committee: &Committee,
+        key: &[u8],
+        target: Option<usize>,
+        min_height: u64,
+    ) -> Result<VerifiedValue, Attempt> {
+        let key_bytes = key.to_vec();
+        let rx = self
+            .core()
+            .query(QueryKind::Stale { target }, |id| ClientFrame::VerifiedGet {
+                id,
+                key: key_bytes,
+            })
+            .map_err(Attempt::Failed)?;
+        let answers = rx
+            .recv()
+            .map_err(|_| Attempt::Failed(ClientError::Closed))?;
+        for (i, answer) in answers.into_iter().enumerate() {
+            let node = NodeId(i as u16);
+            match answer {
+                Some(NodeFrame::VerifiedValue {
+                    read, certificate, ..
+                }) => {
+                    let unverified =
+                        |reason: String| Attempt::Failed(ClientError::Unverified { node, reason });
+                    // Blocks carry (and QCs certify) the state digest of a height, which
+                    // binds the tree root the proof is against.
+                    let digest = state_digest(read.height, &read.tree_root);
+                    verify_root_certificate(committee, &certificate, read.height, &digest)
+                        .map_err(|e| unverified(format!("certificate: {e}")))?;
+                    let seen = self.handle.verified_height_seen.load(Ordering::Acquire);
+                    let least = min_height.max(seen);
+                    let value = read.verify(key, &digest, least).map_err(|e| match e {
+                        // Certified but too old: the node is behind, not lying.
+                        VerifiedReadError::TooOld { height, .. } if height >= min_height => {
+                            Attempt::BelowSeen {
+                                node,
+                                height,
+                                least,
+                            }
+                        }
+                        VerifiedReadError::TooOld { height, min_height } => {
+                            Attempt::Failed(ClientError::Unavailable {
+                                node,
+                                reason: format!(
+                                    "its newest provable certified state is height {height}, \
+                                     below the least accepted {min_height} (--min-height)"
+                                ),
+                            })
+                        }
+                        e => unverified(e.to_string()),
+                    })?;
+                    self.handle
+                        .verified_height_seen
+                        .fetch_max(read.height, Ordering::AcqRel);
+                    return Ok(VerifiedValue {
+                        node,
+                        height: read.height,
+                        value,
+                    });
+                }
+                Some(NodeFrame::Unavailable { reason, .. }) => {
+                    return Err(Attempt::Failed(ClientError::Unavailable { node, reason }));
+                }
+                _ => {}
+            }
+        }
+        Err(Attempt::Failed(ClientError::Unreachable {
+            answers: self.core().describe_links(),
+        }))
+    }
+
+    /// The highest height a verified read of this client returned (0 before the first).
+    pub fn verified_height_seen(&self) -> u64 {
+        self.handle.verified_height_seen.load(Ordering::Acquire)
     }
 
     /// Asks every node for its status; waits for all of them or `query_timeout`. Nodes that did
@@ -621,6 +785,34 @@ impl Client {
     pub fn client_key(&self) -> [u8; 32] {
         self.core().client_key.0
     }
+}
+
+/// Asks a verified read is repeated when only the client's own monotonic bound refused it.
+const MONOTONIC_RETRIES: u32 = 3;
+
+/// How one ask of a verified read ended, short of a value.
+enum Attempt {
+    /// Checked, but below a height another verified read of this client returned.
+    BelowSeen {
+        node: NodeId,
+        height: u64,
+        least: u64,
+    },
+    Failed(ClientError),
+}
+
+/// A key a single-node read may ask for: not empty, within the key limit.
+fn check_key(key: &[u8]) -> Result<(), ClientError> {
+    if key.is_empty() {
+        return Err(ClientError::Usage(Rejection::EmptyKey.to_string()));
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(ClientError::TooLarge(format!(
+            "the key of {} bytes is longer than the limit of {KEY_BYTES_MAX} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
 }
 
 fn shape(expected: &str, got: &impl std::fmt::Debug) -> ClientError {

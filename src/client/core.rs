@@ -65,7 +65,8 @@ pub(crate) enum QueryKind {
     SnapshotChunk {
         target: usize,
     },
-    /// Asked of one node: the first one connected, unless the caller named one.
+    /// Asked of one node (stale and verified reads): the first one connected, unless the
+    /// caller named one.
     Stale {
         target: Option<usize>,
     },
@@ -383,7 +384,9 @@ impl Core {
             }
             (
                 QueryKind::Stale { target },
-                NodeFrame::StaleValue { .. } | NodeFrame::Unavailable { .. },
+                NodeFrame::StaleValue { .. }
+                | NodeFrame::VerifiedValue { .. }
+                | NodeFrame::Unavailable { .. },
             ) => target == Some(node),
             _ => false,
         };
@@ -515,6 +518,7 @@ impl LinkEvents for Core {
                 Ok(())
             }
             NodeFrame::StaleValue { id, .. }
+            | NodeFrame::VerifiedValue { id, .. }
             | NodeFrame::Status { id, .. }
             | NodeFrame::Unavailable { id, .. }
             | NodeFrame::SnapshotOffer { id, .. }

@@ -87,6 +87,9 @@ pub enum ClientError {
     /// The node asked would not answer from its state, and said why (e.g. its state diverged
     /// from the certified one); ask another node.
     Unavailable { node: NodeId, reason: String },
+    /// A verified read's reply failed a check (certificate, header, proof or height): the node
+    /// sent something the committee did not certify. Nothing of it was returned.
+    Unverified { node: NodeId, reason: String },
 }
 
 fn list(answers: &[NodeAnswer]) -> String {
@@ -142,6 +145,9 @@ impl fmt::Display for ClientError {
             ClientError::Closed => f.write_str("the client was shut down"),
             ClientError::Unavailable { node, reason } => {
                 write!(f, "{node} will not answer from its state: {reason}")
+            }
+            ClientError::Unverified { node, reason } => {
+                write!(f, "verified read from {node} rejected: {reason}")
             }
         }
     }

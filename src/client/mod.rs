@@ -43,7 +43,8 @@ pub mod seq;
 mod tally;
 
 pub use api::{
-    Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult, prefix_end,
+    Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult,
+    VerifiedReadOptions, VerifiedValue, prefix_end,
 };
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};

@@ -6,11 +6,12 @@
 //! still being retried can never fall out of that window because newer ones committed first.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::CLIENT_WINDOW_SEQS;
 use crate::config::LoadedClientConfig;
-use crate::crypto::Signer;
+use crate::crypto::{Committee, Signer};
 use crate::net::noise::KEY_BYTES;
 use crate::types::{ClusterId, NodeId};
 use crate::wire::client::CLIENT_FRAME_BYTES_MAX;
@@ -35,6 +36,9 @@ pub struct ClusterEndpoints {
     pub signer: Signer,
     /// The client's X25519 static secret for the Noise handshakes.
     pub noise_secret: [u8; KEY_BYTES],
+    /// The members' Ed25519 keys, to check the certificates of verified reads (`None`:
+    /// `Client::get_verified` refuses, having nothing to check against).
+    pub committee: Option<Arc<Committee>>,
 }
 
 impl ClusterEndpoints {
@@ -54,6 +58,7 @@ impl ClusterEndpoints {
                 .collect(),
             signer: config.signer(),
             noise_secret: *config.noise_secret(),
+            committee: Some(Arc::new(config.committee.clone())),
         }
     }
 

@@ -23,8 +23,9 @@ use super::{
 };
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage, domain};
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, QuorumCert, Round,
-    STATE_ROOTS_MAX, Sig, SyncInfo, SyncRequest, Timeout, TimeoutCert, Vote, ops_digest,
+    Block, BlockHeader, BlockId, CertifiedHeader, ClientRequest, Height, Message, NodeId,
+    QuorumCert, RootCertificate, Round, STATE_ROOTS_MAX, Sig, SyncInfo, SyncRequest, Timeout,
+    TimeoutCert, Vote, ops_digest,
 };
 
 /// The newest QC-path leader decisions kept for the simulator's checker; the daemon never drains
@@ -356,16 +357,27 @@ impl Core {
         );
     }
 
-    /// A QC certifies block `id`: the roots it carries are certified.
-    fn certify(&mut self, id: &BlockId) {
-        let Some(block) = self.tree.get(id) else {
+    /// A QC certifies block `qc.block_id`: the roots it carries are certified. The newest
+    /// such root is kept with its certificate (the block's header and this QC), for verified
+    /// reads.
+    fn certify(&mut self, qc: &QuorumCert) {
+        let Some(block) = self.tree.get(&qc.block_id) else {
             return;
         };
-        if block.state_roots.is_empty() {
+        let Some(&(height, root)) = block.state_roots.last() else {
             return;
+        };
+        if self.roots.wants_certificate(height) {
+            let cert = RootCertificate {
+                height,
+                root,
+                header: CertifiedHeader::from_block(block),
+                qc: qc.clone(),
+            };
+            self.roots.set_certificate(cert);
         }
         let roots = block.state_roots.clone();
-        let found = self.roots.on_certified(*id, &roots);
+        let found = self.roots.on_certified(qc.block_id, &roots);
         self.note_divergence(found);
     }
 
@@ -608,7 +620,7 @@ impl Core {
                 self.request_sync(qc.block_id, peer);
             }
         } else {
-            self.certify(&qc.block_id);
+            self.certify(qc);
             self.try_commit(qc);
         }
         if qc.round >= self.round {
@@ -1026,7 +1038,7 @@ impl Core {
         while let Some(id) = ready.pop() {
             self.sync.done(&id);
             if let Some(qc) = self.tree.get(&id).map(|b| b.qc.clone()) {
-                self.certify(&qc.block_id);
+                self.certify(&qc);
                 self.try_commit(&qc);
             }
             for (child_id, child) in self.sync.take_children_of(&id) {

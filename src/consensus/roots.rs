@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::types::{BlockId, Height};
+use std::sync::Arc;
+
+use crate::types::{BlockId, Height, RootCertificate};
 
 /// Heights kept in each map: enough to check every root a block may carry (a leader carries
 /// roots of heights its chain committed, at most a few dozen blocks behind its own), and to
@@ -67,6 +69,8 @@ pub struct RootBook {
     /// root at this height or above ends the divergence.
     replaced_at: Option<Height>,
     certified_log: VecDeque<(Height, [u8; 32])>,
+    /// The certificate of the highest certified root seen here (for verified reads).
+    certificate: Option<Arc<RootCertificate>>,
 }
 
 impl RootBook {
@@ -88,6 +92,24 @@ impl RootBook {
         self.certified
             .last_key_value()
             .map(|(h, (r, b))| (*h, *r, *b))
+    }
+
+    /// Whether a certified root of `height` is newer than the kept certificate's.
+    pub fn wants_certificate(&self, height: Height) -> bool {
+        self.certificate.as_ref().is_none_or(|c| c.height < height)
+    }
+
+    /// Keeps `cert` if it certifies a newer height than the kept one (the caller built it from
+    /// a verified QC and the block it certifies).
+    pub fn set_certificate(&mut self, cert: RootCertificate) {
+        if self.wants_certificate(cert.height) {
+            self.certificate = Some(Arc::new(cert));
+        }
+    }
+
+    /// The certificate of the newest certified root seen here.
+    pub fn certificate(&self) -> Option<Arc<RootCertificate>> {
+        self.certificate.clone()
     }
 
     pub fn diverged(&self) -> Option<Divergence> {

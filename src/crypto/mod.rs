@@ -8,6 +8,7 @@
 
 pub mod domain;
 mod keys;
+pub mod root_cert;
 mod seen_cache;
 mod sig_batch;
 mod verifier;

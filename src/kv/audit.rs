@@ -99,6 +99,8 @@ impl KvStore {
         );
         // Tree nodes written behind `apply_nowait`: the node cache must not keep old ones.
         self.tree_cache.clear();
+        // The tree of earlier heights is not what the log's old nodes belong to any more.
+        self.undo.clear();
         let written = self.engine.write(&batch);
         self.tree_cache.clear();
         written?;

@@ -17,6 +17,7 @@
 mod audit;
 pub mod exactly_once;
 mod execute;
+pub mod history;
 pub mod keys;
 mod node_cache;
 pub use crate::api::ops;
@@ -33,7 +34,7 @@ pub use crate::api::{
 };
 pub use audit::TreeAudit;
 pub use snapshot::SnapshotInfo;
-pub use state_machine::{KvRequest, KvStore};
+pub use state_machine::{KvRequest, KvStore, ReadAsOfError};
 
 #[cfg(test)]
 mod tests;

@@ -201,6 +201,7 @@ impl KvStore {
             .iter()
             .filter(|e| e.key.first() == Some(&super::keys::DATA_PREFIX))
             .count() as u64;
+        self.undo.clear();
         self.engine.replace_all(entries)?;
         self.applied_height = info.applied_height;
         self.tree_root = tree_root;

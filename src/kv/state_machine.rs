@@ -17,7 +17,8 @@ use std::path::Path;
 
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
-use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned};
+use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
+use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_end, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
@@ -25,7 +26,7 @@ use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
 use super::state_tree::{self, Node, TreeUpdate};
-use crate::api::proof::{StateProof, data_path};
+use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
@@ -54,6 +55,41 @@ pub struct KvStore {
     /// User keys held (the `d` entries), exact: counted on open and on a snapshot install,
     /// then moved by each block's creations and deletions (see [`KvStore::key_count`]).
     pub(super) key_count: u64,
+    /// Old values of what the last few blocks changed, for reads as of a recent height.
+    pub(super) undo: UndoLog,
+}
+
+/// Why a verified read as of a height cannot be answered here.
+#[derive(Debug)]
+pub enum ReadAsOfError {
+    /// The height is not in `readable_from ..= applied`.
+    NotReadable {
+        height: u64,
+        from: u64,
+        applied: u64,
+    },
+    /// The state here as of that height does not hash to the expected root (or a node did
+    /// not decode): it is not the certified state, so there is nothing true to prove.
+    Unprovable(String),
+}
+
+impl std::fmt::Display for ReadAsOfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadAsOfError::NotReadable {
+                height,
+                from,
+                applied,
+            } => write!(
+                f,
+                "height {height} is not readable here (applied {applied}, undo log reaches \
+                 back to {from})"
+            ),
+            ReadAsOfError::Unprovable(why) => {
+                write!(f, "the state here does not prove the certified root: {why}")
+            }
+        }
+    }
 }
 
 impl KvStore {
@@ -81,7 +117,18 @@ impl KvStore {
             tree_root,
             tree_cache: NodeCache::new(TREE_CACHE_BYTES_MAX),
             key_count,
+            undo: UndoLog::new(UNDO_HEIGHTS_DEFAULT, UNDO_BYTES_DEFAULT),
         })
+    }
+
+    /// Sets the undo log's bounds (heights and bytes); forgets what it held.
+    pub fn set_undo_bounds(&mut self, heights_max: usize, bytes_max: usize) {
+        self.undo = UndoLog::new(heights_max, bytes_max);
+    }
+
+    /// The lowest height [`KvStore::verified_read_as_of`] can read.
+    pub fn readable_from(&self) -> u64 {
+        self.undo.readable_from(self.applied_height)
     }
 
     /// The engine underneath (the runtime logs its own records through it).
@@ -166,14 +213,28 @@ impl KvStore {
         );
         let key_count = self.key_count.saturating_add_signed(delta);
         let batch = overlay.into_batch();
+        // The old values of what proofs read (data entries and tree nodes), before the batch
+        // lands. Tree nodes on the changed paths were just read, so mostly come from the cache.
+        let mut undo = Undo::new();
+        for (key, _) in &batch.ops {
+            if matches!(key.first(), Some(&DATA_PREFIX) | Some(&TREE_PREFIX)) {
+                let old = match self.tree_cache.get(key) {
+                    Some(node) => Some(node.encode()),
+                    None => self.engine.get(key),
+                };
+                undo.insert(key.clone(), old);
+            }
+        }
         let lsn = match self.engine.write_nowait(&batch) {
             Ok(lsn) => lsn,
             Err(error) => {
                 // Whether any of the batch reached the engine is unknown: forget the cache.
                 self.tree_cache.clear();
+                self.undo.clear();
                 return Err(error);
             }
         };
+        self.undo.record(height, undo);
         self.tree_cache.commit(filled.into_inner(), written);
         self.applied_height = height;
         self.tree_root = tree_root;
@@ -253,6 +314,52 @@ impl KvStore {
             height: self.applied_height,
             tree_root: self.tree_root,
             proof: self.prove(key)?,
+        })
+    }
+
+    /// A verified read of `key` as of height `height` (in `readable_from() ..= applied`),
+    /// whose tree must give `certified` (the chain's root of that height, which is the state
+    /// digest `state_digest(height, tree root)`): a node never sends a proof it has not
+    /// checked against what the client will check it against.
+    pub fn verified_read_as_of(
+        &self,
+        key: &[u8],
+        height: u64,
+        certified: &[u8; 32],
+    ) -> Result<VerifiedRead, ReadAsOfError> {
+        let from = self.readable_from();
+        if height < from || height > self.applied_height {
+            return Err(ReadAsOfError::NotReadable {
+                height,
+                from,
+                applied: self.applied_height,
+            });
+        }
+        let current = |k: &[u8]| match self.tree_cache.get(k) {
+            Some(node) => Some(node.encode()),
+            None => self.engine.get(k),
+        };
+        let read = |k: &[u8]| match self.undo.as_of(height, k) {
+            Some(old) => old.map(<[u8]>::to_vec),
+            None => current(k),
+        };
+        let unprovable = |e: &dyn std::fmt::Display| ReadAsOfError::Unprovable(e.to_string());
+        let tree_root = state_tree::stored_root(&read).map_err(|e| unprovable(&e))?;
+        if &state_digest(height, &tree_root) != certified {
+            return Err(ReadAsOfError::Unprovable(format!(
+                "the tree root as of height {height} does not give the certified state digest"
+            )));
+        }
+        let stored_key = data_key(key);
+        let proof = state_tree::prove(&read, &tree_root, &data_path(key), || read(&stored_key))
+            .map_err(|e| unprovable(&e))?;
+        // `prove` checks every node it reads against its parent's hash; folding the proof back
+        // up is the client's check, done here too so a bug cannot send a proof that fails it.
+        proof.verify(&tree_root, key).map_err(|e| unprovable(&e))?;
+        Ok(VerifiedRead {
+            height,
+            tree_root,
+            proof,
         })
     }
 

@@ -149,6 +149,10 @@ pub fn run(mut ctx: ConsensusCtx) {
         if clock.now_ms() >= ctx.replica.next_deadline_ms() {
             ctx.step(&clock, Input::Tick, &mut download);
         }
+        // Every turn: verified reads want the newest certificate as soon as it exists.
+        if let Some(cert) = ctx.replica.latest_root_certificate() {
+            ctx.status.offer_certificate(cert);
+        }
         if last_publish_ms.is_none_or(|t| clock.now_ms().saturating_sub(t) >= PUBLISH_EVERY_MS) {
             last_publish_ms = Some(clock.now_ms());
             ctx.publish(&mut peers_seen);

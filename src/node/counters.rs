@@ -54,6 +54,10 @@ pub struct NodeCounters {
     pub snapshots_rejected: Counter,
     /// Stale reads refused because the state is diverged.
     pub stale_reads_refused: Counter,
+    /// Verified reads answered with a proof and a certificate.
+    pub verified_reads_served: Counter,
+    /// Verified reads refused (diverged, no certified root the store can still read, ...).
+    pub verified_reads_refused: Counter,
     /// State-root reports to the consensus thread dropped on a full queue.
     pub applied_reports_dropped: Counter,
     /// Peer messages that failed verification, per peer (index = node id).

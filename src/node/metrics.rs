@@ -685,7 +685,7 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
     ] {
         let _ = writeln!(out, "bftd_client_requests_total{{result=\"{result}\"}} {v}");
     }
-    let totals: [(&str, &str, u64); 8] = [
+    let totals: [(&str, &str, u64); 10] = [
         (
             "bftd_client_replies_total",
             "Replies sent to client connections.",
@@ -715,6 +715,16 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
             "bftd_stale_reads_refused_total",
             "Stale reads refused because this node's state is diverged.",
             counters.stale_reads_refused.get(),
+        ),
+        (
+            "bftd_verified_reads_total",
+            "Verified reads answered with a proof and the certificate of its root.",
+            counters.verified_reads_served.get(),
+        ),
+        (
+            "bftd_verified_reads_refused_total",
+            "Verified reads refused: state diverged, or no certified root the store can read.",
+            counters.verified_reads_refused.get(),
         ),
         (
             "bftd_applied_reports_dropped_total",

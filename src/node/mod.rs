@@ -152,6 +152,10 @@ impl Node {
         let consensus_dir = layout.consensus();
         let mut kv = KvStore::open(&state_dir, engine_options())
             .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
+        kv.set_undo_bounds(
+            settings.verified_read_undo_heights,
+            settings.verified_read_undo_bytes_max,
+        );
         // The state tree is kept incrementally; entries changed behind the state machine's back
         // would leave it describing the old ones. Rebuilt from the entries, the node's roots
         // say what it holds, so the first certified root it compares with finds it diverged.

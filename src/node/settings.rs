@@ -36,6 +36,12 @@ pub struct NodeSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `/health` answers 503 when the last QC is older than this while work is pending.
     pub health_qc_age_ms_max: u64,
+    /// Applied blocks whose overwritten state (entries and tree nodes) is kept in memory, so
+    /// verified reads can prove keys as of the newest certified root, which lags the applied
+    /// height by two or three blocks.
+    pub verified_read_undo_heights: usize,
+    /// Bytes that history may hold; the oldest blocks go first beyond it.
+    pub verified_read_undo_bytes_max: usize,
 }
 
 impl Default for NodeSettings {
@@ -51,6 +57,8 @@ impl Default for NodeSettings {
             state_transfer_after_ms: 3_000,
             metrics_addr: None,
             health_qc_age_ms_max: 10_000,
+            verified_read_undo_heights: crate::kv::history::UNDO_HEIGHTS_DEFAULT,
+            verified_read_undo_bytes_max: crate::kv::history::UNDO_BYTES_DEFAULT,
         }
     }
 }
@@ -78,6 +86,14 @@ impl NodeSettings {
             ("snapshots_kept", self.snapshots_kept as u64),
             ("state_transfer_after_ms", self.state_transfer_after_ms),
             ("health_qc_age_ms_max", self.health_qc_age_ms_max),
+            (
+                "verified_read_undo_heights",
+                self.verified_read_undo_heights as u64,
+            ),
+            (
+                "verified_read_undo_bytes_max",
+                self.verified_read_undo_bytes_max as u64,
+            ),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err((format!("node.{name}"), "must be above zero".into()));

@@ -4,10 +4,13 @@
 //!
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
 //! snapshot requests go to the serving thread; answers to our own snapshot requests go to
-//! the consensus thread (which runs the state transfer); stale reads and status requests are
-//! answered here, from the KV store's read lock and the status board; clients' snapshot
-//! requests (`bftctl snapshot save`) pass one rate limit shared by all clients and go to the
-//! serving thread.
+//! the consensus thread (which runs the state transfer); stale reads, verified reads and status
+//! requests are answered here, from the KV store's read lock and the status board (which
+//! holds the newest root certificates the consensus thread published). A verified read is
+//! answered synchronously like a stale read, so a link has at most what its inbound frames
+//! hold in flight; its proof is checked against the certified root before it is sent.
+//! Clients' snapshot requests (`bftctl snapshot save`) pass one rate limit shared by all
+//! clients and go to the serving thread.
 //!
 //! Cheap filters first (issue 13 item 8): sync requests, snapshot requests, `SyncInfo` and
 //! timeouts pass per-peer rate limits ([`super::peer_limits`]), and a sync response must
@@ -33,6 +36,7 @@ use super::routes::ReplyRoutes;
 use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
 use super::status::StatusBoard;
+use crate::api::ops::KEY_BYTES_MAX;
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
@@ -144,6 +148,7 @@ impl VerifyCtx {
             Remote::Client(conn) => match decode_client_frame(&frame.bytes) {
                 Ok(ClientFrame::Submit(req)) => sorted.requests.push((conn, req)),
                 Ok(ClientFrame::StaleGet { id, key }) => self.stale_get(conn, id, &key),
+                Ok(ClientFrame::VerifiedGet { id, key }) => self.verified_get(conn, id, &key),
                 Ok(ClientFrame::Status { id }) => {
                     let status = self.status.snapshot();
                     self.reply(conn, &NodeFrame::Status { id, status });
@@ -235,6 +240,63 @@ impl VerifyCtx {
                 );
             }
             Err(e) => log::error!("stale read failed: {e}"),
+        }
+    }
+
+    /// A read proven against the newest certified root the store can still read (the applied
+    /// height or one its undo log reaches back to). The proof is checked against that root
+    /// here before it is sent; anything else is refused with the reason.
+    fn verified_get(&self, conn: ClientId, id: u64, key: &[u8]) {
+        let refuse = |reason: String| {
+            self.counters.verified_reads_refused.bump();
+            self.reply(conn, &NodeFrame::Unavailable { id, reason });
+        };
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return refuse(format!(
+                "a key must be 1 to {KEY_BYTES_MAX} bytes, not {}",
+                key.len()
+            ));
+        }
+        if let Some(d) = self.status.divergence() {
+            return refuse(format!(
+                "state diverged from the certified root at height {}; repairing",
+                d.height
+            ));
+        }
+        let kv = self.kv.read();
+        let (from, applied) = (kv.readable_from(), kv.applied_height());
+        let Some(certificate) = self.status.certificate_within(from, applied) else {
+            drop(kv);
+            let newest = self.status.newest_certified_height();
+            return refuse(match newest {
+                None => "no certified state root known yet".to_string(),
+                Some(h) => format!(
+                    "no certified root this node can prove against: newest certified height \
+                     {h}, state readable at heights {from}..={applied}"
+                ),
+            });
+        };
+        match kv.verified_read_as_of(key, certificate.height, &certificate.root) {
+            Ok(mut read) => {
+                drop(kv);
+                self.counters.verified_reads_served.bump();
+                let mut certificate = Box::new((*certificate).clone());
+                self.byzantine
+                    .verified_read(key, &mut read, &mut certificate);
+                self.reply(
+                    conn,
+                    &NodeFrame::VerifiedValue {
+                        id,
+                        read,
+                        certificate,
+                    },
+                );
+            }
+            Err(e) => {
+                drop(kv);
+                log::warn!("verified read at height {}: {e}", certificate.height);
+                refuse(e.to_string());
+            }
         }
     }
 

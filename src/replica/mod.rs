@@ -294,6 +294,11 @@ impl Replica {
         self.core.roots().latest_certified()
     }
 
+    /// The certificate (carrying block header and QC) of the newest certified root known here.
+    pub fn latest_root_certificate(&self) -> Option<std::sync::Arc<crate::types::RootCertificate>> {
+        self.core.roots().certificate()
+    }
+
     /// Certified roots since the last call (for the simulator's checker).
     pub fn take_certified_roots(&mut self) -> Vec<(Height, [u8; 32])> {
         self.core.take_certified_roots()

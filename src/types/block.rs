@@ -12,6 +12,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::cert::genesis_block_id;
+use super::root_cert::{BlockIdFields, hash_block_id};
 use super::{
     BlockId, ClientRequest, ClusterId, Height, NodeId, QuorumCert, Round, Sig, TimeoutCert,
 };
@@ -62,36 +63,29 @@ impl Block {
     /// covered: the leader schedule reads them (`consensus::leader`), so two copies of a block
     /// with one id must not carry different signers.
     pub fn compute_id(&self) -> BlockId {
-        let mut h = blake3::Hasher::new();
-        h.update(b"bftd/block-id/v3");
-        h.update(&self.round.to_le_bytes());
-        h.update(&self.height.to_le_bytes());
-        h.update(&self.author.0.to_le_bytes());
-        h.update(&self.qc.block_id.0);
-        h.update(&self.qc.round.to_le_bytes());
-        hash_signers(&mut h, self.qc.votes.iter().map(|v| v.node));
-        match &self.tc {
-            Some(tc) => {
-                h.update(&[1]);
-                h.update(&tc.round.to_le_bytes());
-                h.update(&tc.high_qc.round.to_le_bytes());
-                hash_signers(&mut h, tc.timeouts.iter().map(|t| t.node));
-            }
-            None => {
-                h.update(&[0]);
-            }
-        }
-        h.update(&self.roots_after.to_le_bytes());
-        h.update(&(self.state_roots.len() as u64).to_le_bytes());
-        for (height, root) in &self.state_roots {
-            h.update(&height.to_le_bytes());
-            h.update(root);
-        }
-        h.update(&(self.payload.len() as u64).to_le_bytes());
-        for req in &self.payload {
-            h.update(&req.digest().0);
-        }
-        BlockId(*h.finalize().as_bytes())
+        // The signer lists are short (at most n); collecting them keeps one hash function
+        // for blocks and certified headers.
+        let qc_signers: Vec<NodeId> = self.qc.votes.iter().map(|v| v.node).collect();
+        let tc_signers: Vec<NodeId> = self
+            .tc
+            .iter()
+            .flat_map(|tc| tc.timeouts.iter().map(|t| t.node))
+            .collect();
+        hash_block_id(&BlockIdFields {
+            round: self.round,
+            height: self.height,
+            author: self.author,
+            parent: &self.qc.block_id,
+            parent_qc_round: self.qc.round,
+            parent_qc_signers: &qc_signers,
+            tc: self
+                .tc
+                .as_ref()
+                .map(|tc| (tc.round, tc.high_qc.round, tc_signers.as_slice())),
+            roots_after: self.roots_after,
+            state_roots: &self.state_roots,
+            payload_digests: self.payload.iter().map(|r| r.digest().0),
+        })
     }
 
     /// The highest height whose root this block's chain carries: the last carried height, or
@@ -141,14 +135,5 @@ impl Block {
     /// Payload bytes, for the `max_block_bytes` limit.
     pub fn payload_bytes(&self) -> usize {
         self.payload.iter().map(ClientRequest::size_bytes).sum()
-    }
-}
-
-/// A signer list as its length and the node ids in order (the verifier makes them canonical:
-/// strictly ascending), so distinct lists never hash alike.
-fn hash_signers(h: &mut blake3::Hasher, nodes: impl ExactSizeIterator<Item = NodeId>) {
-    h.update(&(nodes.len() as u64).to_le_bytes());
-    for node in nodes {
-        h.update(&node.0.to_le_bytes());
     }
 }

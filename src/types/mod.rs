@@ -10,9 +10,11 @@ mod cert;
 mod ids;
 mod message;
 mod request;
+mod root_cert;
 
 pub use block::{Block, BlockHeader, STATE_ROOTS_MAX};
 pub use cert::{QuorumCert, SignerSig, TimeoutCert, TimeoutSig};
 pub use ids::{BlockId, ClientKey, ClusterId, Height, NodeId, Round, Sig};
 pub use message::{Message, SyncInfo, SyncRequest, SyncResponse, Timeout, Vote};
 pub use request::{ClientRequest, RequestDigest, RequestId, ops_digest};
+pub use root_cert::{CertifiedHeader, RootCertificate, TcSummary};

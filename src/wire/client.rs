@@ -17,9 +17,10 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::api::verified_read::VerifiedRead;
 use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
-use crate::types::ClientRequest;
+use crate::types::{ClientRequest, RootCertificate};
 use crate::wire::SnapshotOffer;
 
 /// Largest client or node frame the decoders accept.
@@ -53,6 +54,9 @@ pub enum ClientFrame {
         offset: u64,
         len: u32,
     },
+    /// Read one key with a proof against a certified state root (answered with
+    /// `NodeFrame::VerifiedValue` or `Unavailable`). One node, no consensus: not linearizable.
+    VerifiedGet { id: u64, key: Vec<u8> },
 }
 
 /// Why a node did not take a request.
@@ -113,6 +117,15 @@ pub enum NodeFrame {
     Status {
         id: u64,
         status: NodeStatus,
+    },
+    /// Answer to `VerifiedGet`: the key's entry or its absence, proven against the state root
+    /// after `read.height`, and the certificate that a quorum certified that root. The client
+    /// checks all of it and trusts none of it on the node's word.
+    VerifiedValue {
+        id: u64,
+        read: VerifiedRead,
+        /// Boxed: a header with its payload digests dwarfs every other frame.
+        certificate: Box<RootCertificate>,
     },
     /// This node will not answer query `id` from its state, and why (e.g. its state root
     /// differs from the one the cluster certified: it would serve wrong data).

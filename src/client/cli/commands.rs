@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use crate::api::ops::VALUE_BYTES_MAX;
 use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue};
-use crate::client::{Client, ClientOptions, NodeStatusReport, RangeResult, StaleRead, prefix_end};
+use crate::client::{
+    Client, ClientOptions, NodeStatusReport, RangeResult, StaleRead, VerifiedReadOptions,
+    VerifiedValue, prefix_end,
+};
 use crate::config::ClientConfig;
 use crate::keys_file::to_hex;
 use crate::types::NodeId;
@@ -147,8 +150,27 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
         }
         Command::Get {
             key,
+            value_only,
+            verified: Some(spec),
+            ..
+        } => {
+            let options = VerifiedReadOptions {
+                node: spec.node.map(NodeId),
+                min_height: spec.min_height,
+            };
+            let read = client
+                .get_verified_with(key.as_bytes(), &options)
+                .map_err(|e| e.to_string())?;
+            if *value_only {
+                return value_only_output(key, read.value.as_ref(), out);
+            }
+            verified_output(key, &read, json)
+        }
+        Command::Get {
+            key,
             stale: false,
             value_only,
+            ..
         } => {
             let found = client.get(key.as_bytes()).map_err(|e| e.to_string())?;
             if *value_only {
@@ -160,6 +182,7 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
             key,
             stale: true,
             value_only,
+            ..
         } => {
             let read = client
                 .get_stale(key.as_bytes())
@@ -323,6 +346,34 @@ fn get_output(
         ),
         None => body,
     }
+}
+
+/// A verified read: the value, `"verified": true`, the height it is valid at and the node.
+fn verified_output(key: &str, read: &VerifiedValue, json: bool) -> String {
+    if json {
+        let mut f = vec![
+            ("key".to_string(), Json::str(key)),
+            ("found".into(), Json::Bool(read.value.is_some())),
+        ];
+        if let Some(v) = &read.value {
+            value_json(&mut f, v);
+        }
+        f.push(("linearizable".into(), Json::Bool(false)));
+        f.push(("verified".into(), Json::Bool(true)));
+        f.push(("height".into(), Json::U64(read.height)));
+        f.push(("node".into(), Json::U64(u64::from(read.node.0))));
+        return Json::Obj(f).render();
+    }
+    let body = read
+        .value
+        .as_ref()
+        .map_or(format!("{key}: not found"), |v| {
+            format!("{key} = {}", value_text(v))
+        });
+    format!(
+        "{body}  [verified read from {} at height {}: proof and 2f+1 certificate checked]",
+        read.node, read.height
+    )
 }
 
 fn entry_json(kv: &KeyValue) -> Json {

@@ -40,6 +40,14 @@ COMMANDS:
                                   its last applied state, and the output says which node.
                                   --print-value-only: the value's raw bytes and nothing else
                                   (no newline); a missing key prints nothing and exits 1
+    get KEY --verified [--node N] [--min-height H]
+                                  One node (N, or the first connected) answers with a Merkle
+                                  proof against a state root 2f+1 members certified, and the
+                                  certificate; bftctl checks all of it, so a lying node is
+                                  caught. No consensus round: NOT linearizable, the value is
+                                  the state at the printed height, which may be a few blocks
+                                  old. --min-height H: refuse a state older than height H
+                                  (e.g. the commit height of a write you want to see)
     get PREFIX --prefix           Every key that starts with PREFIX (like range, below)
     get KEY --from-key            Every key >= KEY (same as 'range KEY')
     del KEY                       Delete KEY; says whether it existed
@@ -109,6 +117,13 @@ pub struct ListSpec {
     pub keys_only: bool,
 }
 
+/// Where and how fresh a verified read must be.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedSpec {
+    pub node: Option<u16>,
+    pub min_height: u64,
+}
+
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -120,6 +135,8 @@ pub enum Command {
         key: String,
         stale: bool,
         value_only: bool,
+        /// `Some`: a verified read.
+        verified: Option<VerifiedSpec>,
     },
     Del {
         key: String,
@@ -162,6 +179,9 @@ pub enum Parsed {
 #[derive(Default)]
 struct Flags {
     stale: bool,
+    verified: bool,
+    node: Option<u16>,
+    min_height: Option<u64>,
     value_only: bool,
     prefix: bool,
     from_key: bool,
@@ -231,6 +251,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Long("stale") => flag(&mut flags, "--stale", |f| f.stale = true),
+            Long("verified") => flag(&mut flags, "--verified", |f| f.verified = true),
+            Long("node") => {
+                let v = number(&mut parser, "--node")?;
+                flag(&mut flags, "--node", |f| f.node = Some(v));
+            }
+            Long("min-height") => {
+                let v = number(&mut parser, "--min-height")?;
+                flag(&mut flags, "--min-height", |f| f.min_height = Some(v));
+            }
             Long("limit") => {
                 let v = number(&mut parser, "--limit")?;
                 flag(&mut flags, "--limit", |f| f.limit = Some(v));
@@ -316,10 +345,27 @@ fn get(key: &str, flags: &Flags) -> Result<(Command, Vec<&'static str>), String>
         });
         return Ok((list(key, None, flags, flags.prefix)?, allowed));
     }
+    if flags.verified {
+        if flags.stale {
+            return Err("--stale and --verified do not go together; see 'bftctl --help'".into());
+        }
+        let cmd = Command::Get {
+            key: key.to_string(),
+            stale: false,
+            value_only: flags.value_only,
+            verified: Some(VerifiedSpec {
+                node: flags.node,
+                min_height: flags.min_height.unwrap_or(0),
+            }),
+        };
+        let allowed = vec!["--verified", "--node", "--min-height", "--print-value-only"];
+        return Ok((cmd, allowed));
+    }
     let cmd = Command::Get {
         key: key.to_string(),
         stale: flags.stale,
         value_only: flags.value_only,
+        verified: None,
     };
     Ok((cmd, vec!["--stale", "--print-value-only"]))
 }
@@ -489,7 +535,20 @@ mod tests {
             Command::Get {
                 key: "k".into(),
                 stale: true,
-                value_only: false
+                value_only: false,
+                verified: None
+            }
+        );
+        assert_eq!(
+            cmd(&["get", "k", "--verified", "--node", "2", "--min-height", "9"]),
+            Command::Get {
+                key: "k".into(),
+                stale: false,
+                value_only: false,
+                verified: Some(VerifiedSpec {
+                    node: Some(2),
+                    min_height: 9
+                })
             }
         );
         assert_eq!(

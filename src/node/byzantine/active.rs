@@ -3,7 +3,7 @@
 //! [`crate::adversary::ByzKind`]); without it they change nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -83,6 +83,8 @@ pub struct ServingHook {
     kind: Option<ByzKind>,
     /// A forger's forged snapshot file, made on the first chunk asked for.
     forged: Arc<Mutex<Option<ForgedFile>>>,
+    /// Verified reads lied about so far (picks the lie).
+    lies: Arc<AtomicU64>,
 }
 
 struct ForgedFile {
@@ -97,6 +99,20 @@ impl ServingHook {
             Some(ByzKind::Silent) => None,
             Some(ByzKind::LieToClients) => Some(encode_node_frame(&lie(frame))),
             _ => Some(encode_node_frame(frame)),
+        }
+    }
+
+    /// A verified read of `key` as this member answers it (`lie-verified-reads` falsifies it,
+    /// alternating the two ways of [`replies::falsify_verified_read`]).
+    pub fn verified_read(
+        &self,
+        key: &[u8],
+        read: &mut crate::api::verified_read::VerifiedRead,
+        certificate: &mut crate::types::RootCertificate,
+    ) {
+        if self.kind == Some(ByzKind::LieVerifiedReads) {
+            let made_up_root = self.lies.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+            replies::falsify_verified_read(key, read, certificate, made_up_root);
         }
     }
 
@@ -257,6 +273,7 @@ pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartEr
     let serving = ServingHook {
         kind,
         forged: Arc::new(Mutex::new(None)),
+        lies: Arc::new(AtomicU64::new(0)),
     };
     let consensus = ConsensusHook {
         state,

@@ -39,6 +39,15 @@ impl ServingHook {
     }
 
     #[inline]
+    pub fn verified_read(
+        &self,
+        _key: &[u8],
+        _read: &mut crate::api::verified_read::VerifiedRead,
+        _certificate: &mut crate::types::RootCertificate,
+    ) {
+    }
+
+    #[inline]
     pub fn state_answer(&self, answer: StateMsg, _snapshots: &SnapshotDir) -> Option<StateMsg> {
         Some(answer)
     }

@@ -46,6 +46,9 @@ Workload:
   --read-ratio P     share of operations that are gets, 0..=1 [default: 0]
   --stale-reads      reads are one-node stale gets (not ordered, not checked by f + 1 nodes)
                      instead of linearizable gets through consensus; needs --batch 1
+  --verified-reads   reads are one-node verified gets (a Merkle proof against a root 2f+1
+                     members certified, checked by the client; not linearizable); needs
+                     --batch 1
   --seed N           seed for key and operation choice [default: from the clock]
 
 Connection and output:
@@ -97,6 +100,7 @@ pub struct Spec {
     pub dist: Dist,
     pub read_ratio: f64,
     pub stale_reads: bool,
+    pub verified_reads: bool,
     pub seed: Option<u64>,
     pub timeout: Duration,
     pub json: Option<PathBuf>,
@@ -120,6 +124,7 @@ struct Raw {
     dist: Option<Dist>,
     read_ratio: Option<f64>,
     stale_reads: bool,
+    verified_reads: bool,
     seed: Option<u64>,
     timeout_ms: Option<u64>,
     json: Option<PathBuf>,
@@ -147,6 +152,7 @@ where
             Long("dist") => raw.dist = Some(dist(&text(&mut p, "--dist")?)?),
             Long("read-ratio") => raw.read_ratio = Some(number(&mut p, "--read-ratio")?),
             Long("stale-reads") => raw.stale_reads = true,
+            Long("verified-reads") => raw.verified_reads = true,
             Long("seed") => raw.seed = Some(number(&mut p, "--seed")?),
             Long("timeout-ms") => raw.timeout_ms = Some(number(&mut p, "--timeout-ms")?),
             Long("json") => raw.json = Some(p.value().map_err(err)?.into()),
@@ -188,6 +194,12 @@ impl Raw {
         if self.stale_reads && batch != 1 {
             return Err("--stale-reads reads one key per query: use it with --batch 1".into());
         }
+        if self.verified_reads && batch != 1 {
+            return Err("--verified-reads reads one key per query: use it with --batch 1".into());
+        }
+        if self.verified_reads && self.stale_reads {
+            return Err("--stale-reads and --verified-reads are two read modes: pick one".into());
+        }
         let duration = self.duration.unwrap_or(Duration::from_secs(10));
         let timeout_ms = self.timeout_ms.unwrap_or(10_000);
         if timeout_ms == 0 || timeout_ms > 3_600_000 {
@@ -205,6 +217,7 @@ impl Raw {
             dist: self.dist.unwrap_or(Dist::Uniform),
             read_ratio,
             stale_reads: self.stale_reads,
+            verified_reads: self.verified_reads,
             seed: self.seed,
             timeout: Duration::from_millis(timeout_ms),
             json: self.json,
@@ -378,6 +391,8 @@ mod tests {
             (&["--duration", "0s"], "--duration"),
             (&["--duration", "ten"], "--duration"),
             (&["--stale-reads", "--batch", "2"], "--batch 1"),
+            (&["--verified-reads", "--batch", "2"], "--batch 1"),
+            (&["--verified-reads", "--stale-reads"], "pick one"),
             (&["--batch", "256", "--value-size", "65536"], "per request"),
             (&["--frobnicate"], "--frobnicate"),
             (&["--keys"], "--keys"),

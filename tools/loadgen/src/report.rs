@@ -79,6 +79,8 @@ fn describe_workload(spec: &Spec) -> String {
     };
     let reads = if spec.stale_reads {
         "stale"
+    } else if spec.verified_reads {
+        "verified"
     } else {
         "linearizable"
     };
@@ -194,6 +196,7 @@ impl Summary {
             ),
             ("read_ratio", Json::F64(self.spec.read_ratio)),
             ("stale_reads", Json::Bool(self.spec.stale_reads)),
+            ("verified_reads", Json::Bool(self.spec.verified_reads)),
             ("seed", Json::U64(self.seed)),
             ("elapsed_s", Json::F64(self.elapsed.as_secs_f64())),
             ("interrupted", Json::Bool(self.interrupted)),

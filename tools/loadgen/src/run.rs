@@ -160,6 +160,7 @@ fn execute(client: &Client, request: Request) -> Result<(), ClientError> {
     match request {
         Request::Ops(ops) => client.submit(ops)?.wait().map(drop),
         Request::StaleGet(key) => client.get_stale(&key).map(drop),
+        Request::VerifiedGet(key) => client.get_verified(&key).map(drop),
     }
 }
 

@@ -56,7 +56,8 @@ impl ErrorKind {
             | ClientError::Unavailable { .. }
             | ClientError::WrongCluster { .. } => ErrorKind::Unreachable,
             ClientError::Rejected { .. } => ErrorKind::Rejected,
-            ClientError::BadReply(_) => ErrorKind::BadReply,
+            // A verified read that failed its checks is a bad reply from that node.
+            ClientError::BadReply(_) | ClientError::Unverified { .. } => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,
             ClientError::Usage(_) => ErrorKind::Usage,
             ClientError::Closed => ErrorKind::Closed,

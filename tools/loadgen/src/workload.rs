@@ -18,6 +18,8 @@ pub enum Request {
     Ops(Vec<Op>),
     /// A one-node stale read (`--stale-reads`), outside consensus.
     StaleGet(Vec<u8>),
+    /// A one-node verified read (`--verified-reads`): proof and certificate checked here.
+    VerifiedGet(Vec<u8>),
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +35,7 @@ pub struct Workload {
     read_ratio: f64,
     batch: usize,
     stale_reads: bool,
+    verified_reads: bool,
     value: Vec<u8>,
 }
 
@@ -47,6 +50,7 @@ impl Workload {
             read_ratio: spec.read_ratio,
             batch: spec.batch,
             stale_reads: spec.stale_reads,
+            verified_reads: spec.verified_reads,
             value: (0..spec.value_bytes)
                 .map(|i| b'a' + (i % 26) as u8)
                 .collect(),
@@ -66,13 +70,19 @@ impl Workload {
     }
 
     pub fn next(&self, rng: &mut Rng) -> Request {
-        if self.stale_reads && self.is_read(rng) {
-            return Request::StaleGet(key(self.key_index(rng)));
+        let one_node_reads = self.stale_reads || self.verified_reads;
+        if one_node_reads && self.is_read(rng) {
+            let key = key(self.key_index(rng));
+            return if self.verified_reads {
+                Request::VerifiedGet(key)
+            } else {
+                Request::StaleGet(key)
+            };
         }
         let ops = (0..self.batch)
             .map(|_| {
-                // With --stale-reads the read/write choice was made above, per request.
-                let read = !self.stale_reads && self.is_read(rng);
+                // With one-node reads the read/write choice was made above, per request.
+                let read = !one_node_reads && self.is_read(rng);
                 let key = key(self.key_index(rng));
                 if read {
                     Op::Get { key }
@@ -134,6 +144,18 @@ mod tests {
         }
         let share = f64::from(gets) / f64::from(gets + puts);
         assert!((0.23..0.27).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn verified_reads_are_separate_queries() {
+        let w = workload(&["--read-ratio", "1", "--verified-reads", "--keys", "5"]);
+        let mut rng = Rng::new(3);
+        for _ in 0..50 {
+            match w.next(&mut rng) {
+                Request::VerifiedGet(key) => assert!(key.starts_with(b"lg/")),
+                other => panic!("expected a verified get, got {other:?}"),
+            }
+        }
     }
 
     #[test]

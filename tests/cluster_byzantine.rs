@@ -458,6 +458,31 @@ fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
         .output()
         .expect("run bftctl");
     let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = json
+        .split("\"downloaded_from\":[")
+        .nth(1)
+        .and_then(|s| s.split(']').next())
+        .unwrap_or_else(|| panic!("downloaded_from in {json}"));
+    assert!(!from.is_empty() && !from.contains('3'), "{json}");
+    assert!(json.contains("\"distrusted\":[3]"), "{json}");
+    let restored = Command::new(bftd_bin())
+        .args(["snapshot", "restore", "--data-dir"])
+        .arg(dir.path().join("fresh"))
+        .arg(&file)
+        .output()
+        .expect("run bftd snapshot restore");
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+}
+
 /// A verified read of `key` from node `i` at a height >= `least`: retried while the node's
 /// newest certified root is older (a write drives the next blocks, so newer roots get
 /// certified), never accepting anything the client's checks reject.
@@ -580,23 +605,6 @@ fn node_that_lies_to_verified_reads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let from = json
-        .split("\"downloaded_from\":[")
-        .nth(1)
-        .and_then(|s| s.split(']').next())
-        .unwrap_or_else(|| panic!("downloaded_from in {json}"));
-    assert!(!from.is_empty() && !from.contains('3'), "{json}");
-    assert!(json.contains("\"distrusted\":[3]"), "{json}");
-    let restored = Command::new(bftd_bin())
-        .args(["snapshot", "restore", "--data-dir"])
-        .arg(dir.path().join("fresh"))
-        .arg(&file)
-        .output()
-        .expect("run bftd snapshot restore");
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
     for want in [
         format!(r#""value":"{}","version":1"#, value_of(key)),
         r#""verified":true"#.to_string(),

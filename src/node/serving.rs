@@ -145,7 +145,10 @@ impl ServingCtx {
                     bytes,
                 }
             }
-            ClientFrame::Submit(_) | ClientFrame::StaleGet { .. } | ClientFrame::Status { .. } => {
+            ClientFrame::Submit(_)
+            | ClientFrame::StaleGet { .. }
+            | ClientFrame::VerifiedGet { .. }
+            | ClientFrame::Status { .. } => {
                 return;
             }
         };

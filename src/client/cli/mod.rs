@@ -195,7 +195,6 @@ struct Flags {
     ops: Option<u64>,
     value_size: Option<usize>,
     concurrency: Option<usize>,
-    node: Option<u16>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -283,10 +282,6 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Long("value-size") => {
                 let v = number(&mut parser, "--value-size")?;
                 flag(&mut flags, "--value-size", |f| f.value_size = Some(v));
-            }
-            Long("node") => {
-                let v = number(&mut parser, "--node")?;
-                flag(&mut flags, "--node", |f| f.node = Some(v));
             }
             Long("concurrency") => {
                 let v = number(&mut parser, "--concurrency")?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::keys::is_covered_prefix;
+use super::keys::{DATA_PREFIX, is_covered_prefix};
 use super::state_tree::Change;
 use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
@@ -64,6 +64,16 @@ impl<'e> BlockOverlay<'e> {
             .collect();
         changes.sort_unstable_by_key(|a| a.0);
         changes
+    }
+
+    /// The block's writes to data entries so far, in key order: the stored key and the new
+    /// stored value (`None`: deleted). The watch log is built from these.
+    pub fn data_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let start = vec![DATA_PREFIX];
+        let end = vec![DATA_PREFIX + 1];
+        self.writes
+            .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
+            .map(|(key, slot)| (key.as_slice(), slot.as_deref()))
     }
 
     /// Up to `limit` live entries with `start <= key < end`, overlay over engine.

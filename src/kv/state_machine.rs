@@ -25,6 +25,8 @@ use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
 use super::state_tree::{self, Node, TreeUpdate};
+use super::watch_log::{self, LOG_META_KEY, LogState, WatchRetention};
+use crate::api::WatchEvent;
 use crate::api::proof::{StateProof, data_path};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
@@ -51,6 +53,9 @@ pub struct KvStore {
     pub(super) tree_root: [u8; 32],
     /// Tree nodes as the engine holds them (a subset), for the per-block update and proofs.
     pub(super) tree_cache: NodeCache,
+    /// What the watch log holds (`kv::watch_log`), as of `applied_height`.
+    pub(super) watch_log: LogState,
+    pub(super) watch_retention: WatchRetention,
 }
 
 impl KvStore {
@@ -71,11 +76,14 @@ impl KvStore {
     ) -> Result<KvStore, StorageError> {
         let engine = Engine::open(dir, options, on_record)?;
         let (applied_height, tree_root) = load_meta(&engine)?;
+        let watch_log = LogState::load(&engine, applied_height)?;
         Ok(KvStore {
             engine,
             applied_height,
             tree_root,
             tree_cache: NodeCache::new(TREE_CACHE_BYTES_MAX),
+            watch_log,
+            watch_retention: WatchRetention::default(),
         })
     }
 
@@ -120,6 +128,13 @@ impl KvStore {
         for request in requests {
             replies.push(apply_request(&mut overlay, height, request)?);
         }
+        let watch_log = watch_log::stage_block(
+            &mut overlay,
+            &self.engine,
+            self.watch_log,
+            self.watch_retention,
+            height,
+        )?;
         // Nodes read from the engine, admitted to the cache once the batch is accepted.
         let filled = RefCell::new(Vec::new());
         let read = |key: &[u8]| {
@@ -147,7 +162,7 @@ impl KvStore {
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         for (key, value) in meta {
             assert!(
-                key.first() == Some(&META_PREFIX) && *key != META_KEY,
+                key.first() == Some(&META_PREFIX) && *key != META_KEY && *key != LOG_META_KEY,
                 "runtime meta keys live under the meta prefix"
             );
             overlay.set_derived(key.to_vec(), Some(value.to_vec()));
@@ -164,7 +179,41 @@ impl KvStore {
         self.tree_cache.commit(filled.into_inner(), written);
         self.applied_height = height;
         self.tree_root = tree_root;
+        self.watch_log = watch_log;
         Ok((replies, lsn))
+    }
+
+    /// Sets how much history the watch log keeps from the next block on.
+    pub fn set_watch_retention(&mut self, retention: WatchRetention) {
+        self.watch_retention = retention;
+    }
+
+    /// The watch log holds every change at heights above this (up to `applied_height()`).
+    pub fn watch_floor(&self) -> u64 {
+        self.watch_log.floor
+    }
+
+    /// Bytes of watch log records held.
+    pub fn watch_log_bytes(&self) -> u64 {
+        self.watch_log.bytes
+    }
+
+    /// The watch log's records of heights `from..=applied_height()` (heights without changes
+    /// have none), oldest first, bounded by `heights_max` records and about `bytes_max` bytes.
+    /// The caller checks `from > watch_floor()` first: below it, history is gone.
+    pub fn watch_read(
+        &self,
+        from: u64,
+        heights_max: usize,
+        bytes_max: usize,
+    ) -> Result<Vec<(u64, Vec<WatchEvent>)>, StorageError> {
+        watch_log::read(
+            &self.engine,
+            from,
+            self.applied_height,
+            heights_max,
+            bytes_max,
+        )
     }
 
     /// A runtime meta entry written with [`KvStore::apply_nowait`].

@@ -87,6 +87,9 @@ pub enum ClientError {
     /// The node asked would not answer from its state, and said why (e.g. its state diverged
     /// from the certified one); ask another node.
     Unavailable { node: NodeId, reason: String },
+    /// A watch needed history from `asked_from`, which `f + 1` nodes no longer keep; it can
+    /// resume from `resume_from` (the changes in between are not available any more).
+    Compacted { asked_from: u64, resume_from: u64 },
 }
 
 fn list(answers: &[NodeAnswer]) -> String {
@@ -143,6 +146,15 @@ impl fmt::Display for ClientError {
             ClientError::Unavailable { node, reason } => {
                 write!(f, "{node} will not answer from its state: {reason}")
             }
+            ClientError::Compacted {
+                asked_from,
+                resume_from,
+            } => write!(
+                f,
+                "compacted: the cluster no longer keeps the changes from height {asked_from}; \
+                 resume from {resume_from} (--from-height {resume_from}; changes in between \
+                 are gone)"
+            ),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`error`]: [`ClientError`], which names what each node answered;
 //! - `core` (the in-flight table, resends, deadlines), `tally` (the `f + 1` rule), `link`
 //!   (one Noise link per member, with redial backoff), [`seq`] (why seqs start at the clock);
+//! - [`watch`]: [`Watch`], a stream of committed changes a client emits only when `f + 1`
+//!   nodes sent them identically (`watch_merge` holds that rule);
 //! - [`cli`]: the `bftctl` command.
 //!
 //! Invariants: every request goes to **all** nodes (a Byzantine leader cannot censor it) and is
@@ -39,9 +41,13 @@ mod link;
 pub mod options;
 pub mod seq;
 mod tally;
+pub mod watch;
+mod watch_merge;
 
 pub use api::{Client, NodeStatusReport, RangeResult, StaleRead, Ticket, TxnResult, prefix_end};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;
 pub use options::{ClientOptions, ClusterEndpoints, Endpoint};
+pub use watch::Watch;
+pub use watch_merge::WatchBatch;

@@ -199,14 +199,15 @@ impl KvStore {
     }
 
     /// The watch log's records of heights `from..=applied_height()` (heights without changes
-    /// have none), oldest first, bounded by `heights_max` records and about `bytes_max` bytes.
-    /// The caller checks `from > watch_floor()` first: below it, history is gone.
+    /// have none), oldest first, bounded by `heights_max` records and about `bytes_max` bytes,
+    /// and whether that is all of them (false: read on after the last one). The caller checks
+    /// `from > watch_floor()` first: below it, history is gone.
     pub fn watch_read(
         &self,
         from: u64,
         heights_max: usize,
         bytes_max: usize,
-    ) -> Result<Vec<(u64, Vec<WatchEvent>)>, StorageError> {
+    ) -> Result<(Vec<(u64, Vec<WatchEvent>)>, bool), StorageError> {
         watch_log::read(
             &self.engine,
             from,

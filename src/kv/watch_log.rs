@@ -189,16 +189,17 @@ fn prune(
 }
 
 /// Records of heights `from..=upto`, oldest first, at most `heights_max` records and about
-/// `bytes_max` bytes (always at least one record if any exists).
+/// `bytes_max` bytes (always at least one record if any exists), and whether they are all
+/// the records up to `upto` (false: read on from after the last one).
 pub fn read(
     engine: &Engine,
     from: u64,
     upto: u64,
     heights_max: usize,
     bytes_max: usize,
-) -> Result<Vec<(u64, Vec<WatchEvent>)>, StorageError> {
+) -> Result<(Vec<(u64, Vec<WatchEvent>)>, bool), StorageError> {
     if from > upto {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), true));
     }
     let end = log_key(upto.saturating_add(1));
     let end = if upto == u64::MAX {
@@ -207,15 +208,17 @@ pub fn read(
         end
     };
     let rows = engine.range(&log_key(from), Some(&end), heights_max);
+    let mut complete = rows.len() < heights_max;
     let mut out = Vec::with_capacity(rows.len());
     let mut bytes = 0usize;
     for (key, value) in rows {
         if !out.is_empty() && bytes.saturating_add(value.len()) > bytes_max {
+            complete = false;
             break;
         }
         bytes = bytes.saturating_add(value.len());
         let height = parse_log_key(&key)?;
         out.push((height, decode_record(&value, height)?));
     }
-    Ok(out)
+    Ok((out, complete))
 }

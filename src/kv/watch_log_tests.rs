@@ -46,7 +46,7 @@ fn delete_event(key: &str) -> WatchEvent {
 }
 
 fn all_records(store: &KvStore) -> Vec<(u64, Vec<WatchEvent>)> {
-    store.watch_read(1, usize::MAX, usize::MAX).unwrap()
+    store.watch_read(1, usize::MAX, usize::MAX).unwrap().0
 }
 
 #[test]
@@ -83,9 +83,19 @@ fn a_block_records_its_final_changes_in_key_order() {
     assert_eq!(all_records(&store), expected);
     assert_eq!(store.watch_floor(), 0);
     // Reads start where asked and are bounded.
-    assert_eq!(store.watch_read(2, 10, usize::MAX).unwrap(), expected[1..]);
-    assert_eq!(store.watch_read(1, 1, usize::MAX).unwrap(), expected[..1]);
-    assert_eq!(store.watch_read(1, 10, 1).unwrap(), expected[..1]);
+    assert_eq!(
+        store.watch_read(2, 10, usize::MAX).unwrap(),
+        (expected[1..].to_vec(), true)
+    );
+    assert_eq!(
+        store.watch_read(1, 1, usize::MAX).unwrap(),
+        (expected[..1].to_vec(), false)
+    );
+    assert_eq!(
+        store.watch_read(1, 10, 1).unwrap(),
+        (expected[..1].to_vec(), false)
+    );
+    assert_eq!(store.watch_read(4, 10, 1).unwrap(), (Vec::new(), true));
     // The log survives a reopen.
     drop(store);
     let store = open(dir.path());

@@ -14,6 +14,7 @@
 //! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
 //! - [`serving`]: the thread that answers peers' bulk requests (snapshot chunks, committed
 //!   blocks from the block store) off the consensus and storage threads;
+//! - [`watchers`]: the thread that streams clients' watches from the KV store's watch log;
 //! - [`peer_limits`], [`solicited`]: per-peer rate limits on costly requests, and the record
 //!   of sync requests that lets the verifiers drop unsolicited responses unverified;
 //! - [`data_dir`]: the layout of the data dir and the engines' options, spelled once;
@@ -52,6 +53,7 @@ pub mod solicited;
 pub mod status;
 pub mod storage_loop;
 pub mod verify_pool;
+pub mod watchers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -84,6 +86,7 @@ use solicited::Solicited;
 use status::StatusBoard;
 use storage_loop::{StorageCtx, StorageToConsensus};
 use verify_pool::VerifyCtx;
+use watchers::{WatchCtx, WatchQueue};
 
 /// State-root reports queued from the storage thread to the consensus thread at most (one per
 /// applied block; the consensus thread drains them every turn).
@@ -108,6 +111,7 @@ pub struct Node {
     consensus: Option<JoinHandle<()>>,
     storage: Option<JoinHandle<()>>,
     serving: Option<JoinHandle<()>>,
+    watch: Option<JoinHandle<()>>,
     verifiers: Vec<JoinHandle<()>>,
     status: Arc<StatusBoard>,
     counters: Arc<NodeCounters>,
@@ -283,6 +287,17 @@ impl Node {
             storage_loop::run(storage_ctx, storage_rx)
         })?;
 
+        let (watch_queue, watch_rx) = WatchQueue::new(counters.clone());
+        let watch_ctx = WatchCtx {
+            kv: kv.clone(),
+            status: status.clone(),
+            out: out.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            byzantine: serving_hook.clone(),
+        };
+        let watch_thread = spawn("bftd-watch", move || watchers::run(watch_ctx, watch_rx))?;
+
         let verifier = Arc::new(Verifier::new(
             committee.clone(),
             VerifierLimits {
@@ -298,6 +313,7 @@ impl Node {
             inbound: transport.inbound().clone(),
             consensus: consensus_tx,
             serving: serve_queue.clone(),
+            watches: watch_queue,
             limits: peer_limits.clone(),
             solicited: solicited.clone(),
             out: out.clone(),
@@ -384,6 +400,7 @@ impl Node {
             consensus: Some(consensus),
             storage: Some(storage),
             serving: Some(serving_thread),
+            watch: Some(watch_thread),
             verifiers,
             status,
             counters,
@@ -447,6 +464,10 @@ impl Node {
         self.stop.store(true, Ordering::SeqCst);
         drop(self.metrics_server.take());
         for t in self.verifiers.drain(..) {
+            let _ = t.join();
+        }
+        // The verifiers held its queue: it sees the queue disconnect (or the flag) and exits.
+        if let Some(t) = self.watch.take() {
             let _ = t.join();
         }
         if let Some(t) = self.consensus.take() {

@@ -4,7 +4,8 @@
 //!
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
 //! snapshot requests go to the serving thread; answers to our own snapshot requests go to
-//! the consensus thread (which runs the state transfer); stale reads and status requests are
+//! the consensus thread (which runs the state transfer); watch commands go to the watch
+//! thread; stale reads and status requests are
 //! answered here, from the KV store's read lock and the status board.
 //!
 //! Cheap filters first (issue 13 item 8): sync requests, snapshot requests, `SyncInfo` and
@@ -30,6 +31,7 @@ use super::routes::ReplyRoutes;
 use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
 use super::status::StatusBoard;
+use super::watchers::{WatchCmd, WatchQueue};
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
@@ -46,6 +48,8 @@ pub struct VerifyCtx {
     pub consensus: Sender<ConsensusInput>,
     /// Peers' snapshot requests go to the serving thread.
     pub serving: ServeQueue,
+    /// Clients' watch commands go to the watch thread.
+    pub watches: WatchQueue,
     pub limits: Arc<PeerLimits>,
     pub solicited: Arc<Solicited>,
     pub out: OutboundSender,
@@ -110,6 +114,21 @@ impl VerifyCtx {
             Remote::Client(conn) => match decode_client_frame(&frame.bytes) {
                 Ok(ClientFrame::Submit(req)) => sorted.requests.push((conn, req)),
                 Ok(ClientFrame::StaleGet { id, key }) => self.stale_get(conn, id, &key),
+                Ok(ClientFrame::Watch {
+                    id,
+                    key,
+                    prefix,
+                    from_height,
+                }) => self.watches.offer(WatchCmd::Watch {
+                    conn,
+                    id,
+                    key,
+                    prefix,
+                    from_height,
+                }),
+                Ok(ClientFrame::Unwatch { id }) => {
+                    self.watches.offer(WatchCmd::Unwatch { conn, id })
+                }
                 Ok(ClientFrame::Status { id }) => {
                     let status = self.status.snapshot();
                     self.reply(conn, &NodeFrame::Status { id, status });

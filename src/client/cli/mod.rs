@@ -56,6 +56,17 @@ COMMANDS:
                                   COND: version(K) = 3, value(K) != 'x', exists(K) = true
                                   (operators = != < >; several: repeat --if or use ';').
                                   OPS: 'put K V; get K; del K'. Quote words with ' or \".
+    watch KEY [--prefix] [--from-height H]
+                                  Print the committed changes to KEY (with --prefix: to every
+                                  key that starts with KEY; \"\" --prefix is every key), one
+                                  line each, in commit order, as they commit, until Ctrl-C:
+                                  'HEIGHT PUT KEY = VALUE (version V)' or 'HEIGHT DELETE KEY'
+                                  (--json: one JSON object per line). A change is printed only
+                                  when f+1 nodes sent it identically. From height H (history
+                                  the nodes still keep: by default the last 10000 heights), or
+                                  from the height f+1 nodes have applied now. When the nodes no
+                                  longer keep height H, fails with 'compacted: ... resume
+                                  from N'
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
     bench [--ops N] [--value-size B] [--concurrency C]
@@ -128,6 +139,11 @@ pub enum Command {
     },
     Status,
     Bench(bench::BenchSpec),
+    Watch {
+        key: String,
+        prefix: bool,
+        from_height: Option<u64>,
+    },
 }
 
 /// Parsed command line.
@@ -164,6 +180,7 @@ struct Flags {
     ops: Option<u64>,
     value_size: Option<usize>,
     concurrency: Option<usize>,
+    from_height: Option<u64>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -242,6 +259,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Long("value-size") => {
                 let v = number(&mut parser, "--value-size")?;
                 flag(&mut flags, "--value-size", |f| f.value_size = Some(v));
+            }
+            Long("from-height") => {
+                let v: u64 = number(&mut parser, "--from-height")?;
+                if v == 0 {
+                    return Err("--from-height: heights start at 1".into());
+                }
+                flag(&mut flags, "--from-height", |f| f.from_height = Some(v));
             }
             Long("concurrency") => {
                 let v = number(&mut parser, "--concurrency")?;
@@ -352,6 +376,14 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
             (cmd, vec!["--if", "--then", "--else"])
         }
         ("status", []) => (Command::Status, vec![]),
+        ("watch", [k]) => {
+            let cmd = Command::Watch {
+                key: k.clone(),
+                prefix: flags.prefix,
+                from_height: flags.from_height,
+            };
+            (cmd, vec!["--prefix", "--from-height"])
+        }
         ("bench", []) => {
             let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
             (
@@ -359,7 +391,7 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
                 vec!["--ops", "--value-size", "--concurrency"],
             )
         }
-        ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench", _) => {
+        ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench" | "watch", _) => {
             return Err(format!(
                 "'{name}' got {} argument(s), which does not fit its usage; see 'bftctl --help'",
                 rest.len()
@@ -386,6 +418,9 @@ fn empty_key(command: &Command) -> Option<&'static str> {
         {
             Some("KEY")
         }
+        Command::Watch {
+            key, prefix: false, ..
+        } if key.is_empty() => Some("KEY (watch every key with '\"\" --prefix')"),
         Command::DelPrefix { prefix } if prefix.is_empty() => {
             Some("PREFIX (deleting every key is not offered)")
         }

@@ -188,6 +188,23 @@ fn lie(frame: &NodeFrame) -> NodeFrame {
             applied_height: *applied_height,
             value: replies::falsify_found(value.clone()),
         },
+        NodeFrame::WatchEvents {
+            id,
+            height,
+            prev_height,
+            events,
+        } => NodeFrame::WatchEvents {
+            id: *id,
+            height: *height,
+            prev_height: *prev_height,
+            events: events
+                .iter()
+                .map(|e| crate::api::WatchEvent {
+                    key: e.key.clone(),
+                    value: replies::falsify_found(e.value.clone()),
+                })
+                .collect(),
+        },
         other => other.clone(),
     }
 }

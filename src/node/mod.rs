@@ -153,6 +153,7 @@ impl Node {
         let consensus_dir = layout.consensus();
         let mut kv = KvStore::open(&state_dir, engine_options())
             .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
+        kv.set_watch_retention(settings.watch_retention());
         // The state tree is kept incrementally; entries changed behind the state machine's back
         // would leave it describing the old ones. Rebuilt from the entries, the node's roots
         // say what it holds, so the first certified root it compares with finds it diverged.

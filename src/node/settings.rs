@@ -36,6 +36,12 @@ pub struct NodeSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `/health` answers 503 when the last QC is older than this while work is pending.
     pub health_qc_age_ms_max: u64,
+    /// Heights of committed changes the watch log keeps for `watch --from-height`; a watch
+    /// from an older height gets "compacted, resume from H".
+    pub watch_log_heights: u64,
+    /// Bytes of watch log records kept at most (the oldest go first; the newest height's
+    /// record is always kept).
+    pub watch_log_bytes_max: u64,
 }
 
 impl Default for NodeSettings {
@@ -51,11 +57,21 @@ impl Default for NodeSettings {
             state_transfer_after_ms: 3_000,
             metrics_addr: None,
             health_qc_age_ms_max: 10_000,
+            watch_log_heights: crate::kv::watch_log::WATCH_LOG_HEIGHTS_DEFAULT,
+            watch_log_bytes_max: crate::kv::watch_log::WATCH_LOG_BYTES_DEFAULT,
         }
     }
 }
 
 impl NodeSettings {
+    /// How much history the KV store's watch log keeps.
+    pub fn watch_retention(&self) -> crate::kv::WatchRetention {
+        crate::kv::WatchRetention {
+            heights: self.watch_log_heights,
+            bytes: self.watch_log_bytes_max,
+        }
+    }
+
     /// The number of verifier threads to start.
     pub fn verifier_thread_count(&self) -> usize {
         if self.verifier_threads > 0 {
@@ -78,6 +94,8 @@ impl NodeSettings {
             ("snapshots_kept", self.snapshots_kept as u64),
             ("state_transfer_after_ms", self.state_transfer_after_ms),
             ("health_qc_age_ms_max", self.health_qc_age_ms_max),
+            ("watch_log_heights", self.watch_log_heights),
+            ("watch_log_bytes_max", self.watch_log_bytes_max),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err((format!("node.{name}"), "must be above zero".into()));

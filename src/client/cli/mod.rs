@@ -471,6 +471,39 @@ mod tests {
     }
 
     #[test]
+    fn watch_takes_a_key_prefix_and_from_height() {
+        assert_eq!(
+            cmd(&["watch", "w/", "--prefix", "--from-height", "7"]),
+            Command::Watch {
+                key: "w/".into(),
+                prefix: true,
+                from_height: Some(7)
+            }
+        );
+        assert_eq!(
+            cmd(&["--json", "watch", "k"]),
+            Command::Watch {
+                key: "k".into(),
+                prefix: false,
+                from_height: None
+            }
+        );
+        assert_eq!(
+            cmd(&["watch", "", "--prefix"]),
+            Command::Watch {
+                key: "".into(),
+                prefix: true,
+                from_height: None
+            }
+        );
+        assert!(run(&["watch", ""]).unwrap_err().contains("KEY"));
+        assert!(run(&["watch", "k", "--from-height", "0"]).is_err());
+        assert!(run(&["watch", "k", "--limit", "3"]).is_err());
+        assert!(run(&["get", "k", "--from-height", "3"]).is_err());
+        assert!(run(&["watch"]).is_err());
+    }
+
+    #[test]
     fn commands_and_options_anywhere() {
         assert_eq!(
             cmd(&["put", "k", "v"]),

@@ -69,8 +69,8 @@ impl<'e> BlockOverlay<'e> {
     /// The block's writes to data entries so far, in key order: the stored key and the new
     /// stored value (`None`: deleted). The watch log is built from these.
     pub fn data_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        let start = vec![DATA_PREFIX];
-        let end = vec![DATA_PREFIX + 1];
+        let start = [DATA_PREFIX];
+        let end = [DATA_PREFIX + 1];
         self.writes
             .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
             .map(|(key, slot)| (key.as_slice(), slot.as_deref()))

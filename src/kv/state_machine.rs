@@ -26,7 +26,6 @@ use super::reply::{
 };
 use super::state_tree::{self, Node, TreeUpdate};
 use super::watch_log::{self, LOG_META_KEY, LogState, WatchRetention};
-use crate::api::WatchEvent;
 use crate::api::proof::{StateProof, data_path};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
@@ -207,7 +206,7 @@ impl KvStore {
         from: u64,
         heights_max: usize,
         bytes_max: usize,
-    ) -> Result<(Vec<(u64, Vec<WatchEvent>)>, bool), StorageError> {
+    ) -> Result<watch_log::LogRead, StorageError> {
         watch_log::read(
             &self.engine,
             from,

@@ -188,6 +188,10 @@ fn prune(
     Ok(state)
 }
 
+/// A read of the log: `(height, events)` records, oldest first, and whether they are all the
+/// records up to the asked height.
+pub type LogRead = (Vec<(u64, Vec<WatchEvent>)>, bool);
+
 /// Records of heights `from..=upto`, oldest first, at most `heights_max` records and about
 /// `bytes_max` bytes (always at least one record if any exists), and whether they are all
 /// the records up to `upto` (false: read on from after the last one).
@@ -197,7 +201,7 @@ pub fn read(
     upto: u64,
     heights_max: usize,
     bytes_max: usize,
-) -> Result<(Vec<(u64, Vec<WatchEvent>)>, bool), StorageError> {
+) -> Result<LogRead, StorageError> {
     if from > upto {
         return Ok((Vec::new(), true));
     }

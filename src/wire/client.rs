@@ -107,6 +107,13 @@ pub enum NodeFrame {
         id: u64,
         status: NodeStatus,
     },
+    /// This node will not answer query `id` from its state, and why (e.g. its state root
+    /// differs from the one the cluster certified: it would serve wrong data).
+    Unavailable {
+        id: u64,
+        reason: String,
+    },
+    // Watch frames come last so the tags of the frames before them stay what they were.
     /// The changes of one `height` that watch `id` asked for, in key order. `prev_height` is
     /// the previous height with matching changes at or after the watch's `from_height`, or
     /// `from_height - 1` if there is none: every honest node sends the same chain, so a client
@@ -122,12 +129,6 @@ pub enum NodeFrame {
     WatchCompacted {
         id: u64,
         oldest_height: u64,
-    },
-    /// This node will not answer query `id` from its state, and why (e.g. its state root
-    /// differs from the one the cluster certified: it would serve wrong data).
-    Unavailable {
-        id: u64,
-        reason: String,
     },
 }
 

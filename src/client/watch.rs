@@ -26,8 +26,10 @@ use super::watch_merge::{WatchBatch, WatchInput, WatchMerge};
 pub(crate) const WATCH_NOTES_MAX: usize = 4096;
 /// No progress for this long while frames wait: re-subscribe every node.
 const STALLED_RESUBSCRIBE: Duration = Duration::from_secs(1);
-/// Nothing at all for this long: re-subscribe every node (frames may have been dropped).
-const IDLE_RESUBSCRIBE: Duration = Duration::from_secs(10);
+/// Nothing at all for this long: re-subscribe every node (frames may have been dropped on
+/// every link at once). Long, because a re-subscription makes every node re-read its log from
+/// the last emitted height, which for a quiet key in a busy cluster is many records.
+const IDLE_RESUBSCRIBE: Duration = Duration::from_secs(60);
 /// Longest single wait for a note, so re-subscriptions happen on time.
 const NOTE_WAIT_MAX: Duration = Duration::from_millis(200);
 

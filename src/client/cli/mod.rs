@@ -63,10 +63,10 @@ COMMANDS:
                                   'HEIGHT PUT KEY = VALUE (version V)' or 'HEIGHT DELETE KEY'
                                   (--json: one JSON object per line). A change is printed only
                                   when f+1 nodes sent it identically. From height H (history
-                                  the nodes still keep: by default the last 10000 heights), or
-                                  from the height f+1 nodes have applied now. When the nodes no
-                                  longer keep height H, fails with 'compacted: ... resume
-                                  from N'
+                                  the nodes still keep: by default the last 10000 heights);
+                                  without it, after the height f+1 nodes have applied when
+                                  the command starts. When the nodes no longer keep height H,
+                                  fails with 'compacted: ... resume from N'
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
     bench [--ops N] [--value-size B] [--concurrency C]

@@ -262,3 +262,40 @@ fn watch_streams_committed_changes_in_order_across_a_node_restart() {
     assert!(out.status.success(), "exit {:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A height whose watched changes do not fit one frame ends the watch with a refusal that
+/// says so (here: a range delete of 40 keys of 4000 bytes against 128 KiB frames), rather
+/// than a watch that silently stops.
+#[test]
+fn a_height_too_large_for_a_frame_is_refused_with_a_reason() {
+    let net = Testnet::new(
+        4,
+        "block_bytes_max = 16384\nsync_response_bytes_max = 40960",
+        "",
+    );
+    for i in 0..net.nodes {
+        let path = net.config(i);
+        let text = std::fs::read_to_string(&path).expect("read node config");
+        let text = text.replace("[limits]\n", "[limits]\nmax_frame_bytes = 131072\n");
+        std::fs::write(&path, text).expect("write node config");
+    }
+    let _procs = start_all(&net);
+    let config = net.client_config();
+    let long = "x".repeat(4000);
+    for i in 0..40 {
+        ok(bftctl(&config, &["put", &format!("big/{long}{i:02}"), "v"]));
+    }
+    let before = applied_height(&net);
+    ok(bftctl(&config, &["del", "big/", "--prefix"]));
+    let from = (before + 1).to_string();
+    let out = bftctl(
+        &config,
+        &["watch", "big/", "--prefix", "--from-height", &from],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("more than the 131072 a watch frame may carry; watch a narrower key"),
+        "{err}"
+    );
+}

@@ -295,6 +295,7 @@ impl Node {
             out: out.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
+            frame_bytes_max: watchers::WATCH_FRAME_BYTES_MAX.min(cfg.raw.limits.max_frame_bytes),
             byzantine: serving_hook.clone(),
         };
         let watch_thread = spawn("bftd-watch", move || watchers::run(watch_ctx, watch_rx))?;

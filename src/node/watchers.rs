@@ -31,6 +31,7 @@ use crate::api::{WatchEvent, watch_matches};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Outbound, OutboundSender};
 use crate::wire::NodeFrame;
+use crate::wire::client::encode_node_frame;
 
 /// Commands waiting for the watch thread.
 pub const WATCH_COMMANDS_MAX: usize = 256;
@@ -42,6 +43,10 @@ pub const WATCHERS_MAX: usize = 1024;
 const READ_HEIGHTS_MAX: usize = 256;
 /// Log bytes one pass reads for one watcher (at least one record is read).
 const READ_BYTES_MAX: usize = 1 << 20;
+/// Largest `WatchEvents` frame sent: under the client library's default frame limit (16 MiB)
+/// and capped by the transport's `max_frame_bytes`. A height whose matching changes do not
+/// fit ends the watch with a refusal that says so, never a silent stall.
+pub const WATCH_FRAME_BYTES_MAX: usize = 8 << 20;
 /// How long the thread waits for a command when every watcher is caught up.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 
@@ -85,6 +90,8 @@ pub struct WatchCtx {
     pub out: OutboundSender,
     pub counters: Arc<NodeCounters>,
     pub stop: Arc<AtomicBool>,
+    /// `WATCH_FRAME_BYTES_MAX`, or the transport's `max_frame_bytes` if lower.
+    pub frame_bytes_max: usize,
     /// Test-only Byzantine answers (a no-op unless built with the `byzantine` feature).
     pub byzantine: ServingHook,
 }
@@ -255,6 +262,19 @@ impl WatchCtx {
                     prev_height: w.prev_height,
                     events,
                 };
+                let bytes = encode_node_frame(&frame);
+                if bytes.len() > self.frame_bytes_max {
+                    let reason = format!(
+                        "the watched changes of height {height} take {} bytes, more than the \
+                         {} a watch frame may carry; watch a narrower key or prefix, or resume \
+                         from height {}",
+                        bytes.len(),
+                        self.frame_bytes_max,
+                        height + 1
+                    );
+                    self.unavailable(conn, id, reason);
+                    return Served::Done;
+                }
                 if !self.send(conn, &frame) {
                     return Served::Idle; // no room: read again from `next_height` later
                 }

@@ -331,6 +331,12 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
             offset,
             bytes: Vec::new(),
         }),
+        // The fakes keep no change log: watches are tested against real nodes.
+        ClientFrame::Watch { id, .. } => Some(NodeFrame::Unavailable {
+            id,
+            reason: "this fake node does not serve watches".into(),
+        }),
+        ClientFrame::Unwatch { .. } => None,
     }
 }
 

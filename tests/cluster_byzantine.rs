@@ -640,3 +640,45 @@ fn node_that_lies_to_verified_reads() {
         "{err}"
     );
 }
+
+/// A watch passes on exactly the committed changes although one node falsifies every watch
+/// frame it sends (values altered, deletes turned into puts).
+#[test]
+fn a_watch_passes_on_no_lie() {
+    let (net, _procs, client) = run_kind("lie-to-clients");
+    let mut watch = client.watch(b"wz/", true, None).expect("start the watch");
+    client.put(b"wz/a", b"1").expect("put");
+    client.put(b"wz/b", b"2").expect("put");
+    client.delete(b"wz/a").expect("delete");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let batch = watch
+            .next(DEADLINE)
+            .expect("the watch runs")
+            .expect("changes within the deadline");
+        for event in batch.events {
+            got.push((event.key, event.value.map(|v| (v.value, v.version))));
+        }
+    }
+    let expected = vec![
+        (b"wz/a".to_vec(), Some((b"1".to_vec(), 1))),
+        (b"wz/b".to_vec(), Some((b"2".to_vec(), 1))),
+        (b"wz/a".to_vec(), None),
+    ];
+    assert_eq!(got, expected);
+    // The liar does lie on watches: its own frame for the delete is not a delete.
+    let mut raw = RawClient::connect(&net, BYZ).expect("connect to the liar");
+    raw.send(&bftd::wire::ClientFrame::Watch {
+        id: 7,
+        key: b"wz/".to_vec(),
+        prefix: true,
+        from_height: watch.last_height(),
+    })
+    .expect("send a watch");
+    match raw.recv().expect("the liar answers") {
+        bftd::wire::NodeFrame::WatchEvents { events, .. } => {
+            assert!(events.iter().all(|e| e.value.is_some()), "{events:?}")
+        }
+        other => panic!("expected watch events, got {other:?}"),
+    }
+}

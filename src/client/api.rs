@@ -33,6 +33,7 @@ use super::error::ClientError;
 use super::link::{self, Link, LinkContext, LinkReport};
 use super::options::{ClientOptions, ClusterEndpoints};
 use super::seq::Start;
+use super::watch::Watch;
 
 /// A connection to a whole cluster. See the module doc of [`crate::client`] for an example.
 #[derive(Clone)]
@@ -752,6 +753,82 @@ impl Client {
             Some(other) => Err(shape("the snapshot chunk asked for", &other)),
             None => Ok(None),
         }
+    }
+
+    /// Watches the committed changes to `key` (every key starting with `key` when `prefix`)
+    /// from height `from_height` on, or from about now when `None` (the height `f + 1` nodes
+    /// have applied, so nothing committed after this call is missed). See [`Watch`].
+    pub fn watch(
+        &self,
+        key: &[u8],
+        prefix: bool,
+        from_height: Option<u64>,
+    ) -> Result<Watch, ClientError> {
+        if key.len() > KEY_BYTES_MAX {
+            return Err(ClientError::TooLarge(format!(
+                "the watched key is {} bytes; keys are at most {KEY_BYTES_MAX} bytes",
+                key.len()
+            )));
+        }
+        if key.is_empty() && !prefix {
+            return Err(ClientError::Usage(
+                "an empty key names nothing: watch a prefix (an empty prefix watches every key)"
+                    .into(),
+            ));
+        }
+        let from_height = match from_height {
+            Some(0) => return Err(ClientError::Usage("heights start at 1".into())),
+            Some(h) => h,
+            None => self.applied_by_f_plus_one()? + 1,
+        };
+        Watch::start(self.clone(), key.to_vec(), prefix, from_height)
+    }
+
+    /// The `f + 1`-th highest applied height the nodes report: at least one honest node has
+    /// applied it, and `f` liars cannot raise it.
+    fn applied_by_f_plus_one(&self) -> Result<u64, ClientError> {
+        let reports = self.status()?;
+        let mut heights: Vec<u64> = reports
+            .iter()
+            .filter_map(|r| r.status.as_ref().ok().map(|s| s.applied_height))
+            .collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        match heights.get(self.f()) {
+            Some(h) => Ok(*h),
+            None => Err(ClientError::Unreachable {
+                answers: self.core().describe_links(),
+            }),
+        }
+    }
+
+    pub(crate) fn core_links(&self) -> usize {
+        self.core().links.len()
+    }
+
+    pub(crate) fn register_watch(
+        &self,
+    ) -> Result<(u64, Receiver<super::watch::WatchNote>), ClientError> {
+        self.core().register_watch()
+    }
+
+    pub(crate) fn unregister_watch(&self, id: u64) {
+        self.core().unregister_watch(id)
+    }
+
+    /// Queues `frame` on the link to member `node` if it is up (dropped otherwise).
+    pub(crate) fn send_to(&self, node: usize, frame: &[u8]) {
+        if let Some(link) = self.core().links.get(node)
+            && link.is_up()
+        {
+            link.send(frame);
+        }
+    }
+
+    pub(crate) fn node_id(&self, node: usize) -> NodeId {
+        self.core()
+            .links
+            .get(node)
+            .map_or(NodeId(u16::MAX), |l| l.endpoint.id)
     }
 
     /// Waits until at least `count` links are up, or `timeout` passes; returns how many are.

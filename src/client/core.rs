@@ -31,6 +31,8 @@ use super::link::{Fault, Link, LinkEvents};
 use super::options::ClientOptions;
 use super::seq::Start;
 use super::tally::{self, Answer, Verdict};
+use super::watch::{WATCH_NOTES_MAX, WatchNote};
+use super::watch_merge::WatchInput;
 
 /// A request the cluster executed: `f + 1` nodes sent these results.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +115,8 @@ pub(crate) struct Core {
     room: Condvar,
     pub closed: AtomicBool,
     pub stray_frames: AtomicU64,
+    /// Running watches, by id (ids come from the query counter, so they never collide).
+    watches: Mutex<HashMap<u64, Sender<WatchNote>>>,
 }
 
 impl Core {
@@ -138,6 +142,7 @@ impl Core {
             room: Condvar::new(),
             closed: AtomicBool::new(false),
             stray_frames: AtomicU64::new(0),
+            watches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,6 +197,34 @@ impl Core {
         };
         table.requests.insert(seq, request);
         Ok((seq, rx))
+    }
+
+    /// A new watch id and the channel its frames and link events arrive on.
+    pub(crate) fn register_watch(&self) -> Result<(u64, Receiver<WatchNote>), ClientError> {
+        let mut table = self.table.lock();
+        if table.closed {
+            return Err(ClientError::Closed);
+        }
+        let id = table.next_query;
+        table.next_query = table.next_query.wrapping_add(1);
+        let (tx, rx) = bounded(WATCH_NOTES_MAX);
+        self.watches.lock().insert(id, tx);
+        Ok((id, rx))
+    }
+
+    pub(crate) fn unregister_watch(&self, id: u64) {
+        self.watches.lock().remove(&id);
+    }
+
+    /// Hands a watch frame to its watch; false if no watch has that id.
+    fn to_watch(&self, id: u64, note: WatchNote) -> bool {
+        let watches = self.watches.lock();
+        let Some(tx) = watches.get(&id) else {
+            return false;
+        };
+        // Full: dropped; the watch re-subscribes when it stops progressing.
+        let _ = tx.try_send(note);
+        true
     }
 
     /// Sends a status or stale-read query; the answers (index = node) arrive on the channel
@@ -479,6 +512,7 @@ impl Core {
             let _ = r.done.send(Err(ClientError::Closed));
         }
         table.queries.clear();
+        self.watches.lock().clear();
         self.room.notify_all();
     }
 }
@@ -491,6 +525,10 @@ impl LinkEvents for Core {
         }
         for q in table.queries.values_mut() {
             self.send_query(q, node);
+        }
+        drop(table);
+        for tx in self.watches.lock().values() {
+            let _ = tx.try_send(WatchNote::LinkUp(node));
         }
     }
 
@@ -517,6 +555,29 @@ impl LinkEvents for Core {
                 self.on_answer(node, seq, None, Answer::Refused(reason));
                 Ok(())
             }
+            NodeFrame::WatchEvents {
+                id,
+                height,
+                prev_height,
+                events,
+            } => {
+                let input = WatchInput::Events {
+                    height,
+                    prev_height,
+                    events,
+                };
+                self.watch_frame(id, WatchNote::Frame(node, input));
+                Ok(())
+            }
+            NodeFrame::WatchCompacted { id, oldest_height } => {
+                let input = WatchInput::Compacted { oldest_height };
+                self.watch_frame(id, WatchNote::Frame(node, input));
+                Ok(())
+            }
+            NodeFrame::Unavailable { id, reason } if self.watches.lock().contains_key(&id) => {
+                self.watch_frame(id, WatchNote::Unavailable(node, reason));
+                Ok(())
+            }
             NodeFrame::StaleValue { id, .. }
             | NodeFrame::VerifiedValue { id, .. }
             | NodeFrame::Status { id, .. }
@@ -530,6 +591,14 @@ impl LinkEvents for Core {
 }
 
 impl Core {
+    /// A frame for a watch that ended (or never was) is stray, not a violation: a node may
+    /// still send a few after an unwatch.
+    fn watch_frame(&self, id: u64, note: WatchNote) {
+        if !self.to_watch(id, note) {
+            self.stray_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn check_client(&self, client: &[u8; 32], session: u64) -> Result<(), String> {
         if *client != self.client_key.0 {
             return Err("reply addressed to another client".into());

@@ -90,6 +90,9 @@ pub enum ClientError {
     /// A verified read's reply failed a check (certificate, header, proof or height): the node
     /// sent something the committee did not certify. Nothing of it was returned.
     Unverified { node: NodeId, reason: String },
+    /// A watch needed history from `asked_from`, which `f + 1` nodes no longer keep; it can
+    /// resume from `resume_from` (the changes in between are not available any more).
+    Compacted { asked_from: u64, resume_from: u64 },
 }
 
 fn list(answers: &[NodeAnswer]) -> String {
@@ -149,6 +152,15 @@ impl fmt::Display for ClientError {
             ClientError::Unverified { node, reason } => {
                 write!(f, "verified read from {node} rejected: {reason}")
             }
+            ClientError::Compacted {
+                asked_from,
+                resume_from,
+            } => write!(
+                f,
+                "compacted: the cluster no longer keeps the changes from height {asked_from}; \
+                 resume from {resume_from} (--from-height {resume_from}; changes in between \
+                 are gone)"
+            ),
         }
     }
 }

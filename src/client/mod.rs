@@ -8,6 +8,8 @@
 //! - `core` (the in-flight table, resends, deadlines), `tally` (the `f + 1` rule), `link`
 //!   (one Noise link per member, with redial backoff), [`seq`] (why seqs start at the clock);
 //! - [`backup`]: backups of a running cluster (a snapshot f + 1 members vouch for);
+//! - [`watch`]: [`Watch`], a stream of committed changes a client emits only when `f + 1`
+//!   nodes sent them identically (`watch_merge` holds that rule);
 //! - [`cli`]: the `bftctl` command.
 //!
 //! Invariants: every request goes to **all** nodes (a Byzantine leader cannot censor it) and is
@@ -41,6 +43,8 @@ mod link;
 pub mod options;
 pub mod seq;
 mod tally;
+pub mod watch;
+mod watch_merge;
 
 pub use api::{
     Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult,
@@ -50,3 +54,5 @@ pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;
 pub use options::{ClientOptions, ClusterEndpoints, Endpoint};
+pub use watch::Watch;
+pub use watch_merge::WatchBatch;

@@ -11,10 +11,12 @@
 //! 's' ++ client(32) ++ session(u64 BE)
 //!                                   -> [u64 highest seq LE][u64 floor LE][u64 last_height LE]
 //! 't' ++ u16 BE depth ++ path prefix  -> state tree node (see `kv::state_tree`)
+//! 'w' ++ height(u64 BE)             -> the watch log record of a height (see `kv::watch_log`)
+//! 'm' ++ "watchlog"                 -> [u64 floor LE][u64 bytes LE] (see `kv::watch_log`)
 //! ```
 //! Heights, sessions and seqs are big-endian so ranges sort by them. The `a`, `c`, `d`, `n`,
-//! `r` and `s` entries are the state: leaves of the state tree, held by snapshots. The `m`
-//! and `t` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
+//! `r` and `s` entries are the state: leaves of the state tree, held by snapshots. The `m`,
+//! `t` and `w` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
 //! `r` and `s` entries mean.
 
 use super::reply::VersionedValue;

@@ -8,6 +8,8 @@
 //!   authenticated state ([`state_tree`], a sparse Merkle tree updated per block, whose root
 //!   the state digest commits to and against which [`KvStore::prove`] proves entries; its
 //!   nodes are read through `node_cache`, a bounded write-through cache);
+//! - [`watch_log`]: the committed changes of recent heights, written in each block's batch
+//!   but outside the state (not in the tree, the digest or snapshots), which watches read;
 //! - [`snapshot`]: point-in-time snapshots, saved to a checksummed file and installed on a
 //!   node that fell behind.
 //!
@@ -26,17 +28,21 @@ pub use crate::api::reply;
 pub mod snapshot;
 pub mod state_machine;
 pub mod state_tree;
+pub mod watch_log;
 
 pub use crate::api::{
     Compare, CompareOp, CompareTarget, KeyValue, KvReply, Op, OpReply, OpResult, Rejection, Reply,
-    ReplyDecodeError, Txn, TxnOp, VersionedValue, decode_ops, decode_reply, encode_ops,
+    ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent, decode_ops, decode_reply, encode_ops,
     encode_reply,
 };
 pub use audit::TreeAudit;
 pub use snapshot::SnapshotInfo;
 pub use state_machine::{KvRequest, KvStore, ReadAsOfError};
+pub use watch_log::WatchRetention;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tree_tests;
+#[cfg(test)]
+mod watch_log_tests;

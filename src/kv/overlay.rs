@@ -80,6 +80,16 @@ impl<'e> BlockOverlay<'e> {
             .sum()
     }
 
+    /// The block's writes to data entries so far, in key order: the stored key and the new
+    /// stored value (`None`: deleted). The watch log is built from these.
+    pub fn data_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        let start = [DATA_PREFIX];
+        let end = [DATA_PREFIX + 1];
+        self.writes
+            .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
+            .map(|(key, slot)| (key.as_slice(), slot.as_deref()))
+    }
+
     /// Up to `limit` live entries with `start <= key < end`, overlay over engine.
     pub fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         if start >= end || limit == 0 {

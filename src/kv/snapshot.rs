@@ -31,6 +31,7 @@ use std::path::Path;
 use super::keys::{META_KEY, META_PREFIX, is_covered_prefix};
 use super::state_machine::{KvStore, encode_meta};
 use super::state_tree::{Leaf, build_from_leaves, root_from_leaves};
+use super::watch_log::{LOG_META_KEY, LogState};
 use crate::api::proof::{key_path, state_digest, value_hash};
 use crate::storage::fs::{parent_dir, tmp_path};
 use crate::storage::sstable::TableEntry;
@@ -169,10 +170,18 @@ impl KvStore {
         let (nodes, tree_root) = build_from_leaves(&mut leaves);
         drop(leaves);
         check_root(&info, &tree_root, path)?;
-        let derived = nodes.into_iter().chain([(
-            META_KEY.to_vec(),
-            encode_meta(info.applied_height, &tree_root),
-        )]);
+        // The watch log is not in snapshots: it starts empty at the installed height.
+        let watch_log = LogState {
+            floor: info.applied_height,
+            bytes: 0,
+        };
+        let derived = nodes.into_iter().chain([
+            (
+                META_KEY.to_vec(),
+                encode_meta(info.applied_height, &tree_root),
+            ),
+            (LOG_META_KEY.to_vec(), watch_log.encode()),
+        ]);
         for (key, value) in derived {
             entries.push(TableEntry {
                 key,
@@ -206,6 +215,7 @@ impl KvStore {
         self.applied_height = info.applied_height;
         self.tree_root = tree_root;
         self.key_count = key_count;
+        self.watch_log = watch_log;
         Ok(info)
     }
 }

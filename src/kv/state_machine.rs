@@ -26,6 +26,7 @@ use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
 use super::state_tree::{self, Node, TreeUpdate};
+use super::watch_log::{self, LOG_META_KEY, LogState, WatchRetention};
 use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
@@ -57,6 +58,9 @@ pub struct KvStore {
     pub(super) key_count: u64,
     /// Old values of what the last few blocks changed, for reads as of a recent height.
     pub(super) undo: UndoLog,
+    /// What the watch log holds (`kv::watch_log`), as of `applied_height`.
+    pub(super) watch_log: LogState,
+    pub(super) watch_retention: WatchRetention,
 }
 
 /// Why a verified read as of a height cannot be answered here.
@@ -111,6 +115,7 @@ impl KvStore {
         let engine = Engine::open(dir, options, on_record)?;
         let (applied_height, tree_root) = load_meta(&engine)?;
         let key_count = count_data_keys(&engine);
+        let watch_log = LogState::load(&engine, applied_height)?;
         Ok(KvStore {
             engine,
             applied_height,
@@ -118,6 +123,8 @@ impl KvStore {
             tree_cache: NodeCache::new(TREE_CACHE_BYTES_MAX),
             key_count,
             undo: UndoLog::new(UNDO_HEIGHTS_DEFAULT, UNDO_BYTES_DEFAULT),
+            watch_log,
+            watch_retention: WatchRetention::default(),
         })
     }
 
@@ -172,6 +179,13 @@ impl KvStore {
         for request in requests {
             replies.push(apply_request(&mut overlay, height, request)?);
         }
+        let watch_log = watch_log::stage_block(
+            &mut overlay,
+            &self.engine,
+            self.watch_log,
+            self.watch_retention,
+            height,
+        )?;
         // Nodes read from the engine, admitted to the cache once the batch is accepted.
         let filled = RefCell::new(Vec::new());
         let read = |key: &[u8]| {
@@ -199,7 +213,7 @@ impl KvStore {
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         for (key, value) in meta {
             assert!(
-                key.first() == Some(&META_PREFIX) && *key != META_KEY,
+                key.first() == Some(&META_PREFIX) && *key != META_KEY && *key != LOG_META_KEY,
                 "runtime meta keys live under the meta prefix"
             );
             overlay.set_derived(key.to_vec(), Some(value.to_vec()));
@@ -239,7 +253,42 @@ impl KvStore {
         self.applied_height = height;
         self.tree_root = tree_root;
         self.key_count = key_count;
+        self.watch_log = watch_log;
         Ok((replies, lsn))
+    }
+
+    /// Sets how much history the watch log keeps from the next block on.
+    pub fn set_watch_retention(&mut self, retention: WatchRetention) {
+        self.watch_retention = retention;
+    }
+
+    /// The watch log holds every change at heights above this (up to `applied_height()`).
+    pub fn watch_floor(&self) -> u64 {
+        self.watch_log.floor
+    }
+
+    /// Bytes of watch log records held.
+    pub fn watch_log_bytes(&self) -> u64 {
+        self.watch_log.bytes
+    }
+
+    /// The watch log's records of heights `from..=applied_height()` (heights without changes
+    /// have none), oldest first, bounded by `heights_max` records and about `bytes_max` bytes,
+    /// and whether that is all of them (false: read on after the last one). The caller checks
+    /// `from > watch_floor()` first: below it, history is gone.
+    pub fn watch_read(
+        &self,
+        from: u64,
+        heights_max: usize,
+        bytes_max: usize,
+    ) -> Result<watch_log::LogRead, StorageError> {
+        watch_log::read(
+            &self.engine,
+            from,
+            self.applied_height,
+            heights_max,
+            bytes_max,
+        )
     }
 
     /// A runtime meta entry written with [`KvStore::apply_nowait`].

@@ -25,6 +25,20 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (set by its one writer).
+#[derive(Default, Debug)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct NodeCounters {
     pub peer_frames_undecodable: Counter,
@@ -60,6 +74,16 @@ pub struct NodeCounters {
     pub verified_reads_refused: Counter,
     /// State-root reports to the consensus thread dropped on a full queue.
     pub applied_reports_dropped: Counter,
+    /// Watch and unwatch commands dropped because the watch thread's queue was full.
+    pub watch_commands_dropped: Counter,
+    /// Watches evicted by a newer watch of the same client over its limit.
+    pub watchers_evicted: Counter,
+    /// Watches refused because the node serves its limit already.
+    pub watchers_refused: Counter,
+    /// `WatchEvents` frames sent.
+    pub watch_frames_sent: Counter,
+    /// Watches being served.
+    pub watchers: Gauge,
     /// Peer messages that failed verification, per peer (index = node id).
     pub peer_messages_rejected: Vec<Counter>,
     /// Of those, the ones with an invalid signature.

@@ -661,10 +661,37 @@ fn write_limits(
             "Committed blocks sent to syncing peers from the on-disk block store.",
             counters.sync_blocks_served_from_store.get(),
         ),
+        (
+            "bftd_watch_frames_sent_total",
+            "Watch event frames sent to clients (one per watched height with changes).",
+            counters.watch_frames_sent.get(),
+        ),
+        (
+            "bftd_watch_commands_dropped_total",
+            "Watch and unwatch commands dropped because the watch thread's queue was full.",
+            counters.watch_commands_dropped.get(),
+        ),
+        (
+            "bftd_watchers_evicted_total",
+            "Watches evicted by a newer watch of the same client beyond its limit.",
+            counters.watchers_evicted.get(),
+        ),
+        (
+            "bftd_watchers_refused_total",
+            "Watches refused because the node serves its limit of watches already.",
+            counters.watchers_refused.get(),
+        ),
     ] {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
     }
+    header(
+        out,
+        "bftd_watchers",
+        "gauge",
+        "Watches this node is serving.",
+    );
+    let _ = writeln!(out, "bftd_watchers {}", counters.watchers.get());
 }
 
 fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoutes) {

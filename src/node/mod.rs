@@ -14,6 +14,7 @@
 //! - [`snapshots`]: the snapshot files saved, served, and downloaded when blocks are gone;
 //! - [`serving`]: the thread that answers peers' bulk requests (snapshot chunks, committed
 //!   blocks from the block store) off the consensus and storage threads;
+//! - [`watchers`]: the thread that streams clients' watches from the KV store's watch log;
 //! - [`peer_limits`], [`solicited`]: per-peer rate limits on costly requests, and the record
 //!   of sync requests that lets the verifiers drop unsolicited responses unverified;
 //! - [`data_dir`]: the layout of the data dir and the engines' options, spelled once;
@@ -55,6 +56,7 @@ pub mod status;
 pub mod storage_gauges;
 pub mod storage_loop;
 pub mod verify_pool;
+pub mod watchers;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,6 +89,7 @@ use solicited::Solicited;
 use status::StatusBoard;
 use storage_loop::{StorageCtx, StorageToConsensus};
 use verify_pool::VerifyCtx;
+use watchers::{WatchCtx, WatchQueue};
 
 /// State-root reports queued from the storage thread to the consensus thread at most (one per
 /// applied block; the consensus thread drains them every turn).
@@ -111,6 +114,7 @@ pub struct Node {
     consensus: Option<JoinHandle<()>>,
     storage: Option<JoinHandle<()>>,
     serving: Option<JoinHandle<()>>,
+    watch: Option<JoinHandle<()>>,
     verifiers: Vec<JoinHandle<()>>,
     status: Arc<StatusBoard>,
     counters: Arc<NodeCounters>,
@@ -156,6 +160,7 @@ impl Node {
             settings.verified_read_undo_heights,
             settings.verified_read_undo_bytes_max,
         );
+        kv.set_watch_retention(settings.watch_retention());
         // The state tree is kept incrementally; entries changed behind the state machine's back
         // would leave it describing the old ones. Rebuilt from the entries, the node's roots
         // say what it holds, so the first certified root it compares with finds it diverged.
@@ -290,6 +295,18 @@ impl Node {
             storage_loop::run(storage_ctx, storage_rx)
         })?;
 
+        let (watch_queue, watch_rx) = WatchQueue::new(counters.clone());
+        let watch_ctx = WatchCtx {
+            kv: kv.clone(),
+            status: status.clone(),
+            out: out.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+            frame_bytes_max: watchers::WATCH_FRAME_BYTES_MAX.min(cfg.raw.limits.max_frame_bytes),
+            byzantine: serving_hook.clone(),
+        };
+        let watch_thread = spawn("bftd-watch", move || watchers::run(watch_ctx, watch_rx))?;
+
         let verifier = Arc::new(Verifier::new(
             committee.clone(),
             VerifierLimits {
@@ -305,6 +322,7 @@ impl Node {
             inbound: transport.inbound().clone(),
             consensus: consensus_tx,
             serving: serve_queue.clone(),
+            watches: watch_queue,
             limits: peer_limits.clone(),
             solicited: solicited.clone(),
             out: out.clone(),
@@ -396,6 +414,7 @@ impl Node {
             consensus: Some(consensus),
             storage: Some(storage),
             serving: Some(serving_thread),
+            watch: Some(watch_thread),
             verifiers,
             status,
             counters,
@@ -459,6 +478,10 @@ impl Node {
         self.stop.store(true, Ordering::SeqCst);
         drop(self.metrics_server.take());
         for t in self.verifiers.drain(..) {
+            let _ = t.join();
+        }
+        // The verifiers held its queue: it sees the queue disconnect (or the flag) and exits.
+        if let Some(t) = self.watch.take() {
             let _ = t.join();
         }
         if let Some(t) = self.consensus.take() {

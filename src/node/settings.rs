@@ -42,6 +42,12 @@ pub struct NodeSettings {
     pub verified_read_undo_heights: usize,
     /// Bytes that history may hold; the oldest blocks go first beyond it.
     pub verified_read_undo_bytes_max: usize,
+    /// Heights of committed changes the watch log keeps for `watch --from-height`; a watch
+    /// from an older height gets "compacted, resume from H".
+    pub watch_log_heights: u64,
+    /// Bytes of watch log records kept at most (the oldest go first; the newest height's
+    /// record is always kept).
+    pub watch_log_bytes_max: u64,
 }
 
 impl Default for NodeSettings {
@@ -59,11 +65,21 @@ impl Default for NodeSettings {
             health_qc_age_ms_max: 10_000,
             verified_read_undo_heights: crate::kv::history::UNDO_HEIGHTS_DEFAULT,
             verified_read_undo_bytes_max: crate::kv::history::UNDO_BYTES_DEFAULT,
+            watch_log_heights: crate::kv::watch_log::WATCH_LOG_HEIGHTS_DEFAULT,
+            watch_log_bytes_max: crate::kv::watch_log::WATCH_LOG_BYTES_DEFAULT,
         }
     }
 }
 
 impl NodeSettings {
+    /// How much history the KV store's watch log keeps.
+    pub fn watch_retention(&self) -> crate::kv::WatchRetention {
+        crate::kv::WatchRetention {
+            heights: self.watch_log_heights,
+            bytes: self.watch_log_bytes_max,
+        }
+    }
+
     /// The number of verifier threads to start.
     pub fn verifier_thread_count(&self) -> usize {
         if self.verifier_threads > 0 {
@@ -94,6 +110,8 @@ impl NodeSettings {
                 "verified_read_undo_bytes_max",
                 self.verified_read_undo_bytes_max as u64,
             ),
+            ("watch_log_heights", self.watch_log_heights),
+            ("watch_log_bytes_max", self.watch_log_bytes_max),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err((format!("node.{name}"), "must be above zero".into()));

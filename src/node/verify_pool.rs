@@ -4,7 +4,8 @@
 //!
 //! Routing: consensus messages and client requests go to the consensus thread; a peer's
 //! snapshot requests go to the serving thread; answers to our own snapshot requests go to
-//! the consensus thread (which runs the state transfer); stale reads, verified reads and status
+//! the consensus thread (which runs the state transfer); watch commands go to the watch
+//! thread; stale reads, verified reads and status
 //! requests are answered here, from the KV store's read lock and the status board (which
 //! holds the newest root certificates the consensus thread published). A verified read is
 //! answered synchronously like a stale read, so a link has at most what its inbound frames
@@ -37,6 +38,7 @@ use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
 use super::status::StatusBoard;
 use crate::api::ops::KEY_BYTES_MAX;
+use super::watchers::{WatchCmd, WatchQueue};
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
@@ -54,6 +56,8 @@ pub struct VerifyCtx {
     pub consensus: Sender<ConsensusInput>,
     /// Peers' snapshot requests go to the serving thread.
     pub serving: ServeQueue,
+    /// Clients' watch commands go to the watch thread.
+    pub watches: WatchQueue,
     pub limits: Arc<PeerLimits>,
     pub solicited: Arc<Solicited>,
     pub out: OutboundSender,
@@ -149,6 +153,21 @@ impl VerifyCtx {
                 Ok(ClientFrame::Submit(req)) => sorted.requests.push((conn, req)),
                 Ok(ClientFrame::StaleGet { id, key }) => self.stale_get(conn, id, &key),
                 Ok(ClientFrame::VerifiedGet { id, key }) => self.verified_get(conn, id, &key),
+                Ok(ClientFrame::Watch {
+                    id,
+                    key,
+                    prefix,
+                    from_height,
+                }) => self.watches.offer(WatchCmd::Watch {
+                    conn,
+                    id,
+                    key,
+                    prefix,
+                    from_height,
+                }),
+                Ok(ClientFrame::Unwatch { id }) => {
+                    self.watches.offer(WatchCmd::Unwatch { conn, id })
+                }
                 Ok(ClientFrame::Status { id }) => {
                     let status = self.status.snapshot();
                     self.reply(conn, &NodeFrame::Status { id, status });

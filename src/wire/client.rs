@@ -7,6 +7,9 @@
 //! bytes. A reply names the ops digest of the request it answers, so a client never takes the
 //! reply of another request that used the same `(client, session, seq)`.
 //!
+//! Watches ([`ClientFrame::Watch`]) stream committed changes from the node's watch log; a
+//! client emits a height only when `f + 1` nodes sent the same frame for it.
+//!
 //! Requests are signed by the client's Ed25519 key ([`ClientRequest`]); a node forwards only
 //! verified requests to consensus, and refuses the rest with a [`Refusal`] that says why.
 //!
@@ -18,6 +21,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::api::verified_read::VerifiedRead;
+use crate::api::WatchEvent;
 use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
 use crate::types::{ClientRequest, RootCertificate};
@@ -57,6 +61,17 @@ pub enum ClientFrame {
     /// Read one key with a proof against a certified state root (answered with
     /// `NodeFrame::VerifiedValue` or `Unavailable`). One node, no consensus: not linearizable.
     VerifiedGet { id: u64, key: Vec<u8> },
+    /// Stream the committed changes to `key` (every key starting with it when `prefix`) from
+    /// height `from_height` (at least 1) on, as `WatchEvents` frames; replaces a watch of the
+    /// same `id` on this link.
+    Watch {
+        id: u64,
+        key: Vec<u8>,
+        prefix: bool,
+        from_height: u64,
+    },
+    /// Stop watch `id` on this link.
+    Unwatch { id: u64 },
 }
 
 /// Why a node did not take a request.
@@ -151,6 +166,23 @@ pub enum NodeFrame {
         height: u64,
         offset: u64,
         bytes: Vec<u8>,
+    },
+    // Watch frames come last so the tags of the frames before them stay what they were.
+    /// The changes of one `height` that watch `id` asked for, in key order. `prev_height` is
+    /// the previous height with matching changes at or after the watch's `from_height`, or
+    /// `from_height - 1` if there is none: every honest node sends the same chain, so a client
+    /// sees a gap or a duplicate.
+    WatchEvents {
+        id: u64,
+        height: u64,
+        prev_height: u64,
+        events: Vec<WatchEvent>,
+    },
+    /// Watch `id` asked for history this node no longer keeps: its oldest height is
+    /// `oldest_height`. The watch is over.
+    WatchCompacted {
+        id: u64,
+        oldest_height: u64,
     },
 }
 

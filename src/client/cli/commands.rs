@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::api::ops::VALUE_BYTES_MAX;
-use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue};
+use crate::api::{KeyValue, OpResult, TxnOp, VersionedValue, WatchEvent};
 use crate::client::{
     Client, ClientOptions, NodeStatusReport, RangeResult, StaleRead, VerifiedReadOptions,
     VerifiedValue, prefix_end,
@@ -54,6 +54,11 @@ impl<W: Write> Out<W> {
             }
             Err(e) => Err(format!("writing the output: {e}")),
         }
+    }
+
+    /// True once the reader went away (a closed pipe).
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Writes `line` and a newline.
@@ -225,6 +230,11 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
         }
         Command::Status => return status(&client, json, out),
         Command::SnapshotSave { file, node } => snapshot_save(&client, file, *node, json)?,
+        Command::Watch {
+            key,
+            prefix,
+            from_height,
+        } => return watch(&client, key, *prefix, *from_height, json, out),
         Command::Bench(spec) => {
             let report = bench::run(&client, spec);
             if report.ok == 0 {
@@ -241,6 +251,65 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
         }
     };
     out.line(&text)
+}
+
+/// `watch`: one line per change, flushed as it comes, until the reader goes away or an error.
+fn watch<W: Write>(
+    client: &Client,
+    key: &str,
+    prefix: bool,
+    from_height: Option<u64>,
+    json: bool,
+    out: &mut Out<W>,
+) -> Result<(), String> {
+    let mut watch = client
+        .watch(key.as_bytes(), prefix, from_height)
+        .map_err(|e| e.to_string())?;
+    loop {
+        let Some(batch) = watch
+            .next(Duration::from_secs(1))
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        for event in &batch.events {
+            out.line(&watch_line(batch.height, event, json))?;
+        }
+        if out.is_closed() {
+            return Ok(());
+        }
+    }
+}
+
+/// One change as `bftctl watch` prints it.
+pub fn watch_line(height: u64, event: &WatchEvent, json: bool) -> String {
+    if json {
+        let mut f = vec![
+            ("height".to_string(), Json::U64(height)),
+            (
+                "type".into(),
+                Json::str(if event.value.is_some() {
+                    "put"
+                } else {
+                    "delete"
+                }),
+            ),
+            bytes_field("key", &event.key),
+        ];
+        if let Some(v) = &event.value {
+            value_json(&mut f, v);
+        }
+        return Json::Obj(f).render();
+    }
+    match &event.value {
+        Some(v) => format!(
+            "{height} PUT {} = {} (version {})",
+            show(&event.key),
+            show(&v.value),
+            v.version
+        ),
+        None => format!("{height} DELETE {}", show(&event.key)),
+    }
 }
 
 /// `get --print-value-only`: the raw value, or nothing and a failure when the key is missing.

@@ -71,6 +71,17 @@ COMMANDS:
                                   state digest), written atomically. Restore it into a stopped
                                   node with 'bftd snapshot restore --data-dir DIR FILE'.
                                   Progress goes to stderr
+    watch KEY [--prefix] [--from-height H]
+                                  Print the committed changes to KEY (with --prefix: to every
+                                  key that starts with KEY; \"\" --prefix is every key), one
+                                  line each, in commit order, as they commit, until Ctrl-C:
+                                  'HEIGHT PUT KEY = VALUE (version V)' or 'HEIGHT DELETE KEY'
+                                  (--json: one JSON object per line). A change is printed only
+                                  when f+1 nodes sent it identically. From height H (history
+                                  the nodes still keep: by default the last 10000 heights);
+                                  without it, after the height f+1 nodes have applied when
+                                  the command starts. When the nodes no longer keep height H,
+                                  fails with 'compacted: ... resume from N'
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
     bench [--ops N] [--value-size B] [--concurrency C]
@@ -156,6 +167,11 @@ pub enum Command {
         file: PathBuf,
         node: Option<u16>,
     },
+    Watch {
+        key: String,
+        prefix: bool,
+        from_height: Option<u64>,
+    },
 }
 
 /// Parsed command line.
@@ -195,6 +211,7 @@ struct Flags {
     ops: Option<u64>,
     value_size: Option<usize>,
     concurrency: Option<usize>,
+    from_height: Option<u64>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -282,6 +299,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Long("value-size") => {
                 let v = number(&mut parser, "--value-size")?;
                 flag(&mut flags, "--value-size", |f| f.value_size = Some(v));
+            }
+            Long("from-height") => {
+                let v: u64 = number(&mut parser, "--from-height")?;
+                if v == 0 {
+                    return Err("--from-height: heights start at 1".into());
+                }
+                flag(&mut flags, "--from-height", |f| f.from_height = Some(v));
             }
             Long("concurrency") => {
                 let v = number(&mut parser, "--concurrency")?;
@@ -419,6 +443,14 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
         ("snapshot", _) => {
             return Err("usage: bftctl snapshot save FILE [--node N]; see 'bftctl --help'".into());
         }
+        ("watch", [k]) => {
+            let cmd = Command::Watch {
+                key: k.clone(),
+                prefix: flags.prefix,
+                from_height: flags.from_height,
+            };
+            (cmd, vec!["--prefix", "--from-height"])
+        }
         ("bench", []) => {
             let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
             (
@@ -426,7 +458,7 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
                 vec!["--ops", "--value-size", "--concurrency"],
             )
         }
-        ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench", _) => {
+        ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench" | "watch", _) => {
             return Err(format!(
                 "'{name}' got {} argument(s), which does not fit its usage; see 'bftctl --help'",
                 rest.len()
@@ -453,6 +485,9 @@ fn empty_key(command: &Command) -> Option<&'static str> {
         {
             Some("KEY")
         }
+        Command::Watch {
+            key, prefix: false, ..
+        } if key.is_empty() => Some("KEY (watch every key with '\"\" --prefix')"),
         Command::DelPrefix { prefix } if prefix.is_empty() => {
             Some("PREFIX (deleting every key is not offered)")
         }
@@ -500,6 +535,39 @@ mod tests {
             Ok(Parsed::Run(a)) => a.command,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn watch_takes_a_key_prefix_and_from_height() {
+        assert_eq!(
+            cmd(&["watch", "w/", "--prefix", "--from-height", "7"]),
+            Command::Watch {
+                key: "w/".into(),
+                prefix: true,
+                from_height: Some(7)
+            }
+        );
+        assert_eq!(
+            cmd(&["--json", "watch", "k"]),
+            Command::Watch {
+                key: "k".into(),
+                prefix: false,
+                from_height: None
+            }
+        );
+        assert_eq!(
+            cmd(&["watch", "", "--prefix"]),
+            Command::Watch {
+                key: "".into(),
+                prefix: true,
+                from_height: None
+            }
+        );
+        assert!(run(&["watch", ""]).unwrap_err().contains("KEY"));
+        assert!(run(&["watch", "k", "--from-height", "0"]).is_err());
+        assert!(run(&["watch", "k", "--limit", "3"]).is_err());
+        assert!(run(&["get", "k", "--from-height", "3"]).is_err());
+        assert!(run(&["watch"]).is_err());
     }
 
     #[test]

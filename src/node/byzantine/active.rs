@@ -223,6 +223,23 @@ fn lie(frame: &NodeFrame) -> NodeFrame {
                 bytes,
             }
         }
+        NodeFrame::WatchEvents {
+            id,
+            height,
+            prev_height,
+            events,
+        } => NodeFrame::WatchEvents {
+            id: *id,
+            height: *height,
+            prev_height: *prev_height,
+            events: events
+                .iter()
+                .map(|e| crate::api::WatchEvent {
+                    key: e.key.clone(),
+                    value: replies::falsify_found(e.value.clone()),
+                })
+                .collect(),
+        },
         other => other.clone(),
     }
 }

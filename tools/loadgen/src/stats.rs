@@ -55,7 +55,8 @@ impl ErrorKind {
             ClientError::Unreachable { .. }
             | ClientError::Unavailable { .. }
             | ClientError::WrongCluster { .. } => ErrorKind::Unreachable,
-            ClientError::Rejected { .. } => ErrorKind::Rejected,
+            // Loadgen does not watch; a compacted watch is the cluster declining to serve it.
+            ClientError::Rejected { .. } | ClientError::Compacted { .. } => ErrorKind::Rejected,
             // A verified read that failed its checks is a bad reply from that node.
             ClientError::BadReply(_) | ClientError::Unverified { .. } => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,

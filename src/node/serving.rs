@@ -148,6 +148,8 @@ impl ServingCtx {
             ClientFrame::Submit(_)
             | ClientFrame::StaleGet { .. }
             | ClientFrame::VerifiedGet { .. }
+            | ClientFrame::Watch { .. }
+            | ClientFrame::Unwatch { .. }
             | ClientFrame::Status { .. } => {
                 return;
             }

@@ -18,7 +18,9 @@ use std::path::Path;
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
-use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_end, data_key, decode_versioned};
+use super::keys::{
+    DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_end, data_key, decode_versioned,
+};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;

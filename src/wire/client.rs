@@ -20,8 +20,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::api::verified_read::VerifiedRead;
 use crate::api::WatchEvent;
+use crate::api::verified_read::VerifiedRead;
 use crate::codec::{self, CodecError};
 use crate::kv::VersionedValue;
 use crate::types::{ClientRequest, RootCertificate};

@@ -76,6 +76,10 @@ pub struct Core {
     roots: RootBook,
     /// A proposal this node would vote for once it applied a height the block carries.
     vote_waiting_root: Option<BlockId>,
+    /// The highest committed height whose block carried a payload, as far as this node knows
+    /// (from its restored blocks after a restart). The cluster keeps proposing until a
+    /// certified block carries this height's root: see [`Core::root_pending`].
+    payload_height_committed: Height,
 }
 
 impl Core {
@@ -136,6 +140,7 @@ impl Core {
             stats: CoreStats::default(),
             roots: RootBook::default(),
             vote_waiting_root: None,
+            payload_height_committed: 0,
             cfg,
             committee,
             signer,
@@ -153,6 +158,13 @@ impl Core {
             .flat_map(|b| b.payload.iter().cloned())
             .collect();
         core.mempool.remove_committed(&committed);
+        core.payload_height_committed = core
+            .tree
+            .committed_blocks()
+            .filter(|b| !b.payload.is_empty())
+            .map(|b| b.height)
+            .max()
+            .unwrap_or(0);
         for (id, block) in blocks {
             // Restored blocks were durable already; a failure only means a pruned fork.
             let _ = core.tree.insert(id, block);
@@ -199,6 +211,16 @@ impl Core {
     fn finish(&mut self) -> Vec<Action> {
         self.retry_sync();
         self.try_propose();
+        // The round timer runs exactly while there is work. Rounds and expiries restart it,
+        // but work also appears or ends without either: a commit learnt from a synced block
+        // leaves a root to certify, the block a high QC certifies arrives and with it the
+        // knowledge that everything is certified (a timer left running then would time out
+        // an idle cluster).
+        if self.has_work() {
+            self.pacemaker.arm(self.now);
+        } else {
+            self.pacemaker.disarm();
+        }
         self.flush_persist();
         self.update_timer();
         std::mem::take(&mut self.out)
@@ -663,6 +685,9 @@ impl Core {
             return false;
         }
         for (id, block) in committed {
+            if !block.payload.is_empty() {
+                self.payload_height_committed = self.payload_height_committed.max(block.height);
+            }
             self.mempool.remove_committed(&block.payload);
             self.stats.blocks_committed += 1;
             self.stats.requests_committed += block.payload.len() as u64;
@@ -693,7 +718,8 @@ impl Core {
         }
     }
 
-    /// Is there anything the cluster still has to order or commit, as far as we know?
+    /// Is there anything the cluster still has to order, commit or certify, as far as we
+    /// know?
     fn has_work(&self) -> bool {
         let high = &self.safety.high_qc.block_id;
         !self.mempool.is_empty()
@@ -702,6 +728,34 @@ impl Core {
                 .tree
                 .uncommitted_ancestry(high)
                 .any(|b| !b.payload.is_empty())
+            || self.root_pending()
+    }
+
+    /// True when the root of the last committed payload height is not yet carried by the
+    /// block our high QC certifies (or one of its ancestors): verified reads can then not
+    /// prove that height, so the cluster goes on with empty blocks that carry it.
+    ///
+    /// Why this ends: with no new requests `payload_height_committed` (P) stops growing.
+    /// Roots only ever go up along a chain, and a proposal extends the high QC's block, so
+    /// every certified root-carrying proposal raises the high QC's `roots_through` strictly,
+    /// up to P at most (a leader carries only committed, applied heights). Once it reaches P,
+    /// nothing is pending at any node that holds that QC (every node forms it: votes go to
+    /// all), the leader proposes nothing and the timers disarm. Leaders that cannot carry
+    /// anything new (not applied yet, diverged, missing the parent's block) propose nothing
+    /// instead of empty blocks, so the number of empty blocks is bounded by the carrying
+    /// proposals; a leader that waits for its apply proposes on `Event::Applied` (every
+    /// event ends in `try_propose`), and only a leader that never gets there costs a round
+    /// timeout. A node that does not hold the high QC's block or lost P (a snapshot install)
+    /// counts nothing pending: it cannot carry anything itself and learns from the others.
+    pub fn root_pending(&self) -> bool {
+        self.roots_through_of(&self.safety.high_qc.block_id)
+            .is_some_and(|through| through < self.payload_height_committed)
+    }
+
+    /// Whether this node has nothing left to order, commit or certify: its round timer
+    /// sleeps (the simulator checks that a cluster without load ends idle).
+    pub fn is_idle(&self) -> bool {
+        !self.has_work()
     }
 
     /// This node's certificates, for the runtime to gossip now and then: a peer that is ahead
@@ -970,8 +1024,13 @@ impl Core {
             self.cfg.block_requests_max,
             self.cfg.block_bytes_max,
         );
-        if payload.is_empty() && !chain_pending {
-            return; // nothing to order: let the cluster idle
+        // An empty block is worth proposing while an uncommitted payload needs the chain to
+        // grow to commit, or while the last payload height's root waits for a certified block
+        // to carry it and this block carries some of the missing roots (without roots to
+        // carry, an empty block would not get any closer: wait for `Event::Applied`).
+        let carries_pending = !state_roots.is_empty() && self.root_pending();
+        if payload.is_empty() && !chain_pending && !carries_pending {
+            return; // nothing to order or certify: let the cluster idle
         }
         let mut block = Block {
             round,

@@ -14,6 +14,10 @@
 //!   committed; a node votes for it only if each equals its own root of that height, and a
 //!   node whose own root differs from a certified one is diverged: it stops voting and
 //!   proposing until its state is replaced and matches the chain again;
+//! - idling ([`Core`]): the cluster proposes while requests wait, while an uncommitted block
+//!   holds a payload, and, with empty blocks, until a certified block carries the state root
+//!   of the last committed payload height (so a verified read can prove the last write);
+//!   then it stops, timers asleep (`Core::root_pending` says why that ends);
 //! - persist before speaking: a vote, timeout or proposal leaves only after the runtime
 //!   reported the safety state it implies durable ([`Event::Persisted`]).
 

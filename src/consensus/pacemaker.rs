@@ -2,7 +2,8 @@
 //!
 //! The timeout is `base * 1.5^k`, capped, where `k` counts timer expiries since the last round
 //! entered through a QC (progress resets it). An idle cluster (no pending requests, nothing
-//! uncommitted) lets the timer sleep instead of churning through view changes.
+//! uncommitted, the last payload height's state root certified) lets the timer sleep instead
+//! of churning through view changes.
 //!
 //! Why 1.5 and not 2: the leader schedule passes over a crashed member after one or two
 //! timeouts, so consecutive timeouts mostly mean a slow network or a partition, where a gentler

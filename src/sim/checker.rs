@@ -10,6 +10,10 @@
 //! - certified roots: every state root an honest node saw certified (carried by a block a QC
 //!   certifies) equals the honest nodes' state digest at that height (checked whichever comes
 //!   first), so every honest node's own root agrees with every certified one;
+//! - certified at idle: after the clients stop (the config's idle tail), every honest node
+//!   ends holding a certified root at or above the last height that committed a payload,
+//!   and idle (its round timer asleep), so a verified read can prove the last write without
+//!   filler writes and the cluster stops making blocks;
 //! - leader schedule: honest nodes that computed the QC-path leader of one `(round, parent)`
 //!   computed the same member (the schedule must be a function of the chain alone).
 
@@ -39,7 +43,19 @@ pub struct Checker {
     leaders: BTreeMap<(u64, BlockId), (NodeId, NodeId)>,
     /// The first certified root an honest node reported for each height, and that node.
     certified: BTreeMap<Height, ([u8; 32], NodeId)>,
+    /// The highest height an honest node committed with a non-empty payload.
+    payload_height_max: Height,
     violations: Vec<String>,
+}
+
+/// Where one honest node's live copy ended the run.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeEnd {
+    pub node: NodeId,
+    /// Its highest certified state root's height (0 if none).
+    pub certified_height: Height,
+    /// Nothing left to order, commit or certify: its round timer sleeps.
+    pub idle: bool,
 }
 
 /// Leader decisions older than this many rounds below the newest are forgotten (bounded memory;
@@ -62,6 +78,7 @@ impl Checker {
             replies: HashMap::new(),
             leaders: BTreeMap::new(),
             certified: BTreeMap::new(),
+            payload_height_max: 0,
             violations: Vec::new(),
         }
     }
@@ -99,6 +116,9 @@ impl Checker {
             }
         }
         self.tips[node.index()] = Some(block.header(id));
+        if !block.payload.is_empty() {
+            self.payload_height_max = self.payload_height_max.max(block.height);
+        }
         self.committed
             .extend(block.payload.iter().map(|r| (r.client, r.seq)));
         let heal = self.heal_at_ms;
@@ -242,8 +262,24 @@ impl Checker {
         self.committed.contains(&(client, seq))
     }
 
-    /// Liveness, checked when the run ends.
-    pub fn finish(&mut self, end_ms: TimeMs) {
+    /// Liveness, checked when the run ends; `ends` are the honest nodes alive at the end.
+    pub fn finish(&mut self, end_ms: TimeMs, ends: &[NodeEnd]) {
+        for end in ends {
+            if end.certified_height < self.payload_height_max {
+                self.violation(format!(
+                    "certified at idle: at the end ({end_ms}ms) {}'s highest certified root is \
+                     at height {}, below the last payload height {}",
+                    end.node, end.certified_height, self.payload_height_max
+                ));
+            }
+            if !end.idle {
+                self.violation(format!(
+                    "certified at idle: at the end ({end_ms}ms) {} still has work (its round \
+                     timer runs) though the clients stopped",
+                    end.node
+                ));
+            }
+        }
         for (i, tip) in self.tips.clone().iter().enumerate() {
             if tip.is_some() && !self.post_heal_commit[i] {
                 self.violation(format!(

@@ -84,6 +84,10 @@ pub struct SimConfig {
     pub heal_at_ms: u64,
     /// After healing, every honest node must commit a new request within this time.
     pub liveness_window_ms: u64,
+    /// The clients stop submitting and retrying this long before the run ends: by the end
+    /// every honest node must hold a certified root at or above the last committed payload
+    /// height, and be idle (nothing left to order, commit or certify).
+    pub idle_tail_ms: u64,
     pub latency_ms_min: u64,
     pub latency_ms_max: u64,
     /// One client request is submitted every this many ms, round-robin over the clients.
@@ -105,6 +109,7 @@ impl SimConfig {
             scenario,
             heal_at_ms: 8_000,
             liveness_window_ms: 20_000,
+            idle_tail_ms: 6_000,
             latency_ms_min: 2,
             latency_ms_max: 40,
             request_interval_ms: 100,
@@ -131,6 +136,9 @@ impl SimConfig {
                 self.nodes,
                 self.f()
             ));
+        }
+        if self.idle_tail_ms >= self.liveness_window_ms {
+            return Err("the idle tail must be shorter than the liveness window".into());
         }
         if self.latency_ms_min > self.latency_ms_max {
             return Err("latency min is above max".into());

@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use super::checker::Checker;
+use super::checker::{Checker, NodeEnd};
 use super::config::{ByzKind, Scenario, SimConfig};
 use super::node::NodeCopy;
 use super::state::StateStore;
@@ -486,6 +486,11 @@ impl Sim {
         }
     }
 
+    /// When the clients stop: the rest of the run is the idle tail.
+    fn load_end_ms(&self) -> TimeMs {
+        self.end_ms.saturating_sub(self.cfg.idle_tail_ms)
+    }
+
     fn run(&mut self) {
         while let Some(Reverse(s)) = self.queue.pop() {
             if s.at > self.end_ms {
@@ -495,7 +500,22 @@ impl Sim {
             self.steps += 1;
             self.step(s.ev);
         }
-        self.checker.finish(self.end_ms);
+        // Where each honest node's live copy ended: its highest certified root and whether
+        // it is idle (a crashed copy at the end has nothing to report).
+        let ends: Vec<NodeEnd> = self
+            .nodes
+            .iter()
+            .filter(|n| n.byz.is_none())
+            .filter_map(|n| {
+                let core = n.replicas[0].replica.as_ref()?.core();
+                Some(NodeEnd {
+                    node: n.id,
+                    certified_height: core.roots().latest_certified().map_or(0, |c| c.0),
+                    idle: core.is_idle(),
+                })
+            })
+            .collect();
+        self.checker.finish(self.end_ms, &ends);
     }
 
     fn step(&mut self, ev: Ev) {
@@ -645,7 +665,7 @@ impl Sim {
         self.submitted += 1;
         self.send_request(req);
         let next = self.now + self.cfg.request_interval_ms;
-        if next <= self.end_ms {
+        if next <= self.load_end_ms() {
             self.schedule(next, Ev::ClientTick);
         }
     }
@@ -687,7 +707,7 @@ impl Sim {
             );
         }
         let retry_at = self.now + CLIENT_RETRY_MS;
-        if retry_at <= self.end_ms {
+        if retry_at <= self.load_end_ms() {
             self.schedule(retry_at, Ev::ClientRetry { req });
         }
     }

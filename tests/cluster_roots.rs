@@ -6,7 +6,10 @@
 //!   with the others' state, healthy again;
 //! - a lagging node that must catch up by snapshot, offered a forged file by the first source
 //!   it asks (node 0 plays `forge-snapshot`), refuses the file (counted and logged), bans that
-//!   source for that snapshot and installs the honest state from another.
+//!   source for that snapshot and installs the honest state from another;
+//! - after one write on an idle cluster, and no other write, every node proves the value with
+//!   a verified read at a height at or above the write's (the cluster goes on with empty
+//!   blocks until a certified block carries that height's root).
 //!
 //! Every wait has a generous deadline and polls a condition; nothing sleeps and hopes.
 
@@ -18,7 +21,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bftd::client::{Client, ClientError, ClientOptions};
+use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions};
 use bftd::config::ClientConfig;
 use bftd::types::NodeId;
 use support::*;
@@ -397,4 +400,63 @@ fn a_forged_snapshot_is_never_installed() {
     agree(&client, &[1, 2, 3]);
     let rejected = metric(&net, LAGGING, "bftd_snapshots_rejected_total").unwrap_or(0.0);
     eprintln!("forged snapshots the lagging node rejected: {rejected}");
+}
+
+/// Issue 12, liveness of verified reads: one put on an idle cluster, then no write at all (no
+/// filler, no linearizable read: those are ordered like writes). Each node must come to prove
+/// the value with a verified read at a height at or above the put's, which needs a certified
+/// block carrying the put height's root: the cluster makes those blocks by itself.
+#[test]
+fn one_write_on_an_idle_cluster_becomes_provable_from_every_node_without_more_writes() {
+    let net = testnet(FAST_ROUNDS, "", None);
+    let _procs = start_all(&net);
+    let client = client(&net);
+    let key = "the-only-write";
+    put(&client, key, &value_of(key));
+    // The put's height, from node 0's own state (a stale read: no block, no consensus).
+    let mut mod_height = 0;
+    wait_for("node 0 applied the put", DEADLINE, || {
+        match client.get_stale_from(NodeId(0), key.as_bytes()) {
+            Ok(read) => read.value.is_some_and(|v| {
+                mod_height = v.mod_height;
+                true
+            }),
+            Err(_) => false,
+        }
+    });
+    assert!(mod_height > 0);
+    for i in 0..NODES {
+        let options = VerifiedReadOptions {
+            node: Some(NodeId(i as u16)),
+            min_height: mod_height,
+        };
+        let mut found = None;
+        wait_for(
+            &format!("node {i} proves the put at a height >= {mod_height}"),
+            DEADLINE,
+            || match client.get_verified_with(key.as_bytes(), &options) {
+                Ok(read) => {
+                    found = Some(read);
+                    true
+                }
+                Err(ClientError::Unverified { node, reason }) => {
+                    panic!("honest {node}'s verified read rejected: {reason}")
+                }
+                Err(e) => {
+                    eprintln!("verified read from node {i} not yet: {e}");
+                    false
+                }
+            },
+        );
+        let read = found.expect("set when the wait ended");
+        assert_eq!(read.node, NodeId(i as u16));
+        assert!(
+            read.height >= mod_height,
+            "height {} below {mod_height}",
+            read.height
+        );
+        let value = read.value.expect("the put's value, proven present");
+        assert_eq!(value.value, value_of(key).into_bytes(), "from node {i}");
+        assert_eq!((value.version, value.mod_height), (1, mod_height));
+    }
 }

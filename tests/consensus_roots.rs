@@ -3,7 +3,9 @@
 //! stand-in state whose root is a function of the height, reported back as `Event::Applied`):
 //! blocks carry the roots of committed heights and QCs certify them; a node whose own roots
 //! differ refuses to vote for blocks carrying the right ones, is found diverged once they are
-//! certified, and then neither votes nor proposes; a vote waits for a root not applied yet.
+//! certified, and then neither votes nor proposes; a vote waits for a root not applied yet;
+//! after one write on an idle cluster the cores go on with empty blocks until the write's
+//! root is certified, then idle, even when every apply report comes late.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +49,10 @@ struct Net {
     slow: Option<u16>,
     slow_applied: VecDeque<Height>,
     slow_saw_proposal: bool,
+    /// Every node's apply reports wait until nothing else is in flight (a storage thread a
+    /// little behind consensus), then arrive before any timer fires.
+    hold_applied: bool,
+    held_applied: VecDeque<(u16, Height)>,
     timers: Vec<Option<u64>>,
     now: u64,
     /// From this height on, this node's state gives other roots (a damaged state).
@@ -91,6 +97,8 @@ impl Net {
             slow: None,
             slow_applied: VecDeque::new(),
             slow_saw_proposal: false,
+            hold_applied: false,
+            held_applied: VecDeque::new(),
             timers: vec![None; 4],
             now: 0,
             damaged,
@@ -148,6 +156,8 @@ impl Net {
                     self.applied_height[node as usize] = block.height;
                     if self.slow == Some(node) {
                         self.slow_applied.push_back(block.height);
+                    } else if self.hold_applied {
+                        self.held_applied.push_back((node, block.height));
                     } else {
                         self.queue.push_back(Ev::Applied {
                             node,
@@ -208,6 +218,12 @@ impl Net {
                 self.absorb(node, actions);
                 if self.slow_saw_proposal {
                     self.release_slow();
+                }
+                continue;
+            }
+            if !self.held_applied.is_empty() {
+                for (node, height) in std::mem::take(&mut self.held_applied) {
+                    self.queue.push_back(Ev::Applied { node, height });
                 }
                 continue;
             }
@@ -335,4 +351,46 @@ fn a_node_with_a_damaged_state_refuses_the_right_roots_is_found_diverged_and_sto
         refused > 0 || proposed == 0,
         "honest nodes voted for a block carrying a wrong root"
     );
+}
+
+/// One write on an idle cluster: the leaders go on with empty blocks until a certified block
+/// carries the write's root (a verified read can prove it), and then every node idles, with
+/// no timeout on the way. `late_apply`: every apply report arrives only once nothing else is
+/// in flight, so the leader that is to carry the root must wait for it and propose on
+/// `Event::Applied`.
+fn one_write_is_certified_then_the_cluster_idles(late_apply: bool) {
+    let mut net = Net::new(None);
+    net.hold_applied = late_apply;
+    net.drive(1);
+    // Height 1 holds the write; height 2 (empty) commits it; height 3 (empty) carries its
+    // root, and the QC on height 3 certifies it. Nothing more.
+    let proposals: u64 = net.cores.iter().map(|c| c.stats().proposals_made).sum();
+    assert_eq!(proposals, 3, "blocks proposed after one write");
+    for (i, core) in net.cores.iter().enumerate() {
+        let (h, r, _) = core
+            .roots()
+            .latest_certified()
+            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
+        assert_eq!((h, r), (1, root(1)), "node{i}");
+        assert!(core.is_idle(), "node{i} still has work");
+        assert!(!core.root_pending(), "node{i}");
+        assert_eq!(core.stats().view_changes, 0, "node{i} changed view");
+        assert_eq!(core.stats().timeouts_sent, 0, "node{i} timed out");
+    }
+    // Idle for good: a long quiet time brings no block and no timeout.
+    let until = net.now + 600_000;
+    net.run(until);
+    let after: u64 = net.cores.iter().map(|c| c.stats().proposals_made).sum();
+    assert_eq!(after, proposals);
+    assert!(net.cores.iter().all(|c| c.stats().timeouts_sent == 0));
+}
+
+#[test]
+fn after_one_write_on_an_idle_cluster_its_root_gets_certified_then_the_cluster_idles() {
+    one_write_is_certified_then_the_cluster_idles(false);
+}
+
+#[test]
+fn a_leader_waiting_for_its_apply_proposes_the_root_on_applied_without_a_view_change() {
+    one_write_is_certified_then_the_cluster_idles(true);
 }

@@ -890,6 +890,28 @@ impl Core {
         }
     }
 
+    /// The committed height the chain ending at `parent` proves by itself: the parent of the
+    /// highest block in its ancestry (followed below the committed root through the retained
+    /// committed blocks) whose parent's round is just before its own; the committed root if
+    /// no such pair is held. A leader carries roots only up to this height, not up to its
+    /// own committed root: a commit this node learnt from a QC on a block that then fell off
+    /// the chain is not implied by the chain, and a voter that missed that QC could never
+    /// place the root (`roots_allow_vote`), so with such a leader in every other round no two
+    /// consecutive rounds would ever certify again. `None` if `parent` is not in the tree.
+    fn committed_height_proven(&self, parent: &BlockId) -> Option<Height> {
+        let root = *self.tree.root();
+        let mut x = self.tree.header(parent)?;
+        loop {
+            let Some(p) = self.tree.header(&x.parent) else {
+                return Some(root.height.min(x.height));
+            };
+            if p.round + 1 == x.round {
+                return Some(p.height);
+            }
+            x = p;
+        }
+    }
+
     /// Votes go to every member, not only the next leader: every node forms the QC itself.
     /// When the next leader is down, the others still hold the QC, so its round costs one
     /// timeout and the TC carries the QC on (with votes to the leader alone, the round before
@@ -1000,7 +1022,7 @@ impl Core {
         }
         let (Some(roots_after), Some(committed)) = (
             self.roots_through_of(&qc.block_id),
-            self.committed_height_implied(&qc.block_id),
+            self.committed_height_proven(&qc.block_id),
         ) else {
             return; // the parent's block is not held (just after a snapshot install)
         };

@@ -7,14 +7,16 @@ use crate::wire::StateMsg;
 fn trace_msg(m: &Message) -> String {
     match m {
         Message::Proposal(b) => format!(
-            "proposal r{} h{} qc(r{} {:?}) tc{:?} by {:?} payload {}",
+            "proposal r{} h{} qc(r{} {:?}) tc{:?} by {:?} payload {} roots after {} {:?}",
             b.round,
             b.height,
             b.qc.round,
             b.qc.block_id,
             b.tc.as_ref().map(|t| (t.round, t.high_qc.round)),
             b.author,
-            b.payload.len()
+            b.payload.len(),
+            b.roots_after,
+            b.state_roots.iter().map(|(h, _)| *h).collect::<Vec<_>>()
         ),
         Message::Vote(v) => format!("vote r{} {:?} by {:?}", v.round, v.block_id, v.voter),
         Message::Timeout(t) => format!(

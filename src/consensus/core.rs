@@ -1048,9 +1048,13 @@ impl Core {
         );
         // An empty block is worth proposing while an uncommitted payload needs the chain to
         // grow to commit, or while the last payload height's root waits for a certified block
-        // to carry it and this block carries some of the missing roots (without roots to
-        // carry, an empty block would not get any closer: wait for `Event::Applied`).
-        let carries_pending = !state_roots.is_empty() && self.root_pending();
+        // to carry it and this block either carries some of the missing roots or is needed
+        // for the chain itself to prove that height committed (its commit may have come from
+        // a QC on a block that fell off the chain; the chain then needs a new 2-chain before
+        // any leader may carry the root). Otherwise an empty block would not get any closer:
+        // the leader has not applied the height yet, and waits for `Event::Applied`.
+        let chain_short = committed < self.payload_height_committed;
+        let carries_pending = (!state_roots.is_empty() || chain_short) && self.root_pending();
         if payload.is_empty() && !chain_pending && !carries_pending {
             return; // nothing to order or certify: let the cluster idle
         }

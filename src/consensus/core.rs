@@ -738,7 +738,9 @@ impl Core {
     /// Why this ends: with no new requests `payload_height_committed` (P) stops growing.
     /// Roots only ever go up along a chain, and a proposal extends the high QC's block, so
     /// every certified root-carrying proposal raises the high QC's `roots_through` strictly,
-    /// up to P at most (a leader carries only committed, applied heights). Once it reaches P,
+    /// up to P at most (a leader carries only applied heights its parent's chain proves
+    /// committed; while the chain does not prove P yet, empty blocks grow it to the 2-chain
+    /// that does, as they do for an uncommitted payload). Once it reaches P,
     /// nothing is pending at any node that holds that QC (every node forms it: votes go to
     /// all), the leader proposes nothing and the timers disarm. Leaders that cannot carry
     /// anything new (not applied yet, diverged, missing the parent's block) propose nothing

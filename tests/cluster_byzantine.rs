@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions, VerifiedValue};
+use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions};
 use bftd::config::ClientConfig;
 use bftd::types::NodeId;
 use support::*;
@@ -481,36 +481,6 @@ fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
         "{}",
         String::from_utf8_lossy(&restored.stderr)
     );
-}
-
-/// A verified read of `key` from node `i` at a height >= `least`: retried while the node's
-/// newest certified root is older, never accepting anything the client's checks reject. No
-/// write drives it: the cluster itself goes on until the root of its last write's height is
-/// certified.
-fn verified_at_least(client: &Client, i: usize, key: &str, least: u64) -> VerifiedValue {
-    let options = VerifiedReadOptions {
-        node: Some(NodeId(i as u16)),
-        min_height: least,
-    };
-    let mut found = None;
-    wait_for(
-        &format!("node {i} answers a verified read at height >= {least}"),
-        DEADLINE,
-        || match client.get_verified_with(key.as_bytes(), &options) {
-            Ok(read) => {
-                found = Some(read);
-                true
-            }
-            Err(ClientError::Unverified { node, reason }) => {
-                panic!("honest {node}'s verified read rejected: {reason}")
-            }
-            Err(e) => {
-                eprintln!("verified read from node {i} not yet: {e}");
-                false
-            }
-        },
-    );
-    found.expect("set when the wait ended")
 }
 
 /// Verified reads (one node, a proof and a certificate): node `BYZ` answers them with wrong

@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions};
+use bftd::client::{Client, ClientError, ClientOptions};
 use bftd::config::ClientConfig;
 use bftd::types::NodeId;
 use support::*;
@@ -426,29 +426,7 @@ fn one_write_on_an_idle_cluster_becomes_provable_from_every_node_without_more_wr
     });
     assert!(mod_height > 0);
     for i in 0..NODES {
-        let options = VerifiedReadOptions {
-            node: Some(NodeId(i as u16)),
-            min_height: mod_height,
-        };
-        let mut found = None;
-        wait_for(
-            &format!("node {i} proves the put at a height >= {mod_height}"),
-            DEADLINE,
-            || match client.get_verified_with(key.as_bytes(), &options) {
-                Ok(read) => {
-                    found = Some(read);
-                    true
-                }
-                Err(ClientError::Unverified { node, reason }) => {
-                    panic!("honest {node}'s verified read rejected: {reason}")
-                }
-                Err(e) => {
-                    eprintln!("verified read from node {i} not yet: {e}");
-                    false
-                }
-            },
-        );
-        let read = found.expect("set when the wait ended");
+        let read = verified_at_least(&client, i, key, mod_height);
         assert_eq!(read.node, NodeId(i as u16));
         assert!(
             read.height >= mod_height,

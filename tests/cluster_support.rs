@@ -465,3 +465,38 @@ impl Drop for Testnet {
         }
     }
 }
+
+/// A verified read of `key` from node `i` at a height >= `least`: retried while the node's
+/// newest certified root is older, never accepting anything the client's checks reject. No
+/// write drives it: the cluster itself goes on until the root of its last write's height is
+/// certified.
+pub fn verified_at_least(
+    client: &bftd::client::Client,
+    i: usize,
+    key: &str,
+    least: u64,
+) -> bftd::client::VerifiedValue {
+    let options = bftd::client::VerifiedReadOptions {
+        node: Some(bftd::types::NodeId(i as u16)),
+        min_height: least,
+    };
+    let mut found = None;
+    wait_for(
+        &format!("node {i} answers a verified read at height >= {least}"),
+        DEADLINE,
+        || match client.get_verified_with(key.as_bytes(), &options) {
+            Ok(read) => {
+                found = Some(read);
+                true
+            }
+            Err(bftd::client::ClientError::Unverified { node, reason }) => {
+                panic!("honest {node}'s verified read rejected: {reason}")
+            }
+            Err(e) => {
+                eprintln!("verified read from node {i} not yet: {e}");
+                false
+            }
+        },
+    );
+    found.expect("set when the wait ended")
+}

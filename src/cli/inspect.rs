@@ -42,7 +42,8 @@ OPTIONS:
 The node must be stopped. Writes nothing in DIR: checks every SSTable and WAL record in
 place; then, if all are clean, opens a private copy of the stores (in the system's temp dir,
 removed afterwards) as the node would, to print heights and safety state, and recomputes the
-state tree root from the entries (it must equal the stored root).
+state tree root from the entries (it must equal the stored root), and lists the heights
+whose state roots the node remembers across a restart.
 Exit status: 0 when everything checked out, 1 otherwise.
 ";
 
@@ -308,6 +309,7 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
         committed.round
     );
     let tree_ok = report_tree(&kv)?;
+    let memory_ok = report_root_memory(&kv);
     drop(kv);
     let mut blocks =
         BlockStore::open(&layout.consensus(), engine_options()).map_err(|e| e.to_string())?;
@@ -345,6 +347,11 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
         Err(e) => println!("snapshots: cannot read: {e}"),
     }
     println!("all checksums verified");
+    if !memory_ok {
+        return Err(
+            "the root memory holds a malformed entry: the node would refuse to start".into(),
+        );
+    }
     if !tree_ok {
         return Err(
             "the state tree does not match the state entries: the state was changed \
@@ -353,6 +360,47 @@ fn report_contents(dir: &Path, cluster: ClusterId) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Prints which heights' roots the state remembers (`kv::root_memory`) and whether the node
+/// would use them; false if an entry is malformed (the node would not start).
+fn report_root_memory(kv: &KvStore) -> bool {
+    let stored = match crate::kv::root_memory::stored(kv.engine()) {
+        Ok(stored) => stored,
+        Err(e) => {
+            println!("root memory: MALFORMED: {e}");
+            return false;
+        }
+    };
+    let (Some(first), Some(last)) = (stored.first(), stored.last()) else {
+        println!(
+            "root memory: empty (a data dir written before it existed): a restart remembers only \
+             the current root"
+        );
+        return true;
+    };
+    let used = kv.recent_roots().map_or(0, |r| r.len());
+    let current = (kv.applied_height(), kv.state_digest());
+    if *last == current {
+        println!(
+            "root memory: {} roots, heights {}..={}; the newest is the state digest; a restart \
+             remembers {used}",
+            stored.len(),
+            first.0,
+            last.0
+        );
+    } else {
+        println!(
+            "root memory: {} roots, heights {}..={}; the newest is NOT the state at height {} \
+             (digest {}): a restart ignores it and remembers only the current root",
+            stored.len(),
+            first.0,
+            last.0,
+            current.0,
+            to_hex(&current.1[..8])
+        );
+    }
+    true
 }
 
 /// Recomputes the state tree root from the entries and prints it beside the stored ones;

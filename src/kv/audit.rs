@@ -97,6 +97,15 @@ impl KvStore {
             META_KEY.to_vec(),
             encode_meta(self.applied_height, &tree_root),
         );
+        // The remembered roots of earlier heights belong to the tree that was just found
+        // wrong: the memory restarts with the realigned root (`kv::root_memory`).
+        for (height, _) in super::root_memory::stored(&self.engine)? {
+            batch.delete(super::root_memory::root_key(height));
+        }
+        batch.put(
+            super::root_memory::root_key(self.applied_height),
+            crate::api::proof::state_digest(self.applied_height, &tree_root).to_vec(),
+        );
         // Tree nodes written behind `apply_nowait`: the node cache must not keep old ones.
         self.tree_cache.clear();
         // The tree of earlier heights is not what the log's old nodes belong to any more.

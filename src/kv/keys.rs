@@ -13,6 +13,7 @@
 //! 't' ++ u16 BE depth ++ path prefix  -> state tree node (see `kv::state_tree`)
 //! 'w' ++ height(u64 BE)             -> the watch log record of a height (see `kv::watch_log`)
 //! 'm' ++ "watchlog"                 -> [u64 floor LE][u64 bytes LE] (see `kv::watch_log`)
+//! 'm' ++ "roots/" ++ height(u64 BE) -> [32 state digest] (see `kv::root_memory`)
 //! ```
 //! Heights, sessions and seqs are big-endian so ranges sort by them. The `a`, `c`, `d`, `n`,
 //! `r` and `s` entries are the state: leaves of the state tree, held by snapshots. The `m`,

@@ -10,6 +10,8 @@
 //!   nodes are read through `node_cache`, a bounded write-through cache);
 //! - [`watch_log`]: the committed changes of recent heights, written in each block's batch
 //!   but outside the state (not in the tree, the digest or snapshots), which watches read;
+//! - [`root_memory`]: the state digests of the last heights applied, written in each block's
+//!   batch outside the state, so a restarted node still knows the roots it would vote on;
 //! - [`snapshot`]: point-in-time snapshots, saved to a checksummed file and installed on a
 //!   node that fell behind.
 //!
@@ -25,6 +27,7 @@ mod node_cache;
 pub use crate::api::ops;
 mod overlay;
 pub use crate::api::reply;
+pub mod root_memory;
 pub mod snapshot;
 pub mod state_machine;
 pub mod state_tree;
@@ -40,6 +43,8 @@ pub use snapshot::SnapshotInfo;
 pub use state_machine::{KvRequest, KvStore, ReadAsOfError};
 pub use watch_log::WatchRetention;
 
+#[cfg(test)]
+mod root_memory_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -181,6 +181,12 @@ impl KvStore {
                 encode_meta(info.applied_height, &tree_root),
             ),
             (LOG_META_KEY.to_vec(), watch_log.encode()),
+            // The root memory restarts with the installed state's own root (`kv::root_memory`:
+            // the roots of earlier heights are not in the snapshot, nor trusted from it).
+            (
+                super::root_memory::root_key(info.applied_height),
+                state_digest(info.applied_height, &tree_root).to_vec(),
+            ),
         ]);
         for (key, value) in derived {
             entries.push(TableEntry {
@@ -191,7 +197,9 @@ impl KvStore {
         }
         for (key, value) in meta {
             assert!(
-                key.first() == Some(&META_PREFIX) && *key != META_KEY,
+                key.first() == Some(&META_PREFIX)
+                    && *key != META_KEY
+                    && !key.starts_with(super::root_memory::ROOT_MEMORY_PREFIX),
                 "runtime meta keys live under the meta prefix"
             );
             entries.push(TableEntry {

@@ -27,6 +27,7 @@ use super::overlay::BlockOverlay;
 use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
+use super::root_memory;
 use super::state_tree::{self, Node, TreeUpdate};
 use super::watch_log::{self, LOG_META_KEY, LogState, WatchRetention};
 use crate::api::proof::{StateProof, data_path, state_digest};
@@ -213,9 +214,13 @@ impl KvStore {
             overlay.set_derived(key, bytes);
         }
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
+        root_memory::stage_block(&mut overlay, height, &state_digest(height, &tree_root));
         for (key, value) in meta {
             assert!(
-                key.first() == Some(&META_PREFIX) && *key != META_KEY && *key != LOG_META_KEY,
+                key.first() == Some(&META_PREFIX)
+                    && *key != META_KEY
+                    && *key != LOG_META_KEY
+                    && !key.starts_with(root_memory::ROOT_MEMORY_PREFIX),
                 "runtime meta keys live under the meta prefix"
             );
             overlay.set_derived(key.to_vec(), Some(value.to_vec()));
@@ -291,6 +296,14 @@ impl KvStore {
             heights_max,
             bytes_max,
         )
+    }
+
+    /// The roots (state digests) of the recent heights this store applied, oldest first, ending
+    /// with `(applied_height(), state_digest())`: what a restarted node feeds its consensus
+    /// core so it can check roots that blocks carry for heights applied before the restart
+    /// (`kv::root_memory`). At most `ROOT_MEMORY_HEIGHTS` entries.
+    pub fn recent_roots(&self) -> Result<Vec<(u64, [u8; 32])>, StorageError> {
+        root_memory::load(&self.engine, self.applied_height, self.state_digest())
     }
 
     /// A runtime meta entry written with [`KvStore::apply_nowait`].

@@ -179,7 +179,7 @@ fn run_one(cfg: &SimConfig) -> Result<(), String> {
         "simulated {} ms in {} steps ({:.2}s wall): height {}, {} requests committed of {} \
          submitted (summed over honest nodes), {} view changes, {} timeouts, {} messages \
          delivered, {} dropped, {} rejected by the verifier, {} far-future dropped, {} \
-         equivocations seen, {} snapshots installed",
+         equivocations seen, {} snapshots installed, {} votes refused for a forgotten root",
         r.end_ms,
         r.steps,
         started.elapsed().as_secs_f64(),
@@ -193,7 +193,8 @@ fn run_one(cfg: &SimConfig) -> Result<(), String> {
         r.rejected_by_verifier,
         r.dropped_far_future,
         r.equivocations_seen,
-        r.snapshots_installed
+        r.snapshots_installed,
+        r.votes_refused_root_unknown
     );
     if r.ok() {
         println!("ok: no violations");
@@ -217,6 +218,7 @@ struct Totals {
     heights: u64,
     requests: u64,
     view_changes: u64,
+    votes_refused_root_unknown: u64,
 }
 
 fn run_sweep(o: &Options, count: u64) -> Result<(), String> {
@@ -240,6 +242,7 @@ fn run_sweep(o: &Options, count: u64) -> Result<(), String> {
                     t.heights += r.max_height;
                     t.requests += r.requests_committed;
                     t.view_changes += r.view_changes;
+                    t.votes_refused_root_unknown += r.votes_refused_root_unknown;
                     if !r.ok() {
                         t.failed.push(r);
                     }
@@ -288,12 +291,13 @@ fn run_sweep(o: &Options, count: u64) -> Result<(), String> {
     }
     println!(
         "sim: {} runs, {} failing seeds, {} blocks committed (sum of max heights), {} requests \
-         committed, {} view changes, in {:.1}s",
+         committed, {} view changes, {} votes refused for a forgotten root, in {:.1}s",
         t.runs,
         t.failed.len(),
         t.heights,
         t.requests,
         t.view_changes,
+        t.votes_refused_root_unknown,
         started.elapsed().as_secs_f64()
     );
     if t.failed.is_empty() {

@@ -845,6 +845,7 @@ impl Core {
             }
             RootCheck::Unknown { .. } => {
                 self.stats.votes_refused_root_unchecked += 1;
+                self.stats.votes_refused_root_unknown += 1;
                 false
             }
             RootCheck::Differs {

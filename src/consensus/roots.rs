@@ -3,8 +3,11 @@
 //!
 //! Where the roots come from:
 //! - own roots: the runtime applies committed blocks after commit and reports each height's
-//!   root (`Event::Applied`), in height order; a jump (a restart, a snapshot install) means
-//!   the state was replaced, so the roots kept from before are dropped;
+//!   root (`Event::Applied`), in height order; at start it first reports the roots its state
+//!   remembers of the heights before (`kv::root_memory`), so a restarted node can still check
+//!   the roots blocks carry for them; a jump (a snapshot install, or a start whose memory does
+//!   not reach back to the last report) means the state was replaced, so the roots kept from
+//!   before are dropped;
 //! - certified roots: the roots a certified block carries (`Block::state_roots`). A block is
 //!   certified by a QC on it (formed here or received), and every committed block is.
 //!
@@ -53,8 +56,9 @@ pub enum RootCheck {
         own: [u8; 32],
         carried: [u8; 32],
     },
-    /// This node applied `height` but no longer knows (or never knew: it applied it before
-    /// a restart or under a snapshot) its root, so it cannot vouch for it.
+    /// This node applied `height` but no longer knows (or never knew: it applied it under a
+    /// snapshot, or further back before a restart than its state remembers) its root, so it
+    /// cannot vouch for it.
     Unknown { height: Height },
 }
 

@@ -36,6 +36,9 @@ pub struct CoreStats {
     /// Proposals not voted for: a carried root this node cannot check (it applied the height
     /// before a restart or under a snapshot), or carried heights out of place in the chain.
     pub votes_refused_root_unchecked: u64,
+    /// Of those, the ones refused because this node applied a carried height but no longer
+    /// knows its root (before a restart beyond the remembered heights, or under a snapshot).
+    pub votes_refused_root_unknown: u64,
     /// Votes and proposals withheld because this node's state is diverged.
     pub withheld_diverged: u64,
     /// Times this node found its state root differs from a certified one.
@@ -67,6 +70,7 @@ impl CoreStats {
         self.votes_deferred_root += other.votes_deferred_root;
         self.votes_refused_root_mismatch += other.votes_refused_root_mismatch;
         self.votes_refused_root_unchecked += other.votes_refused_root_unchecked;
+        self.votes_refused_root_unknown += other.votes_refused_root_unknown;
         self.withheld_diverged += other.withheld_diverged;
         self.divergences_detected += other.divergences_detected;
     }

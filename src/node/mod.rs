@@ -94,6 +94,7 @@ use watchers::{WatchCtx, WatchQueue};
 /// State-root reports queued from the storage thread to the consensus thread at most (one per
 /// applied block; the consensus thread drains them every turn).
 const APPLIED_REPORTS_MAX: usize = 4096;
+const _: () = assert!(crate::kv::root_memory::ROOT_MEMORY_HEIGHTS < APPLIED_REPORTS_MAX as u64);
 
 /// Why a node could not start. The message names what failed and where.
 #[derive(Debug)]
@@ -238,6 +239,9 @@ impl Node {
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(StatusBoard::new(cfg.node_id.0));
         let digest = kv.state_digest();
+        let recent_roots = kv
+            .recent_roots()
+            .map_err(|e| storage_error("cannot read the remembered state roots", &state_dir, e))?;
         status.update(|s| {
             s.applied_height = committed.height;
             s.committed_height = committed.height;
@@ -254,8 +258,12 @@ impl Node {
         let (wake_tx, wake_rx) = bounded(1);
         let (installed_tx, installed_rx) = bounded(4);
         let (applied_tx, applied_rx) = bounded(APPLIED_REPORTS_MAX);
-        // The state the node resumes from is the first report.
-        let _ = applied_tx.try_send((committed.height, digest));
+        // The first reports: the roots the state remembers of the heights it applied, ending
+        // with the state the node resumes from, so the core can check roots that blocks carry
+        // for heights applied before this start (`kv::root_memory`; they fit the queue).
+        for (height, root) in recent_roots {
+            let _ = applied_tx.try_send((height, root));
+        }
         let durable_ticket = Arc::new(AtomicU64::new(0));
 
         let incoming_snapshot = snapshots.incoming_path();

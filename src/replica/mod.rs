@@ -74,8 +74,9 @@ pub enum Input {
     /// The shell could not write the snapshot download.
     DownloadFailed,
     /// The shell's state is now after `height` and its root is `root`: after applying a
-    /// committed block, at start (the state it resumed), and after installing a snapshot.
-    /// Reported in height order.
+    /// committed block, at start (first the roots the state remembers of the heights before
+    /// the one it resumed, `KvStore::recent_roots`, then that one), and after installing a
+    /// snapshot. Reported in height order.
     Applied {
         height: Height,
         root: [u8; 32],

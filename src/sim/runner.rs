@@ -44,6 +44,9 @@ pub struct SimReport {
     pub equivocations_seen: u64,
     /// Votes honest nodes refused because a carried state root differed from their own.
     pub votes_refused_root_mismatch: u64,
+    /// Votes honest nodes refused because they no longer knew their root of a carried height
+    /// they had applied (see `kv::root_memory`).
+    pub votes_refused_root_unknown: u64,
     /// Times an honest node found its own root differs from a certified one.
     pub divergences_detected: u64,
     /// Snapshots installed by honest replicas.
@@ -516,6 +519,35 @@ impl Sim {
             })
             .collect();
         self.checker.finish(self.end_ms, &ends);
+        self.check_root_memory();
+    }
+
+    /// Root memory: an honest node whose state was never replaced by a snapshot knows its root
+    /// of every height it applied (the runs are far shorter than `ROOT_MEMORY_HEIGHTS`), also
+    /// across restarts, so it never refuses a vote for a root it forgot.
+    fn check_root_memory(&mut self) {
+        let mut found = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.byz.is_none()) {
+            if n.replicas[0].installs > 0 {
+                continue;
+            }
+            let live = n.replicas[0].replica.as_ref().map(Replica::core_stats);
+            let refused: u64 = n
+                .retired
+                .iter()
+                .chain(live.iter())
+                .map(|s| s.votes_refused_root_unknown)
+                .sum();
+            if refused > 0 {
+                found.push((n.id, refused));
+            }
+        }
+        for (node, refused) in found {
+            self.checker.violation(format!(
+                "root memory: {node} refused {refused} votes for blocks carrying roots of \
+                 heights it had applied but no longer knew (forgotten across a restart)"
+            ));
+        }
     }
 
     fn step(&mut self, ev: Ev) {
@@ -636,7 +668,32 @@ impl Sim {
             copy.replica = Some(replica);
             copy.last_sync_done = self.now;
             self.dispatch(node, r, effects);
-            self.report_applied(node, r, 0);
+            self.report_restored(node, r);
+        }
+    }
+
+    /// Tells a restarted copy's replica the roots its state remembers (`kv::root_memory`),
+    /// ending with where its state is, as the node does at start.
+    fn report_restored(&mut self, node: NodeId, replica: usize) {
+        let copy = &self.nodes[node.index()].replicas[replica];
+        let epoch = copy.epoch;
+        let roots = match copy.state.recent_roots() {
+            Ok(roots) => roots,
+            Err(e) => {
+                self.checker
+                    .violation(format!("{node}: cannot read the remembered roots: {e}"));
+                vec![(copy.state.applied_height(), copy.state.digest())]
+            }
+        };
+        for (height, root) in roots {
+            let ev = Ev::Applied {
+                node,
+                replica,
+                epoch,
+                height,
+                root,
+            };
+            self.schedule(self.now, ev);
         }
     }
 
@@ -1034,6 +1091,7 @@ impl Sim {
                 sum.dropped_far_future += s.dropped_far_future;
                 sum.equivocations_seen += s.equivocations_seen;
                 sum.votes_refused_root_mismatch += s.votes_refused_root_mismatch;
+                sum.votes_refused_root_unknown += s.votes_refused_root_unknown;
                 sum.divergences_detected += s.divergences_detected;
             }
         }
@@ -1049,6 +1107,7 @@ impl Sim {
             dropped_far_future: sum.dropped_far_future,
             equivocations_seen: sum.equivocations_seen,
             votes_refused_root_mismatch: sum.votes_refused_root_mismatch,
+            votes_refused_root_unknown: sum.votes_refused_root_unknown,
             divergences_detected: sum.divergences_detected,
             snapshots_installed,
             requests_submitted: self.submitted,

@@ -88,6 +88,11 @@ impl StateStore {
         self.kv().state_digest()
     }
 
+    /// The roots the state remembers of its recent heights (`KvStore::recent_roots`).
+    pub fn recent_roots(&self) -> Result<Vec<(u64, [u8; 32])>, String> {
+        self.kv().recent_roots().map_err(|e| e.to_string())
+    }
+
     /// Applies a committed block once (a restarted core re-commits what the state has: those
     /// give `None`). A gap is a bug in the replica or the simulator.
     pub fn apply(

@@ -13,14 +13,11 @@
 #[path = "cluster_support.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use bftd::client::{Client, ClientError, ClientOptions, VerifiedReadOptions};
-use bftd::config::ClientConfig;
+use bftd::client::{Client, ClientError, VerifiedReadOptions};
 use bftd::types::NodeId;
 use support::*;
 
@@ -37,50 +34,18 @@ const FAST_ROUNDS: &str = "round_timeout_base_ms = 100\nround_timeout_max_ms = 4
 /// A 4-node testnet whose node `BYZ` plays `kind`, with every node serving `/metrics`.
 fn byzantine_testnet(kind: &str, consensus: &str, node: &str) -> Testnet {
     let net = Testnet::new(NODES, consensus, node);
-    let metrics_base = free_port_range(NODES);
-    for i in 0..NODES {
-        let path = net.config(i);
-        let mut text = std::fs::read_to_string(&path).expect("read node config");
-        text = text.replace(
-            "[node]\n",
-            &format!(
-                "[node]\nmetrics_addr = \"127.0.0.1:{}\"\n",
-                metrics_base + i as u16
-            ),
-        );
-        if i == BYZ {
-            text.push_str(&format!("\n[faults]\nbyzantine = \"{kind}\"\n"));
-        }
-        std::fs::write(&path, text).expect("write node config");
-    }
-    std::fs::write(
-        net.dir.path().join("metrics_base"),
-        metrics_base.to_string(),
-    )
-    .expect("write metrics base");
+    serve_metrics(&net);
+    let path = net.config(BYZ);
+    let mut text = std::fs::read_to_string(&path).expect("read node config");
+    text.push_str(&format!("\n[faults]\nbyzantine = \"{kind}\"\n"));
+    std::fs::write(&path, text).expect("write node config");
     net
 }
 
 /// The sum of every sample of metric `name` (all label sets) on node `i`'s `/metrics`, or
 /// `None` if the node does not answer.
 fn metric(net: &Testnet, i: usize, name: &str) -> Option<f64> {
-    let base: u16 = std::fs::read_to_string(net.dir.path().join("metrics_base"))
-        .ok()?
-        .parse()
-        .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    metric_sum(metrics_base(net)?, i, name)
 }
 
 /// The sum of `name` over the honest nodes.
@@ -129,24 +94,6 @@ fn plain_bftd_refuses_a_byzantine_config() {
     assert!(stderr.contains("bftd-byzantine"), "stderr: {stderr}");
 }
 
-fn client(net: &Testnet) -> Client {
-    let cfg = ClientConfig::load(&net.client_config()).expect("client config");
-    let options = ClientOptions {
-        request_timeout: DEADLINE,
-        resend_interval: Duration::from_millis(200),
-        reconnect_backoff_min: Duration::from_millis(10),
-        reconnect_backoff_max: Duration::from_millis(500),
-        // The silent member never answers a status query: do not wait long for it.
-        query_timeout: Duration::from_secs(2),
-        ..ClientOptions::default()
-    };
-    Client::connect(&cfg, options).expect("start the client")
-}
-
-fn value_of(key: &str) -> String {
-    format!("value-of-{key}")
-}
-
 /// Writes `count` fresh keys `{prefix}{n}`, each once with its own value, then reads every
 /// one back. Every answer must be the truth: version 1 on write, the value written and
 /// version 1 on read. Returns the keys.
@@ -170,32 +117,9 @@ fn write_and_read_back(client: &Client, prefix: &str, count: usize) -> Vec<Strin
 }
 
 /// Waits until the honest nodes report the same state digest at the same applied height;
-/// returns that height. Asked through the test's client: a second connection with the same
-/// client key would replace the client's own.
+/// returns that height.
 fn honest_agree(client: &Client) -> u64 {
-    let mut height = 0;
-    wait_for(
-        "the honest nodes report one state digest at one height",
-        DEADLINE,
-        || {
-            let Ok(reports) = client.status() else {
-                return false;
-            };
-            let s: Vec<_> = HONEST
-                .iter()
-                .filter_map(|&i| reports.get(i)?.status.as_ref().ok())
-                .collect();
-            let agree = s.len() == HONEST.len()
-                && s.iter().all(|x| {
-                    x.applied_height == s[0].applied_height && x.state_digest == s[0].state_digest
-                });
-            if agree {
-                height = s[0].applied_height;
-            }
-            agree
-        },
-    );
-    height
+    agree(client, &HONEST)
 }
 
 /// What every kind must satisfy: right answers, honest agreement, commits that continue.
@@ -217,7 +141,7 @@ fn right_answers_agreement_and_progress(client: &Client, rounds: &[&str]) {
 fn run_kind(kind: &str) -> (Testnet, Vec<Option<NodeProc>>, Client) {
     let net = byzantine_testnet(kind, FAST_ROUNDS, "");
     let procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     right_answers_agreement_and_progress(&client, &["a-", "b-"]);
     let log = std::fs::read_to_string(net.log_path(BYZ)).unwrap_or_default();
     assert!(
@@ -334,7 +258,7 @@ fn forged_snapshot_chunks() {
         "snapshot_interval_blocks = 20\nstate_transfer_after_ms = 1000",
     );
     let mut procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     right_answers_agreement_and_progress(&client, &["a-"]);
     lagging_node_catches_up(&net, &mut procs, &client);
     let log = std::fs::read_to_string(net.log_path(LAGGING)).unwrap_or_default();
@@ -385,7 +309,7 @@ fn flood_of_costly_requests() {
         "snapshot_interval_blocks = 20",
     );
     let _procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     // Before the flood: well below the height it starts at (about 3 blocks a put).
     let before = timed_puts(&client, "calm-", 8);
     let calm_height = honest_agree(&client);
@@ -434,7 +358,7 @@ fn backup_served_by_a_liar_is_refused_and_fetched_from_honest_nodes() {
         "snapshot_interval_blocks = 20",
     );
     let _procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     write_and_read_back(&client, "a-", 15);
     let newest = |i: usize| {
         std::fs::read_dir(net.data_dir(i).join("snapshots"))

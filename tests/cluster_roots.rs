@@ -16,13 +16,9 @@
 #[path = "cluster_support.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use bftd::client::{Client, ClientError, ClientOptions};
-use bftd::config::ClientConfig;
+use bftd::client::{Client, ClientError};
 use bftd::types::NodeId;
 use support::*;
 
@@ -33,110 +29,31 @@ const FAST_ROUNDS: &str = "round_timeout_base_ms = 100\nround_timeout_max_ms = 4
 /// A testnet whose nodes serve `/metrics` and `/health`; node `byz` (if any) plays `kind`.
 fn testnet(consensus: &str, node: &str, byz: Option<(usize, &str)>) -> Testnet {
     let net = Testnet::new(NODES, consensus, node);
-    let metrics_base = free_port_range(NODES);
-    for i in 0..NODES {
-        let path = net.config(i);
+    serve_metrics(&net);
+    if let Some((b, kind)) = byz {
+        let path = net.config(b);
         let mut text = std::fs::read_to_string(&path).expect("read node config");
-        text = text.replace(
-            "[node]\n",
-            &format!(
-                "[node]\nmetrics_addr = \"127.0.0.1:{}\"\n",
-                metrics_base + i as u16
-            ),
-        );
-        if let Some((b, kind)) = byz
-            && b == i
-        {
-            text.push_str(&format!("\n[faults]\nbyzantine = \"{kind}\"\n"));
-        }
+        text.push_str(&format!("\n[faults]\nbyzantine = \"{kind}\"\n"));
         std::fs::write(&path, text).expect("write node config");
     }
-    std::fs::write(
-        net.dir.path().join("metrics_base"),
-        metrics_base.to_string(),
-    )
-    .expect("write metrics base");
     net
 }
 
 /// `GET path` on node `i`'s metrics server: `(status code, body)`, or `None` if it does not
 /// answer.
 fn http_get(net: &Testnet, i: usize, path: &str) -> Option<(u16, String)> {
-    let base: u16 = std::fs::read_to_string(net.dir.path().join("metrics_base"))
-        .ok()?
-        .parse()
-        .ok()?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((code, body))
+    metrics_get(metrics_base(net)?, i, path)
 }
 
 /// The sum of every sample of metric `name` on node `i`, or `None` if it does not answer.
 fn metric(net: &Testnet, i: usize, name: &str) -> Option<f64> {
-    let (_, body) = http_get(net, i, "/metrics")?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
-fn client(net: &Testnet) -> Client {
-    let cfg = ClientConfig::load(&net.client_config()).expect("client config");
-    let options = ClientOptions {
-        request_timeout: DEADLINE,
-        resend_interval: Duration::from_millis(200),
-        reconnect_backoff_min: Duration::from_millis(10),
-        reconnect_backoff_max: Duration::from_millis(500),
-        query_timeout: Duration::from_secs(2),
-        ..ClientOptions::default()
-    };
-    Client::connect(&cfg, options).expect("start the client")
-}
-
-fn value_of(key: &str) -> String {
-    format!("value-of-{key}")
+    metric_sum(metrics_base(net)?, i, name)
 }
 
 fn put(client: &Client, key: &str, value: &str) {
     client
         .put(key.as_bytes(), value.as_bytes())
         .unwrap_or_else(|e| panic!("put {key}: {e}"));
-}
-
-/// Waits until `nodes` report one state digest at one applied height; returns the height.
-fn agree(client: &Client, nodes: &[usize]) -> u64 {
-    let mut height = 0;
-    wait_for(
-        &format!("nodes {nodes:?} report one state digest at one height"),
-        DEADLINE,
-        || {
-            let Ok(reports) = client.status() else {
-                return false;
-            };
-            let s: Vec<_> = nodes
-                .iter()
-                .filter_map(|&i| reports.get(i)?.status.as_ref().ok())
-                .collect();
-            let same = s.len() == nodes.len()
-                && s.iter().all(|x| {
-                    x.applied_height == s[0].applied_height && x.state_digest == s[0].state_digest
-                });
-            if same {
-                height = s[0].applied_height;
-            }
-            same
-        },
-    );
-    height
 }
 
 /// The value node `i` holds for `key` in its own state (a stale read from it alone).
@@ -214,7 +131,7 @@ fn a_node_with_a_damaged_state_detects_it_stops_serving_and_repairs_itself() {
         None,
     );
     let mut procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     for key in ["touched", "kept"] {
         put(&client, key, &value_of(key));
     }
@@ -344,7 +261,7 @@ fn a_forged_snapshot_is_never_installed() {
     let mut procs: Vec<Option<NodeProc>> = (0..NODES)
         .map(|i| Some(NodeProc::start_with(&net, i, &bin)))
         .collect();
-    let client = client(&net);
+    let client = library_client(&net);
     for n in 0..5 {
         let key = format!("a-{n}");
         put(&client, &key, &value_of(&key));
@@ -410,7 +327,7 @@ fn a_forged_snapshot_is_never_installed() {
 fn one_write_on_an_idle_cluster_becomes_provable_from_every_node_without_more_writes() {
     let net = testnet(FAST_ROUNDS, "", None);
     let _procs = start_all(&net);
-    let client = client(&net);
+    let client = library_client(&net);
     let key = "the-only-write";
     put(&client, key, &value_of(key));
     // The put's height, from node 0's own state (a stale read: no block, no consensus).

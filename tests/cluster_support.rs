@@ -500,3 +500,107 @@ pub fn verified_at_least(
     );
     found.expect("set when the wait ended")
 }
+
+/// Makes node `i` of `net` serve `/metrics` and `/health` on `127.0.0.1:(base + i)`, with
+/// `base` a fresh free port range, recorded in the testnet dir (see [`metrics_base`]).
+/// Returns `base`.
+pub fn serve_metrics(net: &Testnet) -> u16 {
+    let base = free_port_range(net.nodes);
+    for i in 0..net.nodes {
+        let path = net.config(i);
+        let text = std::fs::read_to_string(&path).expect("read node config");
+        let text = text.replace(
+            "[node]\n",
+            &format!("[node]\nmetrics_addr = \"127.0.0.1:{}\"\n", base + i as u16),
+        );
+        std::fs::write(&path, text).expect("write node config");
+    }
+    std::fs::write(net.dir.path().join("metrics_base"), base.to_string())
+        .expect("write metrics base");
+    base
+}
+
+/// The metrics port base [`serve_metrics`] chose for `net`.
+pub fn metrics_base(net: &Testnet) -> Option<u16> {
+    std::fs::read_to_string(net.dir.path().join("metrics_base"))
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `GET path` on the metrics server at `127.0.0.1:(base + i)`: `(status code, body)`, or
+/// `None` if it does not answer.
+pub fn metrics_get(base: u16, i: usize, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
+}
+
+/// The sum of every sample of metric `name` (all label sets) on the metrics server at
+/// `127.0.0.1:(base + i)`, or `None` if it does not answer.
+pub fn metric_sum(base: u16, i: usize, name: &str) -> Option<f64> {
+    let (_, body) = metrics_get(base, i, "/metrics")?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+/// Waits until `nodes` report one state digest at one applied height; returns that height.
+/// Asked through the test's client: a second connection with the same client key would
+/// replace the client's own.
+pub fn agree(client: &bftd::client::Client, nodes: &[usize]) -> u64 {
+    let mut height = 0;
+    wait_for(
+        &format!("nodes {nodes:?} report one state digest at one height"),
+        DEADLINE,
+        || {
+            let Ok(reports) = client.status() else {
+                return false;
+            };
+            let s: Vec<_> = nodes
+                .iter()
+                .filter_map(|&i| reports.get(i)?.status.as_ref().ok())
+                .collect();
+            let same = s.len() == nodes.len()
+                && s.iter().all(|x| {
+                    x.applied_height == s[0].applied_height && x.state_digest == s[0].state_digest
+                });
+            if same {
+                height = s[0].applied_height;
+            }
+            same
+        },
+    );
+    height
+}
+
+/// The library client the cluster tests use: a request waits up to `DEADLINE`, is resent
+/// every 200 ms, reconnects fast, and a status query waits 2 s per node (a silent or stopped
+/// member never answers).
+pub fn library_client(net: &Testnet) -> bftd::client::Client {
+    let cfg = ClientConfig::load(&net.client_config()).expect("client config");
+    let options = bftd::client::ClientOptions {
+        request_timeout: DEADLINE,
+        resend_interval: Duration::from_millis(200),
+        reconnect_backoff_min: Duration::from_millis(10),
+        reconnect_backoff_max: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(2),
+        ..bftd::client::ClientOptions::default()
+    };
+    bftd::client::Client::connect(&cfg, options).expect("start the client")
+}
+
+/// The value the tests write under `key`.
+pub fn value_of(key: &str) -> String {
+    format!("value-of-{key}")
+}

@@ -6,9 +6,7 @@
 #[path = "cluster_support.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bftd::kv::{OpReply, OpResult, Reply};
 use support::*;
@@ -20,22 +18,6 @@ const VALUE_BYTES: usize = 600 * 1024;
 /// (64 blocks a response) could carry.
 const WRITES_WHILE_DOWN: usize = 30;
 const DOWN: usize = 3;
-
-fn metric(base: u16, i: usize, name: &str) -> Option<f64> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
 
 fn write(all: &mut AllNodes, seq: &mut u64, key: &str, value: &[u8]) {
     *seq += 1;
@@ -63,19 +45,7 @@ fn a_node_behind_large_blocks_catches_up_from_the_peers_block_stores() {
          committed_bytes_retained = 2097152",
         "",
     );
-    let metrics_base = free_port_range(4);
-    for i in 0..4 {
-        let path = net.config(i);
-        let text = std::fs::read_to_string(&path).expect("read node config");
-        let text = text.replace(
-            "[node]\n",
-            &format!(
-                "[node]\nmetrics_addr = \"127.0.0.1:{}\"\n",
-                metrics_base + i as u16
-            ),
-        );
-        std::fs::write(&path, text).expect("write node config");
-    }
+    let metrics_base = serve_metrics(&net);
     let mut procs = start_all(&net);
     let mut all = AllNodes::connect(&net, 1);
     let mut seq = 0;
@@ -109,7 +79,7 @@ fn a_node_behind_large_blocks_catches_up_from_the_peers_block_stores() {
         "expected block sync, not a snapshot:\n{log}"
     );
     let served: f64 = (0..3)
-        .filter_map(|i| metric(metrics_base, i, "bftd_sync_blocks_served_from_store_total"))
+        .filter_map(|i| metric_sum(metrics_base, i, "bftd_sync_blocks_served_from_store_total"))
         .sum();
     eprintln!("blocks served to the restarted node from the peers' block stores: {served}");
     assert!(

@@ -18,19 +18,7 @@ use support::*;
 /// lines for the `[node]` table.
 fn testnet_with_metrics(n: usize, node: &str) -> (Testnet, u16) {
     let net = Testnet::new(n, "", node);
-    let metrics_base = free_port_range(n);
-    for i in 0..n {
-        let path = net.config(i);
-        let text = std::fs::read_to_string(&path).expect("read config");
-        let text = text.replace(
-            "[node]\n",
-            &format!(
-                "[node]\nmetrics_addr = \"127.0.0.1:{}\"\n",
-                metrics_base + i as u16
-            ),
-        );
-        std::fs::write(&path, text).expect("write config");
-    }
+    let metrics_base = serve_metrics(&net);
     (net, metrics_base)
 }
 

@@ -2,55 +2,22 @@
 //! depends on safety state leaves before the runtime reports it durable), restart without
 //! double voting, and bounded handling of far-future input.
 
-use std::sync::Arc;
-
-use bftd::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, SafetyData};
-use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits, domain};
+use bftd::consensus::{Action, Core, DurableState, Event, PersistItem, SafetyData};
+use bftd::crypto::{Signer, domain};
 use bftd::types::*;
 
-struct Cluster {
-    cluster: ClusterId,
-    committee: Arc<Committee>,
-    verifier: Verifier,
-}
+#[path = "support/core_committee.rs"]
+mod core_committee;
 
-fn secret(i: u16) -> [u8; 32] {
-    [i as u8 + 10; 32]
-}
+use core_committee::TestCommittee;
+
+type Cluster = TestCommittee;
 
 fn cluster() -> Cluster {
-    let cluster = ClusterId::from_name("core-tests");
-    let keys: Vec<[u8; 32]> = (0..4)
-        .map(|i| Signer::new(secret(i), cluster).public_key())
-        .collect();
-    let committee = Arc::new(Committee::new(cluster, &keys, 1).unwrap());
-    let verifier = Verifier::new(
-        committee.clone(),
-        VerifierLimits::default(),
-        ClientPolicy::Any,
-    );
-    Cluster {
-        cluster,
-        committee,
-        verifier,
-    }
+    TestCommittee::new("core-tests", 10)
 }
 
 impl Cluster {
-    fn core(&self, me: u16, durable: Option<DurableState>) -> Core {
-        let cfg = CoreConfig {
-            round_timeout_base_ms: 1_000,
-            ..CoreConfig::default()
-        };
-        Core::new(
-            cfg,
-            self.committee.clone(),
-            Signer::new(secret(me), self.cluster),
-            NodeId(me),
-            durable,
-        )
-    }
-
     fn request(&self, seq: u64) -> ClientRequest {
         let signer = Signer::new([99; 32], self.cluster);
         let client = ClientKey(signer.public_key());
@@ -81,7 +48,8 @@ impl Cluster {
             signature: Sig::ZERO,
         };
         let id = b.compute_id();
-        b.signature = Signer::new(secret(1), self.cluster)
+        b.signature = self
+            .signer(1)
             .sign(domain::PROPOSAL, &domain::proposal_body(&id));
         b
     }
@@ -176,8 +144,9 @@ fn a_proposal_by_a_non_leader_cannot_take_the_real_leaders_slot() {
     let mut fake = c.proposal(2);
     fake.author = NodeId(2);
     let id = fake.compute_id();
-    fake.signature =
-        Signer::new(secret(2), c.cluster).sign(domain::PROPOSAL, &domain::proposal_body(&id));
+    fake.signature = c
+        .signer(2)
+        .sign(domain::PROPOSAL, &domain::proposal_body(&id));
     let actions = c.deliver(&mut core, 10, 2, Message::Proposal(fake));
     assert!(persist_ticket(&actions).is_none(), "{actions:?}");
     assert_eq!(core.stats().proposals_wrong_leader, 1);
@@ -311,7 +280,7 @@ fn a_stuck_round_times_out_once_then_rebroadcasts_the_same_timeout() {
 fn far_future_votes_are_counted_and_dropped() {
     let c = cluster();
     let mut core = c.core(3, None);
-    let signer = Signer::new(secret(0), c.cluster);
+    let signer = c.signer(0);
     let vote = |round: u64| {
         let id = BlockId([7; 32]);
         Vote {

@@ -10,15 +10,15 @@
 //! blocks carrying them.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use bftd::consensus::{Action, Core, CoreConfig, DurableState, Event};
-use bftd::crypto::{ClientPolicy, Committee, Signer, Verifier, VerifierLimits};
+use bftd::consensus::{Action, Core, DurableState, Event};
+use bftd::crypto::Signer;
 use bftd::types::*;
 
-fn secret(i: u16) -> [u8; 32] {
-    [i as u8 + 50; 32]
-}
+#[path = "support/core_committee.rs"]
+mod core_committee;
+
+use core_committee::TestCommittee;
 
 /// The stand-in state root of `height` (what an honest node's state gives).
 fn root(height: Height) -> [u8; 32] {
@@ -42,9 +42,7 @@ enum Ev {
 }
 
 struct Net {
-    cluster: ClusterId,
-    committee: Arc<Committee>,
-    verifier: Verifier,
+    tc: TestCommittee,
     cores: Vec<Core>,
     queue: VecDeque<Ev>,
     /// This node's state is slow: its reports wait until it handled the next proposal (so its
@@ -67,35 +65,10 @@ struct Net {
 
 impl Net {
     fn new(damaged: Option<(u16, Height)>) -> Self {
-        let cluster = ClusterId::from_name("roots-tests");
-        let keys: Vec<[u8; 32]> = (0..4)
-            .map(|i| Signer::new(secret(i), cluster).public_key())
-            .collect();
-        let committee = Arc::new(Committee::new(cluster, &keys, 1).unwrap());
-        let verifier = Verifier::new(
-            committee.clone(),
-            VerifierLimits::default(),
-            ClientPolicy::Any,
-        );
-        let cores = (0..4)
-            .map(|i| {
-                let cfg = CoreConfig {
-                    round_timeout_base_ms: 1_000,
-                    ..CoreConfig::default()
-                };
-                Core::new(
-                    cfg,
-                    committee.clone(),
-                    Signer::new(secret(i), cluster),
-                    NodeId(i),
-                    None,
-                )
-            })
-            .collect();
+        let tc = TestCommittee::new("roots-tests", 50);
+        let cores = (0..4).map(|i| tc.core(i, None)).collect();
         let mut net = Net {
-            cluster,
-            committee: committee.clone(),
-            verifier,
+            tc,
             cores,
             queue: VecDeque::new(),
             slow: None,
@@ -182,9 +155,9 @@ impl Net {
     fn submit(&mut self) {
         self.seq += 1;
         let req =
-            Signer::new([77; 32], self.cluster).sign_request(1, self.seq, vec![self.seq as u8]);
+            Signer::new([77; 32], self.tc.cluster).sign_request(1, self.seq, vec![self.seq as u8]);
         for i in 0..4u16 {
-            let mut v = self.verifier.verify_requests(vec![req.clone()]);
+            let mut v = self.tc.verifier.verify_requests(vec![req.clone()]);
             let req = v.pop().unwrap().expect("request verifies");
             let actions = self.cores[i as usize].handle(self.now, Event::RequestReceived(req));
             self.absorb(i, actions);
@@ -233,6 +206,7 @@ impl Net {
                             self.slow_saw_proposal = true;
                         }
                         let msg = self
+                            .tc
                             .verifier
                             .verify_message(*msg)
                             .expect("message verifies");
@@ -278,17 +252,7 @@ impl Net {
             Ev::Msg { .. } => true,
         });
         self.timers[node as usize] = None;
-        let cfg = CoreConfig {
-            round_timeout_base_ms: 1_000,
-            ..CoreConfig::default()
-        };
-        let mut core = Core::new(
-            cfg,
-            self.committee.clone(),
-            Signer::new(secret(node), self.cluster),
-            NodeId(node),
-            Some(durable),
-        );
+        let mut core = self.tc.core(node, Some(durable));
         let actions = core.start(self.now);
         self.cores[node as usize] = core;
         self.absorb(node, actions);

@@ -137,7 +137,8 @@ fn inspect_verifies_a_data_dir_and_a_damaged_one_is_refused() {
     assert!(
         text.contains("all checksums verified")
             && text.contains("applied height")
-            && text.contains("state tree: matches the entries"),
+            && text.contains("state tree: matches the entries")
+            && text.contains("the newest is the state digest"),
         "{text}"
     );
 

@@ -7,6 +7,8 @@
 //! - [`error`]: [`ClientError`], which names what each node answered;
 //! - `core` (the in-flight table, resends, deadlines), `tally` (the `f + 1` rule), `link`
 //!   (one Noise link per member, with redial backoff), [`seq`] (why seqs start at the clock);
+//! - [`coalesce`]: [`Coalescer`], which sends many threads' single operations as few signed
+//!   requests (client-side batching);
 //! - [`backup`]: backups of a running cluster (a snapshot f + 1 members vouch for);
 //! - [`watch`]: [`Watch`], a stream of committed changes a client emits only when `f + 1`
 //!   nodes sent them identically (`watch_merge` holds that rule);
@@ -37,6 +39,7 @@
 pub mod api;
 pub mod backup;
 pub mod cli;
+pub mod coalesce;
 mod core;
 pub mod error;
 mod link;
@@ -50,6 +53,7 @@ pub use api::{
     Client, NodeStatusReport, OfferAnswer, RangeResult, StaleRead, Ticket, TxnResult,
     VerifiedReadOptions, VerifiedValue, prefix_end,
 };
+pub use coalesce::{CoalesceOptions, Coalescer};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;

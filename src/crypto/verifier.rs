@@ -7,6 +7,14 @@
 //! mistake. The checks are stateless: they depend only on the committee, the limits and the
 //! client policy, so any number of verifier threads can share one `Verifier`.
 //!
+//! What it already knows it does not check again: the seen-cache remembers digests of
+//! requests, QCs, votes and timeouts whose signatures verified (each digest covers the
+//! signature bytes and names the signed message and the signer, whose key the committee fixes
+//! for the verifier's life). A QC or TC is then checked only for the signatures this node has
+//! not verified before, typically just its own vote, since votes go to every member; one
+//! unknown bad signature still refuses it. Client keys under `allow = "any"` are decompressed
+//! once and kept in a bounded cache.
+//!
 //! Certified history is judged by its signatures, not by today's client policy: a block that
 //! arrives in a sync response was accepted by a quorum when it was proposed (the core inserts a
 //! synced block only when a verified QC certifies it: its successor's in the response, or the
@@ -22,6 +30,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
+use parking_lot::Mutex;
 
 use super::seen_cache::SeenCache;
 use super::{Committee, SigBatch, domain};
@@ -114,12 +123,7 @@ impl ClientPolicy {
     fn historical_key(&self, client: &ClientKey) -> Result<(VerifyingKey, bool), VerifyError> {
         match self.key(client) {
             Ok(key) => Ok((key, true)),
-            Err(VerifyError::NotAuthorised(_)) => match VerifyingKey::from_bytes(&client.0) {
-                Ok(k) if !k.is_weak() => Ok((k, false)),
-                _ => Err(VerifyError::Malformed(
-                    "client key is not a usable Ed25519 key",
-                )),
-            },
+            Err(VerifyError::NotAuthorised(_)) => usable_key(client).map(|k| (k, false)),
             Err(e) => Err(e),
         }
     }
@@ -130,13 +134,49 @@ impl ClientPolicy {
                 .get(client)
                 .copied()
                 .ok_or(VerifyError::NotAuthorised(*client)),
-            ClientPolicy::Any => match VerifyingKey::from_bytes(&client.0) {
-                Ok(k) if !k.is_weak() => Ok(k),
-                _ => Err(VerifyError::Malformed(
-                    "client key is not a usable Ed25519 key",
-                )),
-            },
+            ClientPolicy::Any => usable_key(client),
         }
+    }
+}
+
+/// A client key decoded as a non-weak Ed25519 point.
+fn usable_key(client: &ClientKey) -> Result<VerifyingKey, VerifyError> {
+    match VerifyingKey::from_bytes(&client.0) {
+        Ok(k) if !k.is_weak() => Ok(k),
+        _ => Err(VerifyError::Malformed(
+            "client key is not a usable Ed25519 key",
+        )),
+    }
+}
+
+/// Decompressed client keys under `allow = "any"` (decompression is a field exponentiation,
+/// as costly as a good part of a verification). Bounded: when full it is cleared, and a
+/// miss only decompresses again. Only usable keys are kept.
+struct KeyCache {
+    keys: Mutex<HashMap<ClientKey, VerifyingKey>>,
+}
+
+/// Client keys kept decompressed.
+const CLIENT_KEYS_CACHED_MAX: usize = 4096;
+
+impl KeyCache {
+    fn new() -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, client: &ClientKey) -> Result<VerifyingKey, VerifyError> {
+        if let Some(k) = self.keys.lock().get(client) {
+            return Ok(*k);
+        }
+        let key = usable_key(client)?;
+        let mut keys = self.keys.lock();
+        if keys.len() >= CLIENT_KEYS_CACHED_MAX {
+            keys.clear();
+        }
+        keys.insert(*client, key);
+        Ok(key)
     }
 }
 
@@ -183,6 +223,8 @@ pub struct Verifier {
     limits: VerifierLimits,
     clients: ClientPolicy,
     seen: SeenCache,
+    /// Used only under `ClientPolicy::Any` (an allow-list holds decompressed keys already).
+    client_keys: KeyCache,
 }
 
 /// Signatures of several messages gathered into one batch; `owner[i]` says whose the i-th is.
@@ -217,6 +259,7 @@ impl Verifier {
             limits,
             clients,
             seen: SeenCache::new(SEEN_CACHE_ENTRIES),
+            client_keys: KeyCache::new(),
         }
     }
 
@@ -311,8 +354,12 @@ impl Verifier {
                 if v.round == 0 || v.round > ROUND_MAX {
                     return Err(VerifyError::Malformed("vote round out of range"));
                 }
-                let body = domain::vote_body(&v.block_id, v.round);
-                self.push(g, i, "vote", domain::VOTE, &body, &v.signature, key);
+                let digest = vote_sig_digest(&v.block_id, v.round, v.voter, &v.signature);
+                if !self.seen.contains(&digest) {
+                    let body = domain::vote_body(&v.block_id, v.round);
+                    self.push(g, i, "vote", domain::VOTE, &body, &v.signature, key);
+                    g.digests.push((i, digest));
+                }
                 Ok(VerifiedMessage::Vote(v))
             }
             Message::Timeout(t) => {
@@ -320,8 +367,12 @@ impl Verifier {
                 if t.round == 0 || t.round > ROUND_MAX || t.high_qc.round >= t.round {
                     return Err(VerifyError::Malformed("timeout round not above its QC"));
                 }
-                let body = domain::timeout_body(t.round, t.high_qc.round);
-                self.push(g, i, "timeout", domain::TIMEOUT, &body, &t.signature, key);
+                let digest = timeout_sig_digest(t.round, t.high_qc.round, t.author, &t.signature);
+                if !self.seen.contains(&digest) {
+                    let body = domain::timeout_body(t.round, t.high_qc.round);
+                    self.push(g, i, "timeout", domain::TIMEOUT, &body, &t.signature, key);
+                    g.digests.push((i, digest));
+                }
                 self.check_qc(i, &t.high_qc, g)?;
                 Ok(VerifiedMessage::Timeout(t))
             }
@@ -434,7 +485,7 @@ impl Verifier {
             return Ok(());
         }
         let (key, admitted_today) = match provenance {
-            Provenance::Proposed => (self.clients.key(&r.client)?, true),
+            Provenance::Proposed => (self.client_key(&r.client)?, true),
             Provenance::Certified => self.clients.historical_key(&r.client)?,
         };
         let body = domain::request_body(&r.client, r.session, r.seq, &r.ops);
@@ -472,10 +523,16 @@ impl Verifier {
         if self.seen.contains(&digest) {
             return Ok(());
         }
+        // Only the signatures this node has not verified before (as votes, or in another QC);
+        // the QC's digest is remembered once all of them are known good.
         let body = domain::vote_body(&qc.block_id, qc.round);
         for v in &qc.votes {
             let key = self.member_key(v.node)?;
-            self.push(g, i, "QC vote", domain::VOTE, &body, &v.sig, key);
+            let vote = vote_sig_digest(&qc.block_id, qc.round, v.node, &v.sig);
+            if !self.seen.contains(&vote) {
+                self.push(g, i, "QC vote", domain::VOTE, &body, &v.sig, key);
+                g.digests.push((i, vote));
+            }
         }
         g.digests.push((i, digest));
         Ok(())
@@ -498,8 +555,12 @@ impl Verifier {
         }
         for t in &tc.timeouts {
             let key = self.member_key(t.node)?;
-            let body = domain::timeout_body(tc.round, t.high_qc_round);
-            self.push(g, i, "TC timeout", domain::TIMEOUT, &body, &t.sig, key);
+            let timeout = timeout_sig_digest(tc.round, t.high_qc_round, t.node, &t.sig);
+            if !self.seen.contains(&timeout) {
+                let body = domain::timeout_body(tc.round, t.high_qc_round);
+                self.push(g, i, "TC timeout", domain::TIMEOUT, &body, &t.sig, key);
+                g.digests.push((i, timeout));
+            }
         }
         self.check_qc(i, &tc.high_qc, g)
     }
@@ -531,6 +592,14 @@ impl Verifier {
             }));
         }
         Ok(())
+    }
+
+    /// Today's key of `client`, from the cache under `allow = "any"`.
+    fn client_key(&self, client: &ClientKey) -> Result<VerifyingKey, VerifyError> {
+        match &self.clients {
+            ClientPolicy::Any => self.client_keys.get(client),
+            allow_list => allow_list.key(client),
+        }
     }
 
     fn member_key(&self, node: NodeId) -> Result<VerifyingKey, VerifyError> {
@@ -567,6 +636,40 @@ fn qc_digest(qc: &QuorumCert) -> [u8; 32] {
         h.update(&v.node.0.to_le_bytes());
         h.update(&v.sig.0);
     }
+    *h.finalize().as_bytes()
+}
+
+/// Names one member's signature on a vote for `(block_id, round)`: the signed message and the
+/// key (the committee's, fixed for the verifier's life) follow from these, so a cache hit
+/// vouches for exactly this signature on exactly this message.
+fn vote_sig_digest(
+    block_id: &BlockId,
+    round: u64,
+    node: NodeId,
+    sig: &crate::types::Sig,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bftd/vote-sig-digest/v1");
+    h.update(&block_id.0);
+    h.update(&round.to_le_bytes());
+    h.update(&node.0.to_le_bytes());
+    h.update(&sig.0);
+    *h.finalize().as_bytes()
+}
+
+/// Names one member's signature on a timeout of `round` reporting `high_qc_round`.
+fn timeout_sig_digest(
+    round: u64,
+    high_qc_round: u64,
+    node: NodeId,
+    sig: &crate::types::Sig,
+) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bftd/timeout-sig-digest/v1");
+    h.update(&round.to_le_bytes());
+    h.update(&high_qc_round.to_le_bytes());
+    h.update(&node.0.to_le_bytes());
+    h.update(&sig.0);
     *h.finalize().as_bytes()
 }
 

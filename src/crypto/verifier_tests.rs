@@ -423,3 +423,145 @@ fn certified_history_from_a_rotated_out_client_still_syncs() {
         VerifyError::BadSignature("client request")
     );
 }
+
+fn sync_info(qc: QuorumCert) -> Message {
+    Message::SyncInfo(SyncInfo {
+        high_qc: qc,
+        high_tc: None,
+    })
+}
+
+#[test]
+fn a_qc_of_votes_already_verified_is_not_checked_again_but_one_unknown_bad_signature_refuses_it() {
+    let f = fixture(ClientPolicy::Any);
+    let block = BlockId([6; 32]);
+    for voter in [0u16, 1] {
+        assert!(
+            f.check(Message::Vote(f.vote(voter as usize, voter, block, 7)))
+                .is_ok()
+        );
+    }
+    // Votes 0 and 1 are known; a forged third signature is still checked and refused.
+    let mut forged = f.qc(block, 7, &[0, 1, 2]);
+    forged.votes[2].sig.0[9] ^= 1;
+    assert_eq!(
+        f.check(sync_info(forged.clone())).unwrap_err(),
+        VerifyError::BadSignature("QC vote")
+    );
+    // Nor does the refused QC leave anything behind that would vouch for it later.
+    assert_eq!(
+        f.check(sync_info(forged)).unwrap_err(),
+        VerifyError::BadSignature("QC vote")
+    );
+    // The honest QC passes, and so do the cached signatures inside a proposal's QC.
+    let qc = f.qc(block, 7, &[0, 1, 2]);
+    assert!(f.check(sync_info(qc.clone())).is_ok());
+    assert!(f.check(Message::Proposal(f.block(8, 2, qc))).is_ok());
+}
+
+#[test]
+fn a_cached_vote_signature_vouches_only_for_its_own_message_and_signer() {
+    let f = fixture(ClientPolicy::Any);
+    let block = BlockId([6; 32]);
+    let v = f.vote(0, 0, block, 7);
+    assert!(f.check(Message::Vote(v.clone())).is_ok());
+    // The same signature bytes claimed for another round, block or signer are checked.
+    for (b, round, node) in [(block, 8, 0u16), (BlockId([7; 32]), 7, 0), (block, 7, 3)] {
+        let mut qc = f.qc(b, round, &[0, 1, 3]);
+        let at = qc
+            .votes
+            .iter()
+            .position(|s| s.node == NodeId(node))
+            .unwrap();
+        qc.votes[at].sig = v.signature;
+        let same = b == block && round == 7 && node == 0;
+        assert_eq!(f.check(sync_info(qc)).is_ok(), same, "{b:?} {round} {node}");
+    }
+    // A signature the cache names is not checked again: a garbage one planted in the cache
+    // passes, which is what shows the cache is consulted (only the verifier can insert).
+    let mut qc = f.qc(block, 9, &[0, 1, 2]);
+    qc.votes[1].sig.0[3] ^= 1;
+    f.verifier
+        .seen
+        .insert(vote_sig_digest(&block, 9, NodeId(1), &qc.votes[1].sig));
+    assert!(f.check(sync_info(qc)).is_ok());
+}
+
+#[test]
+fn a_vote_with_a_bad_signature_is_not_remembered() {
+    let f = fixture(ClientPolicy::Any);
+    let block = BlockId([6; 32]);
+    let mut bad = f.vote(1, 1, block, 7);
+    bad.signature.0[40] ^= 1;
+    assert!(f.check(Message::Vote(bad.clone())).is_err());
+    let mut qc = f.qc(block, 7, &[0, 1, 2]);
+    qc.votes[1].sig = bad.signature;
+    assert_eq!(
+        f.check(sync_info(qc)).unwrap_err(),
+        VerifyError::BadSignature("QC vote")
+    );
+}
+
+#[test]
+fn timeout_signatures_already_verified_are_not_checked_again_in_a_tc() {
+    let f = fixture(ClientPolicy::Any);
+    let qc = f.qc(BlockId([5; 32]), 2, &[0, 1, 2]);
+    let timeout = |n: u16| Timeout {
+        round: 4,
+        high_qc: qc.clone(),
+        author: NodeId(n),
+        signature: f.signers[n as usize].sign(domain::TIMEOUT, &domain::timeout_body(4, 2)),
+    };
+    for n in [0u16, 1, 2] {
+        assert!(f.check(Message::Timeout(timeout(n))).is_ok());
+    }
+    let mut tc = TimeoutCert {
+        round: 4,
+        high_qc: qc.clone(),
+        timeouts: [0u16, 1, 2]
+            .iter()
+            .map(|&n| TimeoutSig {
+                node: NodeId(n),
+                high_qc_round: 2,
+                sig: timeout(n).signature,
+            })
+            .collect(),
+    };
+    let info = |tc: TimeoutCert| {
+        Message::SyncInfo(SyncInfo {
+            high_qc: qc.clone(),
+            high_tc: Some(tc),
+        })
+    };
+    assert!(f.check(info(tc.clone())).is_ok());
+    // A signature for another reported QC round is not the cached one: checked, refused.
+    tc.timeouts[2].high_qc_round = 1;
+    assert_eq!(
+        f.check(info(tc)).unwrap_err(),
+        VerifyError::BadSignature("TC timeout")
+    );
+}
+
+#[test]
+fn any_policy_keys_are_cached_but_weak_keys_stay_refused() {
+    let f = fixture(ClientPolicy::Any);
+    let r = f.request(7, 1);
+    assert!(f.verifier.verify_requests(vec![r.clone()])[0].is_ok());
+    assert!(f.verifier.client_keys.keys.lock().contains_key(&r.client));
+    let mut weak = f.request(7, 2);
+    weak.client = ClientKey([0; 32]); // not a usable point... or a small-order one
+    weak.client.0[0] = 1; // the identity point's encoding: small order
+    for _ in 0..2 {
+        assert!(matches!(
+            f.verifier.verify_requests(vec![weak.clone()])[0],
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+    assert!(
+        !f.verifier
+            .client_keys
+            .keys
+            .lock()
+            .contains_key(&weak.client)
+    );
+}

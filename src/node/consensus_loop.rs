@@ -33,6 +33,7 @@ use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
 use super::status::StatusBoard;
 use super::storage_loop::StorageJob;
+use crate::consensus::PersistItem;
 use crate::crypto::{Verified, VerifiedMessage};
 use crate::net::{NetCounters, Outbound, OutboundSender};
 use crate::replica::{Effect, Input, Replica};
@@ -184,7 +185,12 @@ impl ConsensusCtx {
         }
         let input = match input {
             ConsensusInput::Message { from, msg } => Input::MessageReceived { from, msg },
-            ConsensusInput::Request(req) => Input::RequestReceived(req),
+            ConsensusInput::Request(req) => {
+                self.metrics
+                    .request_stages
+                    .received(req.id(), Instant::now());
+                Input::RequestReceived(req)
+            }
             ConsensusInput::State { from, msg } => Input::StateReceived { from, msg },
         };
         self.step(clock, input, download);
@@ -192,6 +198,9 @@ impl ConsensusCtx {
 
     /// One step of the replica, then its effects.
     fn step(&mut self, clock: &Clock, input: Input, download: &mut Option<Download>) {
+        if let Input::Durable { ticket } = &input {
+            self.metrics.request_stages.durable(*ticket, Instant::now());
+        }
         let effects = self.replica.handle(clock.now_ms(), input);
         self.execute(clock, effects, download);
     }
@@ -212,9 +221,13 @@ impl ConsensusCtx {
                     let _ = self.out.send(Outbound::Broadcast(bytes));
                 }
                 Effect::Persist { ticket, items } => {
+                    self.stamp_own_blocks(ticket, &items);
                     self.to_storage(StorageJob::Persist { ticket, items })
                 }
-                Effect::Commit { id, block } => self.to_storage(StorageJob::Commit { id, block }),
+                Effect::Commit { id, block } => {
+                    self.metrics.request_stages.committed(&id, Instant::now());
+                    self.to_storage(StorageJob::Commit { id, block })
+                }
                 Effect::ServeCommitted {
                     to,
                     from_height,
@@ -244,6 +257,25 @@ impl ConsensusCtx {
                     }
                 }
                 Effect::InstallSnapshot { offer } => self.install(clock, offer, download),
+            }
+        }
+    }
+
+    /// The latency budget times the requests of the blocks this node proposes: its own blocks
+    /// are persisted before they are sent.
+    fn stamp_own_blocks(&self, ticket: u64, items: &[PersistItem]) {
+        let me = self.replica.me();
+        for item in items {
+            if let PersistItem::Block { id, block } = item
+                && block.author == me
+                && !block.payload.is_empty()
+            {
+                self.metrics.request_stages.proposed(
+                    *id,
+                    ticket,
+                    block.payload.iter().map(|r| r.id()),
+                    Instant::now(),
+                );
             }
         }
     }

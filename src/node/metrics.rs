@@ -8,7 +8,8 @@
 //!   consensus thread after each step of the core (so one steady-state round's length);
 //! - commit latency: from a request's first arrival (when its reply route was registered, see
 //!   [`super::routes`]) to its reply being released by the storage thread (durable);
-//! - WAL fsync: each `wait_durable` of the storage thread, per engine.
+//! - WAL fsync: each `wait_durable` of the storage thread, per engine;
+//! - request stages: the leader's latency budget per request, see [`super::request_stages`].
 //!
 //! Invariants: rendering takes copies and holds no lock while formatting.
 
@@ -57,6 +58,7 @@ pub struct NodeMetrics {
     pub commit_latency: Histogram,
     pub wal_fsync_consensus: Histogram,
     pub wal_fsync_state: Histogram,
+    pub request_stages: super::request_stages::RequestStages,
     /// Disk bytes, key count and newest snapshot, as the storage thread last published them.
     pub storage: super::storage_gauges::StorageGauges,
     /// Frames waiting for the verifier threads, sampled by them as they take a batch.
@@ -81,6 +83,8 @@ impl NodeMetrics {
             return;
         }
         let now = Instant::now();
+        self.request_stages
+            .certified(&core.safety().high_qc.block_id, now);
         if let Some(last) = c.last_qc_at
             && round == c.high_qc_round + 1
         {
@@ -804,6 +808,19 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
         "bftd_wal_fsync_seconds",
         "engine=\"state\"",
     );
+    header(
+        out,
+        "bftd_request_stage_seconds",
+        "histogram",
+        "Requests in blocks this node proposed: time spent in each stage from arrival to reply.",
+    );
+    for (stage, h) in m.request_stages.snapshots() {
+        h.write_prometheus(
+            out,
+            "bftd_request_stage_seconds",
+            &format!("stage=\"{stage}\""),
+        );
+    }
 }
 
 #[cfg(test)]

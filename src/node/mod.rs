@@ -47,6 +47,7 @@ pub mod metrics_http;
 pub mod peer_limits;
 pub mod process_metrics;
 pub mod quorum_watch;
+pub mod request_stages;
 pub mod routes;
 pub mod serving;
 pub mod settings;

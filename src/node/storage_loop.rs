@@ -182,6 +182,7 @@ impl StorageCtx {
         group.kv_lsn = Some(lsn);
         group.replies.extend(replies);
         self.counters.blocks_applied.bump();
+        self.metrics.request_stages.applied(&id, Instant::now());
         let digest = kv.state_digest();
         if block.height.is_multiple_of(self.snapshot_interval_blocks) {
             self.save_snapshot(&kv, header, digest)?;
@@ -305,7 +306,11 @@ impl StorageCtx {
             return;
         };
         if timed {
-            self.metrics.commit_latency.observe(route.arrived.elapsed());
+            let now = Instant::now();
+            self.metrics
+                .commit_latency
+                .observe(now.saturating_duration_since(route.arrived));
+            self.metrics.request_stages.replied(&id, route.arrived, now);
         }
         let conns = route.conns;
         let Some(frame) = self.byzantine.encode_client_frame(&NodeFrame::Reply {

@@ -1,5 +1,7 @@
 //! `bftctl bench`: `ops` puts of `value_size`-byte values from `concurrency` threads sharing
 //! one client (so up to `concurrency` requests are in flight), with exact latency percentiles.
+//! With `coalesce`, the threads put through one [`Coalescer`] (client-side batching): fewer,
+//! larger requests; latency is still per put.
 //!
 //! Invariants: memory is bounded by `ops` (one `u32` of latency per op, `ops <= OPS_MAX`);
 //! every op either succeeds or is counted as an error with the first error kept for the
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::api::CLIENT_WINDOW_SEQS;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, CoalesceOptions, Coalescer};
 
 use super::json::Json;
 
@@ -23,6 +25,8 @@ pub struct BenchSpec {
     pub ops: u64,
     pub value_size: usize,
     pub concurrency: usize,
+    /// Put through a [`Coalescer`] with its default options.
+    pub coalesce: bool,
 }
 
 impl BenchSpec {
@@ -35,6 +39,7 @@ impl BenchSpec {
             ops: ops.unwrap_or(1000),
             value_size: value_size.unwrap_or(64),
             concurrency: conc.unwrap_or(16),
+            coalesce: false,
         };
         if spec.ops == 0 || spec.ops > OPS_MAX {
             return Err(format!("--ops must be 1..={OPS_MAX}"));
@@ -81,12 +86,13 @@ impl BenchReport {
     pub fn text(&self) -> String {
         let s = &self.spec;
         format!(
-            "{} puts of {} B, concurrency {}: {} ok, {} failed in {:.2} s\n\
+            "{} puts of {} B, concurrency {}{}: {} ok, {} failed in {:.2} s\n\
              throughput: {:.0} ops/s\n\
              latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n",
             s.ops,
             s.value_size,
             s.concurrency,
+            if s.coalesce { " (coalesced)" } else { "" },
             self.ok,
             self.errors,
             self.elapsed.as_secs_f64(),
@@ -104,6 +110,7 @@ impl BenchReport {
             ("ops", Json::U64(s.ops)),
             ("value_size", Json::U64(s.value_size as u64)),
             ("concurrency", Json::U64(s.concurrency as u64)),
+            ("coalesce", Json::Bool(s.coalesce)),
             ("ok", Json::U64(self.ok)),
             ("errors", Json::U64(self.errors)),
             (
@@ -128,11 +135,17 @@ pub fn run(client: &Client, spec: &BenchSpec) -> BenchReport {
     let first_error = Arc::new(Mutex::new(None));
     let value = vec![b'x'; spec.value_size];
     let prefix = format!("bench/{}/", std::process::id());
+    // Valid options: `Coalescer::new` cannot refuse the defaults.
+    let coalescer = spec
+        .coalesce
+        .then(|| Coalescer::new(client.clone(), CoalesceOptions::default()).ok())
+        .flatten();
     let start = Instant::now();
     let workers: Vec<_> = (0..spec.concurrency)
         .map(|_| {
             let (client, next, first_error) =
                 (client.clone(), Arc::clone(&next), Arc::clone(&first_error));
+            let coalescer = coalescer.clone();
             let (value, prefix, ops) = (value.clone(), prefix.clone(), spec.ops);
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
@@ -143,7 +156,11 @@ pub fn run(client: &Client, spec: &BenchSpec) -> BenchReport {
                     }
                     let key = format!("{prefix}{i}");
                     let t = Instant::now();
-                    match client.put(key.as_bytes(), &value) {
+                    let put = match &coalescer {
+                        Some(c) => c.put(key.as_bytes(), &value),
+                        None => client.put(key.as_bytes(), &value),
+                    };
+                    match put {
                         Ok(_) => {
                             latencies.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32)
                         }

@@ -84,9 +84,11 @@ COMMANDS:
                                   fails with 'compacted: ... resume from N'
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
-    bench [--ops N] [--value-size B] [--concurrency C]
+    bench [--ops N] [--value-size B] [--concurrency C] [--coalesce]
                                   N puts of B-byte values from C threads [1000, 64, 16];
-                                  prints throughput and latency p50/p90/p99/max
+                                  prints throughput and latency p50/p90/p99/max. With
+                                  --coalesce the threads' puts are batched by the client
+                                  into shared signed requests (client-side batching)
 
 OPTIONS:
     -c, --config FILE     Client config [default: ./bftd-dev/client.toml, the directory
@@ -211,6 +213,7 @@ struct Flags {
     ops: Option<u64>,
     value_size: Option<usize>,
     concurrency: Option<usize>,
+    coalesce: bool,
     from_height: Option<u64>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
@@ -311,6 +314,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
                 let v = number(&mut parser, "--concurrency")?;
                 flag(&mut flags, "--concurrency", |f| f.concurrency = Some(v));
             }
+            Long("coalesce") => flag(&mut flags, "--coalesce", |f| f.coalesce = true),
             Value(v) => words.push(
                 v.into_string()
                     .map_err(|_| "arguments must be valid UTF-8".to_string())?,
@@ -452,10 +456,11 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
             (cmd, vec!["--prefix", "--from-height"])
         }
         ("bench", []) => {
-            let spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
+            let mut spec = bench::BenchSpec::new(flags.ops, flags.value_size, flags.concurrency)?;
+            spec.coalesce = flags.coalesce;
             (
                 Command::Bench(spec),
-                vec!["--ops", "--value-size", "--concurrency"],
+                vec!["--ops", "--value-size", "--concurrency", "--coalesce"],
             )
         }
         ("put" | "get" | "del" | "delete" | "range" | "txn" | "status" | "bench" | "watch", _) => {
@@ -535,6 +540,18 @@ mod tests {
             Ok(Parsed::Run(a)) => a.command,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn bench_coalesces_only_when_asked() {
+        let Command::Bench(plain) = cmd(&["bench", "--ops", "10"]) else {
+            panic!()
+        };
+        assert!(!plain.coalesce);
+        let Command::Bench(coalesced) = cmd(&["bench", "--concurrency", "64", "--coalesce"]) else {
+            panic!()
+        };
+        assert!(coalesced.coalesce && coalesced.concurrency == 64);
     }
 
     #[test]
@@ -669,6 +686,7 @@ mod tests {
             &[],
             &["range", "a", "b", "c"],
             &["bench", "--ops", "x"],
+            &["put", "k", "v", "--coalesce"],
             &["put", "k", "v", "--stale"],
             &["range", "a", "--limit", "0"],
             &["put", "", "v"],

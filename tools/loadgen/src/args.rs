@@ -49,6 +49,10 @@ Workload:
   --verified-reads   reads are one-node verified gets (a Merkle proof against a root 2f+1
                      members certified, checked by the client; not linearizable); needs
                      --batch 1
+  --coalesce         client-side batching: the workers' single operations are coalesced by
+                     the client library into few signed requests (at most 4 in flight, up to
+                     256 operations each); latency is still per operation; needs --batch 1
+                     and linearizable reads
   --seed N           seed for key and operation choice [default: from the clock]
 
 Connection and output:
@@ -101,6 +105,8 @@ pub struct Spec {
     pub read_ratio: f64,
     pub stale_reads: bool,
     pub verified_reads: bool,
+    /// Coalesce the workers' operations into shared requests (`bftd::client::Coalescer`).
+    pub coalesce: bool,
     pub seed: Option<u64>,
     pub timeout: Duration,
     pub json: Option<PathBuf>,
@@ -125,6 +131,7 @@ struct Raw {
     read_ratio: Option<f64>,
     stale_reads: bool,
     verified_reads: bool,
+    coalesce: bool,
     seed: Option<u64>,
     timeout_ms: Option<u64>,
     json: Option<PathBuf>,
@@ -153,6 +160,7 @@ where
             Long("read-ratio") => raw.read_ratio = Some(number(&mut p, "--read-ratio")?),
             Long("stale-reads") => raw.stale_reads = true,
             Long("verified-reads") => raw.verified_reads = true,
+            Long("coalesce") => raw.coalesce = true,
             Long("seed") => raw.seed = Some(number(&mut p, "--seed")?),
             Long("timeout-ms") => raw.timeout_ms = Some(number(&mut p, "--timeout-ms")?),
             Long("json") => raw.json = Some(p.value().map_err(err)?.into()),
@@ -200,6 +208,13 @@ impl Raw {
         if self.verified_reads && self.stale_reads {
             return Err("--stale-reads and --verified-reads are two read modes: pick one".into());
         }
+        if self.coalesce && (batch != 1 || self.stale_reads || self.verified_reads) {
+            return Err(
+                "--coalesce batches single linearizable operations: use it with --batch 1 \
+                 and without --stale-reads or --verified-reads"
+                    .into(),
+            );
+        }
         let duration = self.duration.unwrap_or(Duration::from_secs(10));
         let timeout_ms = self.timeout_ms.unwrap_or(10_000);
         if timeout_ms == 0 || timeout_ms > 3_600_000 {
@@ -218,6 +233,7 @@ impl Raw {
             read_ratio,
             stale_reads: self.stale_reads,
             verified_reads: self.verified_reads,
+            coalesce: self.coalesce,
             seed: self.seed,
             timeout: Duration::from_millis(timeout_ms),
             json: self.json,
@@ -393,6 +409,8 @@ mod tests {
             (&["--stale-reads", "--batch", "2"], "--batch 1"),
             (&["--verified-reads", "--batch", "2"], "--batch 1"),
             (&["--verified-reads", "--stale-reads"], "pick one"),
+            (&["--coalesce", "--batch", "2"], "--batch 1"),
+            (&["--coalesce", "--stale-reads"], "--batch 1"),
             (&["--batch", "256", "--value-size", "65536"], "per request"),
             (&["--frobnicate"], "--frobnicate"),
             (&["--keys"], "--keys"),

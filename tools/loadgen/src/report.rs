@@ -84,8 +84,9 @@ fn describe_workload(spec: &Spec) -> String {
     } else {
         "linearizable"
     };
+    let coalesced = if spec.coalesce { " (coalesced)" } else { "" };
     format!(
-        "batch {}, values {} B, {} keys {dist}, {:.0}% {reads} reads",
+        "batch {}{coalesced}, values {} B, {} keys {dist}, {:.0}% {reads} reads",
         spec.batch,
         spec.value_bytes,
         spec.keys,
@@ -197,6 +198,7 @@ impl Summary {
             ("read_ratio", Json::F64(self.spec.read_ratio)),
             ("stale_reads", Json::Bool(self.spec.stale_reads)),
             ("verified_reads", Json::Bool(self.spec.verified_reads)),
+            ("coalesce", Json::Bool(self.spec.coalesce)),
             ("seed", Json::U64(self.seed)),
             ("elapsed_s", Json::F64(self.elapsed.as_secs_f64())),
             ("interrupted", Json::Bool(self.interrupted)),

@@ -9,6 +9,9 @@
 //!   stall is charged to every request it delayed (no coordinated omission, as in wrk2).
 //!   Requests due before the end that no worker could start in time are counted as unsent.
 //!
+//! With `--coalesce`, the workers' operations go through one [`Coalescer`], which sends them
+//! as shared requests; each worker still waits for, and records, its own operation.
+//!
 //! Invariants: every request started is waited for and recorded once (success or error kind);
 //! no request starts after the end or after the stop flag is raised (Ctrl-C, SIGTERM), so an
 //! interrupted run still ends with a summary of what ran; threads are bounded by `--clients`
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bftd::client::{Client, ClientError};
+use bftd::client::{Client, ClientError, CoalesceOptions, Coalescer};
 
 use crate::args::{Load, Spec};
 use crate::report::progress_line;
@@ -41,6 +44,7 @@ pub struct Ran {
 
 struct Shared {
     client: Client,
+    coalescer: Option<Coalescer>,
     workload: Workload,
     recorder: Arc<Recorder>,
     start: Instant,
@@ -69,8 +73,14 @@ pub fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Ran, String> {
     let start = Instant::now();
+    let coalescer = if spec.coalesce {
+        Some(Coalescer::new(client.clone(), CoalesceOptions::default())?)
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         client: client.clone(),
+        coalescer,
         workload,
         recorder: Arc::clone(recorder),
         start,
@@ -118,7 +128,7 @@ fn closed_worker(shared: &Shared, mut rng: Rng) {
     while shared.sending() {
         let request = shared.workload.next(&mut rng);
         let sent = Instant::now();
-        let outcome = execute(&shared.client, request);
+        let outcome = execute(shared, request);
         record(shared, sent, outcome);
     }
 }
@@ -146,7 +156,7 @@ fn open_worker(shared: &Shared, mut rng: Rng, rate_per_s: f64) {
         }
         shared.started.fetch_add(1, Ordering::Relaxed);
         let request = shared.workload.next(&mut rng);
-        let outcome = execute(&shared.client, request);
+        let outcome = execute(shared, request);
         record(shared, due, outcome);
     }
 }
@@ -156,9 +166,16 @@ fn scheduled(duration: Duration, rate_per_s: f64) -> u64 {
     (duration.as_secs_f64() * rate_per_s).ceil() as u64
 }
 
-fn execute(client: &Client, request: Request) -> Result<(), ClientError> {
+fn execute(shared: &Shared, request: Request) -> Result<(), ClientError> {
+    let client = &shared.client;
     match request {
-        Request::Ops(ops) => client.submit(ops)?.wait().map(drop),
+        Request::Ops(mut ops) => match (&shared.coalescer, ops.len()) {
+            (Some(coalescer), 1) => match ops.pop() {
+                Some(op) => coalescer.op(op).map(drop),
+                None => Ok(()),
+            },
+            _ => client.submit(ops)?.wait().map(drop),
+        },
         Request::StaleGet(key) => client.get_stale(&key).map(drop),
         Request::VerifiedGet(key) => client.get_verified(&key).map(drop),
     }

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::keys::{self, decode_versioned};
-use super::node_cache::{ENTRY_BYTES, NodeCache};
+use super::node_cache::NodeCache;
 use super::snapshot::verify_file;
-use super::state_tree::Node;
+use super::state_tree::Chunk;
 use super::{KvRequest, KvStore, Op, encode_ops};
 use crate::api::proof::{EMPTY_SUBTREE_HASH, ProofError, ProofTerminal, state_digest};
 use crate::storage::{EngineOptions, WalOptions, WriteBatch};
@@ -304,24 +304,24 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     assert_consistent(&store);
 }
 
-/// Every node the store's tree cache holds is the node its engine holds under that key.
+/// Every chunk the store's tree cache holds is the chunk its engine holds under that key.
 fn assert_cache_matches_engine(store: &KvStore) {
     for (key, cached) in store.tree_cache.entries() {
         let stored = store
             .engine()
             .get(&key)
-            .map(|b| Node::decode(&b, &key).unwrap());
-        assert_eq!(stored, Some(cached), "cached node {key:02x?}");
+            .map(|b| Chunk::decode(&b, &key).unwrap());
+        assert_eq!(stored.as_ref(), Some(&*cached), "cached chunk {key:02x?}");
     }
 }
 
 #[test]
 fn the_tree_node_cache_never_disagrees_with_the_engine() {
-    // A store with the default cache, one whose cache fills up after 60 nodes, and one with
-    // none: the same blocks give the same roots, and every cached node is the stored node.
+    // A store with the default cache, one whose cache fills up after 12 KiB, and one with
+    // none: the same blocks give the same roots, and every cached chunk is the stored chunk.
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut stores: Vec<KvStore> = dirs[..3].iter().map(|d| open(d.path())).collect();
-    stores[1].tree_cache = NodeCache::new(60 * ENTRY_BYTES);
+    stores[1].tree_cache = NodeCache::new(12 * 1024);
     stores[2].tree_cache = NodeCache::new(0);
     for round in 0..8u64 {
         for store in &mut stores {
@@ -343,8 +343,12 @@ fn the_tree_node_cache_never_disagrees_with_the_engine() {
             stores[0].engine().compact().unwrap();
         }
     }
-    assert!(stores[0].tree_cache.len() > 300, "the tree is cached");
-    assert_eq!(stores[1].tree_cache.len(), 60, "the bound holds");
+    assert!(stores[0].tree_cache.len() > 40, "the tree is cached");
+    assert!(stores[1].tree_cache.bytes() <= 12 * 1024, "the bound holds");
+    assert!(
+        stores[1].tree_cache.len() < stores[0].tree_cache.len() && !stores[1].tree_cache.is_empty(),
+        "the small cache is full"
+    );
     assert!(stores[2].tree_cache.is_empty());
     assert_consistent(&stores[0]);
     assert_eq!(

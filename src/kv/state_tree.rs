@@ -701,6 +701,41 @@ pub fn prove(
     Ok(StateProof { siblings, terminal })
 }
 
+/// The node-per-entry layout (meta layout 2) of the tree whose chunks are `chunks`: each node
+/// under `node_key(its depth, its path)` as `'L' ++ path ++ value hash` or `'I' ++ left ++
+/// right` (tests build old stores with it).
+#[cfg(test)]
+pub(super) fn node_per_entry_layout(chunks: &[NodeEntry]) -> Vec<NodeEntry> {
+    let mut nodes = Vec::new();
+    for (key, bytes) in chunks {
+        let chunk = Chunk::decode(bytes, key).expect("a stored chunk");
+        let (top, prefix) = parse_chunk_key(key).expect("a chunk key");
+        let mut path = [0u8; 32];
+        path[..prefix.len()].copy_from_slice(prefix);
+        for slot in 0..CHUNK_SLOTS {
+            let Some(node) = chunk.get(slot) else {
+                continue;
+            };
+            let level = slot_level(slot);
+            let bits = slot + 1 - (1 << level);
+            let mut at = path;
+            for i in 0..level {
+                at = with_bit(&at, top + i, bits >> (level - 1 - i) & 1 == 1);
+            }
+            let (tag, a, b) = match node {
+                Node::Leaf { path, value_hash } => (LEAF_TAG, path, value_hash),
+                Node::Internal { left, right } => (INTERNAL_TAG, left, right),
+            };
+            let mut value = vec![tag];
+            value.extend_from_slice(&a);
+            value.extend_from_slice(&b);
+            nodes.push((node_key(top + level, &at), value));
+        }
+    }
+    nodes.sort();
+    nodes
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;

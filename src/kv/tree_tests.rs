@@ -241,6 +241,100 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
     );
 }
 
+/// Rewrites `store`'s tree as meta layout 2 wrote it (one entry per node) and closes it.
+fn downgrade_to_node_per_entry(store: KvStore) {
+    let mut chunks = Vec::new();
+    store
+        .engine()
+        .scan(&[keys::TREE_PREFIX], Some(&[keys::TREE_PREFIX + 1]), |k, v| {
+            chunks.push((k.to_vec(), v.to_vec()));
+            true
+        });
+    let nodes = super::state_tree::node_per_entry_layout(&chunks);
+    assert!(nodes.len() > 2 * chunks.len(), "nodes spread over several chunks each");
+    let mut batch = WriteBatch::new();
+    for (key, _) in &chunks {
+        batch.delete(key.clone());
+    }
+    for (key, value) in nodes {
+        batch.put(key, value);
+    }
+    let mut meta = store.applied_height().to_le_bytes().to_vec();
+    meta.extend_from_slice(&store.tree_root());
+    meta.extend_from_slice(&2u32.to_le_bytes());
+    batch.put(keys::META_KEY.to_vec(), meta);
+    store.engine().write(&batch).unwrap();
+}
+
+#[test]
+fn a_store_of_the_node_per_entry_layout_is_converted_on_open() {
+    let (dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut store, mut twin) = (open(dir.path()), open(twin_dir.path()));
+    random_blocks(&mut store, &mut SimRng::new(4), 1, 30, 400);
+    random_blocks(&mut twin, &mut SimRng::new(4), 1, 30, 400);
+    let (root, height) = (store.tree_root(), store.applied_height());
+    downgrade_to_node_per_entry(store);
+    let mut store = open(dir.path());
+    assert_eq!((store.tree_root(), store.applied_height()), (root, height));
+    // The stored chunks are exactly the tree of the entries, and nothing of the old layout
+    // is left (`digest_from_scratch` compares every `t` entry with a fresh build).
+    assert_eq!(
+        super::tests::digest_from_scratch(&store),
+        state_digest(height, &root)
+    );
+    assert_consistent(&store);
+    assert_proofs(&store, 400);
+    random_blocks(&mut store, &mut SimRng::new(6), height + 1, 10, 400);
+    random_blocks(&mut twin, &mut SimRng::new(6), height + 1, 10, 400);
+    assert_eq!(store.tree_root(), twin.tree_root());
+    drop(store);
+    assert_eq!(open(dir.path()).tree_root(), twin.tree_root());
+}
+
+#[test]
+fn a_node_per_entry_store_damaged_while_down_keeps_its_published_root_to_be_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    random_blocks(&mut store, &mut SimRng::new(2), 1, 10, 100);
+    let root = store.tree_root();
+    let (key, value) = {
+        let mut found = None;
+        store.engine().scan(&[keys::DATA_PREFIX], None, |k, v| {
+            found = Some((k.to_vec(), v.to_vec()));
+            false
+        });
+        found.unwrap()
+    };
+    let mut damaged = value;
+    damaged[0] ^= 1;
+    let mut batch = WriteBatch::new();
+    batch.put(key, damaged);
+    store.engine().write(&batch).unwrap();
+    downgrade_to_node_per_entry(store);
+    let mut store = open(dir.path());
+    assert_eq!(store.tree_root(), root, "the published root is kept");
+    let audit = store.audit_tree().unwrap();
+    assert!(!audit.consistent(), "{audit:?}");
+    assert!(store.realign_tree().unwrap().is_some());
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_meta_entry_of_an_unknown_layout_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    apply(&mut store, 1, vec![Op::Delete { key: b"x".to_vec() }]);
+    let mut meta = 1u64.to_le_bytes().to_vec();
+    meta.extend_from_slice(&[9; 32]);
+    meta.extend_from_slice(&9u32.to_le_bytes());
+    let mut batch = WriteBatch::new();
+    batch.put(keys::META_KEY.to_vec(), meta);
+    store.engine().write(&batch).unwrap();
+    drop(store);
+    let error = KvStore::open(dir.path(), options()).err().expect("refused");
+    assert!(error.to_string().contains("layout 9"), "{error}");
+}
+
 #[test]
 fn a_verified_read_from_the_store_checks_against_its_state_digest() {
     let dir = tempfile::tempdir().unwrap();

@@ -83,9 +83,9 @@ impl NodeCache {
     #[cfg(test)]
     /// Every cached chunk with its engine key (for checks against the engine).
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, Arc<Chunk>)> + '_ {
-        self.chunks.iter().filter_map(|(key, chunk)| {
-            Some((key[..chunk_key_len(key)?].to_vec(), chunk.clone()))
-        })
+        self.chunks
+            .iter()
+            .filter_map(|(key, chunk)| Some((key[..chunk_key_len(key)?].to_vec(), chunk.clone())))
     }
 
     /// Records a block whose batch the engine accepted: `filled`, chunks the update read from

@@ -18,6 +18,9 @@ use super::state_tree::Change;
 use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
 
+/// A key and what the engine held under it before the block (`None`: absent).
+pub type OldEntry = (Vec<u8>, Option<Vec<u8>>);
+
 pub struct BlockOverlay<'e> {
     engine: &'e Engine,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -157,15 +160,13 @@ impl<'e> BlockOverlay<'e> {
 
     /// The block's writes as one batch, and for each data entry it writes, what the engine
     /// held before (`None`: absent), in key order.
-    pub fn into_batch_and_undo(self) -> (WriteBatch, Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    pub fn into_batch_and_undo(self) -> (WriteBatch, Vec<OldEntry>) {
         let mut batch = WriteBatch::new();
         let mut undo = Vec::new();
         let mut before = self.engine_data.into_inner();
         for (key, slot) in self.writes {
             if key.first() == Some(&DATA_PREFIX) {
-                let old = before
-                    .remove(&key)
-                    .unwrap_or_else(|| self.engine.get(&key));
+                let old = before.remove(&key).unwrap_or_else(|| self.engine.get(&key));
                 undo.push((key.clone(), old));
             }
             match slot {

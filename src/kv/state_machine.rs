@@ -19,9 +19,7 @@ use std::sync::Arc;
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
-use super::keys::{
-    DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned,
-};
+use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
@@ -410,9 +408,10 @@ impl KvStore {
             )));
         }
         let stored_key = data_key(key);
-        let proof =
-            state_tree::prove(&read_chunk, &tree_root, &data_path(key), || read(&stored_key))
-            .map_err(|e| unprovable(&e))?;
+        let proof = state_tree::prove(&read_chunk, &tree_root, &data_path(key), || {
+            read(&stored_key)
+        })
+        .map_err(|e| unprovable(&e))?;
         // `prove` checks every node it reads against its parent's hash; folding the proof back
         // up is the client's check, done here too so a bug cannot send a proof that fails it.
         proof.verify(&tree_root, key).map_err(|e| unprovable(&e))?;

@@ -809,10 +809,14 @@ mod tests {
             let writes = update.into_writes().expect("consistent tree");
             let mut chunks = self.chunks.borrow_mut();
             for write in writes {
-                let stored = chunks.get(&write.key).map(|b| {
-                    Chunk::decode(b, &write.key).expect("stored chunks decode")
-                });
-                assert_eq!(stored.as_ref(), write.old.as_deref(), "old is the stored chunk");
+                let stored = chunks
+                    .get(&write.key)
+                    .map(|b| Chunk::decode(b, &write.key).expect("stored chunks decode"));
+                assert_eq!(
+                    stored.as_ref(),
+                    write.old.as_deref(),
+                    "old is the stored chunk"
+                );
                 match write.new {
                     Some(chunk) => {
                         let bytes = chunk.encode();
@@ -881,7 +885,10 @@ mod tests {
                 assert_eq!(tree.root, root, "seed {seed}");
                 // Exactly the canonical chunks are stored: nothing stale is left behind.
                 let stored: Vec<NodeEntry> = tree.chunks.borrow().clone().into_iter().collect();
-                assert!(stored == chunks, "seed {seed}: stored chunks are the scratch build");
+                assert!(
+                    stored == chunks,
+                    "seed {seed}: stored chunks are the scratch build"
+                );
                 for probe in 0..20 {
                     let key = format!("k{}", probe * keys / 20).into_bytes();
                     let proof = tree.prove(&model, &key);
@@ -1008,8 +1015,8 @@ mod tests {
             .filter(|(k, _)| k.len() > 3)
             .find_map(|(key, bytes)| {
                 let mut chunk = Chunk::decode(bytes, key).unwrap();
-                let slot = (0..CHUNK_SLOTS)
-                    .find(|s| matches!(chunk.get(*s), Some(Node::Leaf { .. })))?;
+                let slot =
+                    (0..CHUNK_SLOTS).find(|s| matches!(chunk.get(*s), Some(Node::Leaf { .. })))?;
                 let Some(Node::Leaf { path, .. }) = chunk.get(slot) else {
                     return None;
                 };
@@ -1068,7 +1075,10 @@ mod tests {
         // An internal node with no children inside the chunk.
         cases.push((root_key.clone(), vec![CHUNK_TAG, 1, 0, INTERNAL_TAG]));
         for (key, bytes) in cases {
-            assert!(Chunk::decode(&bytes, &key).is_err(), "{key:02x?} {bytes:02x?}");
+            assert!(
+                Chunk::decode(&bytes, &key).is_err(),
+                "{key:02x?} {bytes:02x?}"
+            );
         }
     }
 

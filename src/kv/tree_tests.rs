@@ -244,14 +244,19 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
 /// Rewrites `store`'s tree as meta layout 2 wrote it (one entry per node) and closes it.
 fn downgrade_to_node_per_entry(store: KvStore) {
     let mut chunks = Vec::new();
-    store
-        .engine()
-        .scan(&[keys::TREE_PREFIX], Some(&[keys::TREE_PREFIX + 1]), |k, v| {
+    store.engine().scan(
+        &[keys::TREE_PREFIX],
+        Some(&[keys::TREE_PREFIX + 1]),
+        |k, v| {
             chunks.push((k.to_vec(), v.to_vec()));
             true
-        });
+        },
+    );
     let nodes = super::state_tree::node_per_entry_layout(&chunks);
-    assert!(nodes.len() > 2 * chunks.len(), "nodes spread over several chunks each");
+    assert!(
+        nodes.len() > 2 * chunks.len(),
+        "nodes spread over several chunks each"
+    );
     let mut batch = WriteBatch::new();
     for (key, _) in &chunks {
         batch.delete(key.clone());

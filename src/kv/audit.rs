@@ -66,7 +66,7 @@ impl KvStore {
 
 impl KvStore {
     /// Recomputes the tree from the state entries; if the stored tree or the published root
-    /// disagree with it, replaces every tree node and the published root by the recomputed ones
+    /// disagree with it, replaces every tree chunk and the published root by the recomputed ones
     /// in one durable batch and returns what was found (the caller says so loudly). `None`:
     /// the stored tree matched the entries. Cost: one scan of the state and one tree build.
     pub fn realign_tree(&mut self) -> Result<Option<TreeAudit>, StorageError> {

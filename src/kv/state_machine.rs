@@ -1,11 +1,11 @@
 //! The replicated KV state machine: applies committed blocks, deterministically.
 //!
 //! Each block becomes exactly one engine write batch (data, exactly-once table, the changed
-//! state tree nodes, and the meta entry holding the applied height and tree root), so after a
+//! state tree chunks, and the meta entry holding the applied height and tree root), so after a
 //! crash the store is at a block boundary: either the whole block is applied or none of it,
 //! and the tree always matches the entries. `apply` returns only after that batch is durable.
 //! The tree is updated once per block from the block's changed entries (`kv::state_tree`),
-//! reading its nodes through a write-through cache (`kv::node_cache`) that changes only after
+//! reading its chunks through a write-through cache (`kv::node_cache`) that changes only after
 //! the engine accepted the block's batch.
 //!
 //! Determinism: the replies and the new state depend only on the previous state, the height

@@ -14,9 +14,9 @@
 
 use super::keys::{META_KEY, TREE_PREFIX, is_covered_prefix};
 use super::state_machine::{KvStore, encode_meta};
-use super::state_tree::{build_from_leaves, root_from_leaves, stored_root};
+use super::state_tree::{build_from_leaves, decoding, root_from_leaves, stored_root};
 use crate::api::proof::{key_path, state_digest, value_hash};
-use crate::storage::{StorageError, WriteBatch};
+use crate::storage::{Engine, StorageError, WriteBatch};
 
 /// What the recomputation found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +53,11 @@ impl KvStore {
             true
         });
         let entry_count = leaves.len() as u64;
-        let read = |key: &[u8]| self.engine.get(key);
+        let bytes = |key: &[u8]| self.engine.get(key);
         Ok(TreeAudit {
             applied_height: self.applied_height,
             published_root: self.tree_root,
-            stored_node_root: stored_root(&read)?,
+            stored_node_root: stored_root(&decoding(&bytes))?,
             recomputed_root: root_from_leaves(&mut leaves),
             entry_count,
         })
@@ -66,7 +66,7 @@ impl KvStore {
 
 impl KvStore {
     /// Recomputes the tree from the state entries; if the stored tree or the published root
-    /// disagree with it, replaces every tree node and the published root by the recomputed ones
+    /// disagree with it, replaces every tree chunk and the published root by the recomputed ones
     /// in one durable batch and returns what was found (the caller says so loudly). `None`:
     /// the stored tree matched the entries. Cost: one scan of the state and one tree build.
     pub fn realign_tree(&mut self) -> Result<Option<TreeAudit>, StorageError> {
@@ -74,25 +74,8 @@ impl KvStore {
         if audit.consistent() {
             return Ok(None);
         }
-        let mut leaves = Vec::new();
-        let mut old_nodes = Vec::new();
-        self.engine.scan(&[], None, |key, value| {
-            match key.first() {
-                Some(&TREE_PREFIX) => old_nodes.push(key.to_vec()),
-                Some(b) if is_covered_prefix(*b) => leaves.push((key_path(key), value_hash(value))),
-                _ => {}
-            }
-            true
-        });
-        let (nodes, tree_root) = build_from_leaves(&mut leaves);
-        let mut batch = WriteBatch::default();
-        let kept: std::collections::HashSet<&[u8]> = nodes.iter().map(|(k, _)| &k[..]).collect();
-        for key in old_nodes.iter().filter(|k| !kept.contains(&k[..])) {
-            batch.delete(key.clone());
-        }
-        for (key, value) in &nodes {
-            batch.put(key.clone(), value.clone());
-        }
+        let (batch, tree_root) = tree_rebuild_batch(&self.engine);
+        let mut batch = batch;
         batch.put(
             META_KEY.to_vec(),
             encode_meta(self.applied_height, &tree_root),
@@ -106,9 +89,9 @@ impl KvStore {
             super::root_memory::root_key(self.applied_height),
             crate::api::proof::state_digest(self.applied_height, &tree_root).to_vec(),
         );
-        // Tree nodes written behind `apply_nowait`: the node cache must not keep old ones.
+        // Tree chunks written behind `apply_nowait`: the cache must not keep old ones.
         self.tree_cache.clear();
-        // The tree of earlier heights is not what the log's old nodes belong to any more.
+        // The tree of earlier heights is not what the log's old chunks belong to any more.
         self.undo.clear();
         let written = self.engine.write(&batch);
         self.tree_cache.clear();
@@ -116,4 +99,48 @@ impl KvStore {
         self.tree_root = tree_root;
         Ok(Some(audit))
     }
+}
+
+/// A batch replacing every stored tree entry by the chunks of the tree of the state entries
+/// (deleting the stored ones it does not rewrite), and that tree's root.
+fn tree_rebuild_batch(engine: &Engine) -> (WriteBatch, [u8; 32]) {
+    let mut leaves = Vec::new();
+    let mut old_nodes = Vec::new();
+    engine.scan(&[], None, |key, value| {
+        match key.first() {
+            Some(&TREE_PREFIX) => old_nodes.push(key.to_vec()),
+            Some(b) if is_covered_prefix(*b) => leaves.push((key_path(key), value_hash(value))),
+            _ => {}
+        }
+        true
+    });
+    let (nodes, tree_root) = build_from_leaves(&mut leaves);
+    let mut batch = WriteBatch::default();
+    let kept: std::collections::HashSet<&[u8]> = nodes.iter().map(|(k, _)| &k[..]).collect();
+    for key in old_nodes.iter().filter(|k| !kept.contains(&k[..])) {
+        batch.delete(key.clone());
+    }
+    for (key, value) in nodes {
+        batch.put(key, value);
+    }
+    (batch, tree_root)
+}
+
+/// Converts a store of meta layout 2 (one engine entry per tree node) to the chunked layout:
+/// every old node entry is replaced by the chunks of the tree of the state entries, and the
+/// meta entry is rewritten with layout 3 and the root it *published* (not the recomputed one),
+/// in one durable batch. So a store whose entries were damaged while it was down still shows
+/// the disagreement to [`KvStore::realign_tree`] and the audit, as it would have before.
+pub(super) fn rebuild_tree_in_chunks(
+    engine: &Engine,
+    applied_height: u64,
+    published_root: &[u8; 32],
+) -> Result<(), StorageError> {
+    let (mut batch, _) = tree_rebuild_batch(engine);
+    batch.put(
+        META_KEY.to_vec(),
+        encode_meta(applied_height, published_root),
+    );
+    engine.write(&batch)?;
+    Ok(())
 }

@@ -8,8 +8,8 @@
 //! proof walk the state tree of such a height without keeping whole copies of the state.
 //!
 //! Layout: one entry per applied height `H`, in increasing contiguous order, mapping each
-//! changed key (data entries and tree nodes; nothing else is needed for proofs) to its value
-//! *before* block `H` (`None`: absent). Reading key `k` as of height `h` (with `h` in
+//! changed key (data entries and state tree chunks; nothing else is needed for proofs) to its
+//! value *before* block `H` (`None`: absent). Reading key `k` as of height `h` (with `h` in
 //! [`UndoLog::readable_from`] `..= applied`): the value recorded by the earliest logged height
 //! above `h` that changed `k`, else the current value.
 //!

@@ -4,8 +4,13 @@
 //! reaches the engine until the whole block becomes one write batch (atomic in the WAL).
 //! The state entries a block wrote become the block's leaf changes for the state tree
 //! ([`BlockOverlay::tree_changes`]), applied once per block, not once per write.
+//!
+//! The overlay remembers what the engine held for each data entry it read (every put and
+//! delete reads its key first), so the undo log and the key-count delta of the block take the
+//! old values from there instead of a second engine lookup per written key.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::keys::{DATA_PREFIX, is_covered_prefix};
@@ -13,9 +18,14 @@ use super::state_tree::Change;
 use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
 
+/// A key and what the engine held under it before the block (`None`: absent).
+pub type OldEntry = (Vec<u8>, Option<Vec<u8>>);
+
 pub struct BlockOverlay<'e> {
     engine: &'e Engine,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What the engine held for the data entries read so far (before the block).
+    engine_data: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'e> BlockOverlay<'e> {
@@ -23,14 +33,28 @@ impl<'e> BlockOverlay<'e> {
         BlockOverlay {
             engine,
             writes: BTreeMap::new(),
+            engine_data: RefCell::new(HashMap::new()),
         }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         match self.writes.get(key) {
             Some(slot) => slot.clone(),
+            None if key.first() == Some(&DATA_PREFIX) => self.engine_before(key),
             None => self.engine.get(key),
         }
+    }
+
+    /// What the engine holds under data key `key` (the state before the block), read once.
+    fn engine_before(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Some(old) = self.engine_data.borrow().get(key) {
+            return old.clone();
+        }
+        let old = self.engine.get(key);
+        self.engine_data
+            .borrow_mut()
+            .insert(key.to_vec(), old.clone());
+        old
     }
 
     /// Writes a state entry.
@@ -74,7 +98,7 @@ impl<'e> BlockOverlay<'e> {
             .iter()
             .filter(|(key, _)| key.first() == Some(&DATA_PREFIX))
             .map(|(key, slot)| {
-                let before = self.engine.get(key).is_some();
+                let before = self.engine_before(key).is_some();
                 i64::from(slot.is_some()) - i64::from(before)
             })
             .sum()
@@ -131,13 +155,25 @@ impl<'e> BlockOverlay<'e> {
 
     /// The block's writes as one batch.
     pub fn into_batch(self) -> WriteBatch {
+        self.into_batch_and_undo().0
+    }
+
+    /// The block's writes as one batch, and for each data entry it writes, what the engine
+    /// held before (`None`: absent), in key order.
+    pub fn into_batch_and_undo(self) -> (WriteBatch, Vec<OldEntry>) {
         let mut batch = WriteBatch::new();
+        let mut undo = Vec::new();
+        let mut before = self.engine_data.into_inner();
         for (key, slot) in self.writes {
+            if key.first() == Some(&DATA_PREFIX) {
+                let old = before.remove(&key).unwrap_or_else(|| self.engine.get(&key));
+                undo.push((key.clone(), old));
+            }
             match slot {
                 Some(value) => batch.put(key, value),
                 None => batch.delete(key),
             }
         }
-        batch
+        (batch, undo)
     }
 }

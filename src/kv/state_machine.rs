@@ -1,11 +1,11 @@
 //! The replicated KV state machine: applies committed blocks, deterministically.
 //!
 //! Each block becomes exactly one engine write batch (data, exactly-once table, the changed
-//! state tree nodes, and the meta entry holding the applied height and tree root), so after a
+//! state tree chunks, and the meta entry holding the applied height and tree root), so after a
 //! crash the store is at a block boundary: either the whole block is applied or none of it,
 //! and the tree always matches the entries. `apply` returns only after that batch is durable.
 //! The tree is updated once per block from the block's changed entries (`kv::state_tree`),
-//! reading its nodes through a write-through cache (`kv::node_cache`) that changes only after
+//! reading its chunks through a write-through cache (`kv::node_cache`) that changes only after
 //! the engine accepted the block's batch.
 //!
 //! Determinism: the replies and the new state depend only on the previous state, the height
@@ -14,13 +14,12 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::exactly_once::{self, SeqStatus, Slot};
 use super::execute::{execute_ops, range};
 use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
-use super::keys::{
-    DATA_PREFIX, META_KEY, META_PREFIX, TREE_PREFIX, data_end, data_key, decode_versioned,
-};
+use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
 use super::ops::decode_ops;
 use super::overlay::BlockOverlay;
@@ -28,15 +27,19 @@ use super::reply::{
     KeyValue, KvReply, Rejection, Reply, VersionedValue, decode_reply, encode_reply,
 };
 use super::root_memory;
-use super::state_tree::{self, Node, TreeUpdate};
+use super::state_tree::{self, Chunk, TreeUpdate};
 use super::watch_log::{self, LOG_META_KEY, LogState, WatchRetention};
 use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
-/// The layout tag at the end of the meta entry: 2 = state tree root (the additive digest
-/// accumulator of layout 1 had no tag and is not readable).
-const META_LAYOUT: u32 = 2;
+/// The layout tag at the end of the meta entry: 3 = state tree root, tree stored in chunks of
+/// four levels (`kv::state_tree`). 2 = the same root, one engine entry per tree node: such a
+/// store's tree is rebuilt in chunks when it opens. The additive digest accumulator of layout
+/// 1 had no tag and is not readable.
+const META_LAYOUT: u32 = 3;
+/// The meta layout whose tree stored one engine entry per node.
+pub(super) const META_LAYOUT_NODE_PER_ENTRY: u32 = 2;
 const META_BYTES: usize = 8 + 32 + 4;
 
 /// One client request of a committed block, as the node runtime hands it over.
@@ -116,7 +119,10 @@ impl KvStore {
         on_record: impl FnMut(Lsn, u8, &[u8]) -> Result<(), StorageError>,
     ) -> Result<KvStore, StorageError> {
         let engine = Engine::open(dir, options, on_record)?;
-        let (applied_height, tree_root) = load_meta(&engine)?;
+        let (applied_height, tree_root, layout) = load_meta(&engine)?;
+        if layout == META_LAYOUT_NODE_PER_ENTRY {
+            super::audit::rebuild_tree_in_chunks(&engine, applied_height, &tree_root)?;
+        }
         let key_count = count_data_keys(&engine);
         let watch_log = LogState::load(&engine, applied_height)?;
         Ok(KvStore {
@@ -189,29 +195,30 @@ impl KvStore {
             self.watch_retention,
             height,
         )?;
-        // Nodes read from the engine, admitted to the cache once the batch is accepted.
+        // Chunks read from the engine, admitted to the cache once the batch is accepted.
         let filled = RefCell::new(Vec::new());
-        let read = |key: &[u8]| {
-            if let Some(node) = self.tree_cache.get(key) {
-                return Some(node.encode());
+        let read = |key: &[u8]| -> Result<Option<Arc<Chunk>>, StorageError> {
+            if let Some(chunk) = self.tree_cache.get(key) {
+                return Ok(Some(chunk));
             }
-            let bytes = self.engine.get(key)?;
-            if let Ok(node) = Node::decode(&bytes, key) {
-                filled.borrow_mut().push((key.to_vec(), node));
-            }
-            Some(bytes)
+            let Some(bytes) = self.engine.get(key) else {
+                return Ok(None);
+            };
+            let chunk = Arc::new(Chunk::decode(&bytes, key)?);
+            filled.borrow_mut().push((key.to_vec(), chunk.clone()));
+            Ok(Some(chunk))
         };
         let mut tree = TreeUpdate::new(&read);
         let tree_root = tree.apply(&overlay.tree_changes())?;
-        let node_writes = tree.into_writes();
-        let mut written = Vec::with_capacity(node_writes.len());
-        for (key, bytes) in node_writes {
-            let node = match &bytes {
-                Some(bytes) => Some(Node::decode(bytes, &key)?),
-                None => None,
-            };
-            written.push((key.clone(), node));
-            overlay.set_derived(key, bytes);
+        let chunk_writes = tree.into_writes()?;
+        // The old values of what proofs read (data entries and tree chunks), before the batch
+        // lands: the chunks as the update read them, the data entries as the overlay did.
+        let mut undo = Undo::new();
+        let mut written = Vec::with_capacity(chunk_writes.len());
+        for write in chunk_writes {
+            overlay.set_derived(write.key.clone(), write.new.as_deref().map(Chunk::encode));
+            undo.insert(write.key.clone(), write.old.as_deref().map(Chunk::encode));
+            written.push((write.key, write.new));
         }
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         root_memory::stage_block(&mut overlay, height, &state_digest(height, &tree_root));
@@ -233,19 +240,8 @@ impl KvStore {
             self.key_count
         );
         let key_count = self.key_count.saturating_add_signed(delta);
-        let batch = overlay.into_batch();
-        // The old values of what proofs read (data entries and tree nodes), before the batch
-        // lands. Tree nodes on the changed paths were just read, so mostly come from the cache.
-        let mut undo = Undo::new();
-        for (key, _) in &batch.ops {
-            if matches!(key.first(), Some(&DATA_PREFIX) | Some(&TREE_PREFIX)) {
-                let old = match self.tree_cache.get(key) {
-                    Some(node) => Some(node.encode()),
-                    None => self.engine.get(key),
-                };
-                undo.insert(key.clone(), old);
-            }
-        }
+        let (batch, data_undo) = overlay.into_batch_and_undo();
+        undo.extend(data_undo);
         let lsn = match self.engine.write_nowait(&batch) {
             Ok(lsn) => lsn,
             Err(error) => {
@@ -350,13 +346,21 @@ impl KvStore {
     /// A proof of user key `key`'s entry (or of its absence) against [`KvStore::tree_root`],
     /// as of the last applied block. Fails only if the stored tree is inconsistent.
     pub fn prove(&self, key: &[u8]) -> Result<StateProof, StorageError> {
-        let read = |node: &[u8]| match self.tree_cache.get(node) {
-            Some(node) => Some(node.encode()),
-            None => self.engine.get(node),
-        };
+        let read = |key: &[u8]| self.cached_chunk(key);
         state_tree::prove(&read, &self.tree_root, &data_path(key), || {
             self.engine.get(&data_key(key))
         })
+    }
+
+    /// The tree chunk under `key` as the engine holds it (from the cache if there).
+    fn cached_chunk(&self, key: &[u8]) -> Result<Option<Arc<Chunk>>, StorageError> {
+        if let Some(chunk) = self.tree_cache.get(key) {
+            return Ok(Some(chunk));
+        }
+        self.engine
+            .get(key)
+            .map(|bytes| Chunk::decode(&bytes, key).map(Arc::new))
+            .transpose()
     }
 
     pub fn applied_height(&self) -> u64 {
@@ -399,24 +403,28 @@ impl KvStore {
                 applied: self.applied_height,
             });
         }
-        let current = |k: &[u8]| match self.tree_cache.get(k) {
-            Some(node) => Some(node.encode()),
-            None => self.engine.get(k),
-        };
+        // Tree chunks and data entries as of `height`: what the undo log recorded as
+        // overwritten after it, else the current value.
         let read = |k: &[u8]| match self.undo.as_of(height, k) {
             Some(old) => old.map(<[u8]>::to_vec),
-            None => current(k),
+            None => self.engine.get(k),
+        };
+        let read_chunk = |k: &[u8]| match self.undo.as_of(height, k) {
+            Some(old) => old.map(|b| Chunk::decode(b, k).map(Arc::new)).transpose(),
+            None => self.cached_chunk(k),
         };
         let unprovable = |e: &dyn std::fmt::Display| ReadAsOfError::Unprovable(e.to_string());
-        let tree_root = state_tree::stored_root(&read).map_err(|e| unprovable(&e))?;
+        let tree_root = state_tree::stored_root(&read_chunk).map_err(|e| unprovable(&e))?;
         if &state_digest(height, &tree_root) != certified {
             return Err(ReadAsOfError::Unprovable(format!(
                 "the tree root as of height {height} does not give the certified state digest"
             )));
         }
         let stored_key = data_key(key);
-        let proof = state_tree::prove(&read, &tree_root, &data_path(key), || read(&stored_key))
-            .map_err(|e| unprovable(&e))?;
+        let proof = state_tree::prove(&read_chunk, &tree_root, &data_path(key), || {
+            read(&stored_key)
+        })
+        .map_err(|e| unprovable(&e))?;
         // `prove` checks every node it reads against its parent's hash; folding the proof back
         // up is the client's check, done here too so a bug cannot send a proof that fails it.
         proof.verify(&tree_root, key).map_err(|e| unprovable(&e))?;
@@ -512,10 +520,10 @@ pub(super) fn encode_meta(height: u64, tree_root: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-/// The applied height and state tree root the meta entry records.
-pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError> {
+/// The applied height, state tree root and layout the meta entry records (layout 2 or 3).
+pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32], u32), StorageError> {
     let Some(stored) = engine.get(META_KEY) else {
-        return Ok((0, crate::api::proof::EMPTY_SUBTREE_HASH));
+        return Ok((0, crate::api::proof::EMPTY_SUBTREE_HASH, META_LAYOUT));
     };
     if stored.len() == 40 {
         return Err(StorageError::corrupt(
@@ -530,12 +538,20 @@ pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError
         .get(40..)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
-    if u32::from_le_bytes(layout) != META_LAYOUT {
-        return Err(corrupt());
+    let layout = u32::from_le_bytes(layout);
+    if layout != META_LAYOUT && layout != META_LAYOUT_NODE_PER_ENTRY {
+        return Err(StorageError::corrupt(
+            engine.dir(),
+            0,
+            format!(
+                "KV meta entry has layout {layout}; this build reads layouts \
+                 {META_LAYOUT_NODE_PER_ENTRY} and {META_LAYOUT}"
+            ),
+        ));
     }
     let height: [u8; 8] = stored[..8].try_into().map_err(|_| corrupt())?;
     let tree_root: [u8; 32] = stored[8..40].try_into().map_err(|_| corrupt())?;
-    Ok((u64::from_le_bytes(height), tree_root))
+    Ok((u64::from_le_bytes(height), tree_root, layout))
 }
 
 /// Live user keys in the engine: one scan of the `d` range.

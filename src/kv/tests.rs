@@ -300,7 +300,7 @@ fn snapshot_round_trip_and_rejections() {
 
 /// Recomputes the state tree from a full scan of the state entries, to check the incremental
 /// one: the stored nodes must be exactly the tree's (nothing stale, nothing missing).
-fn digest_from_scratch(store: &KvStore) -> [u8; 32] {
+pub(super) fn digest_from_scratch(store: &KvStore) -> [u8; 32] {
     let mut leaves = Vec::new();
     let mut stored_nodes = Vec::new();
     store.engine().scan(&[], None, |key, value| {

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::keys::{self, decode_versioned};
-use super::node_cache::{ENTRY_BYTES, NodeCache};
+use super::node_cache::NodeCache;
 use super::snapshot::verify_file;
-use super::state_tree::Node;
+use super::state_tree::Chunk;
 use super::{KvRequest, KvStore, Op, encode_ops};
 use crate::api::proof::{EMPTY_SUBTREE_HASH, ProofError, ProofTerminal, state_digest};
 use crate::storage::{EngineOptions, WalOptions, WriteBatch};
@@ -241,6 +241,105 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
     );
 }
 
+/// Rewrites `store`'s tree as meta layout 2 wrote it (one entry per node) and closes it.
+fn downgrade_to_node_per_entry(store: KvStore) {
+    let mut chunks = Vec::new();
+    store.engine().scan(
+        &[keys::TREE_PREFIX],
+        Some(&[keys::TREE_PREFIX + 1]),
+        |k, v| {
+            chunks.push((k.to_vec(), v.to_vec()));
+            true
+        },
+    );
+    let nodes = super::state_tree::node_per_entry_layout(&chunks);
+    assert!(
+        nodes.len() > 2 * chunks.len(),
+        "nodes spread over several chunks each"
+    );
+    let mut batch = WriteBatch::new();
+    for (key, _) in &chunks {
+        batch.delete(key.clone());
+    }
+    for (key, value) in nodes {
+        batch.put(key, value);
+    }
+    let mut meta = store.applied_height().to_le_bytes().to_vec();
+    meta.extend_from_slice(&store.tree_root());
+    meta.extend_from_slice(&2u32.to_le_bytes());
+    batch.put(keys::META_KEY.to_vec(), meta);
+    store.engine().write(&batch).unwrap();
+}
+
+#[test]
+fn a_store_of_the_node_per_entry_layout_is_converted_on_open() {
+    let (dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut store, mut twin) = (open(dir.path()), open(twin_dir.path()));
+    random_blocks(&mut store, &mut SimRng::new(4), 1, 30, 400);
+    random_blocks(&mut twin, &mut SimRng::new(4), 1, 30, 400);
+    let (root, height) = (store.tree_root(), store.applied_height());
+    downgrade_to_node_per_entry(store);
+    let mut store = open(dir.path());
+    assert_eq!((store.tree_root(), store.applied_height()), (root, height));
+    // The stored chunks are exactly the tree of the entries, and nothing of the old layout
+    // is left (`digest_from_scratch` compares every `t` entry with a fresh build).
+    assert_eq!(
+        super::tests::digest_from_scratch(&store),
+        state_digest(height, &root)
+    );
+    assert_consistent(&store);
+    assert_proofs(&store, 400);
+    random_blocks(&mut store, &mut SimRng::new(6), height + 1, 10, 400);
+    random_blocks(&mut twin, &mut SimRng::new(6), height + 1, 10, 400);
+    assert_eq!(store.tree_root(), twin.tree_root());
+    drop(store);
+    assert_eq!(open(dir.path()).tree_root(), twin.tree_root());
+}
+
+#[test]
+fn a_node_per_entry_store_damaged_while_down_keeps_its_published_root_to_be_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    random_blocks(&mut store, &mut SimRng::new(2), 1, 10, 100);
+    let root = store.tree_root();
+    let (key, value) = {
+        let mut found = None;
+        store.engine().scan(&[keys::DATA_PREFIX], None, |k, v| {
+            found = Some((k.to_vec(), v.to_vec()));
+            false
+        });
+        found.unwrap()
+    };
+    let mut damaged = value;
+    damaged[0] ^= 1;
+    let mut batch = WriteBatch::new();
+    batch.put(key, damaged);
+    store.engine().write(&batch).unwrap();
+    downgrade_to_node_per_entry(store);
+    let mut store = open(dir.path());
+    assert_eq!(store.tree_root(), root, "the published root is kept");
+    let audit = store.audit_tree().unwrap();
+    assert!(!audit.consistent(), "{audit:?}");
+    assert!(store.realign_tree().unwrap().is_some());
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_meta_entry_of_an_unknown_layout_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    apply(&mut store, 1, vec![Op::Delete { key: b"x".to_vec() }]);
+    let mut meta = 1u64.to_le_bytes().to_vec();
+    meta.extend_from_slice(&[9; 32]);
+    meta.extend_from_slice(&9u32.to_le_bytes());
+    let mut batch = WriteBatch::new();
+    batch.put(keys::META_KEY.to_vec(), meta);
+    store.engine().write(&batch).unwrap();
+    drop(store);
+    let error = KvStore::open(dir.path(), options()).err().expect("refused");
+    assert!(error.to_string().contains("layout 9"), "{error}");
+}
+
 #[test]
 fn a_verified_read_from_the_store_checks_against_its_state_digest() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,24 +403,24 @@ fn realign_rebuilds_a_tree_that_no_longer_describes_the_entries() {
     assert_consistent(&store);
 }
 
-/// Every node the store's tree cache holds is the node its engine holds under that key.
+/// Every chunk the store's tree cache holds is the chunk its engine holds under that key.
 fn assert_cache_matches_engine(store: &KvStore) {
     for (key, cached) in store.tree_cache.entries() {
         let stored = store
             .engine()
             .get(&key)
-            .map(|b| Node::decode(&b, &key).unwrap());
-        assert_eq!(stored, Some(cached), "cached node {key:02x?}");
+            .map(|b| Chunk::decode(&b, &key).unwrap());
+        assert_eq!(stored.as_ref(), Some(&*cached), "cached chunk {key:02x?}");
     }
 }
 
 #[test]
 fn the_tree_node_cache_never_disagrees_with_the_engine() {
-    // A store with the default cache, one whose cache fills up after 60 nodes, and one with
-    // none: the same blocks give the same roots, and every cached node is the stored node.
+    // A store with the default cache, one whose cache fills up after 12 KiB, and one with
+    // none: the same blocks give the same roots, and every cached chunk is the stored chunk.
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut stores: Vec<KvStore> = dirs[..3].iter().map(|d| open(d.path())).collect();
-    stores[1].tree_cache = NodeCache::new(60 * ENTRY_BYTES);
+    stores[1].tree_cache = NodeCache::new(12 * 1024);
     stores[2].tree_cache = NodeCache::new(0);
     for round in 0..8u64 {
         for store in &mut stores {
@@ -343,8 +442,12 @@ fn the_tree_node_cache_never_disagrees_with_the_engine() {
             stores[0].engine().compact().unwrap();
         }
     }
-    assert!(stores[0].tree_cache.len() > 300, "the tree is cached");
-    assert_eq!(stores[1].tree_cache.len(), 60, "the bound holds");
+    assert!(stores[0].tree_cache.len() > 40, "the tree is cached");
+    assert!(stores[1].tree_cache.bytes() <= 12 * 1024, "the bound holds");
+    assert!(
+        stores[1].tree_cache.len() < stores[0].tree_cache.len() && !stores[1].tree_cache.is_empty(),
+        "the small cache is full"
+    );
     assert!(stores[2].tree_cache.is_empty());
     assert_consistent(&stores[0]);
     assert_eq!(

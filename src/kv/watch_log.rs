@@ -164,23 +164,46 @@ fn prune(
     height: u64,
 ) -> Result<LogState, StorageError> {
     let target = height.saturating_sub(retention.heights);
-    let rows = engine.range(
+    // Visit the oldest records in place and stop at the first one kept: copying out the
+    // first PRUNE_RECORDS_MAX records (the whole retained window's head, each a block's
+    // changes) every block only to look at one of them showed in profiles.
+    let mut doomed = Vec::new();
+    let mut visited = 0usize;
+    let mut stopped_above_target = false;
+    let mut bad_key = None;
+    engine.scan(
         &log_key(state.floor.saturating_add(1)),
         Some(&log_key(height)),
-        PRUNE_RECORDS_MAX,
+        |key, value| {
+            if visited == PRUNE_RECORDS_MAX {
+                return false;
+            }
+            visited += 1;
+            let record_height = match parse_log_key(key) {
+                Ok(h) => h,
+                Err(error) => {
+                    bad_key = Some(error);
+                    return false;
+                }
+            };
+            if record_height > target && state.bytes <= retention.bytes {
+                stopped_above_target = true;
+                return false;
+            }
+            doomed.push(key.to_vec());
+            state.bytes = state.bytes.saturating_sub(value.len() as u64);
+            state.floor = record_height;
+            true
+        },
     );
-    let scanned_all = rows.len() < PRUNE_RECORDS_MAX;
-    let mut stopped_above_target = false;
-    for (key, value) in rows {
-        let record_height = parse_log_key(&key)?;
-        if record_height > target && state.bytes <= retention.bytes {
-            stopped_above_target = true;
-            break;
-        }
-        overlay.set_derived(key, None);
-        state.bytes = state.bytes.saturating_sub(value.len() as u64);
-        state.floor = record_height;
+    if let Some(error) = bad_key {
+        return Err(error);
     }
+    for key in doomed {
+        overlay.set_derived(key, None);
+    }
+    // As when the first PRUNE_RECORDS_MAX records were read: all of them if fewer.
+    let scanned_all = visited < PRUNE_RECORDS_MAX;
     if scanned_all || stopped_above_target {
         // No record at or below `target` is left.
         state.floor = state.floor.max(target);

@@ -312,6 +312,7 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                     leader: 1,
                     committed_height: s.height,
                     applied_height: s.height,
+                    applied_block_time_ms: 0,
                     state_digest: [0xab; 32],
                     certified_height: s.height,
                     certified_root: [0xcd; 32],

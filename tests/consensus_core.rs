@@ -72,6 +72,7 @@ impl Cluster {
         let mut b = Block {
             round: 1,
             height: 1,
+            timestamp_ms: 0,
             qc: QuorumCert::genesis(&self.cluster),
             tc: None,
             roots_after: 0,

@@ -280,6 +280,7 @@ fn node_block(cluster: &ClusterId, height: u64) -> Block {
     Block {
         round: height,
         height,
+        timestamp_ms: 0,
         qc: QuorumCert::genesis(cluster),
         tc: None,
         roots_after: 0,

@@ -19,6 +19,7 @@
 mod audit;
 pub mod exactly_once;
 mod execute;
+pub mod expiry;
 pub mod history;
 pub mod keys;
 mod node_cache;
@@ -40,6 +41,8 @@ pub use snapshot::SnapshotInfo;
 pub use state_machine::{KvRequest, KvStore, ReadAsOfError};
 pub use watch_log::WatchRetention;
 
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub struct ConsensusCtx {
     pub durable_wake: Receiver<()>,
     pub installed: Receiver<Result<BlockHeader, String>>,
     /// The storage thread's `(height, state root)` reports.
-    pub applied: Receiver<(u64, [u8; 32])>,
+    pub applied: Receiver<super::storage_loop::AppliedReport>,
     pub out: OutboundSender,
     pub faults: Option<FaultyLink>,
     /// Test-only Byzantine behaviour (no-ops unless built with the `byzantine` feature).
@@ -102,11 +102,20 @@ impl Clock {
     fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
+
+    /// The system clock, ms since the Unix epoch, for block timestamps (0 if the clock is
+    /// set before 1970: the voters' bound then refuses this node's blocks, nothing worse).
+    fn wall_clock_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
 }
 
 pub fn run(mut ctx: ConsensusCtx) {
     let clock = Clock(Instant::now());
     let mut download: Option<Download> = None;
+    ctx.replica.set_wall_clock_ms(clock.wall_clock_ms());
     let effects = ctx.replica.start(clock.now_ms());
     ctx.execute(&clock, effects, &mut download);
     let mut peers_seen = PeersSeen::default();
@@ -135,7 +144,8 @@ pub fn run(mut ctx: ConsensusCtx) {
                 }
             }
             recv(ctx.applied) -> report => {
-                if let Ok((height, root)) = report {
+                if let Ok((height, root, next_expiry_ms)) = report {
+                    ctx.replica.set_next_expiry_ms(next_expiry_ms);
                     ctx.step(&clock, Input::Applied { height, root }, &mut download);
                 }
             }
@@ -192,6 +202,7 @@ impl ConsensusCtx {
 
     /// One step of the replica, then its effects.
     fn step(&mut self, clock: &Clock, input: Input, download: &mut Option<Download>) {
+        self.replica.set_wall_clock_ms(clock.wall_clock_ms());
         let effects = self.replica.handle(clock.now_ms(), input);
         self.execute(clock, effects, download);
     }

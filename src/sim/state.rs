@@ -84,6 +84,11 @@ impl StateStore {
         self.kv().applied_height()
     }
 
+    /// The earliest key expiry of the state (see `KvStore::next_expiry_ms`).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.kv().next_expiry_ms()
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         self.kv().state_digest()
     }
@@ -108,7 +113,7 @@ impl StateStore {
         let requests = crate::replica::kv_requests(block);
         let (replies, _lsn) = self
             .kv_mut()
-            .apply_nowait(block.height, &requests, &[])
+            .apply_nowait(block.height, block.timestamp_ms, &requests, &[])
             .map_err(|e| e.to_string())?;
         if block.height.is_multiple_of(SNAPSHOT_INTERVAL_BLOCKS) {
             self.save_snapshot(block.header(id))?;

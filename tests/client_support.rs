@@ -410,9 +410,28 @@ fn apply_simple(s: &mut SharedState, op: TxnOp) -> OpResult {
                     value,
                     version,
                     mod_height: height,
+                    expires_at_ms: None,
                 },
             );
             OpResult::Put { version }
+        }
+        // The fakes keep no consensus time: the height stands in for it, and nothing expires.
+        TxnOp::PutTtl { key, value, ttl_ms } => {
+            let version = s.kv.get(&key).map_or(0, |v| v.version) + 1;
+            let expires_at_ms = height + ttl_ms;
+            s.kv.insert(
+                key,
+                VersionedValue {
+                    value,
+                    version,
+                    mod_height: height,
+                    expires_at_ms: Some(expires_at_ms),
+                },
+            );
+            OpResult::PutTtl {
+                version,
+                expires_at_ms,
+            }
         }
         TxnOp::Get { key } => OpResult::Get {
             found: s.kv.get(&key).cloned(),

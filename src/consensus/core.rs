@@ -245,6 +245,16 @@ impl Core {
         self.wall_clock_ms = wall_clock_ms;
     }
 
+    /// The state after `height` expired keys (told by the runtime after applying it): such a
+    /// block changed the state without a payload, so its root must be certified like a
+    /// payload height's (see [`Core::root_pending`]), or verified reads would go on proving
+    /// the expired keys. Known only once applied (whether a block expires anything depends on
+    /// the state), and every honest node applies the same blocks to the same result, so every
+    /// node marks the same heights.
+    pub fn note_expired(&mut self, height: Height) {
+        self.payload_height_committed = self.payload_height_committed.max(height);
+    }
+
     /// The earliest `expires_at_ms` in the applied state (`None`: no key expires), told by
     /// the runtime after each apply. Deterministic per height, so every node agrees on it once
     /// it applied the same height.
@@ -709,10 +719,7 @@ impl Core {
             return false;
         }
         for (id, block) in committed {
-            // A block that passes the next expiry changes the state without a payload: its
-            // root must be certified too, or verified reads would prove the expired key.
-            let expires = self.next_expiry_ms.is_some_and(|t| t <= block.timestamp_ms);
-            if !block.payload.is_empty() || expires {
+            if !block.payload.is_empty() {
                 self.payload_height_committed = self.payload_height_committed.max(block.height);
             }
             self.mempool.remove_committed(&block.payload);

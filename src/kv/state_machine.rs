@@ -64,6 +64,8 @@ pub struct KvStore {
     /// What the watch log holds (`kv::watch_log`), as of `applied_height`.
     pub(super) watch_log: LogState,
     pub(super) watch_retention: WatchRetention,
+    /// Keys the last block applied here expired (0 after open or an install).
+    pub(super) expired_last_block: usize,
 }
 
 /// Why a verified read as of a height cannot be answered here.
@@ -128,6 +130,7 @@ impl KvStore {
             undo: UndoLog::new(UNDO_HEIGHTS_DEFAULT, UNDO_BYTES_DEFAULT),
             watch_log,
             watch_retention: WatchRetention::default(),
+            expired_last_block: 0,
         })
     }
 
@@ -171,6 +174,12 @@ impl KvStore {
         Ok(replies)
     }
 
+    /// How many keys the last block applied here expired (0 after open or an install): the
+    /// runtime tells consensus, since such a block changed the state without requests.
+    pub fn expired_last_block(&self) -> usize {
+        self.expired_last_block
+    }
+
     /// The earliest key expiry in the applied state (`None`: no key has a TTL). The runtime
     /// hands it to consensus, which proposes a block once it is due.
     pub fn next_expiry_ms(&self) -> Option<u64> {
@@ -198,7 +207,7 @@ impl KvStore {
         }
         let mut overlay = BlockOverlay::new(&self.engine);
         // Keys whose time ran out go first: the block's requests see them gone.
-        expiry::expire_due(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
+        let expired = expiry::expire_due(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
         let block = BlockCtx { height, time_ms };
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {
@@ -279,6 +288,7 @@ impl KvStore {
         self.tree_root = tree_root;
         self.key_count = key_count;
         self.watch_log = watch_log;
+        self.expired_last_block = expired;
         Ok((replies, lsn))
     }
 

@@ -144,8 +144,11 @@ pub fn run(mut ctx: ConsensusCtx) {
                 }
             }
             recv(ctx.applied) -> report => {
-                if let Ok((height, root, next_expiry_ms)) = report {
+                if let Ok((height, root, next_expiry_ms, expired)) = report {
                     ctx.replica.set_next_expiry_ms(next_expiry_ms);
+                    if expired {
+                        ctx.replica.note_expired(height);
+                    }
                     ctx.step(&clock, Input::Applied { height, root }, &mut download);
                 }
             }

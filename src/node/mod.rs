@@ -255,7 +255,7 @@ impl Node {
         let (installed_tx, installed_rx) = bounded(4);
         let (applied_tx, applied_rx) = bounded(APPLIED_REPORTS_MAX);
         // The state the node resumes from is the first report.
-        let _ = applied_tx.try_send((committed.height, digest, kv.read().next_expiry_ms()));
+        let _ = applied_tx.try_send((committed.height, digest, kv.read().next_expiry_ms(), false));
         let durable_ticket = Arc::new(AtomicU64::new(0));
 
         let incoming_snapshot = snapshots.incoming_path();

@@ -58,8 +58,9 @@ pub enum StorageJob {
 }
 
 /// What the storage thread tells the consensus thread.
-/// `(height, state root, next key expiry)` after an apply or install, for the replica.
-pub type AppliedReport = (u64, [u8; 32], Option<u64>);
+/// After an apply or install, for the replica: the height, its state root, the next key
+/// expiry, and whether that height's block expired keys.
+pub type AppliedReport = (u64, [u8; 32], Option<u64>, bool);
 
 pub struct StorageToConsensus {
     /// Highest persist ticket that is durable.
@@ -194,13 +195,14 @@ impl StorageCtx {
             self.save_snapshot(&kv, header, digest)?;
         }
         let next_expiry_ms = kv.next_expiry_ms();
+        let expired = kv.expired_last_block() > 0;
         drop(kv);
         self.status.update(|s| {
             s.applied_height = block.height;
             s.applied_block_time_ms = block.timestamp_ms;
             s.state_digest = digest;
         });
-        self.report_applied(block.height, digest, next_expiry_ms);
+        self.report_applied((block.height, digest, next_expiry_ms, expired));
         if let Some(lsn) = self.blocks.prune_below(
             block.height.saturating_sub(self.blocks_retained),
             PRUNE_BLOCKS_PER_GROUP,
@@ -252,8 +254,7 @@ impl StorageCtx {
         Ok(())
     }
 
-    fn report_applied(&self, height: u64, root: [u8; 32], next_expiry_ms: Option<u64>) {
-        let report = (height, root, next_expiry_ms);
+    fn report_applied(&self, report: AppliedReport) {
         if self.to_consensus.applied.try_send(report).is_err() {
             self.counters.applied_reports_dropped.bump();
         }
@@ -390,7 +391,7 @@ impl StorageCtx {
             s.applied_height = offer.height;
             s.state_digest = digest;
         });
-        self.report_applied(offer.height, digest, next_expiry_ms);
+        self.report_applied((offer.height, digest, next_expiry_ms, false));
         log::info!("installed snapshot at height {}", offer.height);
         Ok(header)
     }

@@ -228,6 +228,12 @@ impl Replica {
         self.core.set_wall_clock_ms(wall_clock_ms);
     }
 
+    /// The block at `height` expired keys (`KvStore::expired_last_block`): the shell says so
+    /// right after applying it, before handing the matching `Input::Applied`.
+    pub fn note_expired(&mut self, height: Height) {
+        self.core.note_expired(height);
+    }
+
     /// The earliest key expiry of the applied state (`KvStore::next_expiry_ms`): the shell
     /// sets it whenever its state changed (after each apply, at start, after an install),
     /// before handing the matching `Input::Applied`.

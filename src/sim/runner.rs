@@ -107,6 +107,8 @@ enum Ev {
         height: u64,
         root: [u8; 32],
         next_expiry_ms: Option<u64>,
+        /// The height's block expired keys (reported after an apply only).
+        expired: bool,
     },
     SyncDone {
         node: NodeId,
@@ -583,11 +585,15 @@ impl Sim {
                 height,
                 root,
                 next_expiry_ms,
+                expired,
             } => {
                 let copy = &mut self.nodes[node.index()].replicas[replica];
                 if copy.epoch == epoch {
                     if let Some(r) = copy.replica.as_mut() {
                         r.set_next_expiry_ms(next_expiry_ms);
+                        if expired {
+                            r.note_expired(height);
+                        }
                     }
                     self.handle(node, replica, Input::Applied { height, root });
                 }
@@ -668,6 +674,12 @@ impl Sim {
 
     /// Tells the copy's replica where its state is, `delay_ms` from now.
     fn report_applied(&mut self, node: NodeId, replica: usize, delay_ms: u64) {
+        self.report_state(node, replica, delay_ms, false);
+    }
+
+    /// Like [`Sim::report_applied`]; `after_apply`: the report of a block just applied, which
+    /// says whether that block expired keys.
+    fn report_state(&mut self, node: NodeId, replica: usize, delay_ms: u64, after_apply: bool) {
         let copy = &self.nodes[node.index()].replicas[replica];
         let ev = Ev::Applied {
             node,
@@ -676,6 +688,7 @@ impl Sim {
             height: copy.state.applied_height(),
             root: copy.state.digest(),
             next_expiry_ms: copy.state.next_expiry_ms(),
+            expired: after_apply && copy.state.expired_last_block() > 0,
         };
         self.schedule(self.now + delay_ms, ev);
     }
@@ -944,7 +957,7 @@ impl Sim {
             self.checker
                 .on_applied(node, block.height, digest, &applied, self.now);
         }
-        self.report_applied(node, replica, 0);
+        self.report_state(node, replica, 0, true);
     }
 
     /// Installs the downloaded snapshot now (the commits before it are applied already); the

@@ -84,6 +84,11 @@ impl StateStore {
         self.kv().applied_height()
     }
 
+    /// Keys the last applied block expired (see `KvStore::expired_last_block`).
+    pub fn expired_last_block(&self) -> usize {
+        self.kv().expired_last_block()
+    }
+
     /// The earliest key expiry of the state (see `KvStore::next_expiry_ms`).
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.kv().next_expiry_ms()

@@ -95,7 +95,9 @@ fn keys_expire_in_time_order_at_the_first_block_past_their_time() {
         s.get(b"early").unwrap().is_some(),
         "not due before its time"
     );
+    assert_eq!(s.expired_last_block(), 0);
     tick(&mut s, 3, 1_100);
+    assert_eq!(s.expired_last_block(), 1, "the runtime tells consensus");
     assert!(
         s.get(b"early").unwrap().is_none(),
         "due at exactly its time"

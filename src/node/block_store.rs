@@ -329,3 +329,39 @@ impl CommittedBlocks {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before the format entry (blocks without timestamps) is refused with a
+    /// message that says what to do; a new store is marked and opens again.
+    #[test]
+    fn a_store_of_an_older_block_format_is_refused_and_a_new_one_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        {
+            let engine = Engine::open(&old, EngineOptions::default(), |_, _, _| Ok(())).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(SAFETY_KEY, b"an old safety record".to_vec());
+            engine.write(&batch).unwrap();
+        }
+        let err = BlockStore::open(&old, EngineOptions::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("format none")
+                && err.contains("bftd-blocks/v4")
+                && err.contains("empty data dir"),
+            "{err}"
+        );
+        let new = dir.path().join("new");
+        drop(BlockStore::open(&new, EngineOptions::default()).unwrap());
+        let store = BlockStore::open(&new, EngineOptions::default()).unwrap();
+        assert_eq!(
+            store.engine().get(FORMAT_KEY).as_deref(),
+            Some(BLOCK_FORMAT)
+        );
+    }
+}

@@ -763,18 +763,32 @@ impl Core {
                 .uncommitted_ancestry(high)
                 .any(|b| !b.payload.is_empty())
             || self.root_pending()
-            || self.expiry_due()
+            || self.expiry_due(self.cfg.block_time_ahead_max_ms)
     }
 
-    /// True when a key expiry is due by this node's clock and no committed block reached it
-    /// yet: the cluster proposes (empty) blocks until one whose timestamp passes the expiry
-    /// commits, then idles again once the runtime reports the next expiry after applying it.
-    fn expiry_due(&self) -> bool {
+    /// True when the next key expiry needs a block and no committed block reached it yet:
+    /// either an uncommitted block of the chain already passed it (the chain must grow until
+    /// that block commits, whatever this node's clock says), or it is due by this node's clock
+    /// `grace_ms` ago. The cluster proposes (empty) blocks until one whose timestamp passes the
+    /// expiry commits, then idles again once the runtime reports the next expiry after
+    /// applying it.
+    ///
+    /// The grace: a leader proposes as soon as its own clock says due (grace 0), but a node
+    /// arms its round timer for an expiry only `block_time_ahead_max_ms` later (the clock skew
+    /// the cluster tolerates): a node whose clock runs ahead of the leader's must not time the
+    /// leader out over an expiry the leader cannot see yet. A crashed leader then delays an
+    /// idle cluster's expiry by that much more, never forever.
+    fn expiry_due(&self, grace_ms: u64) -> bool {
         let Some(expiry) = self.next_expiry_ms else {
             return false;
         };
         let root_time_ms = self.timestamp_of(&self.tree.root().id).unwrap_or(0);
-        expiry <= self.wall_clock_ms && root_time_ms < expiry
+        if root_time_ms >= expiry {
+            return false; // committed; the runtime reports the next expiry once applied
+        }
+        let high = &self.safety.high_qc.block_id;
+        let in_chain = self.timestamp_of(high).is_some_and(|t| t >= expiry);
+        in_chain || expiry.saturating_add(grace_ms) <= self.wall_clock_ms
     }
 
     /// The timestamp of a held block (genesis: 0).
@@ -1149,7 +1163,7 @@ impl Core {
         // the leader has not applied the height yet, and waits for `Event::Applied`.
         let chain_short = committed < self.payload_height_committed;
         let carries_pending = (!state_roots.is_empty() || chain_short) && self.root_pending();
-        if payload.is_empty() && !chain_pending && !carries_pending && !self.expiry_due() {
+        if payload.is_empty() && !chain_pending && !carries_pending && !self.expiry_due(0) {
             return; // nothing to order, certify or expire: let the cluster idle
         }
         // Consensus time moves forward on every block, and follows this leader's clock when

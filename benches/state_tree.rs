@@ -56,7 +56,7 @@ fn apply_block(store: &mut KvStore, height: u64, seq: &mut u64, requests: Vec<Ve
             }
         })
         .collect();
-    let (_, lsn) = store.apply_nowait(height, &batch, &[]).expect("apply");
+    let (_, lsn) = store.apply_nowait(height, 0, &batch, &[]).expect("apply");
     black_box(lsn);
 }
 

@@ -101,6 +101,7 @@ mod tests {
         Block {
             round: 7,
             height: 5,
+            timestamp_ms: 0,
             qc: QuorumCert {
                 block_id: BlockId([3; 32]),
                 round: 6,

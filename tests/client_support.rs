@@ -312,6 +312,7 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                     leader: 1,
                     committed_height: s.height,
                     applied_height: s.height,
+                    applied_block_time_ms: 0,
                     state_digest: [0xab; 32],
                     certified_height: s.height,
                     certified_root: [0xcd; 32],
@@ -409,9 +410,28 @@ fn apply_simple(s: &mut SharedState, op: TxnOp) -> OpResult {
                     value,
                     version,
                     mod_height: height,
+                    expires_at_ms: None,
                 },
             );
             OpResult::Put { version }
+        }
+        // The fakes keep no consensus time: the height stands in for it, and nothing expires.
+        TxnOp::PutTtl { key, value, ttl_ms } => {
+            let version = s.kv.get(&key).map_or(0, |v| v.version) + 1;
+            let expires_at_ms = height + ttl_ms;
+            s.kv.insert(
+                key,
+                VersionedValue {
+                    value,
+                    version,
+                    mod_height: height,
+                    expires_at_ms: Some(expires_at_ms),
+                },
+            );
+            OpResult::PutTtl {
+                version,
+                expires_at_ms,
+            }
         }
         TxnOp::Get { key } => OpResult::Get {
             found: s.kv.get(&key).cloned(),

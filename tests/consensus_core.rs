@@ -2,7 +2,7 @@
 //! depends on safety state leaves before the runtime reports it durable), restart without
 //! double voting, and bounded handling of far-future input.
 
-use bftd::consensus::{Action, Core, DurableState, Event, PersistItem, SafetyData};
+use bftd::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistItem, SafetyData};
 use bftd::crypto::{Signer, domain};
 use bftd::types::*;
 
@@ -36,9 +36,15 @@ impl Cluster {
 
     /// Round-1 proposal by its leader (node 1) on top of genesis.
     fn proposal(&self, seq: u64) -> Block {
+        self.proposal_at(seq, 1_000)
+    }
+
+    /// Like [`Cluster::proposal`], stamped `timestamp_ms`.
+    fn proposal_at(&self, seq: u64, timestamp_ms: u64) -> Block {
         let mut b = Block {
             round: 1,
             height: 1,
+            timestamp_ms,
             qc: QuorumCert::genesis(&self.cluster),
             tc: None,
             roots_after: 0,
@@ -132,6 +138,100 @@ fn a_vote_leaves_only_after_the_block_and_safety_state_are_durable() {
     assert_eq!(v.len(), 1, "exactly one vote once durable: {after:?}");
     assert_eq!(v[0].0, None, "votes go to every member (each aggregates)");
     assert_eq!(v[0].1.round, 1);
+}
+
+/// Consensus time: a voter refuses a block not above its parent's time, or further ahead of
+/// its own wall clock than `block_time_ahead_max_ms`; a block behind its clock is fine. Each
+/// case is a fresh voter (one proposal per round).
+#[test]
+fn a_voter_bounds_block_time_by_the_parent_and_its_own_clock() {
+    let c = cluster();
+    let wall_ms = 1_700_000_000_000;
+    let ahead_max_ms = CoreConfig::default().block_time_ahead_max_ms;
+    let cases = [
+        (0, false, "not above genesis (0)"),
+        (wall_ms + ahead_max_ms + 1, false, "too far ahead"),
+        (wall_ms + ahead_max_ms, true, "at the bound"),
+        (wall_ms - 60_000, true, "behind the voter's clock"),
+    ];
+    for (time_ms, votes_for_it, what) in cases {
+        let mut core = c.core(3, None);
+        core.set_wall_clock_ms(wall_ms);
+        let actions = c.deliver(
+            &mut core,
+            10,
+            1,
+            Message::Proposal(c.proposal_at(1, time_ms)),
+        );
+        let voted = match persist_ticket(&actions) {
+            Some((ticket, _)) => !votes(&core.handle(11, Event::Persisted { ticket })).is_empty(),
+            None => false,
+        };
+        assert_eq!(voted, votes_for_it, "{what}");
+        let st = core.stats();
+        assert_eq!(
+            (
+                st.votes_refused_time_not_increasing,
+                st.votes_refused_time_ahead
+            ),
+            match time_ms {
+                0 => (1, 0),
+                t if t > wall_ms + ahead_max_ms => (0, 1),
+                _ => (0, 0),
+            },
+            "{what}"
+        );
+    }
+}
+
+/// The leader stamps its wall clock, or its parent's time + 1 when its clock is behind.
+#[test]
+fn the_leader_stamps_its_clock_but_never_at_or_below_the_parent() {
+    let c = cluster();
+    for (wall_ms, want) in [(5_000, 5_000), (0, 1)] {
+        let mut leader = c.core(1, None);
+        leader.set_wall_clock_ms(wall_ms);
+        let actions = c.submit(&mut leader, 5, 1);
+        let (ticket, _) = persist_ticket(&actions).expect("proposal persisted");
+        let after = leader.handle(6, Event::Persisted { ticket });
+        let stamped = broadcasts(&after).into_iter().find_map(|m| match m {
+            Message::Proposal(b) => Some(b.timestamp_ms),
+            _ => None,
+        });
+        assert_eq!(stamped, Some(want), "wall clock {wall_ms}");
+    }
+}
+
+/// An idle leader proposes an empty block once a key expiry is due by its clock (and not
+/// before): the block's timestamp, past the expiry, is what deletes the key. Before it is
+/// due, the core asks to be woken when it will be.
+#[test]
+fn an_idle_leader_proposes_when_a_key_expiry_falls_due() {
+    let c = cluster();
+    let mut leader = c.core(1, None);
+    leader.set_wall_clock_ms(5_000);
+    leader.set_next_expiry_ms(Some(9_000));
+    let actions = leader.start(100);
+    assert!(
+        persist_ticket(&actions).is_none(),
+        "nothing due: {actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTimer { deadline_ms } if *deadline_ms == 4_100)),
+        "wakes when the expiry falls due: {actions:?}"
+    );
+    leader.set_wall_clock_ms(9_000);
+    let actions = leader.handle(4_100, Event::TimerFired);
+    let (ticket, _) = persist_ticket(&actions).expect("an empty block is proposed");
+    let after = leader.handle(4_101, Event::Persisted { ticket });
+    let proposed = broadcasts(&after).into_iter().find_map(|m| match m {
+        Message::Proposal(b) => Some(b),
+        _ => None,
+    });
+    let b = proposed.expect("proposal broadcast");
+    assert!(b.payload.is_empty() && b.timestamp_ms >= 9_000, "{b:?}");
 }
 
 /// A member that is not the round's scheduled leader signs a proposal first: it passes the

@@ -130,6 +130,35 @@ fn a_leader_carrying_a_wrong_state_root_gets_no_certificate() {
     assert!(reports.iter().all(|r| r.divergences_detected == 0));
 }
 
+/// A Byzantine leader that stamps its blocks an hour ahead or at 0 gets no certificate for
+/// them: the checker's consensus-time rule holds on every seed (committed timestamps
+/// increase, agree, and stay within the bound of the honest clocks), and commits go on.
+#[cfg(not(feature = "mutation-skip-time-check"))]
+#[test]
+fn a_leader_stamping_bad_times_gets_no_certificate() {
+    let reports = sweep(4, Scenario::Happy, &[ByzKind::BadTime], 900..930);
+    assert_committed_most(&reports, 3);
+}
+
+/// Voters that accept any timestamp let the `bad-time` leader move consensus time backwards
+/// or far ahead: the simulator's time checker must catch it.
+#[cfg(feature = "mutation-skip-time-check")]
+#[test]
+fn voters_that_skip_the_time_check_are_caught() {
+    let mut caught = 0;
+    let total = 30;
+    for seed in 900..900 + total {
+        let cfg = SimConfig::new(seed, 4, vec![ByzKind::BadTime], Scenario::Happy);
+        let r = sim::run(&cfg).expect("valid simulator config");
+        caught += u64::from(r.violations.iter().any(|v| v.starts_with("time:")));
+    }
+    eprintln!("mutation-skip-time-check caught in {caught}/{total} seeds");
+    assert!(
+        caught * 10 >= total * 9,
+        "caught in only {caught}/{total} seeds"
+    );
+}
+
 /// Voters that do not compare the carried roots with their own certify the liar's root: the
 /// simulator's certified-root checker must catch it.
 #[cfg(feature = "mutation-skip-root-check")]

@@ -280,6 +280,7 @@ fn node_block(cluster: &ClusterId, height: u64) -> Block {
     Block {
         round: height,
         height,
+        timestamp_ms: 1_000 * height,
         qc: QuorumCert::genesis(cluster),
         tc: None,
         roots_after: 0,
@@ -352,6 +353,7 @@ fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, h
     let (_, kv_lsn) = kv
         .apply_nowait(
             height,
+            block.timestamp_ms,
             &kv_requests(&requests, height),
             &[(COMMITTED_META_KEY, &meta)],
         )

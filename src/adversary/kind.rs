@@ -51,11 +51,15 @@ pub enum ByzKind {
     /// height) with a proof that matches it (a `bftd` process only: the simulator has no
     /// clients).
     LieVerifiedReads,
+    /// As leader, stamps its proposals with a bad time (re-signed): alternately an hour ahead
+    /// of its clock and 0 (not above the parent's). Honest voters must refuse both, or
+    /// consensus time (and with it key expiry) would jump or run backwards.
+    BadTime,
 }
 
 impl ByzKind {
     /// The kinds the simulator plays (`bftd sim --byzantine`, and its `mix`).
-    pub const ALL: [ByzKind; 10] = [
+    pub const ALL: [ByzKind; 11] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -66,6 +70,7 @@ impl ByzKind {
         ByzKind::Fork,
         ByzKind::ForgeSync,
         ByzKind::WrongRoot,
+        ByzKind::BadTime,
     ];
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
@@ -102,6 +107,7 @@ impl ByzKind {
             ByzKind::WrongRoot => "wrong-root",
             ByzKind::FloodRequests => "flood-requests",
             ByzKind::LieVerifiedReads => "lie-verified-reads",
+            ByzKind::BadTime => "bad-time",
         }
     }
 

@@ -145,6 +145,13 @@ impl ByzState {
                 }
                 _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
             },
+            ByzKind::BadTime => match msg {
+                Message::Proposal(b) => {
+                    let forged = Message::Proposal(self.bad_time(&b));
+                    out.extend(targets.iter().map(|t| (*t, forged.clone())));
+                }
+                _ => out.extend(targets.iter().map(|t| (*t, msg.clone()))),
+            },
             ByzKind::WrongRoot => match msg {
                 Message::Proposal(b) if !b.state_roots.is_empty() => {
                     let forged = Message::Proposal(self.wrong_root(&b));
@@ -389,6 +396,22 @@ impl ByzState {
         forged
     }
 
+    /// `b` re-stamped, alternately an hour ahead and at 0 (never above a parent), re-signed.
+    fn bad_time(&mut self, b: &Block) -> Block {
+        const AHEAD_MS: u64 = 3_600_000;
+        let mut forged = b.clone();
+        forged.timestamp_ms = if self.rng.chance(0.5) {
+            b.timestamp_ms.saturating_add(AHEAD_MS)
+        } else {
+            0
+        };
+        let id = forged.compute_id();
+        forged.signature = self
+            .signer
+            .sign(domain::PROPOSAL, &domain::proposal_body(&id));
+        forged
+    }
+
     fn flood_message(&mut self) -> Message {
         let far = self.highest_round + 1_000_000 + self.rng.range(0, 1_000_000);
         let cluster = *self.committee.cluster();
@@ -417,6 +440,7 @@ impl ByzState {
                 let mut b = Block {
                     round: far,
                     height: 1,
+                    timestamp_ms: 0,
                     qc: QuorumCert::genesis(&cluster),
                     tc: None,
                     roots_after: 0,

@@ -10,7 +10,7 @@
 use crate::api::proof::{
     ProofTerminal, StateProof, data_path, leaf_hash, state_digest, value_hash,
 };
-use crate::api::verified_read::{VerifiedRead, decode_entry};
+use crate::api::verified_read::{VerifiedRead, decode_entry, encode_entry};
 use crate::kv::{KeyValue, OpReply, OpResult, Reply, VersionedValue};
 use crate::types::RootCertificate;
 
@@ -34,6 +34,7 @@ pub fn falsify_found(found: Option<VersionedValue>) -> Option<VersionedValue> {
             value: INVENTED_VALUE.to_vec(),
             version: 1,
             mod_height: 1,
+            expires_at_ms: None,
         },
     })
 }
@@ -52,6 +53,13 @@ fn falsify_result(r: OpResult) -> OpResult {
     match r {
         OpResult::Put { version } => OpResult::Put {
             version: version.wrapping_add(1),
+        },
+        OpResult::PutTtl {
+            version,
+            expires_at_ms,
+        } => OpResult::PutTtl {
+            version: version.wrapping_add(1),
+            expires_at_ms: expires_at_ms.wrapping_add(1),
         },
         OpResult::Get { found } => OpResult::Get {
             found: falsify_found(found),
@@ -81,6 +89,7 @@ fn falsify_value(v: VersionedValue) -> VersionedValue {
         value,
         version: v.version.wrapping_add(1),
         mod_height: v.mod_height.wrapping_add(1),
+        expires_at_ms: v.expires_at_ms,
     }
 }
 
@@ -102,10 +111,14 @@ pub fn falsify_verified_read(
         value: INVENTED_VALUE.to_vec(),
         version: 1,
         mod_height: 1,
+        expires_at_ms: None,
     });
-    let mut entry = forged.version.to_le_bytes().to_vec();
-    entry.extend_from_slice(&forged.mod_height.to_le_bytes());
-    entry.extend_from_slice(&forged.value);
+    let entry = encode_entry(
+        forged.version,
+        forged.mod_height,
+        forged.expires_at_ms,
+        &forged.value,
+    );
     if made_up_root {
         let root = leaf_hash(&data_path(key), &value_hash(&entry));
         read.tree_root = root;
@@ -135,6 +148,7 @@ mod tests {
             value: b"v".to_vec(),
             version: 3,
             mod_height: 9,
+            expires_at_ms: None,
         };
         let honest = Reply::Done(vec![
             OpReply::Simple(OpResult::Put { version: 4 }),

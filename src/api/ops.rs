@@ -21,6 +21,8 @@ pub const KEY_BYTES_MAX: usize = 4 * 1024;
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 /// Entries one range returns at most; a larger `limit` is clamped to it.
 pub const RANGE_LIMIT_MAX: u32 = 1000;
+/// The longest TTL a put may ask for (10 years), so `block time + ttl` never nears overflow.
+pub const TTL_MS_MAX: u64 = 10 * 365 * 86_400_000;
 
 /// One operation of a request.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,13 @@ pub enum Op {
         start: Vec<u8>,
         end: Option<Vec<u8>>,
     },
+    /// A put whose key expires `ttl_ms` after the committing block's timestamp (consensus
+    /// time, see README "Keys with a TTL"). A later put without a TTL makes the key permanent.
+    PutTtl {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    },
 }
 
 /// An operation allowed inside a transaction branch.
@@ -71,6 +80,11 @@ pub enum TxnOp {
     DeleteRange {
         start: Vec<u8>,
         end: Option<Vec<u8>>,
+    },
+    PutTtl {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
     },
 }
 
@@ -117,6 +131,7 @@ impl Op {
             Op::Delete { key } => Ok(TxnOp::Delete { key }),
             Op::Range { start, end, limit } => Ok(TxnOp::Range { start, end, limit }),
             Op::DeleteRange { start, end } => Ok(TxnOp::DeleteRange { start, end }),
+            Op::PutTtl { key, value, ttl_ms } => Ok(TxnOp::PutTtl { key, value, ttl_ms }),
             Op::Txn(txn) => Err(txn),
         }
     }
@@ -151,6 +166,7 @@ pub fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
         match op {
             Op::Txn(txn) => check_txn(txn)?,
             Op::Put { key, value } => check_put(key, value)?,
+            Op::PutTtl { key, value, ttl_ms } => check_put_ttl(key, value, *ttl_ms)?,
             Op::Get { key } | Op::Delete { key } => check_key(key)?,
             Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {
                 check_range(start, end.as_deref())?
@@ -176,6 +192,7 @@ fn check_txn(txn: &Txn) -> Result<(), Rejection> {
     for op in txn.success.iter().chain(&txn.failure) {
         match op {
             TxnOp::Put { key, value } => check_put(key, value)?,
+            TxnOp::PutTtl { key, value, ttl_ms } => check_put_ttl(key, value, *ttl_ms)?,
             TxnOp::Get { key } | TxnOp::Delete { key } => check_key(key)?,
             TxnOp::Range { start, end, .. } | TxnOp::DeleteRange { start, end } => {
                 check_range(start, end.as_deref())?
@@ -213,6 +230,14 @@ fn check_value(value: &[u8]) -> Result<(), Rejection> {
 fn check_put(key: &[u8], value: &[u8]) -> Result<(), Rejection> {
     check_key(key)?;
     check_value(value)
+}
+
+fn check_put_ttl(key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), Rejection> {
+    check_put(key, value)?;
+    if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
+        return Err(Rejection::TtlOutOfRange);
+    }
+    Ok(())
 }
 
 fn check_range(start: &[u8], end: Option<&[u8]>) -> Result<(), Rejection> {

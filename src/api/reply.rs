@@ -16,6 +16,9 @@ pub struct VersionedValue {
     pub version: u64,
     /// Height of the block that last wrote the key.
     pub mod_height: u64,
+    /// Consensus time (ms since the Unix epoch) at which the key expires, if it was put with
+    /// a TTL: the first block whose timestamp reaches it deletes the key.
+    pub expires_at_ms: Option<u64>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,12 @@ pub enum OpResult {
         deleted: u64,
         more: bool,
     },
+    /// A put with a TTL: the key's new version, and the consensus time at which it expires
+    /// (the block's timestamp plus the TTL).
+    PutTtl {
+        version: u64,
+        expires_at_ms: u64,
+    },
 }
 
 /// Result of one operation of a request.
@@ -77,6 +86,8 @@ pub enum Rejection {
     SeqReused,
     /// A put, get, delete or compare named the empty key (a range may start at it).
     EmptyKey,
+    /// A put's TTL is zero or above `TTL_MS_MAX`.
+    TtlOutOfRange,
 }
 
 impl std::fmt::Display for Rejection {
@@ -110,6 +121,12 @@ impl std::fmt::Display for Rejection {
                 "another request with different operations already used this sequence number",
             ),
             Rejection::EmptyKey => f.write_str("the key is empty; keys need at least one byte"),
+            Rejection::TtlOutOfRange => write!(
+                f,
+                "a TTL must be between 1 ms and {} ms ({} days)",
+                super::ops::TTL_MS_MAX,
+                super::ops::TTL_MS_MAX / 86_400_000
+            ),
         }
     }
 }

@@ -97,15 +97,50 @@ impl VerifiedRead {
     }
 }
 
-/// A data entry's bytes: `u64 LE version, u64 LE mod_height, value` (as `kv::keys` stores it).
+/// Set in a data entry's version field when the entry carries an expiry time.
+pub const ENTRY_EXPIRES_FLAG: u64 = 1 << 63;
+
+/// A data entry's bytes (as `kv::keys` stores it): `u64 LE version, u64 LE mod_height, value`;
+/// or, for a key with a TTL, `u64 LE (version | ENTRY_EXPIRES_FLAG), u64 LE mod_height,
+/// u64 LE expires_at_ms, value`. Versions stay far below bit 63 (one per write), so entries
+/// written before TTLs existed decode unchanged, and the tree's leaf hash (over these bytes)
+/// covers the expiry.
 pub fn decode_entry(bytes: &[u8]) -> Option<VersionedValue> {
-    let version = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let tagged = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
     let mod_height = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let (expires_at_ms, value_at) = if tagged & ENTRY_EXPIRES_FLAG != 0 {
+        let at = u64::from_le_bytes(bytes.get(16..24)?.try_into().ok()?);
+        (Some(at), 24)
+    } else {
+        (None, 16)
+    };
     Some(VersionedValue {
-        value: bytes[16..].to_vec(),
-        version,
+        value: bytes.get(value_at..)?.to_vec(),
+        version: tagged & !ENTRY_EXPIRES_FLAG,
         mod_height,
+        expires_at_ms,
     })
+}
+
+/// Encodes a data entry (see [`decode_entry`]).
+pub fn encode_entry(
+    version: u64,
+    mod_height: u64,
+    expires_at_ms: Option<u64>,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + value.len());
+    let tagged = match expires_at_ms {
+        Some(_) => version | ENTRY_EXPIRES_FLAG,
+        None => version,
+    };
+    out.extend_from_slice(&tagged.to_le_bytes());
+    out.extend_from_slice(&mod_height.to_le_bytes());
+    if let Some(at) = expires_at_ms {
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    out.extend_from_slice(value);
+    out
 }
 
 pub fn encode_verified_read(read: &VerifiedRead) -> Vec<u8> {
@@ -262,7 +297,8 @@ mod tests {
             Some(VersionedValue {
                 value: vec![],
                 version: 7,
-                mod_height: 8
+                mod_height: 8,
+                expires_at_ms: None,
             })
         );
     }

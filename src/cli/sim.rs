@@ -24,8 +24,8 @@ OPTIONS:
                         snapshot-install,
                         or 'mix' to draw one per seed [default: mix for --seeds, random for --seed]
     --byzantine KINDS   Comma-separated Byzantine members: silent, equivocate, double-vote,
-                        bad-sig, replay, flood, twins, fork, forge-sync, wrong-root; 'none'; or 'mix' to
-                        draw up to f per seed [default: mix for --seeds, none for --seed]
+                        bad-sig, replay, flood, twins, fork, forge-sync, wrong-root,
+                        bad-time; 'none'; or 'mix' to draw up to f per seed [default: mix for --seeds, none for --seed]
     --jobs J            Worker threads for --seeds [default: number of cores]
     --trace NODES       Print every event and action of these nodes (e.g. 0,2) to stderr
     -h, --help          Print this help

@@ -357,6 +357,31 @@ impl Client {
         }
     }
 
+    /// Puts `key` with a time-to-live: the key expires `ttl_ms` after the timestamp of the
+    /// block that commits the put (consensus time, agreed by the nodes, not this machine's
+    /// clock). Returns the new version and `expires_at_ms` (ms since the Unix epoch). The key
+    /// is deleted by the first block whose timestamp reaches `expires_at_ms`, so it may stay
+    /// readable up to one block interval longer; a later plain `put` makes it permanent.
+    /// `ttl_ms` must be in `1..=TTL_MS_MAX` (else the nodes reject the request).
+    pub fn put_with_ttl(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(u64, u64), ClientError> {
+        match self.simple(Op::PutTtl {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl_ms,
+        })? {
+            OpResult::PutTtl {
+                version,
+                expires_at_ms,
+            } => Ok((version, expires_at_ms)),
+            other => Err(shape("a put result", &other)),
+        }
+    }
+
     /// Linearizable read: ordered through consensus like a write, checked by `f + 1` nodes.
     pub fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, ClientError> {
         match self.simple(Op::Get { key: key.to_vec() })? {

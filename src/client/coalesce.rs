@@ -58,7 +58,7 @@ fn op_bytes(op: &Op) -> usize {
     const OVERHEAD: usize = 64;
     OVERHEAD
         + match op {
-            Op::Put { key, value } => key.len() + value.len(),
+            Op::Put { key, value } | Op::PutTtl { key, value, .. } => key.len() + value.len(),
             Op::Get { key } | Op::Delete { key } => key.len(),
             Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {
                 start.len() + end.as_ref().map_or(0, Vec::len)

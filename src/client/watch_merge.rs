@@ -165,6 +165,7 @@ mod tests {
                 value: value.into(),
                 version: 1,
                 mod_height: height,
+                expires_at_ms: None,
             }),
         }
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::file::{ClientAllow, NodeConfig};
 use super::members::{self, Member};
-use crate::consensus::CoreConfig;
+use crate::consensus::{BLOCK_TIME_AHEAD_MAX_MS, BLOCK_TIME_AHEAD_MIN_MS, CoreConfig};
 use crate::crypto::{ClientPolicy, Committee, Signer};
 use crate::net::{ClientAccess, NetLimits, PeerConfig, TransportConfig};
 use crate::types::{ClusterId, NodeId};
@@ -189,6 +189,18 @@ impl NodeConfig {
                 file,
                 "consensus.round_timeout_max_ms",
                 "is below consensus.round_timeout_base_ms",
+            ));
+        }
+        let ahead = c.block_time_ahead_max_ms;
+        if !(BLOCK_TIME_AHEAD_MIN_MS..=BLOCK_TIME_AHEAD_MAX_MS).contains(&ahead) {
+            return Err(ConfigError::field(
+                file,
+                "consensus.block_time_ahead_max_ms",
+                format!(
+                    "is {ahead}, must be between {BLOCK_TIME_AHEAD_MIN_MS} and \
+                     {BLOCK_TIME_AHEAD_MAX_MS} (how far ahead of a voter's clock a block's \
+                     timestamp may be; it must exceed the clock skew between the nodes)"
+                ),
             ));
         }
         self.check_sync_fits_a_frame(file)

@@ -267,6 +267,18 @@ fn consensus_and_limits_are_checked() {
     let (err, path) =
         broken(|t| t.replace("[consensus]\n", "[consensus]\nround_timeout_max_ms = 10\n"));
     assert_field(&err, &path, "consensus.round_timeout_max_ms", "below");
+    let (err, path) = broken(|t| {
+        t.replace(
+            "[consensus]\n",
+            "[consensus]\nblock_time_ahead_max_ms = 5\n",
+        )
+    });
+    assert_field(
+        &err,
+        &path,
+        "consensus.block_time_ahead_max_ms",
+        "is 5, must be between 100 and 86400000",
+    );
     let (err, path) = broken(|t| t.replace("[limits]\n", "[limits]\nconnections_max = 0\n"));
     assert_eq!(
         err.to_string(),

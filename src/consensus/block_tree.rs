@@ -325,6 +325,7 @@ mod tests {
         let b = Block {
             round,
             height,
+            timestamp_ms: 0,
             qc: QuorumCert {
                 block_id: parent,
                 round: round - 1,

@@ -42,7 +42,18 @@ pub struct CoreConfig {
     pub sync_retry_ms: u64,
     /// (client, seq) pairs remembered after commit, to drop late duplicates.
     pub committed_requests_remembered: usize,
+    /// A voter refuses a block whose timestamp is more than this far ahead of its own wall
+    /// clock: the bound on how far a Byzantine leader can push consensus time (and so key
+    /// expiry) ahead of the honest nodes' clocks. Must exceed the clock skew between nodes.
+    pub block_time_ahead_max_ms: u64,
 }
+
+/// Smallest `block_time_ahead_max_ms` a config may set: below it, ordinary clock skew
+/// between honest nodes would stall the chain.
+pub const BLOCK_TIME_AHEAD_MIN_MS: u64 = 100;
+/// Largest `block_time_ahead_max_ms` a config may set (one day): a larger bound would let a
+/// Byzantine leader expire every key with a TTL under it at once.
+pub const BLOCK_TIME_AHEAD_MAX_MS: u64 = 86_400_000;
 
 impl Default for CoreConfig {
     fn default() -> Self {
@@ -62,6 +73,7 @@ impl Default for CoreConfig {
             sync_response_bytes_max: 4 * 1024 * 1024,
             sync_retry_ms: 500,
             committed_requests_remembered: 100_000,
+            block_time_ahead_max_ms: 10_000,
         }
     }
 }

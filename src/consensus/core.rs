@@ -80,6 +80,14 @@ pub struct Core {
     /// (from its restored blocks after a restart). The cluster keeps proposing until a
     /// certified block carries this height's root: see [`Core::root_pending`].
     payload_height_committed: Height,
+    /// The wall clock (ms since the Unix epoch) as the runtime last told it
+    /// ([`Core::set_wall_clock_ms`]): the core reads no clock itself. Leaders stamp blocks
+    /// with it, voters bound timestamps by it.
+    wall_clock_ms: u64,
+    /// The earliest key expiry in the applied state, as the runtime last told it
+    /// ([`Core::set_next_expiry_ms`]): when consensus time must pass it, an idle cluster
+    /// still proposes (an empty block whose timestamp expires the key).
+    next_expiry_ms: Option<u64>,
 }
 
 impl Core {
@@ -141,6 +149,8 @@ impl Core {
             roots: RootBook::default(),
             vote_waiting_root: None,
             payload_height_committed: 0,
+            wall_clock_ms: 0,
+            next_expiry_ms: None,
             cfg,
             committee,
             signer,
@@ -227,6 +237,30 @@ impl Core {
     }
 
     // ----- accessors for the runtime, the simulator and tests -----
+
+    /// The wall clock in ms since the Unix epoch; the runtime sets it before every event batch
+    /// (the node from its system clock, the simulator from its simulated, skewed one). Used
+    /// for block timestamps and the voters' bound on them, never for timers.
+    pub fn set_wall_clock_ms(&mut self, wall_clock_ms: u64) {
+        self.wall_clock_ms = wall_clock_ms;
+    }
+
+    /// The state after `height` expired keys (told by the runtime after applying it): such a
+    /// block changed the state without a payload, so its root must be certified like a
+    /// payload height's (see [`Core::root_pending`]), or verified reads would go on proving
+    /// the expired keys. Known only once applied (whether a block expires anything depends on
+    /// the state), and every honest node applies the same blocks to the same result, so every
+    /// node marks the same heights.
+    pub fn note_expired(&mut self, height: Height) {
+        self.payload_height_committed = self.payload_height_committed.max(height);
+    }
+
+    /// The earliest `expires_at_ms` in the applied state (`None`: no key expires), told by
+    /// the runtime after each apply. Deterministic per height, so every node agrees on it once
+    /// it applied the same height.
+    pub fn set_next_expiry_ms(&mut self, next_expiry_ms: Option<u64>) {
+        self.next_expiry_ms = next_expiry_ms;
+    }
 
     pub fn me(&self) -> NodeId {
         self.me
@@ -729,6 +763,40 @@ impl Core {
                 .uncommitted_ancestry(high)
                 .any(|b| !b.payload.is_empty())
             || self.root_pending()
+            || self.expiry_due(self.cfg.block_time_ahead_max_ms)
+    }
+
+    /// True when the next key expiry needs a block and no committed block reached it yet:
+    /// either an uncommitted block of the chain already passed it (the chain must grow until
+    /// that block commits, whatever this node's clock says), or it is due by this node's clock
+    /// `grace_ms` ago. The cluster proposes (empty) blocks until one whose timestamp passes the
+    /// expiry commits, then idles again once the runtime reports the next expiry after
+    /// applying it.
+    ///
+    /// The grace: a leader proposes as soon as its own clock says due (grace 0), but a node
+    /// arms its round timer for an expiry only `block_time_ahead_max_ms` later (the clock skew
+    /// the cluster tolerates): a node whose clock runs ahead of the leader's must not time the
+    /// leader out over an expiry the leader cannot see yet. A crashed leader then delays an
+    /// idle cluster's expiry by that much more, never forever.
+    fn expiry_due(&self, grace_ms: u64) -> bool {
+        let Some(expiry) = self.next_expiry_ms else {
+            return false;
+        };
+        let root_time_ms = self.timestamp_of(&self.tree.root().id).unwrap_or(0);
+        if root_time_ms >= expiry {
+            return false; // committed; the runtime reports the next expiry once applied
+        }
+        let high = &self.safety.high_qc.block_id;
+        let in_chain = self.timestamp_of(high).is_some_and(|t| t >= expiry);
+        in_chain || expiry.saturating_add(grace_ms) <= self.wall_clock_ms
+    }
+
+    /// The timestamp of a held block (genesis: 0).
+    fn timestamp_of(&self, id: &BlockId) -> Option<u64> {
+        if *id == self.genesis {
+            return Some(0);
+        }
+        self.tree.get(id).map(|b| b.timestamp_ms)
     }
 
     /// True when the root of the last committed payload height is not yet carried by the
@@ -789,7 +857,7 @@ impl Core {
             return;
         }
         let round = block.round;
-        if !self.roots_allow_vote(id) {
+        if !self.time_allows_vote(id) || !self.roots_allow_vote(id) {
             return;
         }
         let signature = self
@@ -805,6 +873,44 @@ impl Core {
         self.safety_dirty = true;
         self.stats.votes_sent += 1;
         self.send_vote(vote);
+    }
+
+    /// The time part of the voting rule: a block's timestamp must be above its parent's, and
+    /// at most `block_time_ahead_max_ms` ahead of this node's wall clock.
+    ///
+    /// A block behind this node's clock is accepted: a leader with a slow clock stamps
+    /// `parent + 1` at worst, and refusing it would stall the chain on a clock, not a fault.
+    /// The ahead check binds only this voter, and only for now: a block refused here can still
+    /// be certified by the others (a voter whose clock is behind is one of them, not a veto),
+    /// and this node accepts it later through the QC or sync, which never re-check time. So
+    /// it only bounds how far a Byzantine leader can push consensus time ahead of the clocks
+    /// of the honest voters in a quorum, not the chain's progress.
+    fn time_allows_vote(&mut self, id: &BlockId) -> bool {
+        let Some(block) = self.tree.get(id) else {
+            return false;
+        };
+        let time_ms = block.timestamp_ms;
+        let parent_time_ms = self.timestamp_of(&block.parent_id());
+        if cfg!(feature = "mutation-skip-time-check") {
+            // BROKEN ON PURPOSE: votes for any timestamp, so a `bad-time` leader moves
+            // consensus time backwards or far into the future.
+            return true;
+        }
+        // A parent held only as a header (just after a snapshot install) has no timestamp
+        // here: the other voters check that part.
+        if parent_time_ms.is_some_and(|p| time_ms <= p) {
+            self.stats.votes_refused_time_not_increasing += 1;
+            return false;
+        }
+        if time_ms
+            > self
+                .wall_clock_ms
+                .saturating_add(self.cfg.block_time_ahead_max_ms)
+        {
+            self.stats.votes_refused_time_ahead += 1;
+            return false;
+        }
+        true
     }
 
     /// The state-root part of the voting rule: this node's state must not be known wrong, the
@@ -1058,12 +1164,18 @@ impl Core {
         // the leader has not applied the height yet, and waits for `Event::Applied`.
         let chain_short = committed < self.payload_height_committed;
         let carries_pending = (!state_roots.is_empty() || chain_short) && self.root_pending();
-        if payload.is_empty() && !chain_pending && !carries_pending {
-            return; // nothing to order or certify: let the cluster idle
+        if payload.is_empty() && !chain_pending && !carries_pending && !self.expiry_due(0) {
+            return; // nothing to order, certify or expire: let the cluster idle
         }
+        // Consensus time moves forward on every block, and follows this leader's clock when
+        // that is ahead of the parent (a parent this node holds only as a header, after a
+        // snapshot install, counts as 0: the voters then judge by their own view).
+        let parent_time_ms = self.timestamp_of(&qc.block_id).unwrap_or(0);
+        let timestamp_ms = parent_time_ms.saturating_add(1).max(self.wall_clock_ms);
         let mut block = Block {
             round,
             height: parent.height + 1,
+            timestamp_ms,
             qc,
             tc,
             roots_after,
@@ -1257,6 +1369,16 @@ impl Core {
 
     fn update_timer(&mut self) {
         let want = match (self.pacemaker.deadline(), self.sync.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // An idle node wakes when the next expiry falls due by its clock (timers run on the
+        // runtime's monotonic `now`, so the wall-clock distance is carried over).
+        let expiry_wake = self
+            .next_expiry_ms
+            .filter(|t| *t > self.wall_clock_ms)
+            .map(|t| self.now.saturating_add(t - self.wall_clock_ms));
+        let want = match (want, expiry_wake) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

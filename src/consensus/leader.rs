@@ -150,6 +150,7 @@ mod tests {
         Block {
             round,
             height,
+            timestamp_ms: 0,
             qc: qc(parent, round - 1, voters),
             tc: None,
             roots_after: 0,

@@ -117,6 +117,7 @@ mod tests {
         Block {
             round,
             height: 1,
+            timestamp_ms: 0,
             qc: qc(qc_round),
             tc,
             roots_after: 0,

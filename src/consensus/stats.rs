@@ -43,6 +43,11 @@ pub struct CoreStats {
     pub withheld_diverged: u64,
     /// Times this node found its state root differs from a certified one.
     pub divergences_detected: u64,
+    /// Proposals not voted for: timestamp not above the parent's.
+    pub votes_refused_time_not_increasing: u64,
+    /// Proposals not voted for: timestamp more than `block_time_ahead_max_ms` ahead of this
+    /// node's wall clock.
+    pub votes_refused_time_ahead: u64,
 }
 
 impl CoreStats {
@@ -72,6 +77,8 @@ impl CoreStats {
         self.votes_refused_root_unchecked += other.votes_refused_root_unchecked;
         self.votes_refused_root_unknown += other.votes_refused_root_unknown;
         self.withheld_diverged += other.withheld_diverged;
+        self.votes_refused_time_not_increasing += other.votes_refused_time_not_increasing;
+        self.votes_refused_time_ahead += other.votes_refused_time_ahead;
         self.divergences_detected += other.divergences_detected;
     }
 }

@@ -136,6 +136,7 @@ mod tests {
         let header = CertifiedHeader {
             round: 12,
             height: 9,
+            timestamp_ms: 0,
             author: NodeId(2),
             parent: BlockId([5; 32]),
             parent_qc_round: 11,

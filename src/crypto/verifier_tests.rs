@@ -58,6 +58,7 @@ impl Fixture {
         let mut b = Block {
             round,
             height,
+            timestamp_ms: 0,
             qc,
             tc: None,
             roots_after: 0,

@@ -1,25 +1,36 @@
 //! Executing one request's operations against the block overlay.
 //!
-//! Pure function of (overlay state, height, ops): no clock, no randomness, no map iteration
-//! order that could differ between nodes (only ordered maps are used).
+//! Pure function of (overlay state, height, block time, ops): no clock (the block's
+//! consensus timestamp stands in for one), no randomness, no map iteration order that could
+//! differ between nodes (only ordered maps are used).
+//!
+//! Invariant: a data entry carries `expires_at_ms = T` exactly when the expiry index holds
+//! `expiry_key(T, key)` (`kv::expiry`): every write and delete of a key keeps the two together.
 
-use super::keys::{data_end, data_key, decode_versioned, encode_versioned};
+use super::keys::{data_end, data_key, decode_versioned, encode_entry, expiry_key};
 use super::ops::{Compare, CompareOp, CompareTarget, Op, RANGE_LIMIT_MAX, Txn, TxnOp};
 use super::overlay::BlockOverlay;
 use super::reply::{KeyValue, OpReply, OpResult, VersionedValue};
 use crate::storage::StorageError;
 
+/// The block an op runs in: its height and consensus timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockCtx {
+    pub height: u64,
+    pub time_ms: u64,
+}
+
 /// Executes validated ops in order; each sees the effects of the previous ones.
 pub fn execute_ops(
     overlay: &mut BlockOverlay<'_>,
-    height: u64,
+    block: BlockCtx,
     ops: Vec<Op>,
 ) -> Result<Vec<OpReply>, StorageError> {
     let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
         let reply = match op.into_simple() {
-            Ok(simple) => OpReply::Simple(execute_simple(overlay, height, simple)?),
-            Err(txn) => execute_txn(overlay, height, txn)?,
+            Ok(simple) => OpReply::Simple(execute_simple(overlay, block, simple)?),
+            Err(txn) => execute_txn(overlay, block, txn)?,
         };
         replies.push(reply);
     }
@@ -28,7 +39,7 @@ pub fn execute_ops(
 
 fn execute_txn(
     overlay: &mut BlockOverlay<'_>,
-    height: u64,
+    block: BlockCtx,
     txn: Txn,
 ) -> Result<OpReply, StorageError> {
     let mut succeeded = true;
@@ -41,7 +52,7 @@ fn execute_txn(
     let branch = if succeeded { txn.success } else { txn.failure };
     let mut results = Vec::with_capacity(branch.len());
     for op in branch {
-        results.push(execute_simple(overlay, height, op)?);
+        results.push(execute_simple(overlay, block, op)?);
     }
     Ok(OpReply::Txn { succeeded, results })
 }
@@ -54,24 +65,66 @@ fn read(overlay: &BlockOverlay<'_>, key: &[u8]) -> Result<Option<VersionedValue>
         .transpose()
 }
 
-fn execute_simple(
+/// Writes `key`, replacing its old entry and the old entry's expiry index entry, and
+/// returns the new version.
+fn write(
     overlay: &mut BlockOverlay<'_>,
     height: u64,
+    key: &[u8],
+    value: &[u8],
+    expires_at_ms: Option<u64>,
+) -> Result<u64, StorageError> {
+    let old = read(overlay, key)?;
+    if let Some(at) = old.as_ref().and_then(|o| o.expires_at_ms) {
+        overlay.delete(expiry_key(at, key));
+    }
+    let version = old.map_or(1, |old| old.version + 1);
+    overlay.put(
+        data_key(key),
+        encode_entry(version, height, expires_at_ms, value),
+    );
+    if let Some(at) = expires_at_ms {
+        overlay.put(expiry_key(at, key), Vec::new());
+    }
+    Ok(version)
+}
+
+/// Deletes `key` (whose current entry is `old`) and its expiry index entry.
+pub(super) fn remove(overlay: &mut BlockOverlay<'_>, key: &[u8], old: &VersionedValue) {
+    if let Some(at) = old.expires_at_ms {
+        overlay.delete(expiry_key(at, key));
+    }
+    overlay.delete(data_key(key));
+}
+
+fn execute_simple(
+    overlay: &mut BlockOverlay<'_>,
+    block: BlockCtx,
     op: TxnOp,
 ) -> Result<OpResult, StorageError> {
     Ok(match op {
-        TxnOp::Put { key, value } => {
-            let version = read(overlay, &key)?.map_or(1, |old| old.version + 1);
-            overlay.put(data_key(&key), encode_versioned(version, height, &value));
-            OpResult::Put { version }
+        TxnOp::Put { key, value } => OpResult::Put {
+            version: write(overlay, block.height, &key, &value, None)?,
+        },
+        TxnOp::PutTtl { key, value, ttl_ms } => {
+            let expires_at_ms = block.time_ms.saturating_add(ttl_ms);
+            let version = write(overlay, block.height, &key, &value, Some(expires_at_ms))?;
+            OpResult::PutTtl {
+                version,
+                expires_at_ms,
+            }
         }
         TxnOp::Get { key } => OpResult::Get {
             found: read(overlay, &key)?,
         },
         TxnOp::Delete { key } => {
-            let existed = read(overlay, &key)?.is_some();
-            overlay.delete(data_key(&key));
-            OpResult::Delete { existed }
+            let old = read(overlay, &key)?;
+            if let Some(old) = &old {
+                remove(overlay, &key, old);
+            }
+            OpResult::Delete {
+                existed: old.is_some(),
+            }
         }
         TxnOp::Range { start, end, limit } => {
             let (entries, more) = range(overlay, &start, end.as_deref(), limit)?;
@@ -80,7 +133,7 @@ fn execute_simple(
         TxnOp::DeleteRange { start, end } => {
             let (entries, more) = range(overlay, &start, end.as_deref(), RANGE_LIMIT_MAX)?;
             for entry in &entries {
-                overlay.delete(data_key(&entry.key));
+                remove(overlay, &entry.key, &entry.value);
             }
             OpResult::DeleteRange {
                 deleted: entries.len() as u64,

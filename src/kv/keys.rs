@@ -3,7 +3,9 @@
 //! ```text
 //! 'a' ++ last_height(u64 BE) ++ client(32) ++ session(u64 BE) -> []  (sessions by age)
 //! 'c' ++ client(32)                 -> [u64 expired_below LE][u64 live sessions LE]
-//! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value]
+//! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value], or with a TTL
+//!                                      [u64 version|1<<63 LE][u64 mod_height LE]
+//!                                      [u64 expires_at_ms LE][value]
 //! 'm' ++ "state"                    -> [u64 applied_height LE][32 state tree root][u32 LE 2]
 //! 'n' ++ "sessions"                 -> [u64 live sessions of all clients LE]
 //! 'r' ++ client(32) ++ session(u64 BE) ++ seq(u64 BE)
@@ -14,9 +16,10 @@
 //! 'w' ++ height(u64 BE)             -> the watch log record of a height (see `kv::watch_log`)
 //! 'm' ++ "watchlog"                 -> [u64 floor LE][u64 bytes LE] (see `kv::watch_log`)
 //! 'm' ++ "roots/" ++ height(u64 BE) -> [32 state digest] (see `kv::root_memory`)
+//! 'x' ++ expires_at_ms(u64 BE) ++ user_key -> []  (expiry index, see `kv::expiry`)
 //! ```
-//! Heights, sessions and seqs are big-endian so ranges sort by them. The `a`, `c`, `d`, `n`,
-//! `r` and `s` entries are the state: leaves of the state tree, held by snapshots. The `m`,
+//! Heights, sessions, seqs and expiry times are big-endian so ranges sort by them. The `a`,
+//! `c`, `d`, `n`, `r`, `s` and `x` entries are the state: leaves of the state tree, held by snapshots. The `m`,
 //! `t` and `w` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
 //! `r` and `s` entries mean.
 
@@ -32,15 +35,15 @@ pub const REPLY_PREFIX: u8 = b'r';
 pub const SESSION_PREFIX: u8 = b's';
 pub const META_KEY: &[u8] = b"mstate";
 pub const TREE_PREFIX: u8 = b't';
+pub const EXPIRY_PREFIX: u8 = b'x';
 
 /// True for the first byte of every state key: a leaf of the state tree, held by snapshots.
 pub fn is_covered_prefix(first: u8) -> bool {
     matches!(
         first,
-        AGE_PREFIX | CLIENT_PREFIX | DATA_PREFIX | REPLY_PREFIX | SESSION_PREFIX
+        AGE_PREFIX | CLIENT_PREFIX | DATA_PREFIX | REPLY_PREFIX | SESSION_PREFIX | EXPIRY_PREFIX
     ) || first == SESSION_COUNT_KEY[0]
 }
-const VALUE_HEADER_BYTES: usize = 16;
 
 pub fn data_key(user_key: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + user_key.len());
@@ -121,29 +124,60 @@ pub fn parse_session_key(key: &[u8]) -> Result<u64, StorageError> {
         .ok_or_else(|| StorageError::invalid(format!("session key {key:02x?} is malformed")))
 }
 
+/// A data entry without an expiry (see [`encode_entry`]).
 pub fn encode_versioned(version: u64, mod_height: u64, value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(VALUE_HEADER_BYTES + value.len());
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&mod_height.to_le_bytes());
-    out.extend_from_slice(value);
-    out
+    encode_entry(version, mod_height, None, value)
+}
+
+/// A data entry: version, the height that wrote it, the expiry time if it has a TTL, the
+/// value (layout in `api::verified_read::decode_entry`, which clients use on proofs).
+pub fn encode_entry(
+    version: u64,
+    mod_height: u64,
+    expires_at_ms: Option<u64>,
+    value: &[u8],
+) -> Vec<u8> {
+    crate::api::verified_read::encode_entry(version, mod_height, expires_at_ms, value)
 }
 
 pub fn decode_versioned(stored: &[u8], key: &[u8]) -> Result<VersionedValue, StorageError> {
-    let header: &[u8; VALUE_HEADER_BYTES] = stored
-        .get(..VALUE_HEADER_BYTES)
-        .and_then(|h| h.try_into().ok())
-        .ok_or_else(|| {
-            StorageError::invalid(format!(
-                "stored value of key {key:02x?} is shorter than its header"
-            ))
-        })?;
-    let (version, height) = header.split_at(8);
-    Ok(VersionedValue {
-        version: u64::from_le_bytes(version.try_into().unwrap_or_default()),
-        mod_height: u64::from_le_bytes(height.try_into().unwrap_or_default()),
-        value: stored[VALUE_HEADER_BYTES..].to_vec(),
+    crate::api::verified_read::decode_entry(stored).ok_or_else(|| {
+        StorageError::invalid(format!(
+            "stored value of key {key:02x?} is shorter than its header"
+        ))
     })
+}
+
+/// The expiry index entry of `user_key` expiring at `expires_at_ms`: ordered by time, then
+/// key, so the keys due at a block time are one range scan from the start of the prefix.
+pub fn expiry_key(expires_at_ms: u64, user_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + user_key.len());
+    key.push(EXPIRY_PREFIX);
+    key.extend_from_slice(&expires_at_ms.to_be_bytes());
+    key.extend_from_slice(user_key);
+    key
+}
+
+/// The exclusive upper bound of the expiry entries due at `time_ms` (`expires_at_ms <= time_ms`).
+pub fn expiry_due_end(time_ms: u64) -> Vec<u8> {
+    match time_ms.checked_add(1) {
+        Some(after) => {
+            let mut key = Vec::with_capacity(9);
+            key.push(EXPIRY_PREFIX);
+            key.extend_from_slice(&after.to_be_bytes());
+            key
+        }
+        None => vec![EXPIRY_PREFIX + 1],
+    }
+}
+
+/// The expiry time and user key an expiry index key names (it was written by [`expiry_key`]).
+pub fn parse_expiry_key(key: &[u8]) -> Result<(u64, &[u8]), StorageError> {
+    key.get(1..9)
+        .filter(|_| key.len() > 9 && key[0] == EXPIRY_PREFIX)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|t| (u64::from_be_bytes(t), &key[9..]))
+        .ok_or_else(|| StorageError::invalid(format!("expiry key {key:02x?} is malformed")))
 }
 
 pub fn decode_u64(stored: &[u8], what: &str) -> Result<u64, StorageError> {

@@ -21,6 +21,7 @@
 mod audit;
 pub mod exactly_once;
 mod execute;
+pub mod expiry;
 pub mod history;
 pub mod keys;
 mod node_cache;
@@ -45,6 +46,8 @@ pub use watch_log::WatchRetention;
 
 #[cfg(test)]
 mod root_memory_tests;
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

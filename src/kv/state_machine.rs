@@ -17,7 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::exactly_once::{self, SeqStatus, Slot};
-use super::execute::{execute_ops, range};
+use super::execute::{BlockCtx, execute_ops, range};
+use super::expiry::{self, EXPIRED_PER_BLOCK_MAX};
 use super::history::{UNDO_BYTES_DEFAULT, UNDO_HEIGHTS_DEFAULT, Undo, UndoLog};
 use super::keys::{DATA_PREFIX, META_KEY, META_PREFIX, data_end, data_key, decode_versioned};
 use super::node_cache::{NodeCache, TREE_CACHE_BYTES_MAX};
@@ -67,6 +68,8 @@ pub struct KvStore {
     /// What the watch log holds (`kv::watch_log`), as of `applied_height`.
     pub(super) watch_log: LogState,
     pub(super) watch_retention: WatchRetention,
+    /// Keys the last block applied here expired (0 after open or an install).
+    pub(super) expired_last_block: usize,
 }
 
 /// Why a verified read as of a height cannot be answered here.
@@ -134,6 +137,7 @@ impl KvStore {
             undo: UndoLog::new(UNDO_HEIGHTS_DEFAULT, UNDO_BYTES_DEFAULT),
             watch_log,
             watch_retention: WatchRetention::default(),
+            expired_last_block: 0,
         })
     }
 
@@ -152,17 +156,41 @@ impl KvStore {
         &self.engine
     }
 
-    /// Applies the requests of block `height` in order and returns one reply per request.
-    /// Heights must increase; a block at or below `applied_height()` is refused (the runtime
-    /// skips already-applied blocks when it replays after a restart).
+    /// Applies the requests of block `height` in order and returns one reply per request,
+    /// at block time 0 (for tests and tools without a chain: nothing expires, and a TTL
+    /// counts from 0). Heights must increase; a block at or below `applied_height()` is
+    /// refused (the runtime skips already-applied blocks when it replays after a restart).
     pub fn apply(
         &mut self,
         height: u64,
         requests: &[KvRequest<'_>],
     ) -> Result<Vec<KvReply>, StorageError> {
-        let (replies, lsn) = self.apply_nowait(height, requests, &[])?;
+        self.apply_at(height, 0, requests)
+    }
+
+    /// Like [`KvStore::apply`], for a block with consensus timestamp `time_ms`: the keys due
+    /// by then expire first (`kv::expiry`).
+    pub fn apply_at(
+        &mut self,
+        height: u64,
+        time_ms: u64,
+        requests: &[KvRequest<'_>],
+    ) -> Result<Vec<KvReply>, StorageError> {
+        let (replies, lsn) = self.apply_nowait(height, time_ms, requests, &[])?;
         self.engine.wait_durable(lsn)?;
         Ok(replies)
+    }
+
+    /// How many keys the last block applied here expired (0 after open or an install): the
+    /// runtime tells consensus, since such a block changed the state without requests.
+    pub fn expired_last_block(&self) -> usize {
+        self.expired_last_block
+    }
+
+    /// The earliest key expiry in the applied state (`None`: no key has a TTL). The runtime
+    /// hands it to consensus, which proposes a block once it is due.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        expiry::next_expiry_ms(&self.engine)
     }
 
     /// Like [`KvStore::apply`], but returns once the block's batch is queued in the WAL (and
@@ -173,6 +201,7 @@ impl KvStore {
     pub fn apply_nowait(
         &mut self,
         height: u64,
+        time_ms: u64,
         requests: &[KvRequest<'_>],
         meta: &[(&[u8], &[u8])],
     ) -> Result<(Vec<KvReply>, Lsn), StorageError> {
@@ -184,9 +213,12 @@ impl KvStore {
             return Err(StorageError::invalid(reason));
         }
         let mut overlay = BlockOverlay::new(&self.engine);
+        // Keys whose time ran out go first: the block's requests see them gone.
+        let expired = expiry::expire_due(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
+        let block = BlockCtx { height, time_ms };
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {
-            replies.push(apply_request(&mut overlay, height, request)?);
+            replies.push(apply_request(&mut overlay, block, request)?);
         }
         let watch_log = watch_log::stage_block(
             &mut overlay,
@@ -257,6 +289,7 @@ impl KvStore {
         self.tree_root = tree_root;
         self.key_count = key_count;
         self.watch_log = watch_log;
+        self.expired_last_block = expired;
         Ok((replies, lsn))
     }
 
@@ -457,7 +490,7 @@ impl KvStore {
 
 fn apply_request(
     overlay: &mut BlockOverlay<'_>,
-    height: u64,
+    block: BlockCtx,
     request: &KvRequest<'_>,
 ) -> Result<KvReply, StorageError> {
     // The same hash as `types::ops_digest` (this module does not import `types`).
@@ -479,10 +512,10 @@ fn apply_request(
     match exactly_once::classify(overlay, slot)? {
         SeqStatus::Fresh => {
             let reply = match decode_ops(request.ops) {
-                Ok(ops) => Reply::Done(execute_ops(overlay, height, ops)?),
+                Ok(ops) => Reply::Done(execute_ops(overlay, block, ops)?),
                 Err(rejection) => Reply::Rejected(rejection),
             };
-            exactly_once::record(overlay, height, slot, encode_reply(&reply))?;
+            exactly_once::record(overlay, block.height, slot, encode_reply(&reply))?;
             Ok(reply_to(reply, false))
         }
         status => {

@@ -366,6 +366,7 @@ fn model_result(
         value: value.clone(),
         version: *version,
         mod_height: *mod_height,
+        expires_at_ms: None,
     };
     match op {
         Op::Put { key, value } => {

@@ -34,6 +34,7 @@ fn put_event(key: &str, value: &str, version: u64, height: u64) -> WatchEvent {
             value: value.into(),
             version,
             mod_height: height,
+            expires_at_ms: None,
         }),
     }
 }

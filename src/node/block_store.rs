@@ -7,6 +7,9 @@
 //!
 //! Layout:
 //! ```text
+//! "f"                          -> the block format, "bftd-blocks/v4" (written when the
+//!                                 store is created; a store without it, or with another,
+//!                                 holds blocks of an older layout and is refused)
 //! "s"                          -> rkyv SafetyData (replaced on every change)
 //! "b" ++ height(u64 BE) ++ id  -> rkyv Block
 //! "c" ++ height(u64 BE)        -> id (32 bytes) of the committed block at that height
@@ -32,6 +35,9 @@ use crate::storage::{Engine, EngineOptions, Lsn, StorageError, WriteBatch};
 use crate::types::{Block, BlockHeader, BlockId, ClusterId};
 
 const SAFETY_KEY: &[u8] = b"s";
+const FORMAT_KEY: &[u8] = b"f";
+/// The block layout this build stores: v4 added `timestamp_ms` (and the block id v4).
+const BLOCK_FORMAT: &[u8] = b"bftd-blocks/v4";
 const BLOCK_PREFIX: u8 = b'b';
 const COMMITTED_PREFIX: u8 = b'c';
 /// The KV engine meta key that names the block the state is at.
@@ -94,6 +100,39 @@ pub fn decode_header(bytes: &[u8]) -> Option<BlockHeader> {
     })
 }
 
+/// Refuses a store written with another block layout (never misparse old blocks); marks a new
+/// store with this build's.
+fn check_format(engine: &Engine) -> Result<(), StorageError> {
+    match engine.get(FORMAT_KEY) {
+        Some(f) if f == BLOCK_FORMAT => Ok(()),
+        found => {
+            let mut empty = true;
+            engine.scan(&[], None, |_, _| {
+                empty = false;
+                false
+            });
+            if empty {
+                let mut batch = WriteBatch::new();
+                batch.put(FORMAT_KEY, BLOCK_FORMAT.to_vec());
+                return engine.write(&batch).map(|_| ());
+            }
+            let had = found.map_or("none (blocks without timestamps)".to_string(), |f| {
+                String::from_utf8_lossy(&f).into_owned()
+            });
+            Err(StorageError::corrupt(
+                engine.dir(),
+                0,
+                format!(
+                    "the consensus store holds blocks of format {had}, but this bftd stores {}: \
+                     it was written by an older bftd. Start this node from an empty data dir \
+                     (it catches up from its peers), or run the bftd that wrote it",
+                    String::from_utf8_lossy(BLOCK_FORMAT)
+                ),
+            ))
+        }
+    }
+}
+
 impl BlockStore {
     pub fn open(dir: &Path, options: EngineOptions) -> Result<Self, StorageError> {
         let engine = Engine::open(dir, options, |lsn, kind, _| {
@@ -101,6 +140,7 @@ impl BlockStore {
                 "unexpected WAL record kind {kind} at LSN {lsn}"
             )))
         })?;
+        check_format(&engine)?;
         Ok(Self {
             engine: Arc::new(engine),
             pruned_below: 0,
@@ -287,5 +327,41 @@ impl CommittedBlocks {
             0,
             format!("committed block at height {height}: {why}"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before the format entry (blocks without timestamps) is refused with a
+    /// message that says what to do; a new store is marked and opens again.
+    #[test]
+    fn a_store_of_an_older_block_format_is_refused_and_a_new_one_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old");
+        {
+            let engine = Engine::open(&old, EngineOptions::default(), |_, _, _| Ok(())).unwrap();
+            let mut batch = WriteBatch::new();
+            batch.put(SAFETY_KEY, b"an old safety record".to_vec());
+            engine.write(&batch).unwrap();
+        }
+        let err = BlockStore::open(&old, EngineOptions::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("format none")
+                && err.contains("bftd-blocks/v4")
+                && err.contains("empty data dir"),
+            "{err}"
+        );
+        let new = dir.path().join("new");
+        drop(BlockStore::open(&new, EngineOptions::default()).unwrap());
+        let store = BlockStore::open(&new, EngineOptions::default()).unwrap();
+        assert_eq!(
+            store.engine().get(FORMAT_KEY).as_deref(),
+            Some(BLOCK_FORMAT)
+        );
     }
 }

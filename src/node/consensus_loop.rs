@@ -77,7 +77,7 @@ pub struct ConsensusCtx {
     pub durable_wake: Receiver<()>,
     pub installed: Receiver<Result<BlockHeader, String>>,
     /// The storage thread's `(height, state root)` reports.
-    pub applied: Receiver<(u64, [u8; 32])>,
+    pub applied: Receiver<super::storage_loop::AppliedReport>,
     pub out: OutboundSender,
     pub faults: Option<FaultyLink>,
     /// Test-only Byzantine behaviour (no-ops unless built with the `byzantine` feature).
@@ -103,11 +103,20 @@ impl Clock {
     fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
+
+    /// The system clock, ms since the Unix epoch, for block timestamps (0 if the clock is
+    /// set before 1970: the voters' bound then refuses this node's blocks, nothing worse).
+    fn wall_clock_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
 }
 
 pub fn run(mut ctx: ConsensusCtx) {
     let clock = Clock(Instant::now());
     let mut download: Option<Download> = None;
+    ctx.replica.set_wall_clock_ms(clock.wall_clock_ms());
     let effects = ctx.replica.start(clock.now_ms());
     ctx.execute(&clock, effects, &mut download);
     let mut peers_seen = PeersSeen::default();
@@ -136,7 +145,11 @@ pub fn run(mut ctx: ConsensusCtx) {
                 }
             }
             recv(ctx.applied) -> report => {
-                if let Ok((height, root)) = report {
+                if let Ok((height, root, next_expiry_ms, expired)) = report {
+                    ctx.replica.set_next_expiry_ms(next_expiry_ms);
+                    if expired {
+                        ctx.replica.note_expired(height);
+                    }
                     ctx.step(&clock, Input::Applied { height, root }, &mut download);
                 }
             }
@@ -201,6 +214,7 @@ impl ConsensusCtx {
         if let Input::Durable { ticket } = &input {
             self.metrics.request_stages.durable(*ticket, Instant::now());
         }
+        self.replica.set_wall_clock_ms(clock.wall_clock_ms());
         let effects = self.replica.handle(clock.now_ms(), input);
         self.execute(clock, effects, download);
     }

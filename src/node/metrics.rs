@@ -331,7 +331,7 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 fn write_gauges(out: &mut String, s: &NodeStatus) {
-    let gauges: [(&str, &str, u64); 6] = [
+    let gauges: [(&str, &str, u64); 7] = [
         (
             "bftd_round",
             "The consensus round this node is in.",
@@ -346,6 +346,11 @@ fn write_gauges(out: &mut String, s: &NodeStatus) {
             "bftd_applied_height",
             "Height the KV state machine has applied.",
             s.applied_height,
+        ),
+        (
+            "bftd_applied_block_time_ms",
+            "Consensus timestamp (ms since the Unix epoch) of the last applied block.",
+            s.applied_block_time_ms,
         ),
         (
             "bftd_mempool_requests",
@@ -527,6 +532,8 @@ fn write_core(out: &mut String, st: &CoreStats) {
         ("root_mismatch", st.votes_refused_root_mismatch),
         ("root_unchecked", st.votes_refused_root_unchecked),
         ("diverged", st.withheld_diverged),
+        ("time_not_increasing", st.votes_refused_time_not_increasing),
+        ("time_ahead", st.votes_refused_time_ahead),
     ] {
         let _ = writeln!(
             out,

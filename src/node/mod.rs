@@ -261,9 +261,11 @@ impl Node {
         let (applied_tx, applied_rx) = bounded(APPLIED_REPORTS_MAX);
         // The first reports: the roots the state remembers of the heights it applied, ending
         // with the state the node resumes from, so the core can check roots that blocks carry
-        // for heights applied before this start (`kv::root_memory`; they fit the queue).
+        // for heights applied before this start (`kv::root_memory`; they fit the queue). Each
+        // carries the state's next expiry; only the last one's matters.
+        let next_expiry_ms = kv.read().next_expiry_ms();
         for (height, root) in recent_roots {
-            let _ = applied_tx.try_send((height, root));
+            let _ = applied_tx.try_send((height, root, next_expiry_ms, false));
         }
         let durable_ticket = Arc::new(AtomicU64::new(0));
 

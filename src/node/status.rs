@@ -39,6 +39,7 @@ impl StatusBoard {
                 leader: 0,
                 committed_height: 0,
                 applied_height: 0,
+                applied_block_time_ms: 0,
                 state_digest: [0; 32],
                 certified_height: 0,
                 certified_root: [0; 32],

@@ -58,6 +58,10 @@ pub enum StorageJob {
 }
 
 /// What the storage thread tells the consensus thread.
+/// After an apply or install, for the replica: the height, its state root, the next key
+/// expiry, and whether that height's block expired keys.
+pub type AppliedReport = (u64, [u8; 32], Option<u64>, bool);
+
 pub struct StorageToConsensus {
     /// Highest persist ticket that is durable.
     pub durable_ticket: Arc<AtomicU64>,
@@ -68,7 +72,7 @@ pub struct StorageToConsensus {
     /// `(height, state root)` after each applied block and each install, in height order
     /// (bounded; a report that does not fit is dropped and counted: the consensus side then
     /// only forgets older own roots).
-    pub applied: Sender<(u64, [u8; 32])>,
+    pub applied: Sender<AppliedReport>,
 }
 
 pub struct StorageCtx {
@@ -177,8 +181,12 @@ impl StorageCtx {
         let requests = crate::replica::kv_requests(block);
         let header = block.header(id);
         let meta = encode_header(&header);
-        let (replies, lsn) =
-            kv.apply_nowait(block.height, &requests, &[(COMMITTED_META_KEY, &meta)])?;
+        let (replies, lsn) = kv.apply_nowait(
+            block.height,
+            block.timestamp_ms,
+            &requests,
+            &[(COMMITTED_META_KEY, &meta)],
+        )?;
         group.kv_lsn = Some(lsn);
         group.replies.extend(replies);
         self.counters.blocks_applied.bump();
@@ -187,12 +195,15 @@ impl StorageCtx {
         if block.height.is_multiple_of(self.snapshot_interval_blocks) {
             self.save_snapshot(&kv, header, digest)?;
         }
+        let next_expiry_ms = kv.next_expiry_ms();
+        let expired = kv.expired_last_block() > 0;
         drop(kv);
         self.status.update(|s| {
             s.applied_height = block.height;
+            s.applied_block_time_ms = block.timestamp_ms;
             s.state_digest = digest;
         });
-        self.report_applied(block.height, digest);
+        self.report_applied((block.height, digest, next_expiry_ms, expired));
         if let Some(lsn) = self.blocks.prune_below(
             block.height.saturating_sub(self.blocks_retained),
             PRUNE_BLOCKS_PER_GROUP,
@@ -244,8 +255,8 @@ impl StorageCtx {
         Ok(())
     }
 
-    fn report_applied(&self, height: u64, root: [u8; 32]) {
-        if self.to_consensus.applied.try_send((height, root)).is_err() {
+    fn report_applied(&self, report: AppliedReport) {
+        if self.to_consensus.applied.try_send(report).is_err() {
             self.counters.applied_reports_dropped.bump();
         }
     }
@@ -379,12 +390,13 @@ impl StorageCtx {
             log::warn!("keeping installed snapshot {}: {e}", offer.height);
         }
         let digest = kv.state_digest();
+        let next_expiry_ms = kv.next_expiry_ms();
         drop(kv);
         self.status.update(|s| {
             s.applied_height = offer.height;
             s.state_digest = digest;
         });
-        self.report_applied(offer.height, digest);
+        self.report_applied((offer.height, digest, next_expiry_ms, false));
         log::info!("installed snapshot at height {}", offer.height);
         Ok(header)
     }

@@ -186,6 +186,10 @@ pub struct Replica {
     /// on it (or it failed). Meanwhile the old core's commits are not applied: the state is
     /// being replaced by one below them, and they would not fit on top.
     repairing: bool,
+    /// What the shell last told of the wall clock and the next key expiry; handed to every
+    /// core (a rebuilt one too).
+    wall_clock_ms: u64,
+    next_expiry_ms: Option<u64>,
     out: Vec<Effect>,
 }
 
@@ -211,8 +215,32 @@ impl Replica {
             stats: ReplicaStats::default(),
             applied_held: Default::default(),
             repairing: false,
+            wall_clock_ms: 0,
+            next_expiry_ms: None,
             out: Vec::new(),
         }
+    }
+
+    /// The wall clock (ms since the Unix epoch), for block timestamps and the voters' bound
+    /// on them: the shell sets it before every `handle` (the node from its system clock, the
+    /// simulator from a simulated one). `now_ms` stays the monotonic clock of the timers.
+    pub fn set_wall_clock_ms(&mut self, wall_clock_ms: u64) {
+        self.wall_clock_ms = wall_clock_ms;
+        self.core.set_wall_clock_ms(wall_clock_ms);
+    }
+
+    /// The block at `height` expired keys (`KvStore::expired_last_block`): the shell says so
+    /// right after applying it, before handing the matching `Input::Applied`.
+    pub fn note_expired(&mut self, height: Height) {
+        self.core.note_expired(height);
+    }
+
+    /// The earliest key expiry of the applied state (`KvStore::next_expiry_ms`): the shell
+    /// sets it whenever its state changed (after each apply, at start, after an install),
+    /// before handing the matching `Input::Applied`.
+    pub fn set_next_expiry_ms(&mut self, next_expiry_ms: Option<u64>) {
+        self.next_expiry_ms = next_expiry_ms;
+        self.core.set_next_expiry_ms(next_expiry_ms);
     }
 
     /// The first effects: the core's start (re-derive commits, tell peers where we are).
@@ -435,6 +463,8 @@ impl Replica {
         self.repairing = false;
         self.core = build_core(&self.cfg, Some(durable));
         self.core.set_roots(roots);
+        self.core.set_wall_clock_ms(self.wall_clock_ms);
+        self.core.set_next_expiry_ms(self.next_expiry_ms);
         self.tickets.rebase();
         self.timer_ms = None;
         log::info!(

@@ -14,6 +14,10 @@
 //!   ends holding a certified root at or above the last height that committed a payload,
 //!   and idle (its round timer asleep), so a verified read can prove the last write without
 //!   filler writes and the cluster stops making blocks;
+//! - consensus time: along the committed chain block timestamps strictly increase, every
+//!   honest node commits the same timestamp at a height (part of the block id, checked
+//!   anyway), and no committed timestamp is further ahead of the fastest honest clock than
+//!   the voters' bound allows (a Byzantine leader cannot push time beyond it);
 //! - leader schedule: honest nodes that computed the QC-path leader of one `(round, parent)`
 //!   computed the same member (the schedule must be a function of the chain alone).
 
@@ -45,6 +49,8 @@ pub struct Checker {
     certified: BTreeMap<Height, ([u8; 32], NodeId)>,
     /// The highest height an honest node committed with a non-empty payload.
     payload_height_max: Height,
+    /// The timestamp of each committed height, as the first honest node committed it.
+    times: BTreeMap<Height, u64>,
     violations: Vec<String>,
 }
 
@@ -78,6 +84,7 @@ impl Checker {
             replies: HashMap::new(),
             leaders: BTreeMap::new(),
             certified: BTreeMap::new(),
+            times: BTreeMap::new(),
             payload_height_max: 0,
             violations: Vec::new(),
         }
@@ -87,10 +94,20 @@ impl Checker {
         self.submitted_at.insert((client, seq), now);
     }
 
-    pub fn on_commit(&mut self, node: NodeId, id: BlockId, block: &Block, now: TimeMs) {
+    /// An honest node committed `block`; `time_limit_ms` is the latest timestamp honest voters
+    /// could have accepted by now (fastest honest clock plus the bound).
+    pub fn on_commit(
+        &mut self,
+        node: NodeId,
+        id: BlockId,
+        block: &Block,
+        now: TimeMs,
+        time_limit_ms: u64,
+    ) {
         let Some(Some(tip)) = self.tips.get(node.index()).copied() else {
             return; // not an honest node
         };
+        self.check_time(node, block, now, time_limit_ms);
         if block.height != tip.height + 1 || block.parent_id() != tip.id {
             self.violation(format!(
                 "chain: at t={now}ms {node} committed {id:?} at height {} with parent {:?}, \
@@ -128,6 +145,41 @@ impl Checker {
                 .is_some_and(|&t| t >= heal)
         }) {
             self.post_heal_commit[node.index()] = true;
+        }
+    }
+
+    fn check_time(&mut self, node: NodeId, block: &Block, now: TimeMs, time_limit_ms: u64) {
+        let (h, t) = (block.height, block.timestamp_ms);
+        if t > time_limit_ms {
+            self.violation(format!(
+                "time: at t={now}ms {node} committed height {h} with timestamp {t}, {} ms ahead \
+                 of the bound of the honest clocks ({time_limit_ms})",
+                t - time_limit_ms
+            ));
+        }
+        match self.times.get(&h) {
+            Some(&seen) if seen != t => self.violation(format!(
+                "time: at t={now}ms {node} committed height {h} with timestamp {t}, another \
+                 honest node with {seen}"
+            )),
+            Some(_) => {}
+            None => {
+                self.times.insert(h, t);
+            }
+        }
+        let below = self.times.range(..h).next_back().map(|(&bh, &bt)| (bh, bt));
+        let above = self.times.range(h + 1..).next().map(|(&ah, &at)| (ah, at));
+        if let Some((bh, bt)) = below.filter(|&(_, bt)| bt >= t) {
+            self.violation(format!(
+                "time: at t={now}ms {node} committed height {h} with timestamp {t}, not above \
+                 height {bh}'s {bt}"
+            ));
+        }
+        if let Some((ah, at)) = above.filter(|&(_, at)| at <= t) {
+            self.violation(format!(
+                "time: at t={now}ms {node} committed height {h} with timestamp {t}, not below \
+                 height {ah}'s {at}"
+            ));
         }
     }
 

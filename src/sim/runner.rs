@@ -109,6 +109,9 @@ enum Ev {
         epoch: u64,
         height: u64,
         root: [u8; 32],
+        next_expiry_ms: Option<u64>,
+        /// The height's block expired keys (reported after an apply only).
+        expired: bool,
     },
     SyncDone {
         node: NodeId,
@@ -198,6 +201,9 @@ struct Sim {
     rejected: u64,
     submitted: u64,
     steps: u64,
+    /// Each node's wall-clock skew (seeded, within `CLOCK_SKEW_MS_MAX` either way): its wall
+    /// clock reads `SIM_EPOCH_MS + now + skew`.
+    clock_skew_ms: Vec<i64>,
 }
 
 /// Simulated fsync delay bounds, in ms (the clock's unit).
@@ -217,6 +223,14 @@ const SNAPSHOT_SCENARIO_BLOCKS_RETAINED: usize =
     super::state::SNAPSHOT_INTERVAL_BLOCKS as usize + 8;
 /// The session id of every simulated client (each client key is one process).
 const SIM_CLIENT_SESSION: u64 = 1;
+/// The wall clock at simulated time 0 (ms since the Unix epoch): block timestamps look real.
+const SIM_EPOCH_MS: u64 = 1_700_000_000_000;
+/// Largest wall-clock skew of a node either way, far below the voters' bound
+/// (`block_time_ahead_max_ms`, 10 s by default) as a deployment's must be.
+const CLOCK_SKEW_MS_MAX: u64 = 2_000;
+/// TTLs of the simulated clients' `PutTtl` ops: short, so keys expire during the run (and
+/// in its idle tail, which must still end idle).
+const SIM_TTL_MS_MAX: u64 = 2_000;
 
 impl Sim {
     fn new(mut cfg: SimConfig) -> Result<Self, String> {
@@ -266,6 +280,9 @@ impl Sim {
             byz_at[ids.remove(i)] = Some(*kind);
         }
         let honest: Vec<bool> = byz_at.iter().map(Option::is_none).collect();
+        let clock_skew_ms = (0..cfg.nodes)
+            .map(|_| rng.range(0, 2 * CLOCK_SKEW_MS_MAX) as i64 - CLOCK_SKEW_MS_MAX as i64)
+            .collect();
         let genesis = Block::genesis_header(&cluster);
         let checker = Checker::new(genesis, &honest, cfg.heal_at_ms);
         let mut sim = Self {
@@ -296,6 +313,7 @@ impl Sim {
             rejected: 0,
             submitted: 0,
             steps: 0,
+            clock_skew_ms,
             cfg,
         };
         for (i, kind) in byz_at.into_iter().enumerate() {
@@ -375,8 +393,12 @@ impl Sim {
         self.schedule(0, Ev::ClientTick);
         for i in 0..self.nodes.len() {
             for r in 0..self.nodes[i].replicas.len() {
+                let wall_clock_ms = self.wall_clock_ms(NodeId(i as u16));
                 let effects = match self.nodes[i].replicas[r].replica.as_mut() {
-                    Some(replica) => replica.start(0),
+                    Some(replica) => {
+                        replica.set_wall_clock_ms(wall_clock_ms);
+                        replica.start(0)
+                    }
                     None => Vec::new(),
                 };
                 self.dispatch(NodeId(i as u16), r, effects);
@@ -594,8 +616,17 @@ impl Sim {
                 epoch,
                 height,
                 root,
+                next_expiry_ms,
+                expired,
             } => {
-                if self.nodes[node.index()].replicas[replica].epoch == epoch {
+                let copy = &mut self.nodes[node.index()].replicas[replica];
+                if copy.epoch == epoch {
+                    if let Some(r) = copy.replica.as_mut() {
+                        r.set_next_expiry_ms(next_expiry_ms);
+                        if expired {
+                            r.note_expired(height);
+                        }
+                    }
                     self.handle(node, replica, Input::Applied { height, root });
                 }
             }
@@ -663,6 +694,7 @@ impl Sim {
             }
             let state = self.nodes[node.index()].replicas[r].durable.to_state();
             let mut replica = self.new_replica(node, Some(state));
+            replica.set_wall_clock_ms(self.wall_clock_ms(node));
             let effects = replica.start(self.now);
             let copy = &mut self.nodes[node.index()].replicas[r];
             copy.replica = Some(replica);
@@ -685,6 +717,8 @@ impl Sim {
                 vec![(copy.state.applied_height(), copy.state.digest())]
             }
         };
+        // Each report carries the state's next expiry; only the last one's matters.
+        let next_expiry_ms = copy.state.next_expiry_ms();
         for (height, root) in roots {
             let ev = Ev::Applied {
                 node,
@@ -692,6 +726,8 @@ impl Sim {
                 epoch,
                 height,
                 root,
+                next_expiry_ms,
+                expired: false,
             };
             self.schedule(self.now, ev);
         }
@@ -699,6 +735,12 @@ impl Sim {
 
     /// Tells the copy's replica where its state is, `delay_ms` from now.
     fn report_applied(&mut self, node: NodeId, replica: usize, delay_ms: u64) {
+        self.report_state(node, replica, delay_ms, false);
+    }
+
+    /// Like [`Sim::report_applied`]; `after_apply`: the report of a block just applied, which
+    /// says whether that block expired keys.
+    fn report_state(&mut self, node: NodeId, replica: usize, delay_ms: u64, after_apply: bool) {
         let copy = &self.nodes[node.index()].replicas[replica];
         let ev = Ev::Applied {
             node,
@@ -706,6 +748,8 @@ impl Sim {
             epoch: copy.epoch,
             height: copy.state.applied_height(),
             root: copy.state.digest(),
+            next_expiry_ms: copy.state.next_expiry_ms(),
+            expired: after_apply && copy.state.expired_last_block() > 0,
         };
         self.schedule(self.now + delay_ms, ev);
     }
@@ -735,7 +779,12 @@ impl Sim {
             0..=4 => {
                 let len = self.rng.range(1, 32) as usize;
                 let value = (0..len).map(|_| self.rng.next_u64() as u8).collect();
-                Op::Put { key, value }
+                if self.rng.chance(0.25) {
+                    let ttl_ms = self.rng.range(1, SIM_TTL_MS_MAX);
+                    Op::PutTtl { key, value, ttl_ms }
+                } else {
+                    Op::Put { key, value }
+                }
             }
             5..=7 => Op::Get { key },
             _ => Op::Delete { key },
@@ -837,10 +886,14 @@ impl Sim {
                 trace_input(&input)
             );
         }
+        let wall_clock_ms = self.wall_clock_ms(node);
         let (effects, leaders, certified) =
             match self.nodes[node.index()].replicas[replica].replica.as_mut() {
                 Some(r) => (
-                    r.handle(now, input),
+                    {
+                        r.set_wall_clock_ms(wall_clock_ms);
+                        r.handle(now, input)
+                    },
                     r.take_leader_decisions(),
                     r.take_certified_roots(),
                 ),
@@ -851,6 +904,24 @@ impl Sim {
             self.checker.on_certified(node, &certified, now);
         }
         self.dispatch(node, replica, effects);
+    }
+
+    /// `node`'s wall clock now: simulated time, skewed per node.
+    fn wall_clock_ms(&self, node: NodeId) -> u64 {
+        (SIM_EPOCH_MS + self.now).saturating_add_signed(self.clock_skew_ms[node.index()])
+    }
+
+    /// The latest timestamp an honest quorum lets a block carry now: the fastest honest
+    /// clock plus the voters' bound (a block voted earlier was bounded by an earlier clock).
+    fn block_time_limit_ms(&self) -> u64 {
+        let fastest = self
+            .nodes
+            .iter()
+            .filter(|n| n.byz.is_none())
+            .map(|n| self.wall_clock_ms(n.id))
+            .max()
+            .unwrap_or(0);
+        fastest.saturating_add(self.replica_cfg.core.block_time_ahead_max_ms)
     }
 
     fn dispatch(&mut self, node: NodeId, replica: usize, effects: Vec<Effect>) {
@@ -942,11 +1013,12 @@ impl Sim {
         copy.durable.on_commit(id, block);
         let digest = copy.state.digest();
         if replica == 0 {
-            self.checker.on_commit(node, id, block, self.now);
+            let limit = self.block_time_limit_ms();
+            self.checker.on_commit(node, id, block, self.now, limit);
             self.checker
                 .on_applied(node, block.height, digest, &applied, self.now);
         }
-        self.report_applied(node, replica, 0);
+        self.report_state(node, replica, 0, true);
     }
 
     /// Installs the downloaded snapshot now (the commits before it are applied already); the

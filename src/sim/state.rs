@@ -84,6 +84,16 @@ impl StateStore {
         self.kv().applied_height()
     }
 
+    /// Keys the last applied block expired (see `KvStore::expired_last_block`).
+    pub fn expired_last_block(&self) -> usize {
+        self.kv().expired_last_block()
+    }
+
+    /// The earliest key expiry of the state (see `KvStore::next_expiry_ms`).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.kv().next_expiry_ms()
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         self.kv().state_digest()
     }
@@ -113,7 +123,7 @@ impl StateStore {
         let requests = crate::replica::kv_requests(block);
         let (replies, _lsn) = self
             .kv_mut()
-            .apply_nowait(block.height, &requests, &[])
+            .apply_nowait(block.height, block.timestamp_ms, &requests, &[])
             .map_err(|e| e.to_string())?;
         if block.height.is_multiple_of(SNAPSHOT_INTERVAL_BLOCKS) {
             self.save_snapshot(block.header(id))?;

@@ -22,6 +22,10 @@ use super::{
 pub struct Block {
     pub round: Round,
     pub height: Height,
+    /// Consensus time: ms since the Unix epoch as the leader stamped it, strictly above the
+    /// parent's (genesis is 0) and, for an honest voter, at most `block_time_ahead_max_ms`
+    /// ahead of its own wall clock (`consensus::core`). Key expiry follows this time only.
+    pub timestamp_ms: u64,
     /// Certifies the parent block.
     pub qc: QuorumCert,
     /// Present when round `round - 1` ended in a timeout rather than a QC.
@@ -74,6 +78,7 @@ impl Block {
         hash_block_id(&BlockIdFields {
             round: self.round,
             height: self.height,
+            timestamp_ms: self.timestamp_ms,
             author: self.author,
             parent: &self.qc.block_id,
             parent_qc_round: self.qc.round,

@@ -27,6 +27,7 @@ pub struct TcSummary {
 pub struct CertifiedHeader {
     pub round: Round,
     pub height: Height,
+    pub timestamp_ms: u64,
     pub author: NodeId,
     pub parent: BlockId,
     pub parent_qc_round: Round,
@@ -53,6 +54,7 @@ impl CertifiedHeader {
         Self {
             round: block.round,
             height: block.height,
+            timestamp_ms: block.timestamp_ms,
             author: block.author,
             parent: block.qc.block_id,
             parent_qc_round: block.qc.round,
@@ -73,6 +75,7 @@ impl CertifiedHeader {
         hash_block_id(&BlockIdFields {
             round: self.round,
             height: self.height,
+            timestamp_ms: self.timestamp_ms,
             author: self.author,
             parent: &self.parent,
             parent_qc_round: self.parent_qc_round,
@@ -108,6 +111,7 @@ impl CertifiedHeader {
 pub(super) struct BlockIdFields<'a, P> {
     pub round: Round,
     pub height: Height,
+    pub timestamp_ms: u64,
     pub author: NodeId,
     pub parent: &'a BlockId,
     pub parent_qc_round: Round,
@@ -119,15 +123,17 @@ pub(super) struct BlockIdFields<'a, P> {
     pub payload_digests: P,
 }
 
-/// The block id hash (layout `bftd/block-id/v3`, see `Block::compute_id`).
+/// The block id hash (layout `bftd/block-id/v4`, see `Block::compute_id`; v4 added the
+/// timestamp).
 pub(super) fn hash_block_id<P>(f: &BlockIdFields<'_, P>) -> BlockId
 where
     P: ExactSizeIterator<Item = [u8; 32]> + Clone,
 {
     let mut h = blake3::Hasher::new();
-    h.update(b"bftd/block-id/v3");
+    h.update(b"bftd/block-id/v4");
     h.update(&f.round.to_le_bytes());
     h.update(&f.height.to_le_bytes());
+    h.update(&f.timestamp_ms.to_le_bytes());
     h.update(&f.author.0.to_le_bytes());
     h.update(&f.parent.0);
     h.update(&f.parent_qc_round.to_le_bytes());
@@ -186,6 +192,7 @@ mod tests {
         Block {
             round: 8,
             height: 5,
+            timestamp_ms: 1_700_000_000_123,
             tc: tc.then(|| TimeoutCert {
                 round: 7,
                 high_qc: qc.clone(),
@@ -233,6 +240,13 @@ mod tests {
             let mut other = b.clone();
             other.state_roots[1].1[0] ^= 1;
             assert_ne!(other.compute_id(), b.compute_id());
+            let mut other = b.clone();
+            other.timestamp_ms += 1;
+            assert_ne!(other.compute_id(), b.compute_id());
+            assert_ne!(
+                CertifiedHeader::from_block(&other).compute_id(),
+                header.compute_id()
+            );
         }
     }
 }

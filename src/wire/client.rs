@@ -93,6 +93,9 @@ pub struct NodeStatus {
     pub leader: u16,
     pub committed_height: u64,
     pub applied_height: u64,
+    /// The consensus timestamp (ms since the Unix epoch) of the block at `applied_height`
+    /// (0 at genesis, and after a restart or snapshot install until the next block applies).
+    pub applied_block_time_ms: u64,
     /// The state digest (root) after `applied_height`: this node's own.
     pub state_digest: [u8; 32],
     /// The highest height whose state digest this node saw certified (carried by a certified

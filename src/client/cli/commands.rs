@@ -137,18 +137,27 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
     let client = connect(args)?;
     let json = args.json;
     let text = match &args.command {
-        Command::Put { key, .. } => {
+        Command::Put { key, ttl_ms, .. } => {
             let value = value.unwrap_or_default();
-            let version = client
-                .put(key.as_bytes(), &value)
-                .map_err(|e| e.to_string())?;
+            let (version, expires_at_ms) = match ttl_ms {
+                Some(ttl_ms) => client
+                    .put_with_ttl(key.as_bytes(), &value, *ttl_ms)
+                    .map(|(v, at)| (v, Some(at))),
+                None => client.put(key.as_bytes(), &value).map(|v| (v, None)),
+            }
+            .map_err(|e| e.to_string())?;
             if json {
-                Json::obj(vec![
+                let mut f = vec![
                     ("key", Json::str(key)),
                     ("version", Json::U64(version)),
                     ("value_bytes", Json::U64(value.len() as u64)),
-                ])
-                .render()
+                ];
+                if let Some(at) = expires_at_ms {
+                    f.push(("expires_at_ms", Json::U64(at)));
+                }
+                Json::obj(f).render()
+            } else if let Some(at) = expires_at_ms {
+                format!("OK (version {version}, expires at {at} ms since the epoch)")
             } else {
                 format!("OK (version {version})")
             }
@@ -373,11 +382,17 @@ fn value_json(fields: &mut Vec<(String, Json)>, v: &VersionedValue) {
     fields.push(bytes_field("value", &v.value));
     fields.push(("version".into(), Json::U64(v.version)));
     fields.push(("mod_height".into(), Json::U64(v.mod_height)));
+    if let Some(at) = v.expires_at_ms {
+        fields.push(("expires_at_ms".into(), Json::U64(at)));
+    }
 }
 
 fn value_text(v: &VersionedValue) -> String {
+    let expiry = v
+        .expires_at_ms
+        .map_or(String::new(), |at| format!(", expires at {at} ms"));
     format!(
-        "{} (version {}, mod height {})",
+        "{} (version {}, mod height {}{expiry})",
         show(&v.value),
         v.version,
         v.mod_height
@@ -512,6 +527,7 @@ fn list_output<W: Write>(
 fn op_text(op: &TxnOp) -> String {
     match op {
         TxnOp::Put { key, .. } => format!("put {}", show(key)),
+        TxnOp::PutTtl { key, ttl_ms, .. } => format!("put {} --ttl {ttl_ms}ms", show(key)),
         TxnOp::Get { key } => format!("get {}", show(key)),
         TxnOp::Delete { key } => format!("del {}", show(key)),
         TxnOp::Range { start, .. } => format!("range {}", show(start)),
@@ -522,6 +538,10 @@ fn op_text(op: &TxnOp) -> String {
 fn result_text(r: &OpResult) -> String {
     match r {
         OpResult::Put { version } => format!("version {version}"),
+        OpResult::PutTtl {
+            version,
+            expires_at_ms,
+        } => format!("version {version}, expires at {expires_at_ms} ms"),
         OpResult::Get { found: Some(v) } => value_text(v),
         OpResult::Get { found: None } => "not found".into(),
         OpResult::Delete { existed } => if *existed { "deleted" } else { "not found" }.into(),
@@ -541,6 +561,13 @@ fn result_json(op: &TxnOp, r: &OpResult) -> Json {
     let mut f = vec![("op".to_string(), Json::str(op_text(op)))];
     match r {
         OpResult::Put { version } => f.push(("version".into(), Json::U64(*version))),
+        OpResult::PutTtl {
+            version,
+            expires_at_ms,
+        } => {
+            f.push(("version".into(), Json::U64(*version)));
+            f.push(("expires_at_ms".into(), Json::U64(*expires_at_ms)));
+        }
         OpResult::Get { found } => {
             f.push(("found".into(), Json::Bool(found.is_some())));
             if let Some(v) = found {
@@ -756,6 +783,10 @@ fn status_json(r: &NodeStatusReport) -> Json {
             ("round".into(), Json::U64(s.round)),
             ("committed_height".into(), Json::U64(s.committed_height)),
             ("applied_height".into(), Json::U64(s.applied_height)),
+            (
+                "applied_block_time_ms".into(),
+                Json::U64(s.applied_block_time_ms),
+            ),
             ("leader".into(), Json::U64(u64::from(s.leader))),
             // The root of `applied_height` (named `state_digest` before roots were certified).
             ("applied_root".into(), Json::str(to_hex(&s.state_digest))),

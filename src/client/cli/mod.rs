@@ -34,6 +34,11 @@ COMMANDS:
     put KEY VALUE                 Write VALUE under KEY; prints the key's new version
     put KEY -                     ... the value is read from stdin (raw bytes, up to 1 MiB)
     put KEY --file F              ... the value is the contents of file F (up to 1 MiB)
+    put KEY VALUE --ttl DURATION  ... the key expires DURATION (500ms, 30s, 5m, 1h; at most
+                                  87600h) after the committing block's consensus time; the
+                                  first block past that time deletes it (so it may stay
+                                  readable up to one block interval longer). Prints
+                                  expires_at_ms; a later put without --ttl keeps the key.
     get KEY [--stale] [--print-value-only]
                                   Read KEY. Linearizable (ordered through consensus, checked
                                   by f+1 nodes) unless --stale: then one node answers from
@@ -143,6 +148,8 @@ pub enum Command {
     Put {
         key: String,
         value: ValueSource,
+        /// `--ttl`: the key expires this long after the committing block's time.
+        ttl_ms: Option<u64>,
     },
     Get {
         key: String,
@@ -215,6 +222,7 @@ struct Flags {
     concurrency: Option<usize>,
     coalesce: bool,
     from_height: Option<u64>,
+    ttl_ms: Option<u64>,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -225,6 +233,37 @@ fn text(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .into_string()
         .map_err(|_| format!("{flag}: value must be valid UTF-8"))
+}
+
+/// A duration for `--ttl`: a whole number with a unit, `ms`, `s`, `m` or `h` (`500ms`, `30s`,
+/// `5m`, `1h`), at least 1 ms and at most `TTL_MS_MAX`.
+pub fn parse_duration_ms(raw: &str) -> Result<u64, String> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(format!(
+                "'{raw}' is not a duration: use a whole number and a unit, ms, s, m or h \
+                 (500ms, 30s, 5m, 1h)"
+            ));
+        }
+    };
+    let max = crate::api::ops::TTL_MS_MAX;
+    let ms = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(per_unit))
+        .filter(|ms| (1..=max).contains(ms));
+    ms.ok_or_else(|| {
+        format!(
+            "'{raw}' is out of range: a TTL is at least 1ms and at most {}h",
+            max / 3_600_000
+        )
+    })
 }
 
 fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T, String> {
@@ -266,6 +305,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
             Long("file") => {
                 let v: PathBuf = parser.value().map_err(|e| e.to_string())?.into();
                 flag(&mut flags, "--file", |f| f.file = Some(v));
+            }
+            Long("ttl") => {
+                let raw = text(&mut parser, "--ttl")?;
+                let v = parse_duration_ms(&raw).map_err(|e| format!("--ttl: {e}"))?;
+                flag(&mut flags, "--ttl", |f| f.ttl_ms = Some(v));
             }
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
@@ -408,6 +452,7 @@ fn put(key: &str, value: Option<&String>, flags: &Flags) -> Result<Command, Stri
     Ok(Command::Put {
         key: key.to_string(),
         value,
+        ttl_ms: flags.ttl_ms,
     })
 }
 
@@ -418,7 +463,9 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
     };
     let rest: Vec<String> = words.collect();
     let (command, allowed): (Command, Vec<&str>) = match (name.as_str(), rest.as_slice()) {
-        ("put", [k, v @ ..]) if v.len() <= 1 => (put(k, v.first(), &flags)?, vec!["--file"]),
+        ("put", [k, v @ ..]) if v.len() <= 1 => {
+            (put(k, v.first(), &flags)?, vec!["--file", "--ttl"])
+        }
         ("get", [k]) => get(k, &flags)?,
         ("del" | "delete", [k]) if flags.prefix => {
             (Command::DelPrefix { prefix: k.clone() }, vec!["--prefix"])
@@ -593,21 +640,24 @@ mod tests {
             cmd(&["put", "k", "v"]),
             Command::Put {
                 key: "k".into(),
-                value: ValueSource::Arg("v".into())
+                value: ValueSource::Arg("v".into()),
+                ttl_ms: None,
             }
         );
         assert_eq!(
             cmd(&["put", "k", "-"]),
             Command::Put {
                 key: "k".into(),
-                value: ValueSource::Stdin
+                value: ValueSource::Stdin,
+                ttl_ms: None,
             }
         );
         assert_eq!(
             cmd(&["put", "k", "--file", "f.bin"]),
             Command::Put {
                 key: "k".into(),
-                value: ValueSource::File("f.bin".into())
+                value: ValueSource::File("f.bin".into()),
+                ttl_ms: None,
             }
         );
         assert_eq!(
@@ -668,13 +718,34 @@ mod tests {
             cmd(&["--", "put", "-k", "-v"]),
             Command::Put {
                 key: "-k".into(),
-                value: ValueSource::Arg("-v".into())
+                value: ValueSource::Arg("-v".into()),
+                ttl_ms: None,
             }
         );
         let Ok(Parsed::Run(default)) = run(&["status"]) else {
             panic!()
         };
         assert_eq!(default.config, PathBuf::from(DEFAULT_CONFIG));
+    }
+
+    #[test]
+    fn ttl_durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        let err = parse_duration_ms("2x").unwrap_err();
+        assert!(err.contains("ms, s, m or h"), "{err}");
+        let err = parse_duration_ms("0ms").unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+        assert_eq!(
+            cmd(&["put", "k", "v", "--ttl", "2s"]),
+            Command::Put {
+                key: "k".into(),
+                value: ValueSource::Arg("v".into()),
+                ttl_ms: Some(2_000),
+            }
+        );
     }
 
     #[test]
@@ -693,6 +764,12 @@ mod tests {
             &["get", ""],
             &["del", "", "--prefix"],
             &["put", "k", "v", "--file", "f"],
+            &["put", "k", "v", "--ttl", "0s"],
+            &["put", "k", "v", "--ttl", "30"],
+            &["put", "k", "v", "--ttl", "1d"],
+            &["put", "k", "v", "--ttl", "-5s"],
+            &["put", "k", "v", "--ttl", "99999999h"],
+            &["get", "k", "--ttl", "5s"],
             &["get", "k", "--prefix", "--from-key"],
             &["get", "k", "--keys-only"],
             &["del", "k", "--keys-only"],

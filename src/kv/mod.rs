@@ -45,9 +45,9 @@ pub use state_machine::{KvRequest, KvStore, ReadAsOfError};
 pub use watch_log::WatchRetention;
 
 #[cfg(test)]
-mod root_memory_tests;
-#[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod root_memory_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -15,15 +15,6 @@ use bftd::client::{Client, ClientOptions};
 use bftd::config::ClientConfig;
 use support::*;
 
-fn bftctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bftctl"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run bftctl")
-}
-
 fn restore(data_dir: &Path, file: &Path) -> Output {
     Command::new(bftd_bin())
         .args(["snapshot", "restore", "--data-dir"])

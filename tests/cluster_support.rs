@@ -14,7 +14,7 @@ pub use common::{DEADLINE, free_port_range, wait_for, wait_until};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bftd::config::{ClientConfig, LoadedClientConfig};
@@ -603,4 +603,25 @@ pub fn library_client(net: &Testnet) -> bftd::client::Client {
 /// The value the tests write under `key`.
 pub fn value_of(key: &str) -> String {
     format!("value-of-{key}")
+}
+
+/// Runs `bftctl --config CONFIG ARGS...` to completion, stdin closed.
+pub fn bftctl(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bftctl"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bftctl runs")
+}
+
+/// The stdout of a `bftctl` run that must have succeeded (its stderr in the panic otherwise).
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "bftctl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 
 use support::*;
@@ -17,25 +17,6 @@ use support::*;
 // An idle cluster adds empty blocks after each write until its root is certified (about
 // three heights per lone write), so the log must keep well more heights than the writes here.
 const WATCH_LOG_HEIGHTS: u64 = 400;
-
-fn bftctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bftctl"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("bftctl runs")
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "bftctl failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A running `bftctl watch` whose output lines arrive on a channel.
 struct Watcher {

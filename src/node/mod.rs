@@ -156,6 +156,11 @@ impl Node {
         let layout = DataDir::new(data_dir);
         let state_dir = layout.state();
         let consensus_dir = layout.consensus();
+        // The consensus store first: it refuses a block format this build does not read, and
+        // must do so before `KvStore::open` converts an old state layout for good (the bftd
+        // that wrote an old data dir could then no longer open its state).
+        let mut blocks = BlockStore::open(&consensus_dir, engine_options())
+            .map_err(|e| storage_error("cannot open the consensus store", &consensus_dir, e))?;
         let mut kv = KvStore::open(&state_dir, engine_options())
             .map_err(|e| storage_error("cannot open the KV state", &state_dir, e))?;
         kv.set_undo_bounds(
@@ -181,8 +186,6 @@ impl Node {
                 crate::keys_file::to_hex(&audit.published_root),
             ),
         }
-        let mut blocks = BlockStore::open(&consensus_dir, engine_options())
-            .map_err(|e| storage_error("cannot open the consensus store", &consensus_dir, e))?;
         let committed = match kv.meta(COMMITTED_META_KEY) {
             None if kv.applied_height() == 0 => Block::genesis_header(&cfg.cluster),
             None => {

@@ -208,6 +208,13 @@ impl Chunk {
             let level = slot_level(slot);
             let (&tag, tail) = rest.split_first().ok_or_else(|| bad("truncated"))?;
             rest = tail;
+            // A node sits at most at depth 256 (a leaf), and an internal one splits on the bit
+            // of its depth, so it sits above 256: a stored chunk saying otherwise is damage
+            // (and would index past the path below).
+            let depth = top + level;
+            if depth > PATH_BITS || (tag == INTERNAL_TAG && depth >= PATH_BITS) {
+                return Err(bad("a node below the tree's last level"));
+            }
             match tag {
                 LEAF_TAG => {
                     let path = take(&mut rest)?;
@@ -1074,6 +1081,15 @@ mod tests {
         cases.push((node_key(3, &[0; 32]), good.clone()));
         // An internal node with no children inside the chunk.
         cases.push((root_key.clone(), vec![CHUNK_TAG, 1, 0, INTERNAL_TAG]));
+        // Chunks at depth 256, the tree's last level: an internal node there (it would split
+        // on bit 256), and a leaf below it (depth 257). Decoding used to index past the path.
+        let deepest = node_key(256, &[0; 32]);
+        let mut internal_at_256 = vec![CHUNK_TAG, 7, 0, INTERNAL_TAG, LEAF_TAG];
+        internal_at_256.extend_from_slice(&[0; 64]);
+        internal_at_256.push(LEAF_TAG);
+        internal_at_256.extend_from_slice(&[0; 64]);
+        cases.push((deepest.clone(), internal_at_256));
+        cases.push((deepest.clone(), vec![CHUNK_TAG, 1, 0, INTERNAL_TAG]));
         for (key, bytes) in cases {
             assert!(
                 Chunk::decode(&bytes, &key).is_err(),

@@ -234,6 +234,27 @@ fn an_idle_leader_proposes_when_a_key_expiry_falls_due() {
     assert!(b.payload.is_empty() && b.timestamp_ms >= 9_000, "{b:?}");
 }
 
+/// More keys fell due than one block expires: after the committed block is applied, the
+/// state still holds a key whose expiry is at or before that block's time. The leader keeps
+/// proposing (each block expires the next share) without any `note_expired` mark, which a
+/// restart does not replay. Here the committed block is genesis (time 0), already applied.
+#[test]
+fn a_leader_whose_applied_state_still_holds_due_keys_proposes_after_a_restart() {
+    let c = cluster();
+    let mut leader = c.core(1, None);
+    leader.set_wall_clock_ms(5_000);
+    leader.set_next_expiry_ms(Some(0));
+    let actions = leader.start(100);
+    let (ticket, _) = persist_ticket(&actions).expect("an empty block is proposed");
+    let after = leader.handle(101, Event::Persisted { ticket });
+    let proposed = broadcasts(&after).into_iter().find_map(|m| match m {
+        Message::Proposal(b) => Some(b),
+        _ => None,
+    });
+    let b = proposed.expect("proposal broadcast");
+    assert!(b.payload.is_empty() && b.timestamp_ms >= 5_000, "{b:?}");
+}
+
 /// A member that is not the round's scheduled leader signs a proposal first: it passes the
 /// stateless verifier (its author is a member), but the core refuses it before it can take
 /// the round's one proposal slot, so the real leader's proposal still gets the vote.

@@ -784,7 +784,11 @@ impl Core {
         };
         let root_time_ms = self.timestamp_of(&self.tree.root().id).unwrap_or(0);
         if root_time_ms >= expiry {
-            return false; // committed; the runtime reports the next expiry once applied
+            // Committed. Until the committed block is applied, the runtime has not reported
+            // the state after it: not due. Once it is, an expiry still at or below the block's
+            // time is a backlog (more keys fell due than one block expires): due now. That
+            // does not rely on `note_expired`, which a restart or a rebuild does not replay.
+            return self.roots.applied() >= self.tree.root().height;
         }
         let high = &self.safety.high_qc.block_id;
         let in_chain = self.timestamp_of(high).is_some_and(|t| t >= expiry);

@@ -13,9 +13,10 @@
 //! height it applies then differs from its own, and consensus marks it diverged and repairs it.
 
 use super::keys::{META_KEY, TREE_PREFIX, is_covered_prefix};
+use super::leaves::LeafFolder;
 use super::state_machine::{KvStore, encode_meta};
 use super::state_tree::{build_from_leaves, decoding, root_from_leaves, stored_root};
-use crate::api::proof::{key_path, state_digest, value_hash};
+use crate::api::proof::state_digest;
 use crate::storage::{Engine, StorageError, WriteBatch};
 
 /// What the recomputation found.
@@ -45,14 +46,16 @@ impl TreeAudit {
 impl KvStore {
     /// Recomputes the state tree root from a full scan of the state entries.
     pub fn audit_tree(&self) -> Result<TreeAudit, StorageError> {
-        let mut leaves = Vec::new();
+        let mut folder = LeafFolder::new();
+        let mut entry_count = 0u64;
         self.engine.scan(&[], None, |key, value| {
             if key.first().is_some_and(|b| is_covered_prefix(*b)) {
-                leaves.push((key_path(key), value_hash(value)));
+                entry_count += 1;
+                folder.push(key, value);
             }
             true
         });
-        let entry_count = leaves.len() as u64;
+        let mut leaves = folder.finish();
         let bytes = |key: &[u8]| self.engine.get(key);
         Ok(TreeAudit {
             applied_height: self.applied_height,
@@ -104,17 +107,16 @@ impl KvStore {
 /// A batch replacing every stored tree entry by the chunks of the tree of the state entries
 /// (deleting the stored ones it does not rewrite), and that tree's root.
 fn tree_rebuild_batch(engine: &Engine) -> (WriteBatch, [u8; 32]) {
-    let mut leaves = Vec::new();
+    let mut folder = LeafFolder::new();
     let mut old_nodes = Vec::new();
     engine.scan(&[], None, |key, value| {
         match key.first() {
             Some(&TREE_PREFIX) => old_nodes.push(key.to_vec()),
-            Some(b) if is_covered_prefix(*b) => leaves.push((key_path(key), value_hash(value))),
-            _ => {}
+            _ => folder.push(key, value),
         }
         true
     });
-    let (nodes, tree_root) = build_from_leaves(&mut leaves);
+    let (nodes, tree_root) = build_from_leaves(&mut folder.finish());
     let mut batch = WriteBatch::default();
     let kept: std::collections::HashSet<&[u8]> = nodes.iter().map(|(k, _)| &k[..]).collect();
     for key in old_nodes.iter().filter(|k| !kept.contains(&k[..])) {
@@ -124,23 +126,4 @@ fn tree_rebuild_batch(engine: &Engine) -> (WriteBatch, [u8; 32]) {
         batch.put(key, value);
     }
     (batch, tree_root)
-}
-
-/// Converts a store of meta layout 2 (one engine entry per tree node) to the chunked layout:
-/// every old node entry is replaced by the chunks of the tree of the state entries, and the
-/// meta entry is rewritten with layout 3 and the root it *published* (not the recomputed one),
-/// in one durable batch. So a store whose entries were damaged while it was down still shows
-/// the disagreement to [`KvStore::realign_tree`] and the audit, as it would have before.
-pub(super) fn rebuild_tree_in_chunks(
-    engine: &Engine,
-    applied_height: u64,
-    published_root: &[u8; 32],
-) -> Result<(), StorageError> {
-    let (mut batch, _) = tree_rebuild_batch(engine);
-    batch.put(
-        META_KEY.to_vec(),
-        encode_meta(applied_height, published_root),
-    );
-    engine.write(&batch)?;
-    Ok(())
 }

@@ -6,7 +6,7 @@
 //! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value], or with a TTL
 //!                                      [u64 version|1<<63 LE][u64 mod_height LE]
 //!                                      [u64 expires_at_ms LE][value]
-//! 'm' ++ "state"                    -> [u64 applied_height LE][32 state tree root][u32 LE 2]
+//! 'm' ++ "state"                    -> [u64 applied_height LE][32 state tree root][u32 LE 4]
 //! 'n' ++ "sessions"                 -> [u64 live sessions of all clients LE]
 //! 'r' ++ client(32) ++ session(u64 BE) ++ seq(u64 BE)
 //!                                   -> [32 ops digest][encoded Reply] (exactly-once window)
@@ -19,7 +19,8 @@
 //! 'x' ++ expires_at_ms(u64 BE) ++ user_key -> []  (expiry index, see `kv::expiry`)
 //! ```
 //! Heights, sessions, seqs and expiry times are big-endian so ranges sort by them. The `a`,
-//! `c`, `d`, `n`, `r`, `s` and `x` entries are the state: leaves of the state tree, held by snapshots. The `m`,
+//! `c`, `d`, `n`, `r`, `s` and `x` entries are the state: leaves of the state tree (a session's
+//! replies of 16 consecutive seqs share one, see `kv::leaves`), held by snapshots. The `m`,
 //! `t` and `w` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
 //! `r` and `s` entries mean.
 

@@ -7,7 +7,8 @@
 //!   deterministically and keeps the exactly-once table ([`exactly_once`]) and the
 //!   authenticated state ([`state_tree`], a sparse Merkle tree updated per block, whose root
 //!   the state digest commits to and against which [`KvStore::prove`] proves entries; its
-//!   nodes are read through `node_cache`, a bounded write-through cache);
+//!   nodes are read through `node_cache`, a bounded write-through cache; [`leaves`] says
+//!   which entries each leaf covers);
 //! - [`watch_log`]: the committed changes of recent heights, written in each block's batch
 //!   but outside the state (not in the tree, the digest or snapshots), which watches read;
 //! - [`root_memory`]: the state digests of the last heights applied, written in each block's
@@ -24,6 +25,7 @@ mod execute;
 pub mod expiry;
 pub mod history;
 pub mod keys;
+pub mod leaves;
 mod node_cache;
 pub use crate::api::ops;
 mod overlay;

@@ -3,7 +3,8 @@
 //! Operations of a block see the effects of earlier operations of the same block; nothing
 //! reaches the engine until the whole block becomes one write batch (atomic in the WAL).
 //! The state entries a block wrote become the block's leaf changes for the state tree
-//! ([`BlockOverlay::tree_changes`]), applied once per block, not once per write.
+//! ([`BlockOverlay::tree_changes`], leaves as `kv::leaves` defines them), applied once per
+//! block, not once per write.
 //!
 //! The overlay remembers what the engine held for each data entry it read (every put and
 //! delete reads its key first), so the undo log and the key-count delta of the block take the
@@ -14,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::keys::{DATA_PREFIX, is_covered_prefix};
+use super::leaves;
 use super::state_tree::Change;
-use crate::api::proof::{key_path, value_hash};
 use crate::storage::{Engine, WriteBatch};
 
 /// A key and what the engine held under it before the block (`None`: absent).
@@ -76,18 +77,20 @@ impl<'e> BlockOverlay<'e> {
         self.writes.insert(key, value);
     }
 
-    /// The state tree's leaf changes of the writes so far, sorted by path. An entry written
-    /// back to its old value, or created and deleted within the block, is a harmless no-op
-    /// change for the tree.
+    /// The state tree's leaf changes of the writes so far, sorted by path (`kv::leaves`: one
+    /// per written entry, one per reply group the block touched, rehashed from the group's
+    /// replies after the block). An entry written back to its old value, or created and
+    /// deleted within the block, is a harmless no-op change for the tree.
     pub fn tree_changes(&self) -> Vec<Change> {
-        let mut changes: Vec<Change> = self
+        let writes = self
             .writes
             .iter()
-            .filter(|(key, _)| key.first().is_some_and(|b| is_covered_prefix(*b)))
-            .map(|(key, slot)| (key_path(key), slot.as_deref().map(value_hash)))
-            .collect();
-        changes.sort_unstable_by_key(|a| a.0);
-        changes
+            .map(|(key, slot)| (key.as_slice(), slot.as_deref()));
+        leaves::changes(writes, |group| {
+            let range = leaves::group_range(group);
+            let replies = self.range(&range.start, &range.end, usize::MAX);
+            leaves::group_value_hash(replies.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        })
     }
 
     /// How the block's writes change the number of user keys (`d` entries): +1 for each key

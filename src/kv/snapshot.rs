@@ -29,18 +29,21 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 
 use super::keys::{META_KEY, META_PREFIX, is_covered_prefix};
+use super::leaves::LeafFolder;
 use super::state_machine::{KvStore, encode_meta};
 use super::state_tree::{Leaf, build_from_leaves, root_from_leaves};
 use super::watch_log::{LOG_META_KEY, LogState};
-use crate::api::proof::{key_path, state_digest, value_hash};
+use crate::api::proof::state_digest;
 use crate::storage::fs::{parent_dir, tmp_path};
 use crate::storage::sstable::TableEntry;
 use crate::storage::{Fs, StorageError};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"BFTDSNP1";
 /// 2: the exactly-once table is kept per session (see `kv::keys`); 3: the header holds the
-/// state digest over the state tree root (`api::proof`), not the additive digest.
-const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// state digest over the state tree root (`api::proof`), not the additive digest; 4: that
+/// tree groups a session's replies (`kv::leaves`), so a format 3 file's digest is not this
+/// build's.
+const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 const END_MARKER: u32 = u32::MAX;
 /// Largest snapshot file read.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;
@@ -333,11 +336,11 @@ fn parse_snapshot<R: Read>(
         .take(32, path)?
         .and_then(|d| d.try_into().ok())
         .ok_or_else(|| corrupt(20, "short header"))?;
-    let leaves = parse_entries(&mut reader, path, &mut on_entry)?;
+    let (leaves, entries) = parse_entries(&mut reader, path, &mut on_entry)?;
     let entry_count = reader
         .u64(path)?
         .ok_or_else(|| corrupt(reader.at, "missing entry count"))?;
-    if entry_count != leaves.len() as u64 {
+    if entry_count != entries {
         return Err(corrupt(reader.at, "entry count disagrees with the content"));
     }
     let body_hash = *reader.hasher.finalize().as_bytes();
@@ -364,8 +367,9 @@ fn parse_entries<R: Read>(
     reader: &mut HashedReader<R>,
     path: &Path,
     on_entry: &mut impl FnMut(&[u8], &[u8]),
-) -> Result<Vec<Leaf>, StorageError> {
-    let mut leaves = Vec::new();
+) -> Result<(Vec<Leaf>, u64), StorageError> {
+    let mut leaves = LeafFolder::new();
+    let mut entries = 0u64;
     let mut last_key: Option<Vec<u8>> = None;
     loop {
         let at = reader.at;
@@ -374,7 +378,7 @@ fn parse_entries<R: Read>(
             .u32(path)?
             .ok_or_else(|| corrupt("missing end marker"))?;
         if key_len == END_MARKER {
-            return Ok(leaves);
+            return Ok((leaves.finish(), entries));
         }
         let key = reader
             .take(u64::from(key_len), path)?
@@ -391,7 +395,9 @@ fn parse_entries<R: Read>(
         if last_key.as_ref().is_some_and(|last| *last >= key) {
             return Err(corrupt("keys not strictly increasing"));
         }
-        leaves.push((key_path(&key), value_hash(&value)));
+        // Keys strictly increase (checked above), as the folder needs.
+        leaves.push(&key, &value);
+        entries += 1;
         on_entry(&key, &value);
         last_key = Some(key);
     }

@@ -34,13 +34,14 @@ use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
-/// The layout tag at the end of the meta entry: 3 = state tree root, tree stored in chunks of
-/// four levels (`kv::state_tree`). 2 = the same root, one engine entry per tree node: such a
-/// store's tree is rebuilt in chunks when it opens. The additive digest accumulator of layout
-/// 1 had no tag and is not readable.
-const META_LAYOUT: u32 = 3;
-/// The meta layout whose tree stored one engine entry per node.
-pub(super) const META_LAYOUT_NODE_PER_ENTRY: u32 = 2;
+/// The layout tag at the end of the meta entry: 4 = state tree root over the leaves of
+/// `kv::leaves` (a session's replies of 16 consecutive seqs share a leaf), tree stored in chunks
+/// of four levels (`kv::state_tree`). Layouts 2 and 3 committed to one leaf per reply: their
+/// roots are not this build's, so such a store is refused (as is the additive digest of
+/// layout 1, which had no tag).
+const META_LAYOUT: u32 = 4;
+/// The layouts whose tree had one leaf per reply (2: one engine entry per tree node, 3: chunks).
+const META_LAYOUTS_LEAF_PER_REPLY: [u32; 2] = [2, 3];
 const META_BYTES: usize = 8 + 32 + 4;
 
 /// One client request of a committed block, as the node runtime hands it over.
@@ -122,10 +123,7 @@ impl KvStore {
         on_record: impl FnMut(Lsn, u8, &[u8]) -> Result<(), StorageError>,
     ) -> Result<KvStore, StorageError> {
         let engine = Engine::open(dir, options, on_record)?;
-        let (applied_height, tree_root, layout) = load_meta(&engine)?;
-        if layout == META_LAYOUT_NODE_PER_ENTRY {
-            super::audit::rebuild_tree_in_chunks(&engine, applied_height, &tree_root)?;
-        }
+        let (applied_height, tree_root) = load_meta(&engine)?;
         let key_count = count_data_keys(&engine);
         let watch_log = LogState::load(&engine, applied_height)?;
         Ok(KvStore {
@@ -553,10 +551,10 @@ pub(super) fn encode_meta(height: u64, tree_root: &[u8; 32]) -> Vec<u8> {
     out
 }
 
-/// The applied height, state tree root and layout the meta entry records (layout 2 or 3).
-pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32], u32), StorageError> {
+/// The applied height and state tree root the meta entry records.
+pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError> {
     let Some(stored) = engine.get(META_KEY) else {
-        return Ok((0, crate::api::proof::EMPTY_SUBTREE_HASH, META_LAYOUT));
+        return Ok((0, crate::api::proof::EMPTY_SUBTREE_HASH));
     };
     if stored.len() == 40 {
         return Err(StorageError::corrupt(
@@ -572,19 +570,28 @@ pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32], u32), Storage
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
     let layout = u32::from_le_bytes(layout);
-    if layout != META_LAYOUT && layout != META_LAYOUT_NODE_PER_ENTRY {
+    if META_LAYOUTS_LEAF_PER_REPLY.contains(&layout) {
         return Err(StorageError::corrupt(
             engine.dir(),
             0,
             format!(
-                "KV meta entry has layout {layout}; this build reads layouts \
-                 {META_LAYOUT_NODE_PER_ENTRY} and {META_LAYOUT}"
+                "the state has meta layout {layout}, whose state tree has one leaf per \
+                 exactly-once reply; this build's tree (layout {META_LAYOUT}) groups a \
+                 session's replies, so its roots differ and the cluster's certified roots \
+                 cannot be checked against it: start the cluster from empty data dirs"
             ),
+        ));
+    }
+    if layout != META_LAYOUT {
+        return Err(StorageError::corrupt(
+            engine.dir(),
+            0,
+            format!("KV meta entry has layout {layout}; this build reads layout {META_LAYOUT}"),
         ));
     }
     let height: [u8; 8] = stored[..8].try_into().map_err(|_| corrupt())?;
     let tree_root: [u8; 32] = stored[8..40].try_into().map_err(|_| corrupt())?;
-    Ok((u64::from_le_bytes(height), tree_root, layout))
+    Ok((u64::from_le_bytes(height), tree_root))
 }
 
 /// Live user keys in the engine: one scan of the `d` range.

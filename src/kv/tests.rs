@@ -7,7 +7,6 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
-use crate::api::proof::{key_path, value_hash};
 use crate::storage::EngineOptions;
 use crate::storage::WalOptions;
 
@@ -301,17 +300,17 @@ fn snapshot_round_trip_and_rejections() {
 /// Recomputes the state tree from a full scan of the state entries, to check the incremental
 /// one: the stored nodes must be exactly the tree's (nothing stale, nothing missing).
 pub(super) fn digest_from_scratch(store: &KvStore) -> [u8; 32] {
-    let mut leaves = Vec::new();
+    let mut leaves = super::leaves::LeafFolder::new();
     let mut stored_nodes = Vec::new();
     store.engine().scan(&[], None, |key, value| {
-        if keys::is_covered_prefix(key[0]) {
-            leaves.push((key_path(key), value_hash(value)));
-        } else if key[0] == keys::TREE_PREFIX {
+        if key[0] == keys::TREE_PREFIX {
             stored_nodes.push((key.to_vec(), value.to_vec()));
+        } else {
+            leaves.push(key, value);
         }
         true
     });
-    let (nodes, root) = state_tree::build_from_leaves(&mut leaves);
+    let (nodes, root) = state_tree::build_from_leaves(&mut leaves.finish());
     assert!(
         stored_nodes == nodes,
         "the stored nodes are the tree of the entries"

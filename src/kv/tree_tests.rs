@@ -241,86 +241,78 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
     );
 }
 
-/// Rewrites `store`'s tree as meta layout 2 wrote it (one entry per node) and closes it.
-fn downgrade_to_node_per_entry(store: KvStore) {
-    let mut chunks = Vec::new();
-    store.engine().scan(
-        &[keys::TREE_PREFIX],
-        Some(&[keys::TREE_PREFIX + 1]),
-        |k, v| {
-            chunks.push((k.to_vec(), v.to_vec()));
-            true
-        },
-    );
-    let nodes = super::state_tree::node_per_entry_layout(&chunks);
-    assert!(
-        nodes.len() > 2 * chunks.len(),
-        "nodes spread over several chunks each"
-    );
-    let mut batch = WriteBatch::new();
-    for (key, _) in &chunks {
-        batch.delete(key.clone());
+#[test]
+fn a_store_whose_tree_had_a_leaf_per_reply_is_refused_clearly() {
+    for layout in [2u32, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        random_blocks(&mut store, &mut SimRng::new(4), 1, 3, 50);
+        let mut meta = store.applied_height().to_le_bytes().to_vec();
+        meta.extend_from_slice(&store.tree_root());
+        meta.extend_from_slice(&layout.to_le_bytes());
+        let mut batch = WriteBatch::new();
+        batch.put(keys::META_KEY.to_vec(), meta);
+        store.engine().write(&batch).unwrap();
+        drop(store);
+        let error = KvStore::open(dir.path(), options()).err().expect("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("meta layout {layout}")) && text.contains("empty data dirs"),
+            "{text}"
+        );
     }
-    for (key, value) in nodes {
-        batch.put(key, value);
-    }
-    let mut meta = store.applied_height().to_le_bytes().to_vec();
-    meta.extend_from_slice(&store.tree_root());
-    meta.extend_from_slice(&2u32.to_le_bytes());
-    batch.put(keys::META_KEY.to_vec(), meta);
-    store.engine().write(&batch).unwrap();
 }
 
+/// Blocks of several pipelined requests from a few sessions, seqs out of order within a block
+/// and the window sliding past 256: reply groups are created, changed and emptied, and the
+/// incremental root stays the recomputed one (through a reopen too).
 #[test]
-fn a_store_of_the_node_per_entry_layout_is_converted_on_open() {
-    let (dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut store, mut twin) = (open(dir.path()), open(twin_dir.path()));
-    random_blocks(&mut store, &mut SimRng::new(4), 1, 30, 400);
-    random_blocks(&mut twin, &mut SimRng::new(4), 1, 30, 400);
-    let (root, height) = (store.tree_root(), store.applied_height());
-    downgrade_to_node_per_entry(store);
-    let mut store = open(dir.path());
-    assert_eq!((store.tree_root(), store.applied_height()), (root, height));
-    // The stored chunks are exactly the tree of the entries, and nothing of the old layout
-    // is left (`digest_from_scratch` compares every `t` entry with a fresh build).
-    assert_eq!(
-        super::tests::digest_from_scratch(&store),
-        state_digest(height, &root)
-    );
-    assert_consistent(&store);
-    assert_proofs(&store, 400);
-    random_blocks(&mut store, &mut SimRng::new(6), height + 1, 10, 400);
-    random_blocks(&mut twin, &mut SimRng::new(6), height + 1, 10, 400);
-    assert_eq!(store.tree_root(), twin.tree_root());
-    drop(store);
-    assert_eq!(open(dir.path()).tree_root(), twin.tree_root());
-}
-
-#[test]
-fn a_node_per_entry_store_damaged_while_down_keeps_its_published_root_to_be_caught() {
+fn reply_groups_follow_sliding_windows_of_pipelining_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path());
-    random_blocks(&mut store, &mut SimRng::new(2), 1, 10, 100);
-    let root = store.tree_root();
-    let (key, value) = {
-        let mut found = None;
-        store.engine().scan(&[keys::DATA_PREFIX], None, |k, v| {
-            found = Some((k.to_vec(), v.to_vec()));
-            false
-        });
-        found.unwrap()
-    };
-    let mut damaged = value;
-    damaged[0] ^= 1;
-    let mut batch = WriteBatch::new();
-    batch.put(key, damaged);
-    store.engine().write(&batch).unwrap();
-    downgrade_to_node_per_entry(store);
-    let mut store = open(dir.path());
-    assert_eq!(store.tree_root(), root, "the published root is kept");
-    let audit = store.audit_tree().unwrap();
-    assert!(!audit.consistent(), "{audit:?}");
-    assert!(store.realign_tree().unwrap().is_some());
+    let mut rng = SimRng::new(11);
+    let mut next_seq = [1000u64, 5_000_000, 17];
+    for height in 1..=60u64 {
+        let mut batch: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+        for (session, next) in next_seq.iter_mut().enumerate() {
+            let count = rng.range(0, 30);
+            let mut seqs: Vec<u64> = (*next..*next + count).collect();
+            *next += count;
+            // Pipelined requests commit out of order.
+            if seqs.len() > 2 {
+                seqs.swap(0, 2);
+            }
+            for seq in seqs {
+                let key = format!("key{}", rng.range(0, 200)).into_bytes();
+                let ops = encode_ops(&[Op::Put {
+                    key,
+                    value: seq.to_le_bytes().to_vec(),
+                }]);
+                batch.push((session as u64 + 1, seq, ops));
+            }
+        }
+        let requests: Vec<KvRequest<'_>> = batch
+            .iter()
+            .map(|(session, seq, ops)| KvRequest {
+                client: [4; 32],
+                session: *session,
+                seq: *seq,
+                ops,
+            })
+            .collect();
+        store.apply(height, &requests).unwrap();
+        if height % 10 == 0 {
+            assert_eq!(
+                super::tests::digest_from_scratch(&store),
+                store.state_digest(),
+                "height {height}"
+            );
+        }
+    }
+    let digest = store.state_digest();
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.state_digest(), digest);
     assert_consistent(&store);
 }
 

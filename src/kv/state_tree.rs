@@ -118,6 +118,8 @@ impl Chunk {
             .copied()
     }
 
+    /// Puts `node` in `slot` (tests forge chunks with it; updates build new chunks whole).
+    #[cfg(test)]
     fn set(&mut self, slot: usize, node: Option<Node>) {
         let bit = 1u16 << slot;
         let at = (self.present & (bit - 1)).count_ones() as usize;
@@ -434,14 +436,23 @@ pub struct ChunkWrite {
     pub new: Option<Arc<Chunk>>,
 }
 
-/// New contents of the changed slots of one chunk (`None`: slot untouched).
-type ChunkEdit = [Option<Option<Node>>; CHUNK_SLOTS];
+/// Node writes of one update: per chunk written, its key and whether it is known to be absent
+/// from the store (its top lies below a subtree being built, under which nothing is stored,
+/// so it need not be read); and every node write in order, `(chunk index, slot, node)`. A
+/// flat list: a slot array per chunk (about 1 KiB) cost an allocation, or moved memory,
+/// per edited chunk in profiles, and a chunk gets only a few writes per block.
+#[derive(Default)]
+struct Edits {
+    index: HashMap<ChunkKey, u32>,
+    chunks: Vec<(ChunkKey, bool)>,
+    writes: Vec<(u32, u8, Option<Node>)>,
+}
 
 /// Node reads and writes of one tree update.
 pub struct TreeUpdate<'r> {
     chunks: Chunks<'r>,
     /// Node writes by chunk, or `None` when only the root is wanted.
-    edits: Option<HashMap<ChunkKey, Box<ChunkEdit>>>,
+    edits: Option<Edits>,
 }
 
 impl<'r> TreeUpdate<'r> {
@@ -449,7 +460,7 @@ impl<'r> TreeUpdate<'r> {
     pub fn new(read: &'r ChunkRead<'r>) -> Self {
         TreeUpdate {
             chunks: Chunks::new(read),
-            edits: Some(HashMap::new()),
+            edits: Some(Edits::default()),
         }
     }
 
@@ -467,27 +478,66 @@ impl<'r> TreeUpdate<'r> {
 
     /// The chunks the update changes, in key order, with what each held before.
     pub fn into_writes(mut self) -> Result<Vec<ChunkWrite>, StorageError> {
-        let edits = self.edits.take().unwrap_or_default();
-        let mut writes = Vec::with_capacity(edits.len());
-        for (key, edit) in edits {
-            let old = self.chunks.chunk(&key)?;
-            let mut new = old.as_deref().cloned().unwrap_or_default();
-            for (slot, node) in edit.iter().enumerate() {
-                if let Some(node) = node {
-                    new.set(slot, *node);
-                }
+        let mut edits = self.edits.take().unwrap_or_default();
+        // By chunk, each chunk's writes in the order made (the sort is stable): a later write
+        // of a slot overrides an earlier one.
+        edits.writes.sort_by_key(|(chunk, _, _)| *chunk);
+        let mut writes = Vec::with_capacity(edits.chunks.len());
+        for run in edits.writes.chunk_by(|a, b| a.0 == b.0) {
+            let (key, absent) = edits.chunks[run[0].0 as usize];
+            let mut slots: [Option<Option<Node>>; CHUNK_SLOTS] = [None; CHUNK_SLOTS];
+            for (_, slot, node) in run {
+                slots[usize::from(*slot)] = Some(*node);
             }
-            let new = (!new.is_empty()).then(|| Arc::new(new));
-            if old != new {
-                let key = key.as_slice().to_vec();
-                writes.push(ChunkWrite { key, old, new });
+            let old = if absent {
+                debug_assert!(matches!(self.chunks.chunk(&key), Ok(None)));
+                None
+            } else {
+                self.chunks.chunk(&key)?
+            };
+            let held = |slot: usize| old.as_ref().and_then(|chunk| chunk.get(slot));
+            // A node written back to what it held (moved away and back) changes nothing.
+            let changed = slots
+                .iter()
+                .enumerate()
+                .any(|(slot, node)| node.is_some_and(|node| node != held(slot)));
+            if !changed {
+                continue;
             }
+            let nodes: [Option<Node>; CHUNK_SLOTS] =
+                std::array::from_fn(|slot| slots[slot].unwrap_or_else(|| held(slot)));
+            let present = (0..CHUNK_SLOTS)
+                .filter(|slot| nodes[*slot].is_some())
+                .fold(0u16, |bits, slot| bits | 1 << slot);
+            let new = (present != 0).then(|| {
+                let mut held = Vec::with_capacity(present.count_ones() as usize);
+                held.extend(nodes.iter().flatten());
+                Arc::new(Chunk {
+                    present,
+                    nodes: held,
+                })
+            });
+            let key = key.as_slice().to_vec();
+            writes.push(ChunkWrite { key, old, new });
         }
         writes.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(writes)
     }
 
     fn write(&mut self, depth: usize, path: &[u8; 32], old: &Option<Node>, new: &Option<Node>) {
+        self.write_edit(depth, path, old, new, false);
+    }
+
+    /// Records the node at `depth` on `path` (which held `old`) as `new`; `absent`: its chunk
+    /// is known not to be stored.
+    fn write_edit(
+        &mut self,
+        depth: usize,
+        path: &[u8; 32],
+        old: &Option<Node>,
+        new: &Option<Node>,
+        absent: bool,
+    ) {
         let Some(edits) = self.edits.as_mut() else {
             return;
         };
@@ -495,9 +545,12 @@ impl<'r> TreeUpdate<'r> {
             return;
         }
         let (top, slot) = locate(depth, path);
-        edits
-            .entry(ChunkKey::new(top, path))
-            .or_insert_with(|| Box::new([None; CHUNK_SLOTS]))[slot] = Some(*new);
+        let key = ChunkKey::new(top, path);
+        let chunk = *edits.index.entry(key).or_insert_with(|| {
+            edits.chunks.push((key, absent));
+            (edits.chunks.len() - 1) as u32
+        });
+        edits.writes.push((chunk, slot as u8, *new));
     }
 
     /// The subtree at (`depth`, prefix of `path`) whose stored top is `old`, after `changes`
@@ -617,6 +670,12 @@ impl<'r> TreeUpdate<'r> {
     /// the first `depth` bits), with nothing stored below it yet. Writes the nodes strictly
     /// below; returns the top.
     pub fn build(&mut self, depth: usize, leaves: &[Leaf]) -> Option<Node> {
+        self.build_below(depth, depth, leaves)
+    }
+
+    /// [`TreeUpdate::build`] of the part at `depth` of a subtree whose top is at `top` (nothing
+    /// is stored below `top`, so a chunk whose top is deeper than `top` is not stored).
+    fn build_below(&mut self, top: usize, depth: usize, leaves: &[Leaf]) -> Option<Node> {
         match leaves {
             [] => None,
             [(path, value_hash)] => Some(Node::Leaf {
@@ -628,10 +687,14 @@ impl<'r> TreeUpdate<'r> {
                 let split = leaves.partition_point(|(p, _)| !path_bit(p, depth));
                 let (left, right) = leaves.split_at(split);
                 let paths = [with_bit(first, depth, false), with_bit(first, depth, true)];
-                let children = [self.build(depth + 1, left), self.build(depth + 1, right)];
+                let children = [
+                    self.build_below(top, depth + 1, left),
+                    self.build_below(top, depth + 1, right),
+                ];
+                let chunk_top = (depth + 1) - (depth + 1) % CHUNK_LEVELS;
                 for (child, path) in children.iter().zip(paths) {
                     if child.is_some() {
-                        self.write(depth + 1, &path, &None, child);
+                        self.write_edit(depth + 1, &path, &None, child, chunk_top > top);
                     }
                 }
                 Some(Node::Internal {
@@ -747,41 +810,6 @@ pub fn prove(
         }
     };
     Ok(StateProof { siblings, terminal })
-}
-
-/// The node-per-entry layout (meta layout 2) of the tree whose chunks are `chunks`: each node
-/// under `node_key(its depth, its path)` as `'L' ++ path ++ value hash` or `'I' ++ left ++
-/// right` (tests build old stores with it).
-#[cfg(test)]
-pub(super) fn node_per_entry_layout(chunks: &[NodeEntry]) -> Vec<NodeEntry> {
-    let mut nodes = Vec::new();
-    for (key, bytes) in chunks {
-        let chunk = Chunk::decode(bytes, key).expect("a stored chunk");
-        let (top, prefix) = parse_chunk_key(key).expect("a chunk key");
-        let mut path = [0u8; 32];
-        path[..prefix.len()].copy_from_slice(prefix);
-        for slot in 0..CHUNK_SLOTS {
-            let Some(node) = chunk.get(slot) else {
-                continue;
-            };
-            let level = slot_level(slot);
-            let bits = slot + 1 - (1 << level);
-            let mut at = path;
-            for i in 0..level {
-                at = with_bit(&at, top + i, bits >> (level - 1 - i) & 1 == 1);
-            }
-            let (tag, a, b) = match node {
-                Node::Leaf { path, value_hash } => (LEAF_TAG, path, value_hash),
-                Node::Internal { left, right } => (INTERNAL_TAG, left, right),
-            };
-            let mut value = vec![tag];
-            value.extend_from_slice(&a);
-            value.extend_from_slice(&b);
-            nodes.push((node_key(top + level, &at), value));
-        }
-    }
-    nodes.sort();
-    nodes
 }
 
 #[cfg(test)]

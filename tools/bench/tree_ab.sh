@@ -8,7 +8,8 @@
 #
 # Usage, from the project root:
 #   tools/bench/tree_ab.sh 3 10s "pretree:/path/bin-pre" "tree:/path/bin-tree"
-# PERF=1 records a cpu-clock profile of node 0 during each run into $W/perf.LABEL.REP.data.
+# PERF=1 records a cpu-clock profile of node 0 during each run into $W/perf.LABEL.REP.data
+# (frame-pointer call graphs; PERF_CG="--call-graph=dwarf,16384" for usable ones in Rust code).
 set -u
 REPS=$1; DURATION=$2; shift 2
 W=$(mktemp -d /tmp/treeab.XXXXXX)

@@ -58,7 +58,10 @@ impl ConsensusHook {
                 s.on_request(req);
                 Vec::new()
             }
-            ConsensusInput::State { .. } => Vec::new(),
+            ConsensusInput::State { .. }
+            | ConsensusInput::Read { .. }
+            | ConsensusInput::ReadProbe { .. }
+            | ConsensusInput::ReadAnswer { .. } => Vec::new(),
         }
     }
 }

@@ -396,7 +396,9 @@ impl Client {
             if let Some(found) = self.get_by_barrier(key)? {
                 return Ok(found);
             }
-            self.handle.barrier_fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.handle
+                .barrier_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
         }
         self.get_ordered(key)
     }

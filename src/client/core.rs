@@ -378,9 +378,7 @@ impl Core {
             QueryKind::Status
             | QueryKind::SnapshotOffers
             | QueryKind::Barrier
-            | QueryKind::Stale { target: None } => {
-                !(0..q.answers.len()).any(waiting)
-            }
+            | QueryKind::Stale { target: None } => !(0..q.answers.len()).any(waiting),
             QueryKind::Stale { target: Some(t) } | QueryKind::SnapshotChunk { target: t } => {
                 !waiting(t)
             }
@@ -437,9 +435,10 @@ impl Core {
                 | NodeFrame::VerifiedValue { .. }
                 | NodeFrame::Unavailable { .. },
             ) => target == Some(node),
-            (QueryKind::Barrier, NodeFrame::BarrierValue { .. } | NodeFrame::Unavailable { .. }) => {
-                true
-            }
+            (
+                QueryKind::Barrier,
+                NodeFrame::BarrierValue { .. } | NodeFrame::Unavailable { .. },
+            ) => true,
             _ => false,
         };
         if !asked {
@@ -452,8 +451,8 @@ impl Core {
             QueryKind::Status | QueryKind::SnapshotOffers => q.answers.iter().all(Option::is_some),
             QueryKind::Stale { .. } | QueryKind::SnapshotChunk { .. } => true,
             QueryKind::Barrier => {
-                q.answers.iter().all(Option::is_some)
-                    || barrier_agreed(&q.answers, self.f).is_some()
+                barrier_agreed(&q.answers, self.f).is_some()
+                    || !barrier_can_agree(&q.answers, self.f)
             }
         };
         if complete && let Some(q) = table.queries.remove(&id) {
@@ -617,7 +616,10 @@ impl LinkEvents for Core {
 /// The value `f + 1` nodes sent identically in answer to a barrier read, if any (at least one
 /// of them is honest). Heights may differ between nodes; the value (with its version,
 /// `mod_height` and expiry) must not.
-pub(crate) fn barrier_agreed(answers: &[Option<NodeFrame>], f: usize) -> Option<Option<VersionedValue>> {
+pub(crate) fn barrier_agreed(
+    answers: &[Option<NodeFrame>],
+    f: usize,
+) -> Option<Option<VersionedValue>> {
     let values: Vec<&Option<VersionedValue>> = answers
         .iter()
         .filter_map(|a| match a {
@@ -629,6 +631,26 @@ pub(crate) fn barrier_agreed(answers: &[Option<NodeFrame>], f: usize) -> Option<
         .iter()
         .find(|v| values.iter().filter(|w| w == v).count() > f)
         .map(|v| (*v).clone())
+}
+
+/// Whether the nodes that have not answered could still make `f + 1` identical values.
+fn barrier_can_agree(answers: &[Option<NodeFrame>], f: usize) -> bool {
+    let waiting = answers.iter().filter(|a| a.is_none()).count();
+    let best = answers
+        .iter()
+        .filter_map(|a| match a {
+            Some(NodeFrame::BarrierValue { value, .. }) => Some(value),
+            _ => None,
+        })
+        .map(|v| {
+            answers
+                .iter()
+                .filter(|a| matches!(a, Some(NodeFrame::BarrierValue { value, .. }) if value == v))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    best + waiting > f
 }
 
 impl Core {

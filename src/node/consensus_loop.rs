@@ -71,7 +71,10 @@ pub enum ConsensusInput {
         key: Vec<u8>,
     },
     /// A peer's read-barrier probe: answer with our high QC.
-    ReadProbe { from: NodeId, nonce: u64 },
+    ReadProbe {
+        from: NodeId,
+        nonce: u64,
+    },
     /// A peer's answer to our probe `nonce`; its QC (of round `round`) verified.
     ReadAnswer {
         from: NodeId,
@@ -233,17 +236,20 @@ impl ConsensusCtx {
                         ReadRefusal::NodeFull => "busy: this node holds its limit of reads",
                         ReadRefusal::ConnFull => "busy: this link holds its limit of reads",
                     };
-                    self.reply_client(conn, &NodeFrame::Unavailable {
-                        id,
-                        reason: reason.to_string(),
-                    });
+                    self.reply_client(
+                        conn,
+                        &NodeFrame::Unavailable {
+                            id,
+                            reason: reason.to_string(),
+                        },
+                    );
                 }
                 return;
             }
             ConsensusInput::ReadProbe { from, nonce } => {
                 let qc = self.replica.core().safety().high_qc.clone();
                 let round = qc.round;
-                let bytes = encode_peer(&PeerFrame::Read(ReadMsg::HighQc { nonce, qc }));
+                let bytes = self.byzantine.read_answer(nonce, qc);
                 self.send_bytes(from, bytes);
                 // The prober's barrier may be this round: help the chain commit it.
                 self.tell_reads_waiting(clock, round, download);
@@ -364,10 +370,13 @@ impl ConsensusCtx {
         let now = clock.now_ms();
         for read in self.reads.expire(now) {
             self.counters.barrier_reads_expired.bump();
-            self.reply_client(read.conn, &NodeFrame::Unavailable {
-                id: read.id,
-                reason: "read barrier not reached in time".to_string(),
-            });
+            self.reply_client(
+                read.conn,
+                &NodeFrame::Unavailable {
+                    id: read.id,
+                    reason: "read barrier not reached in time".to_string(),
+                },
+            );
         }
         let own = self.replica.core().safety().high_qc.round;
         if let Some(nonce) = self.reads.start_probe(now, own) {

@@ -135,7 +135,13 @@ pub struct ReadBarrier {
 impl ReadBarrier {
     /// `nonce_seed` must differ between runs of the process (the caller draws it from OS
     /// randomness): answers to a probe of an earlier run must never match a new one.
-    pub fn new(me: NodeId, n: usize, quorum: usize, limits: BarrierLimits, nonce_seed: u64) -> Self {
+    pub fn new(
+        me: NodeId,
+        n: usize,
+        quorum: usize,
+        limits: BarrierLimits,
+        nonce_seed: u64,
+    ) -> Self {
         Self {
             me,
             n,
@@ -198,7 +204,13 @@ impl ReadBarrier {
     /// A verified answer: `from`'s high QC has round `round`. Returns the barrier round if
     /// this answer completed the probe. Answers to another nonce, repeats and unknown members
     /// are ignored.
-    pub fn on_answer(&mut self, now_ms: u64, from: NodeId, nonce: u64, round: Round) -> Option<Round> {
+    pub fn on_answer(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        nonce: u64,
+        round: Round,
+    ) -> Option<Round> {
         let probe = self.probe.as_mut()?;
         if probe.nonce != nonce {
             return None;
@@ -322,12 +334,24 @@ mod tests {
         assert_eq!(b.start_probe(0, 5), None, "nothing queued, no probe");
         b.offer(read(1, 1)).unwrap();
         let nonce = b.start_probe(1, 5).unwrap();
-        assert_eq!(b.on_answer(2, NodeId(1), nonce + 1, 9), None, "another nonce");
-        assert_eq!(b.on_answer(2, NodeId(0), nonce, 9), None, "own answer counts once");
+        assert_eq!(
+            b.on_answer(2, NodeId(1), nonce + 1, 9),
+            None,
+            "another nonce"
+        );
+        assert_eq!(
+            b.on_answer(2, NodeId(0), nonce, 9),
+            None,
+            "own answer counts once"
+        );
         assert_eq!(b.on_answer(2, NodeId(9), nonce, 9), None, "not a member");
         assert_eq!(b.on_answer(2, NodeId(1), nonce, 7), None);
         assert_eq!(b.on_answer(2, NodeId(1), nonce, 30), None, "repeat");
-        assert_eq!(b.on_answer(3, NodeId(2), nonce, 6), Some(7), "highest of the quorum");
+        assert_eq!(
+            b.on_answer(3, NodeId(2), nonce, 6),
+            Some(7),
+            "highest of the quorum"
+        );
         assert_eq!(b.round_wanted(), Some(7));
         assert!(b.ready(6, 10).is_empty(), "round 7 not committed yet");
         let ready = b.ready(8, 11);
@@ -395,7 +419,11 @@ mod tests {
         b.on_answer(1, NodeId(1), nonce, 1);
         assert!(b.expire(9).is_empty());
         assert_eq!(b.expire(10), vec![read(1, 1)], "no quorum in time");
-        assert_eq!(b.on_answer(11, NodeId(2), nonce, 1), None, "a late answer is ignored");
+        assert_eq!(
+            b.on_answer(11, NodeId(2), nonce, 1),
+            None,
+            "a late answer is ignored"
+        );
         b.offer(read(1, 2)).unwrap();
         let nonce = b.start_probe(20, 8).unwrap();
         b.on_answer(21, NodeId(1), nonce, 1);

@@ -47,8 +47,8 @@ use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
 use crate::types::{ClientRequest, Message, NodeId, RequestId, SyncInfo};
 use crate::util::KeyedRateLimit;
 use crate::wire::client::decode_client_frame;
-use crate::wire::peer::decode_peer;
 use crate::wire::peer::ReadMsg;
+use crate::wire::peer::decode_peer;
 use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
 
 /// Everything one verifier thread needs; cloned per thread.

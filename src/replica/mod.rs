@@ -30,7 +30,7 @@ use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistIte
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
 use crate::kv::KvRequest;
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientRequest, Height, Round, Message, NodeId, RequestId,
+    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, RequestId, Round,
 };
 use crate::wire::{SnapshotOffer, StateMsg};
 use tickets::Tickets;
@@ -276,9 +276,7 @@ impl Replica {
             Input::DownloadFailed => self.transfer.on_download_failed(now_ms),
             Input::Applied { height, root } => self.on_applied(now_ms, height, root),
             Input::Tick => self.on_tick(now_ms),
-            Input::ReadsWaiting { round } => {
-                self.step_core(now_ms, Event::ReadsWaiting { round })
-            }
+            Input::ReadsWaiting { round } => self.step_core(now_ms, Event::ReadsWaiting { round }),
         }
         self.finish(now_ms)
     }

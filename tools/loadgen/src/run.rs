@@ -171,7 +171,9 @@ fn execute(shared: &Shared, request: Request) -> Result<(), ClientError> {
     let client = &shared.client;
     match request {
         // A lone get is a linearizable read: by read barrier unless --ordered-reads.
-        Request::Ops(ops) if shared.coalescer.is_none() && matches!(ops.as_slice(), [Op::Get { .. }]) => {
+        Request::Ops(ops)
+            if shared.coalescer.is_none() && matches!(ops.as_slice(), [Op::Get { .. }]) =>
+        {
             match ops.first() {
                 Some(Op::Get { key }) => client.get(key).map(drop),
                 _ => Ok(()),

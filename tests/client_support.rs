@@ -297,6 +297,11 @@ fn answer(ctx: &NodeCtx, behaviour: Behaviour, frame: ClientFrame) -> Option<Nod
                 value: s.kv.get(&key).cloned(),
             })
         }
+        // No consensus to probe: the client falls back to an ordered get.
+        ClientFrame::BarrierGet { id, .. } => Some(NodeFrame::Unavailable {
+            id,
+            reason: "a fake node runs no read barrier".into(),
+        }),
         // These fake nodes keep no state tree and sign no votes: they cannot prove anything.
         ClientFrame::VerifiedGet { id, .. } => Some(NodeFrame::Unavailable {
             id,

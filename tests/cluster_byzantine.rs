@@ -209,6 +209,32 @@ fn node_that_lies_to_clients() {
     );
 }
 
+/// A member that answers read-barrier probes with a forged far-future QC, the genesis QC and
+/// garbage: the honest nodes drop the forged and garbled answers (counted), the gets still
+/// return what was written, and they are answered by read barrier, not by the ordered
+/// fallback (a forged round the chain never reaches would stall every barrier).
+#[test]
+fn member_that_lies_to_read_probes() {
+    let (net, _procs, client) = run_kind("lie-to-probes");
+    assert!(
+        honest_metric(&net, "bftd_barrier_reads_total") > 0.0,
+        "no read was answered by barrier"
+    );
+    // Gets wait for the honest barrier, so one more round of reads must not fall back.
+    let before = client.barrier_fallbacks();
+    write_and_read_back(&client, "c-", 10);
+    assert_eq!(
+        client.barrier_fallbacks(),
+        before,
+        "barrier reads fell back to ordered reads"
+    );
+    wait_for(
+        "an honest node drops a forged probe answer",
+        DEADLINE,
+        || honest_metric(&net, "bftd_barrier_answers_invalid_total") > 0.0,
+    );
+}
+
 /// Stops honest node `LAGGING`, writes `count` keys without it, restarts it and waits until
 /// it agrees with the other honest nodes; then checks its own copy of some keys.
 fn lagging_node_catches_up(net: &Testnet, procs: &mut [Option<NodeProc>], client: &Client) {

@@ -92,6 +92,9 @@ struct Tally {
     ok: usize,
     unknown: usize,
     failed: usize,
+    /// Gets issued, and gets whose barrier read fell back to an ordered read.
+    gets: usize,
+    barrier_fallbacks: u64,
 }
 
 fn found(v: Option<VersionedValue>) -> Option<(Vec<u8>, u64)> {
@@ -209,12 +212,16 @@ impl Shared {
 fn run_client(id: usize, client: Client, shared: Arc<Shared>) {
     let mut rng = Rng(id as u64 * 7919 + 17);
     let mut versions = [0u64; KEYS.len()];
+    let mut gets = 0;
     for n in 0..OPS_PER_CLIENT {
         let k = rng.below(KEYS.len() as u64) as usize;
         let value = format!("c{id}-{n}").into_bytes();
         let input = match rng.below(10) {
             0..=3 => Input::Put { value },
-            4..=6 => Input::Get,
+            4..=6 => {
+                gets += 1;
+                Input::Get
+            }
             _ => Input::Cas {
                 expect_version: versions[k],
                 value,
@@ -225,7 +232,15 @@ fn run_client(id: usize, client: Client, shared: Arc<Shared>) {
         }
         shared.done_ops.fetch_add(1, Ordering::Relaxed);
     }
+    note_reads(&shared, &client, gets);
     client.shutdown();
+}
+
+/// Adds a client's gets and barrier fallbacks to the tally.
+fn note_reads(shared: &Shared, client: &Client, gets: usize) {
+    let mut tally = shared.tally.lock().unwrap();
+    tally.gets += gets;
+    tally.barrier_fallbacks += client.barrier_fallbacks();
 }
 
 /// SIGKILLs the current leader once `kill_at` ops are done, restarts it at `restart_at`.
@@ -283,6 +298,7 @@ fn concurrent_clients_see_a_linearizable_history_across_leader_crashes() {
     for key in KEYS {
         shared.record(CLIENTS, &reader, key, Input::Get);
     }
+    note_reads(&shared, &reader, KEYS.len());
     reader.shutdown();
     let history = std::mem::take(&mut *shared.history.lock().unwrap());
     let tally = shared.tally.lock().unwrap();
@@ -291,6 +307,12 @@ fn concurrent_clients_see_a_linearizable_history_across_leader_crashes() {
     assert!(
         tally.ok * 10 >= total * 8,
         "too few operations succeeded for the check to mean much: {tally:?}"
+    );
+    // Gets go by read barrier (`ReadMode::Barrier`, the default): most must have been
+    // answered that way, or this test would only check the ordered path.
+    assert!(
+        tally.barrier_fallbacks * 2 < tally.gets as u64,
+        "most gets fell back to ordered reads: {tally:?}"
     );
     let checked = Instant::now();
     if let Err(v) = lin::check(&history) {

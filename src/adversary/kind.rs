@@ -55,6 +55,10 @@ pub enum ByzKind {
     /// of its clock and 0 (not above the parent's). Honest voters must refuse both, or
     /// consensus time (and with it key expiry) would jump or run backwards.
     BadTime,
+    /// Answers read-barrier probes with lies, in turn: a QC for a far-future round with
+    /// made-up signatures, the genesis QC (valid, but as low as can be), and bytes that do not
+    /// decode (a `bftd` process only: the simulator runs no read barriers).
+    LieToProbes,
 }
 
 impl ByzKind {
@@ -75,7 +79,7 @@ impl ByzKind {
 
     /// The kinds a `bftd` process plays (`[faults] byzantine`, with the `byzantine` feature).
     /// Not `Twins`: a process runs one core.
-    pub const DAEMON: [ByzKind; 13] = [
+    pub const DAEMON: [ByzKind; 14] = [
         ByzKind::Silent,
         ByzKind::Equivocate,
         ByzKind::DoubleVote,
@@ -89,6 +93,7 @@ impl ByzKind {
         ByzKind::WrongRoot,
         ByzKind::FloodRequests,
         ByzKind::LieVerifiedReads,
+        ByzKind::LieToProbes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -108,6 +113,7 @@ impl ByzKind {
             ByzKind::FloodRequests => "flood-requests",
             ByzKind::LieVerifiedReads => "lie-verified-reads",
             ByzKind::BadTime => "bad-time",
+            ByzKind::LieToProbes => "lie-to-probes",
         }
     }
 

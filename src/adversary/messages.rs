@@ -171,6 +171,7 @@ impl ByzState {
             | ByzKind::Twins
             | ByzKind::LieToClients
             | ByzKind::LieVerifiedReads
+            | ByzKind::LieToProbes
             | ByzKind::ForgeSnapshot => {
                 out.extend(targets.iter().map(|t| (*t, msg.clone())));
             }

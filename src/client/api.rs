@@ -31,7 +31,7 @@ pub type OfferAnswer = Result<Option<SnapshotOffer>, String>;
 use super::core::{Committed, Core, Outcome, QueryKind};
 use super::error::ClientError;
 use super::link::{self, Link, LinkContext, LinkReport};
-use super::options::{ClientOptions, ClusterEndpoints};
+use super::options::{ClientOptions, ClusterEndpoints, ReadMode};
 use super::seq::Start;
 use super::watch::Watch;
 
@@ -51,6 +51,8 @@ struct Handle {
     committee: Option<Arc<Committee>>,
     /// The highest height any verified read of this client returned (monotonic reads).
     verified_height_seen: AtomicU64,
+    /// Barrier reads that fell back to an ordered read.
+    barrier_fallbacks: AtomicU64,
 }
 
 impl Handle {
@@ -214,6 +216,7 @@ impl Client {
             threads: Mutex::new(Vec::new()),
             committee: cluster.committee.clone(),
             verified_height_seen: AtomicU64::new(0),
+            barrier_fallbacks: AtomicU64::new(0),
         };
         let spawn_err = |e: std::io::Error| format!("cannot start a client thread: {e}");
         for (node, link) in links.into_iter().enumerate() {
@@ -382,12 +385,47 @@ impl Client {
         }
     }
 
-    /// Linearizable read: ordered through consensus like a write, checked by `f + 1` nodes.
+    /// Linearizable read, checked by `f + 1` nodes. With `ReadMode::Barrier` (the default) by
+    /// read barrier: every node answers once its applied state passed a quorum's highest QC
+    /// (one probe round trip and a commit, no signature, shared by all reads that arrive
+    /// meanwhile); if `f + 1` identical values do not come within `barrier_timeout`, the read
+    /// is ordered through consensus instead (counted by [`Client::barrier_fallbacks`]).
     pub fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, ClientError> {
+        if self.core().options.read_mode == ReadMode::Barrier {
+            check_key(key)?;
+            if let Some(found) = self.get_by_barrier(key)? {
+                return Ok(found);
+            }
+            self.handle
+                .barrier_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.get_ordered(key)
+    }
+
+    /// Linearizable read ordered through consensus like a write, whatever the read mode.
+    pub fn get_ordered(&self, key: &[u8]) -> Result<Option<VersionedValue>, ClientError> {
         match self.simple(Op::Get { key: key.to_vec() })? {
             OpResult::Get { found } => Ok(found),
             other => Err(shape("a get result", &other)),
         }
+    }
+
+    /// A barrier read: `Some(value)` once `f + 1` nodes sent the same value, `None` when they
+    /// did not in time (the caller falls back).
+    fn get_by_barrier(&self, key: &[u8]) -> Result<Option<Option<VersionedValue>>, ClientError> {
+        let key = key.to_vec();
+        let core = self.core();
+        let rx = core.query_within(QueryKind::Barrier, core.options.barrier_timeout, |id| {
+            ClientFrame::BarrierGet { id, key }
+        })?;
+        let answers = rx.recv().map_err(|_| ClientError::Closed)?;
+        Ok(super::core::barrier_agreed(&answers, core.f))
+    }
+
+    /// Barrier reads that fell back to an ordered read since this client started.
+    pub fn barrier_fallbacks(&self) -> u64 {
+        self.handle.barrier_fallbacks.load(Ordering::Relaxed)
     }
 
     /// Deletes `key`; returns whether it existed.

@@ -21,7 +21,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use parking_lot::{Condvar, Mutex};
 
-use crate::api::{OpReply, Reply, decode_reply};
+use crate::api::{OpReply, Reply, VersionedValue, decode_reply};
 use crate::crypto::Signer;
 use crate::types::{ClientKey, NodeId, ops_digest};
 use crate::wire::client::{ClientFrame, NodeFrame, Refusal, encode_client_frame};
@@ -72,6 +72,9 @@ pub(crate) enum QueryKind {
     Stale {
         target: Option<usize>,
     },
+    /// A read by barrier, asked of every node: done at `f + 1` identical values or when
+    /// every node answered.
+    Barrier,
 }
 
 struct Query {
@@ -234,6 +237,16 @@ impl Core {
         kind: QueryKind,
         make: impl FnOnce(u64) -> ClientFrame,
     ) -> Result<Receiver<Vec<Option<NodeFrame>>>, ClientError> {
+        self.query_within(kind, self.options.query_timeout, make)
+    }
+
+    /// Like `query`, with its own deadline.
+    pub(crate) fn query_within(
+        &self,
+        kind: QueryKind,
+        timeout: std::time::Duration,
+        make: impl FnOnce(u64) -> ClientFrame,
+    ) -> Result<Receiver<Vec<Option<NodeFrame>>>, ClientError> {
         let mut table = self.table.lock();
         if table.closed {
             return Err(ClientError::Closed);
@@ -244,7 +257,7 @@ impl Core {
         let mut query = Query {
             kind,
             frame: encode_client_frame(&make(id)),
-            deadline: Instant::now() + self.options.query_timeout,
+            deadline: Instant::now() + timeout,
             answers: vec![None; self.links.len()],
             done,
         };
@@ -260,7 +273,7 @@ impl Core {
             return;
         }
         match q.kind {
-            QueryKind::Status | QueryKind::SnapshotOffers => {}
+            QueryKind::Status | QueryKind::SnapshotOffers | QueryKind::Barrier => {}
             QueryKind::SnapshotChunk { target } if target == node => {}
             QueryKind::SnapshotChunk { .. } => return,
             QueryKind::Stale { target: Some(t) } if t == node => {}
@@ -362,9 +375,10 @@ impl Core {
     fn query_settled(q: &Query, faults: &[Option<Fault>]) -> bool {
         let waiting = |node: usize| q.answers[node].is_none() && faults[node].is_none();
         match q.kind {
-            QueryKind::Status | QueryKind::SnapshotOffers | QueryKind::Stale { target: None } => {
-                !(0..q.answers.len()).any(waiting)
-            }
+            QueryKind::Status
+            | QueryKind::SnapshotOffers
+            | QueryKind::Barrier
+            | QueryKind::Stale { target: None } => !(0..q.answers.len()).any(waiting),
             QueryKind::Stale { target: Some(t) } | QueryKind::SnapshotChunk { target: t } => {
                 !waiting(t)
             }
@@ -421,6 +435,10 @@ impl Core {
                 | NodeFrame::VerifiedValue { .. }
                 | NodeFrame::Unavailable { .. },
             ) => target == Some(node),
+            (
+                QueryKind::Barrier,
+                NodeFrame::BarrierValue { .. } | NodeFrame::Unavailable { .. },
+            ) => true,
             _ => false,
         };
         if !asked {
@@ -432,6 +450,10 @@ impl Core {
         let complete = match q.kind {
             QueryKind::Status | QueryKind::SnapshotOffers => q.answers.iter().all(Option::is_some),
             QueryKind::Stale { .. } | QueryKind::SnapshotChunk { .. } => true,
+            QueryKind::Barrier => {
+                barrier_agreed(&q.answers, self.f).is_some()
+                    || !barrier_can_agree(&q.answers, self.f)
+            }
         };
         if complete && let Some(q) = table.queries.remove(&id) {
             let _ = q.done.send(q.answers);
@@ -579,6 +601,7 @@ impl LinkEvents for Core {
                 Ok(())
             }
             NodeFrame::StaleValue { id, .. }
+            | NodeFrame::BarrierValue { id, .. }
             | NodeFrame::VerifiedValue { id, .. }
             | NodeFrame::Status { id, .. }
             | NodeFrame::Unavailable { id, .. }
@@ -588,6 +611,46 @@ impl LinkEvents for Core {
             NodeFrame::LinkRefused { .. } => Err("a link refusal outside the link".into()),
         }
     }
+}
+
+/// The value `f + 1` nodes sent identically in answer to a barrier read, if any (at least one
+/// of them is honest). Heights may differ between nodes; the value (with its version,
+/// `mod_height` and expiry) must not.
+pub(crate) fn barrier_agreed(
+    answers: &[Option<NodeFrame>],
+    f: usize,
+) -> Option<Option<VersionedValue>> {
+    let values: Vec<&Option<VersionedValue>> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Some(NodeFrame::BarrierValue { value, .. }) => Some(value),
+            _ => None,
+        })
+        .collect();
+    values
+        .iter()
+        .find(|v| values.iter().filter(|w| w == v).count() > f)
+        .map(|v| (*v).clone())
+}
+
+/// Whether the nodes that have not answered could still make `f + 1` identical values.
+fn barrier_can_agree(answers: &[Option<NodeFrame>], f: usize) -> bool {
+    let waiting = answers.iter().filter(|a| a.is_none()).count();
+    let best = answers
+        .iter()
+        .filter_map(|a| match a {
+            Some(NodeFrame::BarrierValue { value, .. }) => Some(value),
+            _ => None,
+        })
+        .map(|v| {
+            answers
+                .iter()
+                .filter(|a| matches!(a, Some(NodeFrame::BarrierValue { value, .. }) if value == v))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    best + waiting > f
 }
 
 impl Core {

@@ -57,6 +57,6 @@ pub use coalesce::{CoalesceOptions, Coalescer};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
 pub use link::LinkReport;
-pub use options::{ClientOptions, ClusterEndpoints, Endpoint};
+pub use options::{ClientOptions, ClusterEndpoints, Endpoint, ReadMode};
 pub use watch::Watch;
 pub use watch_merge::WatchBatch;

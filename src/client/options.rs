@@ -125,6 +125,24 @@ pub struct ClientOptions {
     /// A node of another cluster, or one that refuses this client's key, fails a request at
     /// once either way: waiting does not change those.
     pub refused_fails_fast: bool,
+    /// How `Client::get` reads: by read barrier (default) or ordered through consensus.
+    pub read_mode: ReadMode,
+    /// How long a barrier read waits for `f + 1` identical values before `get` falls back to
+    /// an ordered read.
+    pub barrier_timeout: Duration,
+}
+
+/// How a linearizable `get` is served. Both are linearizable; see README "Read modes".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Every node answers from its applied state once it passed a read barrier (a quorum's
+    /// highest QC, committed); `f + 1` identical values. Falls back to `Ordered` when the
+    /// barrier does not give that in `barrier_timeout` (e.g. nodes at different versions of
+    /// a key under concurrent writes, or too few members up).
+    #[default]
+    Barrier,
+    /// A signed request ordered in a block, like a write.
+    Ordered,
 }
 
 impl Default for ClientOptions {
@@ -141,6 +159,8 @@ impl Default for ClientOptions {
             reconnect_backoff_max: Duration::from_secs(2),
             query_timeout: Duration::from_secs(3),
             refused_fails_fast: false,
+            read_mode: ReadMode::Barrier,
+            barrier_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -155,6 +175,7 @@ impl ClientOptions {
             ("io_timeout", self.io_timeout),
             ("reconnect_backoff_min", self.reconnect_backoff_min),
             ("query_timeout", self.query_timeout),
+            ("barrier_timeout", self.barrier_timeout),
         ];
         if let Some((name, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("client options: {name} must be above zero"));

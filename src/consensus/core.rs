@@ -88,6 +88,9 @@ pub struct Core {
     /// ([`Core::set_next_expiry_ms`]): when consensus time must pass it, an idle cluster
     /// still proposes (an empty block whose timestamp expires the key).
     next_expiry_ms: Option<u64>,
+    /// The highest round a read barrier asked this node to see committed
+    /// ([`Event::ReadsWaiting`]); while the committed root is below it, the chain has work.
+    read_round_wanted: Round,
 }
 
 impl Core {
@@ -151,6 +154,7 @@ impl Core {
             payload_height_committed: 0,
             wall_clock_ms: 0,
             next_expiry_ms: None,
+            read_round_wanted: 0,
             cfg,
             committee,
             signer,
@@ -214,6 +218,9 @@ impl Core {
             }
             Event::Persisted { ticket } => self.on_persisted(ticket),
             Event::Applied { height, root } => self.on_applied(height, root),
+            Event::ReadsWaiting { round } => {
+                self.read_round_wanted = self.read_round_wanted.max(round);
+            }
         }
         self.finish()
     }
@@ -764,6 +771,13 @@ impl Core {
                 .any(|b| !b.payload.is_empty())
             || self.root_pending()
             || self.expiry_due(self.cfg.block_time_ahead_max_ms)
+            || self.reads_waiting()
+    }
+
+    /// True while a read barrier waits for a committed block of a round this node's committed
+    /// root has not reached (see [`Event::ReadsWaiting`]).
+    fn reads_waiting(&self) -> bool {
+        self.read_round_wanted > self.tree.root().round
     }
 
     /// True when the next key expiry needs a block and no committed block reached it yet:
@@ -1168,7 +1182,12 @@ impl Core {
         // the leader has not applied the height yet, and waits for `Event::Applied`.
         let chain_short = committed < self.payload_height_committed;
         let carries_pending = (!state_roots.is_empty() || chain_short) && self.root_pending();
-        if payload.is_empty() && !chain_pending && !carries_pending && !self.expiry_due(0) {
+        if payload.is_empty()
+            && !chain_pending
+            && !carries_pending
+            && !self.expiry_due(0)
+            && !self.reads_waiting()
+        {
             return; // nothing to order, certify or expire: let the cluster idle
         }
         // Consensus time moves forward on every block, and follows this leader's clock when

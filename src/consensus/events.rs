@@ -4,7 +4,7 @@
 use super::SafetyData;
 use crate::crypto::{Verified, VerifiedMessage};
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientKey, ClientRequest, Height, Message, NodeId,
+    Block, BlockHeader, BlockId, ClientKey, ClientRequest, Height, Message, NodeId, Round,
 };
 
 /// An input to [`super::Core::handle`].
@@ -24,6 +24,12 @@ pub enum Event {
     /// The runtime applied the committed block at `height` (or restarted, or installed a
     /// snapshot, at `height`): the state root after it is `root`. Reported in height order.
     Applied { height: Height, root: [u8; 32] },
+    /// Linearizable reads on some member wait for a committed block of round `round` or
+    /// higher (a read barrier, `node::read_barrier`): until this node's committed root
+    /// reaches that round, a leader with nothing else to propose proposes an empty block, so
+    /// an idle chain moves far enough to commit the barrier's certified block. Liveness only:
+    /// a lower or higher `round` than needed costs empty blocks, never safety.
+    ReadsWaiting { round: Round },
 }
 
 /// Something the runtime must do. Order within one `handle` result matters: execute in order.

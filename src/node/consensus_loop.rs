@@ -28,6 +28,7 @@ use super::lossy::FaultyLink;
 use super::metrics::NodeMetrics;
 use super::peer_limits::{Limited, PeerLimits};
 use super::quorum_watch::{QuorumChange, QuorumWatch};
+use super::read_barrier::{PendingRead, ReadBarrier, ReadRefusal};
 use super::routes::ReplyRoutes;
 use super::serving::{ServeJob, ServeQueue};
 use super::solicited::Solicited;
@@ -35,11 +36,11 @@ use super::status::StatusBoard;
 use super::storage_loop::StorageJob;
 use crate::consensus::PersistItem;
 use crate::crypto::{Verified, VerifiedMessage};
-use crate::net::{NetCounters, Outbound, OutboundSender};
+use crate::net::{ClientId, NetCounters, Outbound, OutboundSender};
 use crate::replica::{Effect, Input, Replica};
-use crate::types::{BlockHeader, ClientRequest, Message, NodeId, RequestId};
+use crate::types::{BlockHeader, ClientRequest, Message, NodeId, RequestId, Round};
 use crate::wire::client::encode_node_frame;
-use crate::wire::peer::{encode_consensus, encode_peer};
+use crate::wire::peer::{ReadMsg, encode_consensus, encode_peer};
 use crate::wire::{NodeFrame, PeerFrame, Refusal, SnapshotOffer, StateMsg};
 
 /// Longest the loop sleeps without checking the stop flag.
@@ -62,6 +63,23 @@ pub enum ConsensusInput {
     State {
         from: NodeId,
         msg: StateMsg,
+    },
+    /// A client's linearizable read by barrier (`super::read_barrier`).
+    Read {
+        conn: ClientId,
+        id: u64,
+        key: Vec<u8>,
+    },
+    /// A peer's read-barrier probe: answer with our high QC.
+    ReadProbe {
+        from: NodeId,
+        nonce: u64,
+    },
+    /// A peer's answer to our probe `nonce`; its QC (of round `round`) verified.
+    ReadAnswer {
+        from: NodeId,
+        nonce: u64,
+        round: Round,
     },
 }
 
@@ -89,6 +107,10 @@ pub struct ConsensusCtx {
     pub net: Arc<NetCounters>,
     /// Where a snapshot download is written (`snapshots/incoming.part`).
     pub incoming_snapshot: PathBuf,
+    /// Linearizable reads waiting for their barrier.
+    pub reads: ReadBarrier,
+    /// The highest round this thread told the replica reads wait for (`ReadsWaiting`).
+    pub read_round_told: Round,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -163,6 +185,7 @@ pub fn run(mut ctx: ConsensusCtx) {
         if clock.now_ms() >= ctx.replica.next_deadline_ms() {
             ctx.step(&clock, Input::Tick, &mut download);
         }
+        ctx.drive_reads(&clock, &mut download);
         // Every turn: verified reads want the newest certificate as soon as it exists.
         if let Some(cert) = ctx.replica.latest_root_certificate() {
             ctx.status.offer_certificate(cert);
@@ -205,6 +228,37 @@ impl ConsensusCtx {
                 Input::RequestReceived(req)
             }
             ConsensusInput::State { from, msg } => Input::StateReceived { from, msg },
+            ConsensusInput::Read { conn, id, key } => {
+                let read = PendingRead { conn, id, key };
+                if let Err(why) = self.reads.offer(read) {
+                    self.counters.barrier_reads_refused.bump();
+                    let reason = match why {
+                        ReadRefusal::NodeFull => "busy: this node holds its limit of reads",
+                        ReadRefusal::ConnFull => "busy: this link holds its limit of reads",
+                    };
+                    self.reply_client(
+                        conn,
+                        &NodeFrame::Unavailable {
+                            id,
+                            reason: reason.to_string(),
+                        },
+                    );
+                }
+                return;
+            }
+            ConsensusInput::ReadProbe { from, nonce } => {
+                let qc = self.replica.core().safety().high_qc.clone();
+                let round = qc.round;
+                let bytes = self.byzantine.read_answer(nonce, qc);
+                self.send_bytes(from, bytes);
+                // The prober's barrier may be this round: help the chain commit it.
+                self.tell_reads_waiting(clock, round, download);
+                return;
+            }
+            ConsensusInput::ReadAnswer { from, nonce, round } => {
+                self.reads.on_answer(clock.now_ms(), from, nonce, round);
+                return;
+            }
         };
         self.step(clock, input, download);
     }
@@ -305,6 +359,65 @@ impl ConsensusCtx {
         for conn in self.routes.take(&id) {
             let _ = self.out.try_send(Outbound::ToClient(conn, frame.clone()));
         }
+    }
+
+    /// The read barrier's turn: give up what waited too long, start a probe for queued reads,
+    /// ask the chain to move for a waiting barrier, and hand the covered reads to storage.
+    fn drive_reads(&mut self, clock: &Clock, download: &mut Option<Download>) {
+        if !self.reads.is_busy() {
+            return;
+        }
+        let now = clock.now_ms();
+        for read in self.reads.expire(now) {
+            self.counters.barrier_reads_expired.bump();
+            self.reply_client(
+                read.conn,
+                &NodeFrame::Unavailable {
+                    id: read.id,
+                    reason: "read barrier not reached in time".to_string(),
+                },
+            );
+        }
+        let own = self.replica.core().safety().high_qc.round;
+        if let Some(nonce) = self.reads.start_probe(now, own) {
+            self.counters.barrier_probes.bump();
+            let bytes = encode_peer(&PeerFrame::Read(ReadMsg::Probe { nonce }));
+            let me = self.replica.me();
+            let members: Vec<NodeId> = self.replica.committee().members().collect();
+            for to in members {
+                if to != me {
+                    self.send_bytes(to, bytes.clone());
+                }
+            }
+        }
+        if let Some(round) = self.reads.round_wanted() {
+            self.tell_reads_waiting(clock, round, download);
+        }
+        let committed = self.replica.core().committed();
+        for ready in self.reads.ready(committed.round, committed.height) {
+            let waited_ms = now.saturating_sub(ready.started_ms);
+            self.metrics
+                .read_barrier
+                .observe(Duration::from_millis(waited_ms));
+            self.to_storage(StorageJob::ServeReads {
+                height: ready.height,
+                reads: ready.reads,
+            });
+        }
+    }
+
+    /// `ReadsWaiting` for the replica, once per higher round.
+    fn tell_reads_waiting(&mut self, clock: &Clock, round: Round, download: &mut Option<Download>) {
+        if round > self.read_round_told {
+            self.read_round_told = round;
+            self.step(clock, Input::ReadsWaiting { round }, download);
+        }
+    }
+
+    fn reply_client(&self, conn: ClientId, frame: &NodeFrame) {
+        let _ = self
+            .out
+            .try_send(Outbound::ToClient(conn, encode_node_frame(frame)));
     }
 
     fn begin_download(&self, offer: &SnapshotOffer) -> Option<Download> {

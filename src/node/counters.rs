@@ -72,6 +72,18 @@ pub struct NodeCounters {
     pub verified_reads_served: Counter,
     /// Verified reads refused (diverged, no certified root the store can still read, ...).
     pub verified_reads_refused: Counter,
+    /// Linearizable reads answered by read barrier.
+    pub barrier_reads_served: Counter,
+    /// Barrier reads refused: the node or the link holds its limit of reads, the consensus
+    /// queue was full, or the state is diverged.
+    pub barrier_reads_refused: Counter,
+    /// Barrier reads given up: no quorum of probe answers, or the barrier's round did not
+    /// commit in time (the client falls back to an ordered get).
+    pub barrier_reads_expired: Counter,
+    /// Read-barrier probes this node started, and probe answers it dropped (the QC did not
+    /// verify, or the probe was over the per-peer rate).
+    pub barrier_probes: Counter,
+    pub barrier_answers_invalid: Counter,
     /// State-root reports to the consensus thread dropped on a full queue.
     pub applied_reports_dropped: Counter,
     /// Watch and unwatch commands dropped because the watch thread's queue was full.

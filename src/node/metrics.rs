@@ -56,6 +56,8 @@ pub struct ConsensusSnapshot {
 pub struct NodeMetrics {
     pub qc_formation: Histogram,
     pub commit_latency: Histogram,
+    /// A read barrier from its probe's start until its reads were handed to storage.
+    pub read_barrier: Histogram,
     pub wal_fsync_consensus: Histogram,
     pub wal_fsync_state: Histogram,
     pub request_stages: super::request_stages::RequestStages,
@@ -723,7 +725,7 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
     ] {
         let _ = writeln!(out, "bftd_client_requests_total{{result=\"{result}\"}} {v}");
     }
-    let totals: [(&str, &str, u64); 10] = [
+    let totals: [(&str, &str, u64); 15] = [
         (
             "bftd_client_replies_total",
             "Replies sent to client connections.",
@@ -765,6 +767,31 @@ fn write_requests(out: &mut String, counters: &NodeCounters, routes: &ReplyRoute
             counters.verified_reads_refused.get(),
         ),
         (
+            "bftd_barrier_reads_total",
+            "Linearizable reads answered by read barrier.",
+            counters.barrier_reads_served.get(),
+        ),
+        (
+            "bftd_barrier_reads_refused_total",
+            "Barrier reads refused: read limits of the node or the link, full queue, diverged state.",
+            counters.barrier_reads_refused.get(),
+        ),
+        (
+            "bftd_barrier_reads_expired_total",
+            "Barrier reads given up: no quorum of probe answers or no commit of the barrier in time.",
+            counters.barrier_reads_expired.get(),
+        ),
+        (
+            "bftd_barrier_probes_total",
+            "Read-barrier probes this node started.",
+            counters.barrier_probes.get(),
+        ),
+        (
+            "bftd_barrier_answers_invalid_total",
+            "Probe answers dropped: the QC did not verify, or over the per-peer probe rate.",
+            counters.barrier_answers_invalid.get(),
+        ),
+        (
             "bftd_applied_reports_dropped_total",
             "State-root reports to the consensus thread dropped on a full queue.",
             counters.applied_reports_dropped.get(),
@@ -799,6 +826,15 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
     m.commit_latency
         .snapshot()
         .write_prometheus(out, "bftd_commit_latency_seconds", "");
+    header(
+        out,
+        "bftd_read_barrier_seconds",
+        "histogram",
+        "A read barrier from its probe to the hand-over of its reads to the state.",
+    );
+    m.read_barrier
+        .snapshot()
+        .write_prometheus(out, "bftd_read_barrier_seconds", "");
     header(
         out,
         "bftd_wal_fsync_seconds",

@@ -47,6 +47,7 @@ pub mod metrics_http;
 pub mod peer_limits;
 pub mod process_metrics;
 pub mod quorum_watch;
+pub mod read_barrier;
 pub mod request_stages;
 pub mod routes;
 pub mod serving;
@@ -399,6 +400,15 @@ impl Node {
             metrics: metrics.clone(),
             net: transport.counters(),
             incoming_snapshot,
+            reads: read_barrier::ReadBarrier::new(
+                cfg.node_id,
+                committee.n(),
+                committee.quorum(),
+                read_barrier::BarrierLimits::default(),
+                read_barrier::nonce_seed()
+                    .map_err(|e| StartError(format!("no OS randomness for read probes: {e}")))?,
+            ),
+            read_round_told: 0,
             stop: stop.clone(),
         };
         let metrics_server = match settings.metrics_addr {

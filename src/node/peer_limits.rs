@@ -31,15 +31,20 @@ pub enum Limited {
     Timeout,
     /// Our `SyncInfo` answers to a peer (to its stale timeouts and lagging `SyncInfo`s).
     SyncInfoAnswer,
+    /// Read-barrier probes, and answers to our probes (each answer may carry a QC to check).
+    ReadProbe,
+    ReadAnswer,
 }
 
 impl Limited {
-    pub const ALL: [Limited; 5] = [
+    pub const ALL: [Limited; 7] = [
         Limited::SyncRequest,
         Limited::StateRequest,
         Limited::SyncInfo,
         Limited::Timeout,
         Limited::SyncInfoAnswer,
+        Limited::ReadProbe,
+        Limited::ReadAnswer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +54,8 @@ impl Limited {
             Limited::SyncInfo => "sync_info",
             Limited::Timeout => "timeout",
             Limited::SyncInfoAnswer => "sync_info_answer",
+            Limited::ReadProbe => "read_probe",
+            Limited::ReadAnswer => "read_answer",
         }
     }
 
@@ -65,6 +72,11 @@ impl Limited {
             Limited::SyncInfo => (500, 1_000),
             Limited::Timeout => (100, 200),
             Limited::SyncInfoAnswer => (20, 40),
+            // One probe per barrier, one barrier in flight per node: a barrier takes at
+            // least a commit (a few ms), so a few hundred a second is what an honest node
+            // sends at most; each probe may cost an empty block (`ReadsWaiting`).
+            Limited::ReadProbe => (500, 1_000),
+            Limited::ReadAnswer => (500, 1_000),
         }
     }
 

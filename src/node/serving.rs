@@ -150,6 +150,7 @@ impl ServingCtx {
             | ClientFrame::VerifiedGet { .. }
             | ClientFrame::Watch { .. }
             | ClientFrame::Unwatch { .. }
+            | ClientFrame::BarrierGet { .. }
             | ClientFrame::Status { .. } => {
                 return;
             }

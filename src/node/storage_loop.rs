@@ -53,6 +53,12 @@ pub enum StorageJob {
     /// Consensus saw request `id` again after it committed: answer from the exactly-once
     /// table (the stored reply only if `ops_digest` matches the request that produced it).
     CachedReply { id: RequestId, ops_digest: [u8; 32] },
+    /// Answer linearizable reads whose barrier is `height` (`super::read_barrier`): every
+    /// commit up to it was queued before this job, so the state is at `height` or above.
+    ServeReads {
+        height: u64,
+        reads: Vec<super::read_barrier::PendingRead>,
+    },
     /// Install the downloaded snapshot at `path`, which the cluster agreed is `offer`.
     Install { path: PathBuf, offer: SnapshotOffer },
 }
@@ -147,6 +153,7 @@ impl StorageCtx {
                 }
                 StorageJob::Commit { id, block } => self.apply(id, &block, &mut group)?,
                 StorageJob::CachedReply { id, ops_digest } => group.cached.push((id, ops_digest)),
+                StorageJob::ServeReads { height, reads } => self.serve_reads(height, reads),
                 StorageJob::Install { path, offer } => {
                     // Everything before the install is released first.
                     self.release(std::mem::take(&mut group))?;
@@ -211,6 +218,59 @@ impl StorageCtx {
             group.blocks_lsn = Some(group.blocks_lsn.map_or(lsn, |l| l.max(lsn)));
         }
         Ok(())
+    }
+
+    /// Answers barrier reads from the applied state. The blocks it holds are committed and
+    /// durable in the consensus store of `2f + 1` members, so the reply need not wait for
+    /// this group's KV sync (a crash replays them). A state below the barrier (it cannot
+    /// happen while commits are applied in order; checked, not assumed) or a diverged one
+    /// is refused, and the client falls back to an ordered get.
+    fn serve_reads(&self, height: u64, reads: Vec<super::read_barrier::PendingRead>) {
+        let kv = self.kv.read();
+        let applied = kv.applied_height();
+        let refusal = if let Some(d) = self.status.divergence() {
+            Some(format!(
+                "state diverged from the certified root at height {}; repairing",
+                d.height
+            ))
+        } else if applied < height {
+            Some(format!(
+                "state at height {applied}, below the read barrier {height}"
+            ))
+        } else {
+            None
+        };
+        for read in reads {
+            let frame = match &refusal {
+                Some(reason) => {
+                    self.counters.barrier_reads_refused.bump();
+                    NodeFrame::Unavailable {
+                        id: read.id,
+                        reason: reason.clone(),
+                    }
+                }
+                None => match kv.get(&read.key) {
+                    Ok(value) => {
+                        self.counters.barrier_reads_served.bump();
+                        NodeFrame::BarrierValue {
+                            id: read.id,
+                            applied_height: applied,
+                            value,
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("barrier read failed: {e}");
+                        NodeFrame::Unavailable {
+                            id: read.id,
+                            reason: format!("read failed: {e}"),
+                        }
+                    }
+                },
+            };
+            if let Some(bytes) = self.byzantine.encode_client_frame(&frame) {
+                let _ = self.out.try_send(Outbound::ToClient(read.conn, bytes));
+            }
+        }
     }
 
     /// Saves the state right after block `header` (the caller holds the KV lock, so no later

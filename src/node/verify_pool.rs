@@ -10,6 +10,8 @@
 //! holds the newest root certificates the consensus thread published). A verified read is
 //! answered synchronously like a stale read, so a link has at most what its inbound frames
 //! hold in flight; its proof is checked against the certified root before it is sent.
+//! Linearizable reads by barrier (`ClientFrame::BarrierGet`) and read probes go to the
+//! consensus thread (`super::read_barrier`); a probe answer's QC is verified here first.
 //! Clients' snapshot requests (`bftctl snapshot save`) pass one rate limit shared by all
 //! clients and go to the serving thread.
 //!
@@ -42,9 +44,10 @@ use crate::api::ops::KEY_BYTES_MAX;
 use crate::crypto::{Verifier, VerifyError};
 use crate::kv::KvStore;
 use crate::net::{ClientId, Inbound, Outbound, OutboundSender, Remote};
-use crate::types::{ClientRequest, Message, NodeId, RequestId};
+use crate::types::{ClientRequest, Message, NodeId, RequestId, SyncInfo};
 use crate::util::KeyedRateLimit;
 use crate::wire::client::decode_client_frame;
+use crate::wire::peer::ReadMsg;
 use crate::wire::peer::decode_peer;
 use crate::wire::{ClientFrame, NodeFrame, PeerFrame, Refusal, StateMsg};
 
@@ -144,6 +147,7 @@ impl VerifyCtx {
                     }
                 }
                 Ok(PeerFrame::State(msg)) => self.route_state(from, msg),
+                Ok(PeerFrame::Read(msg)) => self.route_read(from, msg),
                 Err(e) => {
                     self.counters.peer_frames_undecodable.bump();
                     log::warn!("{from} sent a frame that does not decode: {e}");
@@ -168,6 +172,7 @@ impl VerifyCtx {
                 Ok(ClientFrame::Unwatch { id }) => {
                     self.watches.offer(WatchCmd::Unwatch { conn, id })
                 }
+                Ok(ClientFrame::BarrierGet { id, key }) => self.barrier_get(conn, id, key),
                 Ok(ClientFrame::Status { id }) => {
                     let status = self.status.snapshot();
                     self.reply(conn, &NodeFrame::Status { id, status });
@@ -230,6 +235,61 @@ impl VerifyCtx {
         if !delivered {
             // State transfer retries on its own; under load it simply waits.
             self.counters.state_frames_dropped.bump();
+        }
+    }
+
+    /// A read-barrier probe goes to the consensus thread (which holds the high QC); an
+    /// answer to ours is counted only once its QC verifies (a QC this node already checked
+    /// costs a cache lookup).
+    fn route_read(&self, from: NodeId, msg: ReadMsg) {
+        let kind = match msg {
+            ReadMsg::Probe { .. } => Limited::ReadProbe,
+            ReadMsg::HighQc { .. } => Limited::ReadAnswer,
+        };
+        if !self.limits.allow_now(from, kind) {
+            self.counters.barrier_answers_invalid.bump();
+            return;
+        }
+        let input = match msg {
+            ReadMsg::Probe { nonce } => ConsensusInput::ReadProbe { from, nonce },
+            ReadMsg::HighQc { nonce, qc } => {
+                let round = qc.round;
+                let as_msg = Message::SyncInfo(SyncInfo {
+                    high_qc: qc,
+                    high_tc: None,
+                });
+                if let Err(e) = self.verifier.verify_message(as_msg) {
+                    self.counters.barrier_answers_invalid.bump();
+                    log::warn!("{from} answered a read probe with a QC that does not verify: {e}");
+                    return;
+                }
+                ConsensusInput::ReadAnswer { from, nonce, round }
+            }
+        };
+        // A full queue drops it: the barrier times out and its clients fall back.
+        if self.consensus.try_send(input).is_err() {
+            self.counters.barrier_answers_invalid.bump();
+        }
+    }
+
+    /// A linearizable read by barrier: queued on the consensus thread, or refused at once.
+    fn barrier_get(&self, conn: ClientId, id: u64, key: Vec<u8>) {
+        let refuse = |reason: String| {
+            self.counters.barrier_reads_refused.bump();
+            self.reply(conn, &NodeFrame::Unavailable { id, reason });
+        };
+        if key.is_empty() || key.len() > KEY_BYTES_MAX {
+            return refuse(format!(
+                "a key must be 1 to {KEY_BYTES_MAX} bytes, not {}",
+                key.len()
+            ));
+        }
+        if self
+            .consensus
+            .try_send(ConsensusInput::Read { conn, id, key })
+            .is_err()
+        {
+            refuse("busy: the consensus queue is full".to_string());
         }
     }
 

@@ -30,7 +30,7 @@ use crate::consensus::{Action, Core, CoreConfig, DurableState, Event, PersistIte
 use crate::crypto::{Committee, Signer, Verified, VerifiedMessage};
 use crate::kv::KvRequest;
 use crate::types::{
-    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, RequestId,
+    Block, BlockHeader, BlockId, ClientRequest, Height, Message, NodeId, RequestId, Round,
 };
 use crate::wire::{SnapshotOffer, StateMsg};
 use tickets::Tickets;
@@ -80,6 +80,11 @@ pub enum Input {
     Applied {
         height: Height,
         root: [u8; 32],
+    },
+    /// Linearizable reads wait for a committed block of round `round` or higher
+    /// (`consensus::Event::ReadsWaiting`).
+    ReadsWaiting {
+        round: Round,
     },
     /// Time passed: fire what is due (the shell calls this at [`Replica::next_deadline_ms`]
     /// or later, and may call it more often).
@@ -271,6 +276,7 @@ impl Replica {
             Input::DownloadFailed => self.transfer.on_download_failed(now_ms),
             Input::Applied { height, root } => self.on_applied(now_ms, height, root),
             Input::Tick => self.on_tick(now_ms),
+            Input::ReadsWaiting { round } => self.step_core(now_ms, Event::ReadsWaiting { round }),
         }
         self.finish(now_ms)
     }

@@ -846,7 +846,8 @@ impl Sim {
                 self.deliver_state(to, replica, from, m);
                 return;
             }
-            Err(_) => {
+            // The simulator runs no read barriers; a probe is no input it models.
+            Ok(PeerFrame::Read(_)) | Err(_) => {
                 self.rejected += 1;
                 return;
             }

@@ -81,6 +81,7 @@ pub fn trace_input(e: &Input) -> String {
             format!("applied {height} root {:02x}{:02x}..", root[0], root[1])
         }
         Input::Tick => "tick".into(),
+        Input::ReadsWaiting { round } => format!("reads waiting for round {round}"),
     }
 }
 

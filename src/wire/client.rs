@@ -72,6 +72,12 @@ pub enum ClientFrame {
     },
     /// Stop watch `id` on this link.
     Unwatch { id: u64 },
+    /// A linearizable read of one key by read barrier (`node::read_barrier`): unsigned (the
+    /// link is authenticated and admitted like any client link), answered with
+    /// `NodeFrame::BarrierValue` from a state that contains every write committed before the
+    /// read arrived, or `Unavailable` (busy, no quorum in time): the client then falls back
+    /// to an ordered get. A client accepts `f + 1` identical values.
+    BarrierGet { id: u64, key: Vec<u8> },
 }
 
 /// Why a node did not take a request.
@@ -186,6 +192,14 @@ pub enum NodeFrame {
     WatchCompacted {
         id: u64,
         oldest_height: u64,
+    },
+    /// Answer to `BarrierGet`: the value as of `applied_height`, which is at or above the
+    /// read's barrier. Nodes may answer from different heights; the client compares `value`
+    /// only.
+    BarrierValue {
+        id: u64,
+        applied_height: u64,
+        value: Option<VersionedValue>,
     },
 }
 

@@ -6,11 +6,15 @@
 //! `(height, block header, state digest)`, so at least one honest node vouches for it. It then
 //! downloads the file in chunks from one of them and installs it only if the file's own
 //! checksum and recomputed state digest match the agreed digest.
+//!
+//! Read barriers (see `node::read_barrier`): a node with linearizable reads waiting asks
+//! every member for its highest QC with a fresh nonce ([`ReadMsg::Probe`]); each answers
+//! with [`ReadMsg::HighQc`], whose QC the asker verifies before it counts the answer.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
-use crate::types::{BlockId, Message};
+use crate::types::{BlockId, Message, QuorumCert};
 
 /// Largest peer frame the decoder accepts (the transport's `max_frame_bytes` may be lower).
 pub const PEER_FRAME_BYTES_MAX: usize = codec::MESSAGE_BYTES_MAX;
@@ -19,6 +23,18 @@ pub const PEER_FRAME_BYTES_MAX: usize = codec::MESSAGE_BYTES_MAX;
 pub enum PeerFrame {
     Consensus(Message),
     State(StateMsg),
+    // New variants go last so the tags of the ones before stay what they were.
+    Read(ReadMsg),
+}
+
+/// The read barrier's question and answer.
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub enum ReadMsg {
+    /// "What is your highest QC?" `nonce` names this barrier: only an answer with the same
+    /// nonce counts, so an answer cannot be older than the question.
+    Probe { nonce: u64 },
+    /// The sender's highest QC when the probe `nonce` arrived.
+    HighQc { nonce: u64, qc: QuorumCert },
 }
 
 /// A snapshot a node holds: the state after applying the committed block `block_id`.

@@ -15,9 +15,11 @@ use crate::kv::{decode_reply, encode_reply};
 use crate::node::StartError;
 use crate::node::consensus_loop::ConsensusInput;
 use crate::node::snapshots::SnapshotDir;
-use crate::types::{Message, NodeId, SyncResponse};
+use crate::types::{Message, NodeId, QuorumCert, SyncResponse};
 use crate::util::rng::SimRng;
+use crate::wire::PeerFrame;
 use crate::wire::client::encode_node_frame;
+use crate::wire::peer::{ReadMsg, encode_peer};
 use crate::wire::{NodeFrame, StateMsg};
 
 /// Largest snapshot file a forger loads to forge (beyond it, it corrupts chunks instead).
@@ -25,6 +27,10 @@ const FORGED_FILE_BYTES_MAX: usize = 64 << 20;
 
 pub struct ConsensusHook {
     state: Option<ByzState>,
+    kind: Option<ByzKind>,
+    /// Probe answers lied about so far (picks the lie).
+    probe_lies: u64,
+    cluster: crate::types::ClusterId,
     snapshot_interval_blocks: u64,
 }
 
@@ -33,6 +39,30 @@ impl ConsensusHook {
         match self.state.as_mut() {
             None => Outgoing::Unchanged(msg),
             Some(s) => Outgoing::Instead(s.outbound(to, msg)),
+        }
+    }
+
+    /// The bytes answering read probe `nonce` when this node's high QC is `qc`
+    /// (`lie-to-probes` lies; see [`ByzKind::LieToProbes`]).
+    pub fn read_answer(&mut self, nonce: u64, qc: QuorumCert) -> Vec<u8> {
+        if self.kind != Some(ByzKind::LieToProbes) {
+            return encode_peer(&PeerFrame::Read(ReadMsg::HighQc { nonce, qc }));
+        }
+        self.probe_lies += 1;
+        match self.probe_lies % 3 {
+            0 => {
+                let mut forged = qc;
+                forged.round = forged.round.saturating_add(1_000_000);
+                for v in &mut forged.votes {
+                    v.sig = crate::types::Sig([0x5a; 64]);
+                }
+                encode_peer(&PeerFrame::Read(ReadMsg::HighQc { nonce, qc: forged }))
+            }
+            1 => {
+                let qc = QuorumCert::genesis(&self.cluster);
+                encode_peer(&PeerFrame::Read(ReadMsg::HighQc { nonce, qc }))
+            }
+            _ => vec![0xff; 48],
         }
     }
 
@@ -58,7 +88,10 @@ impl ConsensusHook {
                 s.on_request(req);
                 Vec::new()
             }
-            ConsensusInput::State { .. } => Vec::new(),
+            ConsensusInput::State { .. }
+            | ConsensusInput::Read { .. }
+            | ConsensusInput::ReadProbe { .. }
+            | ConsensusInput::ReadAnswer { .. } => Vec::new(),
         }
     }
 }
@@ -204,6 +237,15 @@ fn lie(frame: &NodeFrame) -> NodeFrame {
             applied_height: *applied_height,
             value: replies::falsify_found(value.clone()),
         },
+        NodeFrame::BarrierValue {
+            id,
+            applied_height,
+            value,
+        } => NodeFrame::BarrierValue {
+            id: *id,
+            applied_height: *applied_height,
+            value: replies::falsify_found(value.clone()),
+        },
         // A backup downloaded from this node must not verify: one byte of every chunk flipped.
         NodeFrame::SnapshotChunk {
             id,
@@ -294,6 +336,9 @@ pub fn hooks(cfg: &LoadedConfig) -> Result<(ConsensusHook, ServingHook), StartEr
     };
     let consensus = ConsensusHook {
         state,
+        kind,
+        probe_lies: 0,
+        cluster: cfg.cluster,
         snapshot_interval_blocks: cfg.raw.node.snapshot_interval_blocks,
     };
     Ok((consensus, serving))

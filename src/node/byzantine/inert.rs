@@ -6,8 +6,10 @@ use crate::config::LoadedConfig;
 use crate::node::StartError;
 use crate::node::consensus_loop::ConsensusInput;
 use crate::node::snapshots::SnapshotDir;
-use crate::types::{Message, NodeId};
+use crate::types::{Message, NodeId, QuorumCert};
+use crate::wire::PeerFrame;
 use crate::wire::client::encode_node_frame;
+use crate::wire::peer::{ReadMsg, encode_peer};
 use crate::wire::{NodeFrame, StateMsg};
 
 pub struct ConsensusHook;
@@ -26,6 +28,11 @@ impl ConsensusHook {
     #[inline]
     pub fn on_input(&mut self, _input: &ConsensusInput) -> Vec<(NodeId, Message)> {
         Vec::new()
+    }
+
+    #[inline]
+    pub fn read_answer(&mut self, nonce: u64, qc: QuorumCert) -> Vec<u8> {
+        encode_peer(&PeerFrame::Read(ReadMsg::HighQc { nonce, qc }))
     }
 }
 

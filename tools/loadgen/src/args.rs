@@ -46,6 +46,8 @@ Workload:
   --read-ratio P     share of operations that are gets, 0..=1 [default: 0]
   --stale-reads      reads are one-node stale gets (not ordered, not checked by f + 1 nodes)
                      instead of linearizable gets through consensus; needs --batch 1
+  --ordered-reads    linearizable gets are ordered through consensus (signed, in a block)
+                     instead of served by read barrier (the default; see the README, read modes)
   --verified-reads   reads are one-node verified gets (a Merkle proof against a root 2f+1
                      members certified, checked by the client; not linearizable); needs
                      --batch 1
@@ -105,6 +107,8 @@ pub struct Spec {
     pub read_ratio: f64,
     pub stale_reads: bool,
     pub verified_reads: bool,
+    /// Linearizable gets ordered through consensus instead of by read barrier.
+    pub ordered_reads: bool,
     /// Coalesce the workers' operations into shared requests (`bftd::client::Coalescer`).
     pub coalesce: bool,
     pub seed: Option<u64>,
@@ -131,6 +135,7 @@ struct Raw {
     read_ratio: Option<f64>,
     stale_reads: bool,
     verified_reads: bool,
+    ordered_reads: bool,
     coalesce: bool,
     seed: Option<u64>,
     timeout_ms: Option<u64>,
@@ -160,6 +165,7 @@ where
             Long("read-ratio") => raw.read_ratio = Some(number(&mut p, "--read-ratio")?),
             Long("stale-reads") => raw.stale_reads = true,
             Long("verified-reads") => raw.verified_reads = true,
+            Long("ordered-reads") => raw.ordered_reads = true,
             Long("coalesce") => raw.coalesce = true,
             Long("seed") => raw.seed = Some(number(&mut p, "--seed")?),
             Long("timeout-ms") => raw.timeout_ms = Some(number(&mut p, "--timeout-ms")?),
@@ -233,6 +239,7 @@ impl Raw {
             read_ratio,
             stale_reads: self.stale_reads,
             verified_reads: self.verified_reads,
+            ordered_reads: self.ordered_reads,
             coalesce: self.coalesce,
             seed: self.seed,
             timeout: Duration::from_millis(timeout_ms),

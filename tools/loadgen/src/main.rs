@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bftd::client::{Client, ClientOptions};
+use bftd::client::{Client, ClientOptions, ReadMode};
 use bftd::config::ClientConfig;
 
 use args::{CLIENTS_MAX, Parsed, Spec};
@@ -64,6 +64,10 @@ fn run_spec(spec: &Spec) -> Result<Summary, String> {
     // instead of killing the process with nothing printed.
     let stop = bftd::cli::start::stop_flag()?;
     let ran = run::run(&client, spec, workload, seed, &recorder, &stop)?;
+    let fallbacks = client.barrier_fallbacks();
+    if fallbacks > 0 {
+        eprintln!("loadgen: {fallbacks} barrier reads fell back to ordered reads");
+    }
     client.shutdown();
     let (total, first_error) = recorder.finish();
     let summary = Summary {
@@ -96,6 +100,11 @@ fn connect(spec: &Spec) -> Result<Client, String> {
     let options = ClientOptions {
         in_flight_max: CLIENTS_MAX,
         request_timeout: spec.timeout,
+        read_mode: if spec.ordered_reads {
+            ReadMode::Ordered
+        } else {
+            ReadMode::Barrier
+        },
         ..ClientOptions::default()
     };
     let client =

@@ -81,6 +81,8 @@ fn describe_workload(spec: &Spec) -> String {
         "stale"
     } else if spec.verified_reads {
         "verified"
+    } else if spec.ordered_reads {
+        "linearizable (ordered)"
     } else {
         "linearizable"
     };

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bftd::api::Op;
 use bftd::client::{Client, ClientError, CoalesceOptions, Coalescer};
 
 use crate::args::{Load, Spec};
@@ -169,6 +170,15 @@ fn scheduled(duration: Duration, rate_per_s: f64) -> u64 {
 fn execute(shared: &Shared, request: Request) -> Result<(), ClientError> {
     let client = &shared.client;
     match request {
+        // A lone get is a linearizable read: by read barrier unless --ordered-reads.
+        Request::Ops(ops)
+            if shared.coalescer.is_none() && matches!(ops.as_slice(), [Op::Get { .. }]) =>
+        {
+            match ops.first() {
+                Some(Op::Get { key }) => client.get(key).map(drop),
+                _ => Ok(()),
+            }
+        }
         Request::Ops(mut ops) => match (&shared.coalescer, ops.len()) {
             (Some(coalescer), 1) => match ops.pop() {
                 Some(op) => coalescer.op(op).map(drop),

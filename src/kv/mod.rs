@@ -24,6 +24,7 @@ mod execute;
 pub mod expiry;
 pub mod history;
 pub mod keys;
+pub mod lease;
 mod node_cache;
 pub use crate::api::ops;
 mod overlay;
@@ -35,7 +36,8 @@ pub mod state_tree;
 pub mod watch_log;
 
 pub use crate::api::{
-    Compare, CompareOp, CompareTarget, KeyValue, KvReply, Op, OpReply, OpResult, Rejection, Reply,
+    Compare, CompareOp, CompareTarget, KeyValue, KvReply, LeaseStatus, Op, OpError, OpReply,
+    OpResult, Rejection, Reply,
     ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent, decode_ops, decode_reply, encode_ops,
     encode_reply,
 };
@@ -46,6 +48,8 @@ pub use watch_log::WatchRetention;
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod root_memory_tests;
 #[cfg(test)]

@@ -214,7 +214,7 @@ impl KvStore {
         }
         let mut overlay = BlockOverlay::new(&self.engine);
         // Keys whose time ran out go first: the block's requests see them gone.
-        let expired = expiry::expire_due(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
+        let expired = expiry::expire_due_with_leases(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
         let block = BlockCtx { height, time_ms };
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {

@@ -528,6 +528,7 @@ fn op_text(op: &TxnOp) -> String {
     match op {
         TxnOp::Put { key, .. } => format!("put {}", show(key)),
         TxnOp::PutTtl { key, ttl_ms, .. } => format!("put {} --ttl {ttl_ms}ms", show(key)),
+        TxnOp::PutLease { key, lease, .. } => format!("put {} --lease {lease}", show(key)),
         TxnOp::Get { key } => format!("get {}", show(key)),
         TxnOp::Delete { key } => format!("del {}", show(key)),
         TxnOp::Range { start, .. } => format!("range {}", show(start)),
@@ -554,6 +555,8 @@ fn result_text(r: &OpResult) -> String {
             "{deleted} deleted{}",
             if *more { " (more remain)" } else { "" }
         ),
+        // Lease operations are not allowed in a transaction; shown plainly all the same.
+        other => format!("{other:?}"),
     }
 }
 
@@ -586,6 +589,8 @@ fn result_json(op: &TxnOp, r: &OpResult) -> Json {
             f.push(("deleted".into(), Json::U64(*deleted)));
             f.push(("more".into(), Json::Bool(*more)));
         }
+        // Lease operations are not allowed in a transaction; shown plainly all the same.
+        other => f.push(("result".into(), Json::str(format!("{other:?}")))),
     }
     Json::Obj(f)
 }

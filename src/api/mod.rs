@@ -18,8 +18,8 @@ pub use ops::{
 };
 pub use proof::{ProofError, ProofTerminal, StateProof, decode_proof, encode_proof};
 pub use reply::{
-    KeyValue, KvReply, LeaseStatus, OpError, OpReply, OpResult, Rejection, Reply, ReplyDecodeError, VersionedValue,
-    decode_reply, encode_reply,
+    KeyValue, KvReply, LeaseStatus, OpError, OpReply, OpResult, Rejection, Reply, ReplyDecodeError,
+    VersionedValue, decode_reply, encode_reply,
 };
 pub use watch::{WatchEvent, watch_matches};
 

@@ -245,9 +245,9 @@ pub fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
                 }
                 check_ttl(*ttl_ms)?
             }
-            Op::LeaseKeepAlive { id }
-            | Op::LeaseRevoke { id }
-            | Op::LeaseTimeToLive { id, .. } => check_lease_id(*id)?,
+            Op::LeaseKeepAlive { id } | Op::LeaseRevoke { id } | Op::LeaseTimeToLive { id, .. } => {
+                check_lease_id(*id)?
+            }
             Op::LeaseList => {}
             Op::Get { key } | Op::Delete { key } => check_key(key)?,
             Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {

@@ -124,7 +124,10 @@ impl std::fmt::Display for OpError {
         use super::ops::{LEASE_KEYS_MAX, LEASES_MAX};
         match self {
             OpError::LeaseNotFound { id } => {
-                write!(f, "lease {id} not found (never granted, revoked or expired)")
+                write!(
+                    f,
+                    "lease {id} not found (never granted, revoked or expired)"
+                )
             }
             OpError::LeaseExists { id } => write!(f, "lease {id} already exists"),
             OpError::TooManyLeases => {

@@ -60,7 +60,12 @@ impl Client {
     /// Writes `value` under `key` attached to lease `id` (which must exist): the key is
     /// deleted with the lease. Returns the key's new version. A later plain `put` or a delete
     /// detaches the key.
-    pub fn put_with_lease(&self, key: &[u8], value: &[u8], id: LeaseId) -> Result<u64, ClientError> {
+    pub fn put_with_lease(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        id: LeaseId,
+    ) -> Result<u64, ClientError> {
         match self.simple(Op::PutLease {
             key: key.to_vec(),
             value: value.to_vec(),

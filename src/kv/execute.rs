@@ -12,7 +12,9 @@
 //! on a lease can) and then changes nothing; a transaction whose branch would fail that way
 //! fails as a whole before any of it runs.
 
-use super::keys::{data_end, data_key, decode_entry_with_lease, encode_entry_with_lease, expiry_key};
+use super::keys::{
+    data_end, data_key, decode_entry_with_lease, encode_entry_with_lease, expiry_key,
+};
 use super::lease;
 use super::ops::{Compare, CompareOp, CompareTarget, NotSimple, Op, RANGE_LIMIT_MAX, Txn, TxnOp};
 use super::overlay::BlockOverlay;
@@ -160,7 +162,14 @@ fn execute_simple(
         },
         TxnOp::PutTtl { key, value, ttl_ms } => {
             let expires_at_ms = block.time_ms.saturating_add(ttl_ms);
-            let version = write(overlay, block.height, &key, &value, Some(expires_at_ms), None)?;
+            let version = write(
+                overlay,
+                block.height,
+                &key,
+                &value,
+                Some(expires_at_ms),
+                None,
+            )?;
             OpResult::PutTtl {
                 version,
                 expires_at_ms,

@@ -320,7 +320,11 @@ pub fn check_branch(
 }
 
 /// Records that `user_key` is attached to lease `id` (which exists; the caller checked).
-pub fn attach(overlay: &mut BlockOverlay<'_>, id: u64, user_key: &[u8]) -> Result<(), StorageError> {
+pub fn attach(
+    overlay: &mut BlockOverlay<'_>,
+    id: u64,
+    user_key: &[u8],
+) -> Result<(), StorageError> {
     let mut lease = load(overlay, id)?
         .ok_or_else(|| StorageError::invalid(format!("attach to missing lease {id}")))?;
     lease.keys += 1;
@@ -330,7 +334,11 @@ pub fn attach(overlay: &mut BlockOverlay<'_>, id: u64, user_key: &[u8]) -> Resul
 }
 
 /// Records that `user_key` is no longer attached to lease `id`.
-pub fn detach(overlay: &mut BlockOverlay<'_>, id: u64, user_key: &[u8]) -> Result<(), StorageError> {
+pub fn detach(
+    overlay: &mut BlockOverlay<'_>,
+    id: u64,
+    user_key: &[u8],
+) -> Result<(), StorageError> {
     let mut lease = load(overlay, id)?.ok_or_else(|| {
         StorageError::invalid(format!("a key names lease {id}, which has no record"))
     })?;
@@ -387,7 +395,11 @@ pub fn expire_due(
     time_ms: u64,
     limit: usize,
 ) -> Result<usize, StorageError> {
-    let due = overlay.range(&[LEASE_EXPIRY_PREFIX], &lease_expiry_due_end(time_ms), limit);
+    let due = overlay.range(
+        &[LEASE_EXPIRY_PREFIX],
+        &lease_expiry_due_end(time_ms),
+        limit,
+    );
     let mut done = 0;
     for (index_key, _) in due {
         if done >= limit {

@@ -37,9 +37,8 @@ pub mod watch_log;
 
 pub use crate::api::{
     Compare, CompareOp, CompareTarget, KeyValue, KvReply, LeaseStatus, Op, OpError, OpReply,
-    OpResult, Rejection, Reply,
-    ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent, decode_ops, decode_reply, encode_ops,
-    encode_reply,
+    OpResult, Rejection, Reply, ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent,
+    decode_ops, decode_reply, encode_ops, encode_reply,
 };
 pub use audit::TreeAudit;
 pub use snapshot::SnapshotInfo;

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bftd::api::{LeaseOp, NotSimple, OpError};
 use bftd::client::{Client, ClientOptions, ClusterEndpoints, Endpoint};
 use bftd::crypto::{Signer, domain};
-use bftd::api::{LeaseOp, NotSimple, OpError};
 use bftd::kv::{
     CompareOp, CompareTarget, KeyValue, Op, OpReply, OpResult, Reply, Txn, TxnOp, VersionedValue,
     decode_ops, encode_reply,

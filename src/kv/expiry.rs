@@ -5,7 +5,9 @@
 //! key. When a block with consensus timestamp `T` is applied, before its requests run,
 //! [`expire_due`] deletes the keys whose `expires_at_ms <= T`, in index order, at most
 //! [`EXPIRED_PER_BLOCK_MAX`] of them; the rest stay due and go with the next blocks (the
-//! runtime tells consensus the next expiry, [`next_expiry_ms`], so it proposes them).
+//! runtime tells consensus the next expiry, [`next_expiry_ms`], so it proposes them). Leases
+//! expire in the same pass, after the keys and within the same bound
+//! ([`expire_due_with_leases`], `kv::lease`), and their expiry counts for [`next_expiry_ms`].
 //!
 //! Determinism: the result depends only on the state and `T`, which the block carries
 //! (agreed in consensus, never a node's clock). Expired keys are ordinary deletes of the

@@ -4,6 +4,7 @@
 //!   writes (the idle cluster proposes the block that expires it);
 //! - `lease keep-alive` (running until killed, renewing every third of the 6 s TTL) keeps a
 //!   lease and its key past the original expiry; once it stops, the lease expires;
+//! - the library's `LeaseKeeper` does the same until dropped;
 //! - usage mistakes exit 2, a lease that is gone fails with exit 1 and says so.
 //!
 //! Every wait has a generous deadline and polls a condition; nothing sleeps and hopes.
@@ -187,5 +188,35 @@ fn leases_grant_attach_revoke_expire_and_keep_alive_across_four_nodes() {
     );
     let list = ok(bftctl(&config, &["lease", "list"]));
     assert_eq!(list.trim(), "(no leases)");
+
+    // The library: a LeaseKeeper renews from a thread until dropped.
+    let client = library_client(&net);
+    let id = client.lease_grant(3_000).expect("grant");
+    client
+        .put_with_lease(b"lease/lib", b"l", id)
+        .expect("put on the lease");
+    let first = client.lease_time_to_live(id, true).expect("time to live");
+    assert_eq!(first.keys, Some(vec![b"lease/lib".to_vec()]));
+    let keeper = client.lease_keeper(id).expect("keeper");
+    wait_until(
+        "the wall clock past the library lease's first expiry",
+        || wall_clock_ms() > first.expires_at_ms + 1_500,
+    );
+    assert!(keeper.is_running(), "{:?}", keeper.error());
+    assert!(keeper.last().expires_at_ms > first.expires_at_ms + 1_500);
+    wait_on_every_node(&mut clients, "lease/lib", true, "the kept key stays");
+    drop(keeper);
+    wait_on_every_node(
+        &mut clients,
+        "lease/lib",
+        false,
+        "gone once the keeper is dropped",
+    );
+    match client.lease_keep_alive(id) {
+        Err(bftd::client::ClientError::Failed(bftd::api::OpError::LeaseNotFound { id: gone })) => {
+            assert_eq!(gone, id)
+        }
+        other => panic!("{other:?}"),
+    }
     every_node_at_one_state(&net);
 }

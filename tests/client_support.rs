@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bftd::api::{LeaseOp, NotSimple, OpError};
 use bftd::client::{Client, ClientOptions, ClusterEndpoints, Endpoint};
 use bftd::crypto::{Signer, domain};
 use bftd::kv::{
@@ -375,8 +376,16 @@ fn execute(state: &Mutex<SharedState>, id: ([u8; 32], u64, u64), ops: &[u8]) -> 
 
 fn apply(s: &mut SharedState, op: Op) -> OpReply {
     match op.into_simple() {
+        // The fakes keep no lease table: every lease names a lease that does not exist.
+        Ok(TxnOp::PutLease { lease, .. }) => OpReply::Failed(OpError::LeaseNotFound { id: lease }),
         Ok(simple) => OpReply::Simple(apply_simple(s, simple)),
-        Err(txn) => apply_txn(s, txn),
+        Err(NotSimple::Txn(txn)) => apply_txn(s, txn),
+        Err(NotSimple::Lease(op)) => OpReply::Failed(match op {
+            LeaseOp::Grant { .. } | LeaseOp::List => OpError::TooManyLeases,
+            LeaseOp::KeepAlive { id } | LeaseOp::Revoke { id } | LeaseOp::TimeToLive { id, .. } => {
+                OpError::LeaseNotFound { id }
+            }
+        }),
     }
 }
 
@@ -397,6 +406,12 @@ fn apply_txn(s: &mut SharedState, txn: Txn) -> OpReply {
         }
     });
     let branch = if holds { txn.success } else { txn.failure };
+    if let Some(lease) = branch.iter().find_map(|op| match op {
+        TxnOp::PutLease { lease, .. } => Some(*lease),
+        _ => None,
+    }) {
+        return OpReply::Failed(OpError::LeaseNotFound { id: lease });
+    }
     let results = branch.into_iter().map(|op| apply_simple(s, op)).collect();
     OpReply::Txn {
         succeeded: holds,
@@ -441,6 +456,7 @@ fn apply_simple(s: &mut SharedState, op: TxnOp) -> OpResult {
         TxnOp::Get { key } => OpResult::Get {
             found: s.kv.get(&key).cloned(),
         },
+        TxnOp::PutLease { .. } => unreachable!("answered by apply and apply_txn"),
         TxnOp::Delete { key } => OpResult::Delete {
             existed: s.kv.remove(&key).is_some(),
         },

@@ -46,6 +46,11 @@ fn falsify_op(op: OpReply) -> OpReply {
             succeeded: !succeeded,
             results: results.into_iter().map(falsify_result).collect(),
         },
+        // A failure reported as a success with no result: wrong, and nothing to check.
+        OpReply::Failed(_) => OpReply::Txn {
+            succeeded: true,
+            results: Vec::new(),
+        },
     }
 }
 
@@ -69,6 +74,27 @@ fn falsify_result(r: OpResult) -> OpResult {
             deleted: deleted.wrapping_add(1),
             more,
         },
+        OpResult::Lease {
+            id,
+            ttl_ms,
+            expires_at_ms,
+        } => OpResult::Lease {
+            id,
+            ttl_ms,
+            expires_at_ms: expires_at_ms.wrapping_add(1),
+        },
+        OpResult::LeaseRevoke { id, deleted } => OpResult::LeaseRevoke {
+            id,
+            deleted: deleted.wrapping_add(1),
+        },
+        OpResult::LeaseTimeToLive(mut status) => {
+            status.key_count = status.key_count.wrapping_add(1);
+            OpResult::LeaseTimeToLive(status)
+        }
+        OpResult::LeaseList { mut ids } => {
+            ids.push(u64::MAX);
+            OpResult::LeaseList { ids }
+        }
         OpResult::Range { entries, more } => OpResult::Range {
             entries: entries
                 .into_iter()

@@ -13,11 +13,13 @@ pub mod reply;
 pub mod verified_read;
 pub mod watch;
 
-pub use ops::{Compare, CompareOp, CompareTarget, Op, Txn, TxnOp, decode_ops, encode_ops};
+pub use ops::{
+    Compare, CompareOp, CompareTarget, LeaseOp, NotSimple, Op, Txn, TxnOp, decode_ops, encode_ops,
+};
 pub use proof::{ProofError, ProofTerminal, StateProof, decode_proof, encode_proof};
 pub use reply::{
-    KeyValue, KvReply, OpReply, OpResult, Rejection, Reply, ReplyDecodeError, VersionedValue,
-    decode_reply, encode_reply,
+    KeyValue, KvReply, LeaseStatus, OpError, OpReply, OpResult, Rejection, Reply, ReplyDecodeError,
+    VersionedValue, decode_reply, encode_reply,
 };
 pub use watch::{WatchEvent, watch_matches};
 

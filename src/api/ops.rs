@@ -23,6 +23,13 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub const RANGE_LIMIT_MAX: u32 = 1000;
 /// The longest TTL a put may ask for (10 years), so `block time + ttl` never nears overflow.
 pub const TTL_MS_MAX: u64 = 10 * 365 * 86_400_000;
+/// The highest lease id (etcd's ids are signed 64-bit; 0 asks the state machine to pick one).
+pub const LEASE_ID_MAX: u64 = i64::MAX as u64;
+/// Leases the state holds at most: bounds the lease table and a `LeaseList` reply.
+pub const LEASES_MAX: usize = 10_000;
+/// Keys one lease carries at most: bounds a revoke's deletes (one block) and a
+/// `LeaseTimeToLive` reply.
+pub const LEASE_KEYS_MAX: usize = 1_000;
 
 /// One operation of a request.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -57,9 +64,42 @@ pub enum Op {
         value: Vec<u8>,
         ttl_ms: u64,
     },
+    /// Creates lease `id` (0: the state machine picks the lowest free id at or above its
+    /// counter, deterministically) expiring `ttl_ms` after the block's timestamp. Refused
+    /// (`OpError::LeaseExists`) if `id` is taken, `OpError::TooManyLeases` at `LEASES_MAX`.
+    LeaseGrant {
+        id: u64,
+        ttl_ms: u64,
+    },
+    /// Moves lease `id`'s expiry to the block's timestamp plus its granted TTL.
+    LeaseKeepAlive {
+        id: u64,
+    },
+    /// Deletes lease `id` and every key attached to it, in this block.
+    LeaseRevoke {
+        id: u64,
+    },
+    /// A put that attaches `key` to lease `lease` (which must exist): the key is deleted when
+    /// the lease is revoked or expires. A later plain put or delete of the key detaches it.
+    PutLease {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
+    },
+    /// Lease `id`'s granted TTL, expiry and attached key count; with `keys`, the attached
+    /// keys too (at most `LEASE_KEYS_MAX`).
+    LeaseTimeToLive {
+        id: u64,
+        keys: bool,
+    },
+    /// The ids of all leases (at most `LEASES_MAX`), ascending.
+    LeaseList,
 }
 
-/// An operation allowed inside a transaction branch.
+/// An operation allowed inside a transaction branch. Lease grants, keep-alives, revokes and
+/// lease reads are not: they are refused in a transaction by construction (no variant), which
+/// keeps a branch free of operations that can fail; `PutLease` is allowed, and the whole
+/// transaction fails with no effect if its lease is missing or full (`kv::execute`).
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
     Put {
@@ -85,6 +125,11 @@ pub enum TxnOp {
         key: Vec<u8>,
         value: Vec<u8>,
         ttl_ms: u64,
+    },
+    PutLease {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: u64,
     },
 }
 
@@ -122,9 +167,27 @@ pub enum CompareTarget {
     Exists(bool),
 }
 
+/// An operation that is neither a key operation nor a transaction: the lease table's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    Grant { id: u64, ttl_ms: u64 },
+    KeepAlive { id: u64 },
+    Revoke { id: u64 },
+    TimeToLive { id: u64, keys: bool },
+    List,
+}
+
+/// What [`Op::into_simple`] returns for an op that has no single key-operation form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotSimple {
+    Txn(Txn),
+    Lease(LeaseOp),
+}
+
 impl Op {
-    /// The single-operation form, for everything but `Txn`.
-    pub fn into_simple(self) -> Result<TxnOp, Txn> {
+    /// The single-operation form, for key operations (everything but `Txn` and the lease
+    /// table's operations).
+    pub fn into_simple(self) -> Result<TxnOp, NotSimple> {
         match self {
             Op::Put { key, value } => Ok(TxnOp::Put { key, value }),
             Op::Get { key } => Ok(TxnOp::Get { key }),
@@ -132,7 +195,15 @@ impl Op {
             Op::Range { start, end, limit } => Ok(TxnOp::Range { start, end, limit }),
             Op::DeleteRange { start, end } => Ok(TxnOp::DeleteRange { start, end }),
             Op::PutTtl { key, value, ttl_ms } => Ok(TxnOp::PutTtl { key, value, ttl_ms }),
-            Op::Txn(txn) => Err(txn),
+            Op::PutLease { key, value, lease } => Ok(TxnOp::PutLease { key, value, lease }),
+            Op::Txn(txn) => Err(NotSimple::Txn(txn)),
+            Op::LeaseGrant { id, ttl_ms } => Err(NotSimple::Lease(LeaseOp::Grant { id, ttl_ms })),
+            Op::LeaseKeepAlive { id } => Err(NotSimple::Lease(LeaseOp::KeepAlive { id })),
+            Op::LeaseRevoke { id } => Err(NotSimple::Lease(LeaseOp::Revoke { id })),
+            Op::LeaseTimeToLive { id, keys } => {
+                Err(NotSimple::Lease(LeaseOp::TimeToLive { id, keys }))
+            }
+            Op::LeaseList => Err(NotSimple::Lease(LeaseOp::List)),
         }
     }
 }
@@ -167,6 +238,17 @@ pub fn check_ops(ops: &[Op]) -> Result<(), Rejection> {
             Op::Txn(txn) => check_txn(txn)?,
             Op::Put { key, value } => check_put(key, value)?,
             Op::PutTtl { key, value, ttl_ms } => check_put_ttl(key, value, *ttl_ms)?,
+            Op::PutLease { key, value, lease } => check_put_lease(key, value, *lease)?,
+            Op::LeaseGrant { id, ttl_ms } => {
+                if *id > LEASE_ID_MAX {
+                    return Err(Rejection::LeaseIdOutOfRange);
+                }
+                check_ttl(*ttl_ms)?
+            }
+            Op::LeaseKeepAlive { id } | Op::LeaseRevoke { id } | Op::LeaseTimeToLive { id, .. } => {
+                check_lease_id(*id)?
+            }
+            Op::LeaseList => {}
             Op::Get { key } | Op::Delete { key } => check_key(key)?,
             Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {
                 check_range(start, end.as_deref())?
@@ -193,6 +275,7 @@ fn check_txn(txn: &Txn) -> Result<(), Rejection> {
         match op {
             TxnOp::Put { key, value } => check_put(key, value)?,
             TxnOp::PutTtl { key, value, ttl_ms } => check_put_ttl(key, value, *ttl_ms)?,
+            TxnOp::PutLease { key, value, lease } => check_put_lease(key, value, *lease)?,
             TxnOp::Get { key } | TxnOp::Delete { key } => check_key(key)?,
             TxnOp::Range { start, end, .. } | TxnOp::DeleteRange { start, end } => {
                 check_range(start, end.as_deref())?
@@ -234,10 +317,28 @@ fn check_put(key: &[u8], value: &[u8]) -> Result<(), Rejection> {
 
 fn check_put_ttl(key: &[u8], value: &[u8], ttl_ms: u64) -> Result<(), Rejection> {
     check_put(key, value)?;
+    check_ttl(ttl_ms)
+}
+
+fn check_ttl(ttl_ms: u64) -> Result<(), Rejection> {
     if ttl_ms == 0 || ttl_ms > TTL_MS_MAX {
         return Err(Rejection::TtlOutOfRange);
     }
     Ok(())
+}
+
+/// A lease named by an existing-lease operation: 1 to `LEASE_ID_MAX` (0 only asks a grant to
+/// pick one).
+fn check_lease_id(id: u64) -> Result<(), Rejection> {
+    if id == 0 || id > LEASE_ID_MAX {
+        return Err(Rejection::LeaseIdOutOfRange);
+    }
+    Ok(())
+}
+
+fn check_put_lease(key: &[u8], value: &[u8], lease: u64) -> Result<(), Rejection> {
+    check_put(key, value)?;
+    check_lease_id(lease)
 }
 
 fn check_range(start: &[u8], end: Option<&[u8]>) -> Result<(), Rejection> {

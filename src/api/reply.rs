@@ -56,6 +56,41 @@ pub enum OpResult {
         version: u64,
         expires_at_ms: u64,
     },
+    /// A lease was granted (`id` is the one the state machine picked when the request said 0)
+    /// or kept alive: it now expires at `expires_at_ms`, consensus time.
+    Lease {
+        id: u64,
+        ttl_ms: u64,
+        expires_at_ms: u64,
+    },
+    /// A lease was revoked with the `deleted` keys attached to it.
+    LeaseRevoke {
+        id: u64,
+        deleted: u64,
+    },
+    /// A lease's state at the block that read it (`expires_at_ms` is consensus time; the
+    /// client subtracts the block time it knows, see `block_time_ms`). Boxed so the archived
+    /// `OpResult` keeps the size it had before leases (stored replies keep decoding).
+    LeaseTimeToLive(Box<LeaseStatus>),
+    /// The ids of all leases, ascending.
+    LeaseList {
+        ids: Vec<u64>,
+    },
+}
+
+/// What `LeaseTimeToLive` reports about one lease.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub id: u64,
+    /// The TTL the lease was granted with (each keep-alive extends it by this much).
+    pub ttl_ms: u64,
+    pub expires_at_ms: u64,
+    /// The timestamp of the block that answered: `expires_at_ms - block_time_ms` is what
+    /// was left then.
+    pub block_time_ms: u64,
+    pub key_count: u64,
+    /// The attached keys in key order, if they were asked for.
+    pub keys: Option<Vec<Vec<u8>>>,
 }
 
 /// Result of one operation of a request.
@@ -66,7 +101,47 @@ pub enum OpReply {
         succeeded: bool,
         results: Vec<OpResult>,
     },
+    /// The operation (or the whole transaction) failed and changed nothing.
+    Failed(OpError),
 }
+
+/// Why one operation failed, decided by the state in the block that ran it (so every node
+/// gives the same answer). The other operations of the request still run.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpError {
+    /// No lease with this id (never granted, revoked, or expired).
+    LeaseNotFound { id: u64 },
+    /// A grant asked for an id that is taken.
+    LeaseExists { id: u64 },
+    /// A grant would exceed `LEASES_MAX` leases.
+    TooManyLeases,
+    /// A put would attach more than `LEASE_KEYS_MAX` keys to the lease.
+    LeaseFull { id: u64 },
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use super::ops::{LEASE_KEYS_MAX, LEASES_MAX};
+        match self {
+            OpError::LeaseNotFound { id } => {
+                write!(
+                    f,
+                    "lease {id} not found (never granted, revoked or expired)"
+                )
+            }
+            OpError::LeaseExists { id } => write!(f, "lease {id} already exists"),
+            OpError::TooManyLeases => {
+                write!(f, "the cluster holds the limit of {LEASES_MAX} leases")
+            }
+            OpError::LeaseFull { id } => write!(
+                f,
+                "lease {id} already has the limit of {LEASE_KEYS_MAX} keys attached"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
 
 /// Why a request was not executed. Deterministic: decided by the request and the state.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +163,8 @@ pub enum Rejection {
     EmptyKey,
     /// A put's TTL is zero or above `TTL_MS_MAX`.
     TtlOutOfRange,
+    /// A lease id above `LEASE_ID_MAX`, or 0 where an existing lease is named.
+    LeaseIdOutOfRange,
 }
 
 impl std::fmt::Display for Rejection {
@@ -126,6 +203,11 @@ impl std::fmt::Display for Rejection {
                 "a TTL must be between 1 ms and {} ms ({} days)",
                 super::ops::TTL_MS_MAX,
                 super::ops::TTL_MS_MAX / 86_400_000
+            ),
+            Rejection::LeaseIdOutOfRange => write!(
+                f,
+                "a lease id must be between 1 and {} (0 only asks a grant to pick one)",
+                super::ops::LEASE_ID_MAX
             ),
         }
     }
@@ -175,4 +257,18 @@ pub struct KvReply {
     pub reply: Reply,
     /// True when the reply came from the exactly-once table (a retried request).
     pub from_cache: bool,
+}
+#[cfg(test)]
+mod layout_tests {
+    /// Variants are appended and none is larger than the largest older one, so the archived
+    /// sizes (the stride of archived vectors of them) stay those of the encodings written
+    /// before leases: stored replies (exactly-once table), blocks' ops and watch records decode.
+    #[test]
+    fn archived_sizes_are_those_from_before_leases() {
+        assert_eq!(std::mem::size_of::<super::ArchivedOpResult>(), 56);
+        assert_eq!(std::mem::size_of::<super::ArchivedOpReply>(), 64);
+        assert_eq!(std::mem::size_of::<crate::api::ops::ArchivedOp>(), 32);
+        assert_eq!(std::mem::size_of::<crate::api::ops::ArchivedTxnOp>(), 32);
+        assert_eq!(std::mem::size_of::<super::ArchivedVersionedValue>(), 40);
+    }
 }

@@ -99,45 +99,76 @@ impl VerifiedRead {
 
 /// Set in a data entry's version field when the entry carries an expiry time.
 pub const ENTRY_EXPIRES_FLAG: u64 = 1 << 63;
+/// Set in a data entry's version field when the key is attached to a lease.
+pub const ENTRY_LEASE_FLAG: u64 = 1 << 62;
 
 /// A data entry's bytes (as `kv::keys` stores it): `u64 LE version, u64 LE mod_height, value`;
-/// or, for a key with a TTL, `u64 LE (version | ENTRY_EXPIRES_FLAG), u64 LE mod_height,
-/// u64 LE expires_at_ms, value`. Versions stay far below bit 63 (one per write), so entries
-/// written before TTLs existed decode unchanged, and the tree's leaf hash (over these bytes)
-/// covers the expiry.
+/// for a key with a TTL, `u64 LE expires_at_ms` follows `mod_height` and `ENTRY_EXPIRES_FLAG`
+/// is set in the version field; for a key attached to a lease, `u64 LE lease id` follows
+/// (after the expiry, if any) and `ENTRY_LEASE_FLAG` is set. Versions stay far below bit 62
+/// (one per write), so entries written before TTLs or leases existed decode unchanged, and
+/// the tree's leaf hash (over these bytes) covers the expiry and the lease.
 pub fn decode_entry(bytes: &[u8]) -> Option<VersionedValue> {
-    let tagged = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let mod_height = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let (expires_at_ms, value_at) = if tagged & ENTRY_EXPIRES_FLAG != 0 {
-        let at = u64::from_le_bytes(bytes.get(16..24)?.try_into().ok()?);
-        (Some(at), 24)
-    } else {
-        (None, 16)
-    };
-    Some(VersionedValue {
-        value: bytes.get(value_at..)?.to_vec(),
-        version: tagged & !ENTRY_EXPIRES_FLAG,
-        mod_height,
-        expires_at_ms,
-    })
+    decode_entry_with_lease(bytes).map(|(value, _)| value)
 }
 
-/// Encodes a data entry (see [`decode_entry`]).
+/// Like [`decode_entry`], with the lease the key is attached to, if any.
+pub fn decode_entry_with_lease(bytes: &[u8]) -> Option<(VersionedValue, Option<u64>)> {
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let tagged = word(0)?;
+    let mod_height = word(8)?;
+    let mut value_at = 16;
+    let mut expires_at_ms = None;
+    if tagged & ENTRY_EXPIRES_FLAG != 0 {
+        expires_at_ms = Some(word(value_at)?);
+        value_at += 8;
+    }
+    let mut lease = None;
+    if tagged & ENTRY_LEASE_FLAG != 0 {
+        lease = Some(word(value_at)?);
+        value_at += 8;
+    }
+    let value = VersionedValue {
+        value: bytes.get(value_at..)?.to_vec(),
+        version: tagged & !(ENTRY_EXPIRES_FLAG | ENTRY_LEASE_FLAG),
+        mod_height,
+        expires_at_ms,
+    };
+    Some((value, lease))
+}
+
+/// Encodes a data entry without a lease (see [`decode_entry`]).
 pub fn encode_entry(
     version: u64,
     mod_height: u64,
     expires_at_ms: Option<u64>,
     value: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24 + value.len());
-    let tagged = match expires_at_ms {
-        Some(_) => version | ENTRY_EXPIRES_FLAG,
-        None => version,
-    };
+    encode_entry_with_lease(version, mod_height, expires_at_ms, None, value)
+}
+
+/// Encodes a data entry (see [`decode_entry`]).
+pub fn encode_entry_with_lease(
+    version: u64,
+    mod_height: u64,
+    expires_at_ms: Option<u64>,
+    lease: Option<u64>,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + value.len());
+    let mut tagged = version;
+    if expires_at_ms.is_some() {
+        tagged |= ENTRY_EXPIRES_FLAG;
+    }
+    if lease.is_some() {
+        tagged |= ENTRY_LEASE_FLAG;
+    }
     out.extend_from_slice(&tagged.to_le_bytes());
     out.extend_from_slice(&mod_height.to_le_bytes());
-    if let Some(at) = expires_at_ms {
-        out.extend_from_slice(&at.to_le_bytes());
+    for word in expires_at_ms.into_iter().chain(lease) {
+        out.extend_from_slice(&word.to_le_bytes());
     }
     out.extend_from_slice(value);
     out

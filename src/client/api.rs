@@ -320,7 +320,7 @@ impl Client {
         Ok(results)
     }
 
-    fn one(&self, op: Op) -> Result<OpReply, ClientError> {
+    pub(super) fn one(&self, op: Op) -> Result<OpReply, ClientError> {
         let mut results = self.batch(vec![op])?;
         match (results.pop(), results.is_empty()) {
             (Some(r), true) => Ok(r),
@@ -330,9 +330,10 @@ impl Client {
         }
     }
 
-    fn simple(&self, op: Op) -> Result<OpResult, ClientError> {
+    pub(super) fn simple(&self, op: Op) -> Result<OpResult, ClientError> {
         match self.one(op)? {
             OpReply::Simple(r) => Ok(r),
+            OpReply::Failed(error) => Err(ClientError::Failed(error)),
             other => Err(shape("a simple result", &other)),
         }
     }
@@ -540,6 +541,7 @@ impl Client {
     pub fn txn(&self, txn: Txn) -> Result<TxnResult, ClientError> {
         match self.one(Op::Txn(txn))? {
             OpReply::Txn { succeeded, results } => Ok(TxnResult { succeeded, results }),
+            OpReply::Failed(error) => Err(ClientError::Failed(error)),
             other => Err(shape("a transaction result", &other)),
         }
     }
@@ -955,7 +957,7 @@ fn check_key(key: &[u8]) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn shape(expected: &str, got: &impl std::fmt::Debug) -> ClientError {
+pub(super) fn shape(expected: &str, got: &impl std::fmt::Debug) -> ClientError {
     ClientError::BadReply(format!("expected {expected}, the cluster returned {got:?}"))
 }
 

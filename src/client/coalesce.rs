@@ -58,7 +58,14 @@ fn op_bytes(op: &Op) -> usize {
     const OVERHEAD: usize = 64;
     OVERHEAD
         + match op {
-            Op::Put { key, value } | Op::PutTtl { key, value, .. } => key.len() + value.len(),
+            Op::Put { key, value }
+            | Op::PutTtl { key, value, .. }
+            | Op::PutLease { key, value, .. } => key.len() + value.len(),
+            Op::LeaseGrant { .. }
+            | Op::LeaseKeepAlive { .. }
+            | Op::LeaseRevoke { .. }
+            | Op::LeaseTimeToLive { .. }
+            | Op::LeaseList => 0,
             Op::Get { key } | Op::Delete { key } => key.len(),
             Op::Range { start, end, .. } | Op::DeleteRange { start, end } => {
                 start.len() + end.as_ref().map_or(0, Vec::len)

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::api::Rejection;
+use crate::api::{OpError, Rejection};
 use crate::types::NodeId;
 use crate::wire::Refusal;
 
@@ -76,6 +76,9 @@ pub enum ClientError {
     WrongCluster { answers: Vec<NodeAnswer> },
     /// The cluster agreed (`f + 1` nodes) that the request was not executed, and why.
     Rejected { seq: u64, rejection: Rejection },
+    /// The cluster agreed (`f + 1` nodes) that the operation failed and changed nothing, and
+    /// why (e.g. its lease does not exist).
+    Failed(OpError),
     /// Agreed reply bytes that do not decode, or decode to the wrong shape for the call.
     BadReply(String),
     /// The request (or a stale read's key) is over a limit; nothing was sent.
@@ -142,6 +145,7 @@ impl fmt::Display for ClientError {
             ClientError::Rejected { seq, rejection } => {
                 write!(f, "request {seq} rejected by the cluster: {rejection}")
             }
+            ClientError::Failed(error) => write!(f, "failed: {error}"),
             ClientError::BadReply(why) => write!(f, "bad reply: {why}"),
             ClientError::TooLarge(why) => write!(f, "too large, nothing was sent: {why}"),
             ClientError::Usage(why) => f.write_str(why),

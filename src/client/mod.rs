@@ -9,6 +9,8 @@
 //!   (one Noise link per member, with redial backoff), [`seq`] (why seqs start at the clock);
 //! - [`coalesce`]: [`Coalescer`], which sends many threads' single operations as few signed
 //!   requests (client-side batching);
+//! - [`lease`]: leases (grant, keep alive, revoke, attach keys) and [`LeaseKeeper`], which
+//!   keeps a lease alive from a thread until dropped;
 //! - [`backup`]: backups of a running cluster (a snapshot f + 1 members vouch for);
 //! - [`watch`]: [`Watch`], a stream of committed changes a client emits only when `f + 1`
 //!   nodes sent them identically (`watch_merge` holds that rule);
@@ -42,6 +44,7 @@ pub mod cli;
 pub mod coalesce;
 mod core;
 pub mod error;
+pub mod lease;
 mod link;
 pub mod options;
 pub mod seq;
@@ -56,6 +59,7 @@ pub use api::{
 pub use coalesce::{CoalesceOptions, Coalescer};
 pub use core::Committed;
 pub use error::{ClientError, NodeAnswer, Said};
+pub use lease::{LeaseGrant, LeaseId, LeaseKeeper};
 pub use link::LinkReport;
 pub use options::{ClientOptions, ClusterEndpoints, Endpoint, ReadMode};
 pub use watch::Watch;

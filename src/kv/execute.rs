@@ -4,13 +4,21 @@
 //! consensus timestamp stands in for one), no randomness, no map iteration order that could
 //! differ between nodes (only ordered maps are used).
 //!
-//! Invariant: a data entry carries `expires_at_ms = T` exactly when the expiry index holds
-//! `expiry_key(T, key)` (`kv::expiry`): every write and delete of a key keeps the two together.
+//! Invariants: a data entry carries `expires_at_ms = T` exactly when the expiry index holds
+//! `expiry_key(T, key)` (`kv::expiry`), and names lease `L` exactly when `L`'s key index holds
+//! the key (`kv::lease`): every write and delete of a key keeps these together.
+//!
+//! An operation either succeeds or fails with an [`OpError`] (only lease operations and puts
+//! on a lease can) and then changes nothing; a transaction whose branch would fail that way
+//! fails as a whole before any of it runs.
 
-use super::keys::{data_end, data_key, decode_versioned, encode_entry, expiry_key};
-use super::ops::{Compare, CompareOp, CompareTarget, Op, RANGE_LIMIT_MAX, Txn, TxnOp};
+use super::keys::{
+    data_end, data_key, decode_entry_with_lease, encode_entry_with_lease, expiry_key,
+};
+use super::lease;
+use super::ops::{Compare, CompareOp, CompareTarget, NotSimple, Op, RANGE_LIMIT_MAX, Txn, TxnOp};
 use super::overlay::BlockOverlay;
-use super::reply::{KeyValue, OpReply, OpResult, VersionedValue};
+use super::reply::{KeyValue, OpError, OpReply, OpResult, VersionedValue};
 use crate::storage::StorageError;
 
 /// The block an op runs in: its height and consensus timestamp.
@@ -29,8 +37,15 @@ pub fn execute_ops(
     let mut replies = Vec::with_capacity(ops.len());
     for op in ops {
         let reply = match op.into_simple() {
-            Ok(simple) => OpReply::Simple(execute_simple(overlay, block, simple)?),
-            Err(txn) => execute_txn(overlay, block, txn)?,
+            Ok(simple) => match execute_simple(overlay, block, simple)? {
+                Ok(result) => OpReply::Simple(result),
+                Err(error) => OpReply::Failed(error),
+            },
+            Err(NotSimple::Txn(txn)) => execute_txn(overlay, block, txn)?,
+            Err(NotSimple::Lease(op)) => match lease::execute(overlay, block.time_ms, op)? {
+                Ok(result) => OpReply::Simple(result),
+                Err(error) => OpReply::Failed(error),
+            },
         };
         replies.push(reply);
     }
@@ -50,77 +65,132 @@ fn execute_txn(
         }
     }
     let branch = if succeeded { txn.success } else { txn.failure };
+    // Puts on a lease are the only branch operations that can fail: check them all first.
+    if let Err(error) = lease::check_branch(overlay, block.time_ms, &branch)? {
+        return Ok(OpReply::Failed(error));
+    }
     let mut results = Vec::with_capacity(branch.len());
     for op in branch {
-        results.push(execute_simple(overlay, block, op)?);
+        match execute_simple(overlay, block, op)? {
+            Ok(result) => results.push(result),
+            // `check_branch` rules this out; were it wrong, the reply still says what failed
+            // (the same on every node), though the branch's earlier operations stay applied.
+            Err(error) => return Ok(OpReply::Failed(error)),
+        }
     }
     Ok(OpReply::Txn { succeeded, results })
 }
 
 fn read(overlay: &BlockOverlay<'_>, key: &[u8]) -> Result<Option<VersionedValue>, StorageError> {
+    Ok(read_entry(overlay, key)?.map(|(value, _)| value))
+}
+
+/// `key`'s entry and the lease it is attached to, if any.
+pub(super) fn read_entry(
+    overlay: &BlockOverlay<'_>,
+    key: &[u8],
+) -> Result<Option<(VersionedValue, Option<u64>)>, StorageError> {
     let stored_key = data_key(key);
     overlay
         .get(&stored_key)
-        .map(|stored| decode_versioned(&stored, &stored_key))
+        .map(|stored| decode_entry_with_lease(&stored, &stored_key))
         .transpose()
 }
 
-/// Writes `key`, replacing its old entry and the old entry's expiry index entry, and
-/// returns the new version.
+/// Writes `key`, replacing its old entry with the old entry's expiry index entry and lease
+/// attachment, and returns the new version. A lease to attach to was checked by the caller.
 fn write(
     overlay: &mut BlockOverlay<'_>,
     height: u64,
     key: &[u8],
     value: &[u8],
     expires_at_ms: Option<u64>,
+    lease_id: Option<u64>,
 ) -> Result<u64, StorageError> {
-    let old = read(overlay, key)?;
-    if let Some(at) = old.as_ref().and_then(|o| o.expires_at_ms) {
-        overlay.delete(expiry_key(at, key));
-    }
-    let version = old.map_or(1, |old| old.version + 1);
+    let old = read_entry(overlay, key)?;
+    let version = match old {
+        Some((old, old_lease)) => {
+            if let Some(at) = old.expires_at_ms {
+                overlay.delete(expiry_key(at, key));
+            }
+            if let Some(id) = old_lease {
+                lease::detach(overlay, id, key)?;
+            }
+            old.version + 1
+        }
+        None => 1,
+    };
     overlay.put(
         data_key(key),
-        encode_entry(version, height, expires_at_ms, value),
+        encode_entry_with_lease(version, height, expires_at_ms, lease_id, value),
     );
     if let Some(at) = expires_at_ms {
         overlay.put(expiry_key(at, key), Vec::new());
     }
+    if let Some(id) = lease_id {
+        lease::attach(overlay, id, key)?;
+    }
     Ok(version)
 }
 
-/// Deletes `key` (whose current entry is `old`) and its expiry index entry.
-pub(super) fn remove(overlay: &mut BlockOverlay<'_>, key: &[u8], old: &VersionedValue) {
+/// Deletes `key` (whose current entry is `old`, attached to `old_lease`), its expiry index
+/// entry and its lease attachment.
+pub(super) fn remove(
+    overlay: &mut BlockOverlay<'_>,
+    key: &[u8],
+    old: &VersionedValue,
+    old_lease: Option<u64>,
+) -> Result<(), StorageError> {
     if let Some(at) = old.expires_at_ms {
         overlay.delete(expiry_key(at, key));
     }
+    if let Some(id) = old_lease {
+        lease::detach(overlay, id, key)?;
+    }
     overlay.delete(data_key(key));
+    Ok(())
 }
 
 fn execute_simple(
     overlay: &mut BlockOverlay<'_>,
     block: BlockCtx,
     op: TxnOp,
-) -> Result<OpResult, StorageError> {
-    Ok(match op {
+) -> Result<Result<OpResult, OpError>, StorageError> {
+    Ok(Ok(match op {
         TxnOp::Put { key, value } => OpResult::Put {
-            version: write(overlay, block.height, &key, &value, None)?,
+            version: write(overlay, block.height, &key, &value, None, None)?,
         },
         TxnOp::PutTtl { key, value, ttl_ms } => {
             let expires_at_ms = block.time_ms.saturating_add(ttl_ms);
-            let version = write(overlay, block.height, &key, &value, Some(expires_at_ms))?;
+            let version = write(
+                overlay,
+                block.height,
+                &key,
+                &value,
+                Some(expires_at_ms),
+                None,
+            )?;
             OpResult::PutTtl {
                 version,
                 expires_at_ms,
+            }
+        }
+        TxnOp::PutLease { key, value, lease } => {
+            let current = read_entry(overlay, &key)?.and_then(|(_, current)| current);
+            if let Err(error) = lease::check_attach(overlay, block.time_ms, lease, current)? {
+                return Ok(Err(error));
+            }
+            OpResult::Put {
+                version: write(overlay, block.height, &key, &value, None, Some(lease))?,
             }
         }
         TxnOp::Get { key } => OpResult::Get {
             found: read(overlay, &key)?,
         },
         TxnOp::Delete { key } => {
-            let old = read(overlay, &key)?;
-            if let Some(old) = &old {
-                remove(overlay, &key, old);
+            let old = read_entry(overlay, &key)?;
+            if let Some((old, old_lease)) = &old {
+                remove(overlay, &key, old, *old_lease)?;
             }
             OpResult::Delete {
                 existed: old.is_some(),
@@ -131,16 +201,16 @@ fn execute_simple(
             OpResult::Range { entries, more }
         }
         TxnOp::DeleteRange { start, end } => {
-            let (entries, more) = range(overlay, &start, end.as_deref(), RANGE_LIMIT_MAX)?;
-            for entry in &entries {
-                remove(overlay, &entry.key, &entry.value);
+            let (entries, more) = range_entries(overlay, &start, end.as_deref(), RANGE_LIMIT_MAX)?;
+            for (key, value, old_lease) in &entries {
+                remove(overlay, key, value, *old_lease)?;
             }
             OpResult::DeleteRange {
                 deleted: entries.len() as u64,
                 more,
             }
         }
-    })
+    }))
 }
 
 /// Data entries in `[start, end)`, at most `min(limit, RANGE_LIMIT_MAX)`, and whether more exist.
@@ -150,6 +220,24 @@ pub fn range(
     end: Option<&[u8]>,
     limit: u32,
 ) -> Result<(Vec<KeyValue>, bool), StorageError> {
+    let (entries, more) = range_entries(overlay, start, end, limit)?;
+    let entries = entries
+        .into_iter()
+        .map(|(key, value, _)| KeyValue { key, value })
+        .collect();
+    Ok((entries, more))
+}
+
+/// A user key, its entry and its lease.
+type Entry = (Vec<u8>, VersionedValue, Option<u64>);
+
+/// Like [`range`], with each entry's lease.
+fn range_entries(
+    overlay: &BlockOverlay<'_>,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: u32,
+) -> Result<(Vec<Entry>, bool), StorageError> {
     let limit = limit.min(RANGE_LIMIT_MAX) as usize;
     let end_key = end.map_or_else(data_end, data_key);
     let mut rows = overlay.range(&data_key(start), &end_key, limit + 1);
@@ -158,10 +246,8 @@ pub fn range(
     let entries = rows
         .into_iter()
         .map(|(key, stored)| {
-            Ok(KeyValue {
-                value: decode_versioned(&stored, &key)?,
-                key: key[1..].to_vec(),
-            })
+            let (value, lease) = decode_entry_with_lease(&stored, &key)?;
+            Ok((key[1..].to_vec(), value, lease))
         })
         .collect::<Result<Vec<_>, StorageError>>()?;
     Ok((entries, more))

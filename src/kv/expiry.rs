@@ -5,14 +5,19 @@
 //! key. When a block with consensus timestamp `T` is applied, before its requests run,
 //! [`expire_due`] deletes the keys whose `expires_at_ms <= T`, in index order, at most
 //! [`EXPIRED_PER_BLOCK_MAX`] of them; the rest stay due and go with the next blocks (the
-//! runtime tells consensus the next expiry, [`next_expiry_ms`], so it proposes them).
+//! runtime tells consensus the next expiry, [`next_expiry_ms`], so it proposes them). Leases
+//! expire in the same pass, after the keys and within the same bound
+//! ([`expire_due_with_leases`], `kv::lease`), and their expiry counts for [`next_expiry_ms`].
 //!
 //! Determinism: the result depends only on the state and `T`, which the block carries
 //! (agreed in consensus, never a node's clock). Expired keys are ordinary deletes of the
 //! block: the watch log records them, the key count drops, the tree update covers them.
 
 use super::execute::remove;
-use super::keys::{EXPIRY_PREFIX, data_key, decode_versioned, expiry_due_end, parse_expiry_key};
+use super::keys::{
+    EXPIRY_PREFIX, data_key, decode_entry_with_lease, expiry_due_end, parse_expiry_key,
+};
+use super::lease;
 use super::overlay::BlockOverlay;
 use crate::storage::{Engine, StorageError};
 
@@ -34,12 +39,12 @@ pub fn expire_due(
         let stored_key = data_key(user_key);
         let current = overlay
             .get(&stored_key)
-            .map(|stored| decode_versioned(&stored, &stored_key))
+            .map(|stored| decode_entry_with_lease(&stored, &stored_key))
             .transpose()?;
         match current {
             // The entry the index names: delete both.
-            Some(entry) if entry.expires_at_ms == Some(at) => {
-                remove(overlay, user_key, &entry);
+            Some((entry, lease)) if entry.expires_at_ms == Some(at) => {
+                remove(overlay, user_key, &entry, lease)?;
                 expired += 1;
             }
             // Never written this way (every write keeps the pair together), but a stale
@@ -50,12 +55,27 @@ pub fn expire_due(
     Ok(expired)
 }
 
-/// The earliest `expires_at_ms` in the store, if any key has a TTL.
+/// Deletes what is due at block time `time_ms`: keys whose TTL ran out, then leases that
+/// expired with their keys (`kv::lease`), at most `limit` deletions in all; returns how many.
+pub fn expire_due_with_leases(
+    overlay: &mut BlockOverlay<'_>,
+    time_ms: u64,
+    limit: usize,
+) -> Result<usize, StorageError> {
+    let keys = expire_due(overlay, time_ms, limit)?;
+    let leases = lease::expire_due(overlay, time_ms, limit - keys)?;
+    Ok(keys + leases)
+}
+
+/// The earliest `expires_at_ms` in the store of a key with a TTL or of a lease.
 pub fn next_expiry_ms(engine: &Engine) -> Option<u64> {
     let mut next = None;
     engine.scan(&[EXPIRY_PREFIX], Some(&[EXPIRY_PREFIX + 1]), |key, _| {
         next = parse_expiry_key(key).ok().map(|(at, _)| at);
         false
     });
-    next
+    match (next, lease::next_expiry_ms(engine)) {
+        (Some(key), Some(lease)) => Some(key.min(lease)),
+        (key, lease) => key.or(lease),
+    }
 }

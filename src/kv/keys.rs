@@ -5,9 +5,14 @@
 //! 'c' ++ client(32)                 -> [u64 expired_below LE][u64 live sessions LE]
 //! 'd' ++ user_key                   -> [u64 version LE][u64 mod_height LE][value], or with a TTL
 //!                                      [u64 version|1<<63 LE][u64 mod_height LE]
-//!                                      [u64 expires_at_ms LE][value]
+//!                                      [u64 expires_at_ms LE][value]; attached to a lease,
+//!                                      bit 62 of the version is set and [u64 lease LE]
+//!                                      comes before the value
+//! 'k' ++ lease(u64 BE) ++ user_key  -> []  (the keys attached to a lease, see `kv::lease`)
+//! 'l' ++ lease(u64 BE)              -> [u64 ttl_ms LE][u64 expires_at_ms LE][u64 keys LE]
 //! 'm' ++ "state"                    -> [u64 applied_height LE][32 state tree root][u32 LE 4]
 //! 'n' ++ "sessions"                 -> [u64 live sessions of all clients LE]
+//! 'n' ++ "leases"                   -> [u64 leases LE][u64 next picked id LE]
 //! 'r' ++ client(32) ++ session(u64 BE) ++ seq(u64 BE)
 //!                                   -> [32 ops digest][encoded Reply] (exactly-once window)
 //! 's' ++ client(32) ++ session(u64 BE)
@@ -17,10 +22,12 @@
 //! 'm' ++ "watchlog"                 -> [u64 floor LE][u64 bytes LE] (see `kv::watch_log`)
 //! 'm' ++ "roots/" ++ height(u64 BE) -> [32 state digest] (see `kv::root_memory`)
 //! 'x' ++ expires_at_ms(u64 BE) ++ user_key -> []  (expiry index, see `kv::expiry`)
+//! 'y' ++ expires_at_ms(u64 BE) ++ lease(u64 BE) -> []  (lease expiry index, `kv::lease`)
 //! ```
-//! Heights, sessions, seqs and expiry times are big-endian so ranges sort by them. The `a`,
-//! `c`, `d`, `n`, `r`, `s` and `x` entries are the state: leaves of the state tree (a session's
-//! replies of 16 consecutive seqs share one, see `kv::leaves`), held by snapshots. The `m`,
+//! Heights, sessions, seqs, lease ids and expiry times are big-endian so ranges sort by them.
+//! The `a`, `c`, `d`, `k`, `l`, `n`, `r`, `s`, `x` and `y` entries are the state: leaves of
+//! the state tree (a session's replies of 16 consecutive seqs share one, see `kv::leaves`),
+//! held by snapshots. The `m`,
 //! `t` and `w` entries are derived from them (or the runtime's own). `kv::exactly_once` says what the `a`, `c`, `n`,
 //! `r` and `s` entries mean.
 
@@ -37,12 +44,24 @@ pub const SESSION_PREFIX: u8 = b's';
 pub const META_KEY: &[u8] = b"mstate";
 pub const TREE_PREFIX: u8 = b't';
 pub const EXPIRY_PREFIX: u8 = b'x';
+pub const LEASE_KEYS_PREFIX: u8 = b'k';
+pub const LEASE_PREFIX: u8 = b'l';
+pub const LEASE_EXPIRY_PREFIX: u8 = b'y';
+pub const LEASE_COUNT_KEY: &[u8] = b"nleases";
 
 /// True for the first byte of every state key: a leaf of the state tree, held by snapshots.
 pub fn is_covered_prefix(first: u8) -> bool {
     matches!(
         first,
-        AGE_PREFIX | CLIENT_PREFIX | DATA_PREFIX | REPLY_PREFIX | SESSION_PREFIX | EXPIRY_PREFIX
+        AGE_PREFIX
+            | CLIENT_PREFIX
+            | DATA_PREFIX
+            | REPLY_PREFIX
+            | SESSION_PREFIX
+            | EXPIRY_PREFIX
+            | LEASE_KEYS_PREFIX
+            | LEASE_PREFIX
+            | LEASE_EXPIRY_PREFIX
     ) || first == SESSION_COUNT_KEY[0]
 }
 
@@ -141,6 +160,35 @@ pub fn encode_entry(
     crate::api::verified_read::encode_entry(version, mod_height, expires_at_ms, value)
 }
 
+/// A data entry attached to `lease` (see [`encode_entry`]).
+pub fn encode_entry_with_lease(
+    version: u64,
+    mod_height: u64,
+    expires_at_ms: Option<u64>,
+    lease: Option<u64>,
+    value: &[u8],
+) -> Vec<u8> {
+    crate::api::verified_read::encode_entry_with_lease(
+        version,
+        mod_height,
+        expires_at_ms,
+        lease,
+        value,
+    )
+}
+
+/// A data entry and the lease it is attached to, if any.
+pub fn decode_entry_with_lease(
+    stored: &[u8],
+    key: &[u8],
+) -> Result<(VersionedValue, Option<u64>), StorageError> {
+    crate::api::verified_read::decode_entry_with_lease(stored).ok_or_else(|| {
+        StorageError::invalid(format!(
+            "stored value of key {key:02x?} is shorter than its header"
+        ))
+    })
+}
+
 pub fn decode_versioned(stored: &[u8], key: &[u8]) -> Result<VersionedValue, StorageError> {
     crate::api::verified_read::decode_entry(stored).ok_or_else(|| {
         StorageError::invalid(format!(
@@ -179,6 +227,86 @@ pub fn parse_expiry_key(key: &[u8]) -> Result<(u64, &[u8]), StorageError> {
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(|t| (u64::from_be_bytes(t), &key[9..]))
         .ok_or_else(|| StorageError::invalid(format!("expiry key {key:02x?} is malformed")))
+}
+
+/// The lease record of `id`.
+pub fn lease_key(id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(LEASE_PREFIX);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The lease id a lease record key names (it was written by [`lease_key`]).
+pub fn parse_lease_key(key: &[u8]) -> Result<u64, StorageError> {
+    key.get(1..9)
+        .filter(|_| key.len() == 9 && key[0] == LEASE_PREFIX)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::invalid(format!("lease key {key:02x?} is malformed")))
+}
+
+/// The entry saying `user_key` is attached to lease `id`.
+pub fn lease_keys_key(id: u64, user_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + user_key.len());
+    key.push(LEASE_KEYS_PREFIX);
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(user_key);
+    key
+}
+
+/// The bounds `[start, end)` of lease `id`'s attached-key entries.
+pub fn lease_keys_bounds(id: u64) -> (Vec<u8>, Vec<u8>) {
+    let start = lease_keys_key(id, &[]);
+    let end = match id.checked_add(1) {
+        Some(next) => lease_keys_key(next, &[]),
+        None => vec![LEASE_KEYS_PREFIX + 1],
+    };
+    (start, end)
+}
+
+/// The user key an attached-key entry names (it was written by [`lease_keys_key`]).
+pub fn parse_lease_keys_key(key: &[u8]) -> Result<&[u8], StorageError> {
+    if key.len() > 9 && key[0] == LEASE_KEYS_PREFIX {
+        Ok(&key[9..])
+    } else {
+        Err(StorageError::invalid(format!(
+            "lease key index entry {key:02x?} is malformed"
+        )))
+    }
+}
+
+/// The lease expiry index entry of lease `id` expiring at `expires_at_ms`.
+pub fn lease_expiry_key(expires_at_ms: u64, id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(LEASE_EXPIRY_PREFIX);
+    key.extend_from_slice(&expires_at_ms.to_be_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The exclusive upper bound of the lease expiry entries due at `time_ms`.
+pub fn lease_expiry_due_end(time_ms: u64) -> Vec<u8> {
+    match time_ms.checked_add(1) {
+        Some(after) => {
+            let mut key = Vec::with_capacity(9);
+            key.push(LEASE_EXPIRY_PREFIX);
+            key.extend_from_slice(&after.to_be_bytes());
+            key
+        }
+        None => vec![LEASE_EXPIRY_PREFIX + 1],
+    }
+}
+
+/// The expiry time and lease id a lease expiry key names (written by [`lease_expiry_key`]).
+pub fn parse_lease_expiry_key(key: &[u8]) -> Result<(u64, u64), StorageError> {
+    let bad = || StorageError::invalid(format!("lease expiry key {key:02x?} is malformed"));
+    if key.len() != 17 || key[0] != LEASE_EXPIRY_PREFIX {
+        return Err(bad());
+    }
+    let at: [u8; 8] = key[1..9].try_into().map_err(|_| bad())?;
+    let id: [u8; 8] = key[9..17].try_into().map_err(|_| bad())?;
+    Ok((u64::from_be_bytes(at), u64::from_be_bytes(id)))
 }
 
 pub fn decode_u64(stored: &[u8], what: &str) -> Result<u64, StorageError> {

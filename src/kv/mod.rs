@@ -25,6 +25,7 @@ mod execute;
 pub mod expiry;
 pub mod history;
 pub mod keys;
+pub mod lease;
 pub mod leaves;
 mod node_cache;
 pub use crate::api::ops;
@@ -37,9 +38,9 @@ pub mod state_tree;
 pub mod watch_log;
 
 pub use crate::api::{
-    Compare, CompareOp, CompareTarget, KeyValue, KvReply, Op, OpReply, OpResult, Rejection, Reply,
-    ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent, decode_ops, decode_reply, encode_ops,
-    encode_reply,
+    Compare, CompareOp, CompareTarget, KeyValue, KvReply, LeaseStatus, Op, OpError, OpReply,
+    OpResult, Rejection, Reply, ReplyDecodeError, Txn, TxnOp, VersionedValue, WatchEvent,
+    decode_ops, decode_reply, encode_ops, encode_reply,
 };
 pub use audit::TreeAudit;
 pub use snapshot::SnapshotInfo;
@@ -48,6 +49,8 @@ pub use watch_log::WatchRetention;
 
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod root_memory_tests;
 #[cfg(test)]

@@ -179,14 +179,16 @@ impl KvStore {
         Ok(replies)
     }
 
-    /// How many keys the last block applied here expired (0 after open or an install): the
-    /// runtime tells consensus, since such a block changed the state without requests.
+    /// How many keys and leases the last block applied here expired (0 after open or an
+    /// install): the runtime tells consensus, since such a block changed the state without
+    /// requests.
     pub fn expired_last_block(&self) -> usize {
         self.expired_last_block
     }
 
-    /// The earliest key expiry in the applied state (`None`: no key has a TTL). The runtime
-    /// hands it to consensus, which proposes a block once it is due.
+    /// The earliest expiry of a key or a lease in the applied state (`None`: no key has a TTL
+    /// and no lease exists). The runtime hands it to consensus, which proposes a block once it
+    /// is due.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         expiry::next_expiry_ms(&self.engine)
     }
@@ -212,7 +214,7 @@ impl KvStore {
         }
         let mut overlay = BlockOverlay::new(&self.engine);
         // Keys whose time ran out go first: the block's requests see them gone.
-        let expired = expiry::expire_due(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
+        let expired = expiry::expire_due_with_leases(&mut overlay, time_ms, EXPIRED_PER_BLOCK_MAX)?;
         let block = BlockCtx { height, time_ms };
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {

@@ -137,13 +137,18 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
     let client = connect(args)?;
     let json = args.json;
     let text = match &args.command {
-        Command::Put { key, ttl_ms, .. } => {
+        Command::Put {
+            key, ttl_ms, lease, ..
+        } => {
             let value = value.unwrap_or_default();
-            let (version, expires_at_ms) = match ttl_ms {
-                Some(ttl_ms) => client
+            let (version, expires_at_ms) = match (ttl_ms, lease) {
+                (Some(ttl_ms), _) => client
                     .put_with_ttl(key.as_bytes(), &value, *ttl_ms)
                     .map(|(v, at)| (v, Some(at))),
-                None => client.put(key.as_bytes(), &value).map(|v| (v, None)),
+                (None, Some(id)) => client
+                    .put_with_lease(key.as_bytes(), &value, *id)
+                    .map(|v| (v, None)),
+                (None, None) => client.put(key.as_bytes(), &value).map(|v| (v, None)),
             }
             .map_err(|e| e.to_string())?;
             if json {
@@ -155,13 +160,19 @@ pub fn run<W: Write>(args: &Args, out: &mut Out<W>) -> Result<(), String> {
                 if let Some(at) = expires_at_ms {
                     f.push(("expires_at_ms", Json::U64(at)));
                 }
+                if let Some(id) = lease {
+                    f.push(("lease", Json::U64(*id)));
+                }
                 Json::obj(f).render()
             } else if let Some(at) = expires_at_ms {
                 format!("OK (version {version}, expires at {at} ms since the epoch)")
+            } else if let Some(id) = lease {
+                format!("OK (version {version}, lease {id})")
             } else {
                 format!("OK (version {version})")
             }
         }
+        Command::Lease(command) => return super::lease::run(&client, command, json, out),
         Command::Get {
             key,
             value_only,
@@ -528,6 +539,7 @@ fn op_text(op: &TxnOp) -> String {
     match op {
         TxnOp::Put { key, .. } => format!("put {}", show(key)),
         TxnOp::PutTtl { key, ttl_ms, .. } => format!("put {} --ttl {ttl_ms}ms", show(key)),
+        TxnOp::PutLease { key, lease, .. } => format!("put {} --lease {lease}", show(key)),
         TxnOp::Get { key } => format!("get {}", show(key)),
         TxnOp::Delete { key } => format!("del {}", show(key)),
         TxnOp::Range { start, .. } => format!("range {}", show(start)),
@@ -554,6 +566,8 @@ fn result_text(r: &OpResult) -> String {
             "{deleted} deleted{}",
             if *more { " (more remain)" } else { "" }
         ),
+        // Lease operations are not allowed in a transaction; shown plainly all the same.
+        other => format!("{other:?}"),
     }
 }
 
@@ -586,6 +600,8 @@ fn result_json(op: &TxnOp, r: &OpResult) -> Json {
             f.push(("deleted".into(), Json::U64(*deleted)));
             f.push(("more".into(), Json::Bool(*more)));
         }
+        // Lease operations are not allowed in a transaction; shown plainly all the same.
+        other => f.push(("result".into(), Json::str(format!("{other:?}")))),
     }
     Json::Obj(f)
 }

@@ -5,6 +5,7 @@
 //! - [`commands`]: running one command and printing its result (text or `--json`);
 //! - [`txn`]: the `--if` / `--then` / `--else` mini-language;
 //! - [`bench`]: `bftctl bench`;
+//! - [`lease`]: `bftctl lease ...`;
 //! - [`json`]: a minimal JSON writer.
 //!
 //! Invariant: every failure reaches `main` as one line (`bftctl: ...`, exit status 1; usage
@@ -13,6 +14,7 @@
 pub mod bench;
 pub mod commands;
 pub mod json;
+pub mod lease;
 pub mod txn;
 
 use std::ffi::OsString;
@@ -39,6 +41,9 @@ COMMANDS:
                                   first block past that time deletes it (so it may stay
                                   readable up to one block interval longer). Prints
                                   expires_at_ms; a later put without --ttl keeps the key.
+    put KEY VALUE --lease ID      ... the key is attached to lease ID (which must exist) and
+                                  deleted with it; a later put without --lease, or a delete,
+                                  detaches it
     get KEY [--stale] [--print-value-only]
                                   Read KEY. Linearizable (ordered through consensus, checked
                                   by f+1 nodes) unless --stale: then one node answers from
@@ -87,6 +92,17 @@ COMMANDS:
                                   without it, after the height f+1 nodes have applied when
                                   the command starts. When the nodes no longer keep height H,
                                   fails with 'compacted: ... resume from N'
+    lease grant TTL               Grant a lease of TTL (30 = 30s, or 500ms, 30s, 5m, 1h);
+                                  prints its id. It expires TTL after the consensus time of
+                                  the block that granted (or last kept alive) it, and then
+                                  its keys are deleted
+    lease keep-alive ID [--once]  Renew lease ID (TTL from now, consensus time) every third
+                                  of its TTL, one line per renewal, until Ctrl-C (--once:
+                                  renew once); fails when the lease is gone
+    lease revoke ID               Delete lease ID and every key attached to it, atomically
+    lease timetolive ID [--keys]  Lease ID's granted TTL, the time left and how many keys are
+                                  attached (--keys: which)
+    lease list                    The ids of all leases
     status                        Each node's id, round, committed height, leader, state
                                   digest and uptime; unreachable nodes are shown as such
     bench [--ops N] [--value-size B] [--concurrency C] [--coalesce]
@@ -150,7 +166,10 @@ pub enum Command {
         value: ValueSource,
         /// `--ttl`: the key expires this long after the committing block's time.
         ttl_ms: Option<u64>,
+        /// `--lease`: the key is attached to this lease.
+        lease: Option<u64>,
     },
+    Lease(lease::LeaseCommand),
     Get {
         key: String,
         stale: bool,
@@ -223,6 +242,9 @@ struct Flags {
     coalesce: bool,
     from_height: Option<u64>,
     ttl_ms: Option<u64>,
+    lease: Option<u64>,
+    once: bool,
+    keys: bool,
     /// Names of the command-specific flags given, to refuse them on other commands.
     given: Vec<&'static str>,
 }
@@ -311,6 +333,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, String> {
                 let v = parse_duration_ms(&raw).map_err(|e| format!("--ttl: {e}"))?;
                 flag(&mut flags, "--ttl", |f| f.ttl_ms = Some(v));
             }
+            Long("lease") => {
+                let raw = text(&mut parser, "--lease")?;
+                let v = lease::parse_id(&raw).map_err(|e| format!("--lease: {e}"))?;
+                flag(&mut flags, "--lease", |f| f.lease = Some(v));
+            }
+            Long("once") => flag(&mut flags, "--once", |f| f.once = true),
+            Long("keys") => flag(&mut flags, "--keys", |f| f.keys = true),
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Long("stale") => flag(&mut flags, "--stale", |f| f.stale = true),
@@ -449,11 +478,54 @@ fn put(key: &str, value: Option<&String>, flags: &Flags) -> Result<Command, Stri
             return Err("'put' takes a VALUE or --file F, not both".into());
         }
     };
+    if flags.ttl_ms.is_some() && flags.lease.is_some() {
+        return Err(
+            "--ttl and --lease do not go together (a leased key lives as long as its lease)".into(),
+        );
+    }
     Ok(Command::Put {
         key: key.to_string(),
         value,
         ttl_ms: flags.ttl_ms,
+        lease: flags.lease,
     })
+}
+
+fn lease_command(rest: &[String], flags: &Flags) -> Result<(Command, Vec<&'static str>), String> {
+    use lease::{LeaseCommand, parse_id, parse_ttl};
+    let words: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (command, allowed) = match words.as_slice() {
+        ["grant", ttl] => (
+            LeaseCommand::Grant {
+                ttl_ms: parse_ttl(ttl).map_err(|e| format!("lease grant: {e}"))?,
+            },
+            vec![],
+        ),
+        ["keep-alive" | "keepalive", id] => (
+            LeaseCommand::KeepAlive {
+                id: parse_id(id)?,
+                once: flags.once,
+            },
+            vec!["--once"],
+        ),
+        ["revoke", id] => (LeaseCommand::Revoke { id: parse_id(id)? }, vec![]),
+        ["timetolive" | "time-to-live", id] => (
+            LeaseCommand::TimeToLive {
+                id: parse_id(id)?,
+                keys: flags.keys,
+            },
+            vec!["--keys"],
+        ),
+        ["list"] => (LeaseCommand::List, vec![]),
+        _ => {
+            return Err(
+                "usage: bftctl lease grant TTL | keep-alive ID [--once] | revoke ID | \
+                 timetolive ID [--keys] | list; see 'bftctl --help'"
+                    .into(),
+            );
+        }
+    };
+    Ok((Command::Lease(command), allowed))
 }
 
 fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
@@ -463,9 +535,10 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
     };
     let rest: Vec<String> = words.collect();
     let (command, allowed): (Command, Vec<&str>) = match (name.as_str(), rest.as_slice()) {
-        ("put", [k, v @ ..]) if v.len() <= 1 => {
-            (put(k, v.first(), &flags)?, vec!["--file", "--ttl"])
-        }
+        ("put", [k, v @ ..]) if v.len() <= 1 => (
+            put(k, v.first(), &flags)?,
+            vec!["--file", "--ttl", "--lease"],
+        ),
         ("get", [k]) => get(k, &flags)?,
         ("del" | "delete", [k]) if flags.prefix => {
             (Command::DelPrefix { prefix: k.clone() }, vec!["--prefix"])
@@ -484,6 +557,7 @@ fn command(words: Vec<String>, flags: Flags) -> Result<Command, String> {
             (cmd, vec!["--if", "--then", "--else"])
         }
         ("status", []) => (Command::Status, vec![]),
+        ("lease", rest) => lease_command(rest, &flags)?,
         ("snapshot", [action, file]) if action == "save" => {
             let cmd = Command::SnapshotSave {
                 file: PathBuf::from(file),
@@ -590,6 +664,61 @@ mod tests {
     }
 
     #[test]
+    fn lease_commands_parse_and_misuse_is_a_usage_error() {
+        use lease::LeaseCommand;
+        let lease = |args: &[&str]| match cmd(args) {
+            Command::Lease(l) => l,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            lease(&["lease", "grant", "30"]),
+            LeaseCommand::Grant { ttl_ms: 30_000 }
+        );
+        assert_eq!(
+            lease(&["lease", "grant", "500ms"]),
+            LeaseCommand::Grant { ttl_ms: 500 }
+        );
+        assert_eq!(
+            lease(&["--json", "lease", "keep-alive", "7", "--once"]),
+            LeaseCommand::KeepAlive { id: 7, once: true }
+        );
+        assert_eq!(
+            lease(&["lease", "timetolive", "7", "--keys"]),
+            LeaseCommand::TimeToLive { id: 7, keys: true }
+        );
+        assert_eq!(
+            lease(&["lease", "revoke", "9"]),
+            LeaseCommand::Revoke { id: 9 }
+        );
+        assert_eq!(lease(&["lease", "list"]), LeaseCommand::List);
+        assert_eq!(
+            cmd(&["put", "k", "v", "--lease", "7"]),
+            Command::Put {
+                key: "k".into(),
+                value: ValueSource::Arg("v".into()),
+                ttl_ms: None,
+                lease: Some(7),
+            }
+        );
+        for bad in [
+            &["lease"][..],
+            &["lease", "grant"],
+            &["lease", "grant", "0"],
+            &["lease", "grant", "soon"],
+            &["lease", "revoke", "0"],
+            &["lease", "revoke", "x"],
+            &["lease", "revoke", "7", "--once"],
+            &["lease", "list", "--keys"],
+            &["lease", "frobnicate", "1"],
+            &["put", "k", "v", "--lease", "0"],
+            &["put", "k", "v", "--lease", "7", "--ttl", "1s"],
+            &["get", "k", "--lease", "7"],
+        ] {
+            assert!(run(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn bench_coalesces_only_when_asked() {
         let Command::Bench(plain) = cmd(&["bench", "--ops", "10"]) else {
             panic!()
@@ -642,6 +771,7 @@ mod tests {
                 key: "k".into(),
                 value: ValueSource::Arg("v".into()),
                 ttl_ms: None,
+                lease: None,
             }
         );
         assert_eq!(
@@ -650,6 +780,7 @@ mod tests {
                 key: "k".into(),
                 value: ValueSource::Stdin,
                 ttl_ms: None,
+                lease: None,
             }
         );
         assert_eq!(
@@ -658,6 +789,7 @@ mod tests {
                 key: "k".into(),
                 value: ValueSource::File("f.bin".into()),
                 ttl_ms: None,
+                lease: None,
             }
         );
         assert_eq!(
@@ -720,6 +852,7 @@ mod tests {
                 key: "-k".into(),
                 value: ValueSource::Arg("-v".into()),
                 ttl_ms: None,
+                lease: None,
             }
         );
         let Ok(Parsed::Run(default)) = run(&["status"]) else {
@@ -744,6 +877,7 @@ mod tests {
                 key: "k".into(),
                 value: ValueSource::Arg("v".into()),
                 ttl_ms: Some(2_000),
+                lease: None,
             }
         );
     }

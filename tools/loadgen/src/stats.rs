@@ -55,8 +55,11 @@ impl ErrorKind {
             ClientError::Unreachable { .. }
             | ClientError::Unavailable { .. }
             | ClientError::WrongCluster { .. } => ErrorKind::Unreachable,
-            // Loadgen does not watch; a compacted watch is the cluster declining to serve it.
-            ClientError::Rejected { .. } | ClientError::Compacted { .. } => ErrorKind::Rejected,
+            // Loadgen does not watch or use leases; a compacted watch or a failed lease
+            // operation is the cluster declining the request.
+            ClientError::Rejected { .. }
+            | ClientError::Compacted { .. }
+            | ClientError::Failed(_) => ErrorKind::Rejected,
             // A verified read that failed its checks is a bad reply from that node.
             ClientError::BadReply(_) | ClientError::Unverified { .. } => ErrorKind::BadReply,
             ClientError::TooLarge(_) => ErrorKind::TooLarge,

@@ -267,8 +267,8 @@ mod layout_tests {
     fn archived_sizes_are_those_from_before_leases() {
         assert_eq!(std::mem::size_of::<super::ArchivedOpResult>(), 56);
         assert_eq!(std::mem::size_of::<super::ArchivedOpReply>(), 64);
-        assert_eq!(std::mem::size_of::<crate::api::ops::ArchivedOp>(), 32);
-        assert_eq!(std::mem::size_of::<crate::api::ops::ArchivedTxnOp>(), 32);
+        assert_eq!(std::mem::size_of::<super::super::ops::ArchivedOp>(), 32);
+        assert_eq!(std::mem::size_of::<super::super::ops::ArchivedTxnOp>(), 32);
         assert_eq!(std::mem::size_of::<super::ArchivedVersionedValue>(), 40);
     }
 }

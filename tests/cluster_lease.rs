@@ -13,26 +13,8 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use support::*;
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// The number after `"field":` in a one-line JSON object.
-fn json_u64(json: &str, field: &str) -> Option<u64> {
-    let at = json.find(&format!("\"{field}\":"))? + field.len() + 3;
-    let digits: String = json[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
 
 /// Waits until every node's own (stale) state holds `key` (`present`) or not.
 fn wait_on_every_node(clients: &mut [RawClient], key: &str, present: bool, what: &str) {

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bftd::config::{ClientConfig, LoadedClientConfig};
 use bftd::kv::{Op, Reply, decode_reply, encode_ops};
@@ -624,4 +624,22 @@ pub fn ok(o: Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// The number after `"field":` in a one-line JSON object.
+pub fn json_u64(json: &str, field: &str) -> Option<u64> {
+    let at = json.find(&format!("\"{field}\":"))? + field.len() + 3;
+    let digits: String = json[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
 }

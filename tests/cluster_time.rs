@@ -11,26 +11,8 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use support::*;
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// The number after `"field":` in a one-line JSON object.
-fn json_u64(json: &str, field: &str) -> Option<u64> {
-    let at = json.find(&format!("\"{field}\":"))? + field.len() + 3;
-    let digits: String = json[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().ok()
-}
 
 #[test]
 fn every_node_reports_one_block_time_per_height_and_it_follows_the_wall_clock() {

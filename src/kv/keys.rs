@@ -150,32 +150,9 @@ pub fn encode_versioned(version: u64, mod_height: u64, value: &[u8]) -> Vec<u8> 
 }
 
 /// A data entry: version, the height that wrote it, the expiry time if it has a TTL, the
-/// value (layout in `api::verified_read::decode_entry`, which clients use on proofs).
-pub fn encode_entry(
-    version: u64,
-    mod_height: u64,
-    expires_at_ms: Option<u64>,
-    value: &[u8],
-) -> Vec<u8> {
-    crate::api::verified_read::encode_entry(version, mod_height, expires_at_ms, value)
-}
-
-/// A data entry attached to `lease` (see [`encode_entry`]).
-pub fn encode_entry_with_lease(
-    version: u64,
-    mod_height: u64,
-    expires_at_ms: Option<u64>,
-    lease: Option<u64>,
-    value: &[u8],
-) -> Vec<u8> {
-    crate::api::verified_read::encode_entry_with_lease(
-        version,
-        mod_height,
-        expires_at_ms,
-        lease,
-        value,
-    )
-}
+/// lease it is attached to, the value. One encoder for the store and the clients' proof
+/// checks (layout in `api::verified_read::decode_entry`).
+pub use crate::api::verified_read::{encode_entry, encode_entry_with_lease};
 
 /// A data entry and the lease it is attached to, if any.
 pub fn decode_entry_with_lease(

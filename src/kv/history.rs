@@ -18,7 +18,10 @@
 //! `bytes_max` bytes of keys and values (the oldest go first; a block bigger than the whole
 //! budget leaves the log empty).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::state_tree::Chunk;
 
 /// Default depth of the undo log in heights.
 pub const UNDO_HEIGHTS_DEFAULT: usize = 16;
@@ -28,8 +31,62 @@ pub const UNDO_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Bytes an entry costs beyond its key and value (map node, vector headers), roughly.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
-/// Old values of the keys one block changed.
-pub type Undo = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// Old values of the keys one block changed: data entries as stored, tree chunks decoded.
+///
+/// Two key-sorted vectors, not maps: a block's batch hands both over already sorted (the
+/// overlay's writes and the tree update's chunk writes are in key order), a lookup is a binary
+/// search, and building and dropping a map per block showed in the storage thread's profile.
+/// Chunks stay decoded (the `Arc` the update read) instead of being re-encoded per block.
+#[derive(Debug, Default)]
+pub struct Undo {
+    data: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    chunks: Vec<(Vec<u8>, Option<Arc<Chunk>>)>,
+}
+
+impl Undo {
+    /// The old data entries and tree chunks of one block, each sorted by key, each key once.
+    pub fn new(
+        data: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        chunks: Vec<(Vec<u8>, Option<Arc<Chunk>>)>,
+    ) -> Undo {
+        debug_assert!(data.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(chunks.windows(2).all(|w| w[0].0 < w[1].0));
+        Undo { data, chunks }
+    }
+
+    /// The chunk keys recorded, in key order.
+    pub fn chunk_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().map(|(key, _)| key.as_slice())
+    }
+
+    fn data(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let at = self
+            .data
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()?;
+        Some(self.data[at].1.as_deref())
+    }
+
+    fn chunk(&self, key: &[u8]) -> Option<Option<&Arc<Chunk>>> {
+        let at = self
+            .chunks
+            .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            .ok()?;
+        Some(self.chunks[at].1.as_ref())
+    }
+
+    fn bytes(&self) -> usize {
+        let data: usize = (self.data.iter())
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES)
+            .sum();
+        let chunks: usize = (self.chunks.iter())
+            .map(|(k, c)| {
+                k.len() + c.as_ref().map_or(0, |c| c.memory_bytes()) + ENTRY_OVERHEAD_BYTES
+            })
+            .sum();
+        data + chunks
+    }
+}
 
 #[derive(Debug)]
 pub struct UndoLog {
@@ -63,10 +120,7 @@ impl UndoLog {
         if self.heights_max == 0 {
             return;
         }
-        let bytes: usize = undo
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES)
-            .sum();
+        let bytes = undo.bytes();
         self.entries.push_back((height, undo, bytes));
         self.bytes += bytes;
         while self.entries.len() > self.heights_max || self.bytes > self.bytes_max {
@@ -92,15 +146,23 @@ impl UndoLog {
         }
     }
 
-    /// Key `key` as of height `h`: `Some(old value)` if a logged block above `h` changed it
-    /// (the earliest such block's old value), `None` if the current value is the answer.
-    /// The caller checks `h` against [`UndoLog::readable_from`].
+    /// Data entry `key` as of height `h`: `Some(old value)` if a logged block above `h`
+    /// changed it (the earliest such block's old value), `None` if the current value is the
+    /// answer. The caller checks `h` against [`UndoLog::readable_from`].
     pub fn as_of(&self, h: u64, key: &[u8]) -> Option<Option<&[u8]>> {
         self.entries
             .iter()
             .skip_while(|(height, _, _)| *height <= h)
-            .find_map(|(_, undo, _)| undo.get(key))
-            .map(|old| old.as_deref())
+            .find_map(|(_, undo, _)| undo.data(key))
+    }
+
+    /// Tree chunk `key` as of height `h`, as [`UndoLog::as_of`] for data entries.
+    pub fn chunk_as_of(&self, h: u64, key: &[u8]) -> Option<Option<Arc<Chunk>>> {
+        self.entries
+            .iter()
+            .skip_while(|(height, _, _)| *height <= h)
+            .find_map(|(_, undo, _)| undo.chunk(key))
+            .map(|old| old.cloned())
     }
 
     pub fn heights(&self) -> usize {
@@ -116,12 +178,13 @@ impl UndoLog {
 mod tests {
     use super::*;
     use crate::util::rng::SimRng;
+    use std::collections::BTreeMap;
 
     type State = BTreeMap<Vec<u8>, Vec<u8>>;
 
     /// Applies `changes` to `state`, returning the undo entry a store would record.
     fn apply(state: &mut State, changes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Undo {
-        let mut undo = Undo::new();
+        let mut undo = BTreeMap::new();
         for (k, v) in changes {
             undo.entry(k.clone())
                 .or_insert_with(|| state.get(k).cloned());
@@ -130,7 +193,7 @@ mod tests {
                 None => state.remove(k),
             };
         }
-        undo
+        Undo::new(undo.into_iter().collect(), Vec::new())
     }
 
     fn read(log: &UndoLog, state: &State, h: u64, key: &[u8]) -> Option<Vec<u8>> {
@@ -178,11 +241,7 @@ mod tests {
 
     #[test]
     fn the_log_keeps_its_bounds_and_restarts_on_a_jump() {
-        let big = |n: usize| {
-            let mut u = Undo::new();
-            u.insert(vec![1], Some(vec![0; n]));
-            u
-        };
+        let big = |n: usize| Undo::new(vec![(vec![1], Some(vec![0; n]))], Vec::new());
         let mut log = UndoLog::new(4, 1000);
         for h in 1..=6 {
             log.record(h, big(10));

@@ -91,18 +91,18 @@ impl NodeCache {
     /// Records a block whose batch the engine accepted: `filled`, chunks the update read from
     /// the engine before the block, then `written`, the batch's chunk writes (`None`:
     /// deleted), which override them. The caller passes only chunks the engine holds now.
-    pub fn commit(
+    pub fn commit<'k>(
         &mut self,
         filled: impl IntoIterator<Item = (Vec<u8>, Arc<Chunk>)>,
-        written: impl IntoIterator<Item = (Vec<u8>, Option<Arc<Chunk>>)>,
+        written: impl IntoIterator<Item = (&'k [u8], Option<Arc<Chunk>>)>,
     ) {
         for (key, chunk) in filled {
             self.admit(&key, chunk);
         }
         for (key, chunk) in written {
             match chunk {
-                Some(chunk) => self.admit(&key, chunk),
-                None => self.remove(&key),
+                Some(chunk) => self.admit(key, chunk),
+                None => self.remove(key),
             }
         }
     }
@@ -170,7 +170,10 @@ mod tests {
         let (a, b) = (node_key(4, &[0xFF; 32]), node_key(8, &[0x0F; 32]));
         cache.commit([(a.clone(), c[0].clone()), (b.clone(), c[1].clone())], []);
         assert_eq!(cache.get(&a), Some(c[0].clone()));
-        cache.commit([], [(a.clone(), Some(c[2].clone())), (b.clone(), None)]);
+        cache.commit(
+            [],
+            [(a.as_slice(), Some(c[2].clone())), (b.as_slice(), None)],
+        );
         assert_eq!(cache.get(&a), Some(c[2].clone()));
         assert_eq!(cache.get(&b), None);
         let entries: Vec<_> = cache.entries().collect();
@@ -189,11 +192,11 @@ mod tests {
         cache.commit(keys.iter().map(|k| (k.clone(), c[0].clone())), []);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(&keys[2]), None);
-        cache.commit([], [(keys[0].clone(), Some(c[0].clone()))]);
+        cache.commit([], [(keys[0].as_slice(), Some(c[0].clone()))]);
         assert_eq!(cache.get(&keys[0]), Some(c[0].clone()));
         assert_eq!(cache.len(), 2);
         // A cached chunk that grows past the bound is dropped, never left stale.
-        cache.commit([], [(keys[1].clone(), Some(c[2].clone()))]);
+        cache.commit([], [(keys[1].as_slice(), Some(c[2].clone()))]);
         assert_eq!(cache.get(&keys[1]), None);
         assert!(cache.bytes() <= 2 * cost(&c[0]));
     }

@@ -245,12 +245,12 @@ impl KvStore {
         let chunk_writes = tree.into_writes()?;
         // The old values of what proofs read (data entries and tree chunks), before the batch
         // lands: the chunks as the update read them, the data entries as the overlay did.
-        let mut undo = Undo::new();
+        let mut chunk_undo = Vec::with_capacity(chunk_writes.len());
         let mut written = Vec::with_capacity(chunk_writes.len());
         for write in chunk_writes {
             overlay.set_derived(write.key.clone(), write.new.as_deref().map(Chunk::encode));
-            undo.insert(write.key.clone(), write.old.as_deref().map(Chunk::encode));
-            written.push((write.key, write.new));
+            chunk_undo.push((write.key, write.old));
+            written.push(write.new);
         }
         overlay.set_derived(META_KEY.to_vec(), Some(encode_meta(height, &tree_root)));
         root_memory::stage_block(&mut overlay, height, &state_digest(height, &tree_root));
@@ -273,8 +273,8 @@ impl KvStore {
         );
         let key_count = self.key_count.saturating_add_signed(delta);
         let (batch, data_undo) = overlay.into_batch_and_undo();
-        undo.extend(data_undo);
-        let lsn = match self.engine.write_nowait(&batch) {
+        let undo = Undo::new(data_undo, chunk_undo);
+        let lsn = match self.engine.write_owned_nowait(batch) {
             Ok(lsn) => lsn,
             Err(error) => {
                 // Whether any of the batch reached the engine is unknown: forget the cache.
@@ -283,8 +283,9 @@ impl KvStore {
                 return Err(error);
             }
         };
+        self.tree_cache
+            .commit(filled.into_inner(), undo.chunk_keys().zip(written));
         self.undo.record(height, undo);
-        self.tree_cache.commit(filled.into_inner(), written);
         self.applied_height = height;
         self.tree_root = tree_root;
         self.key_count = key_count;
@@ -442,8 +443,8 @@ impl KvStore {
             Some(old) => old.map(<[u8]>::to_vec),
             None => self.engine.get(k),
         };
-        let read_chunk = |k: &[u8]| match self.undo.as_of(height, k) {
-            Some(old) => old.map(|b| Chunk::decode(b, k).map(Arc::new)).transpose(),
+        let read_chunk = |k: &[u8]| match self.undo.chunk_as_of(height, k) {
+            Some(old) => Ok(old),
             None => self.cached_chunk(k),
         };
         let unprovable = |e: &dyn std::fmt::Display| ReadAsOfError::Unprovable(e.to_string());

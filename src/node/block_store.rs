@@ -158,7 +158,7 @@ impl BlockStore {
     pub fn index_committed(&self, height: u64, id: &BlockId) -> Result<Lsn, StorageError> {
         let mut batch = WriteBatch::new();
         batch.put(committed_key(height), id.0.to_vec());
-        self.engine.write_nowait(&batch)
+        self.engine.write_owned_nowait(batch)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -177,7 +177,7 @@ impl BlockStore {
                 }
             }
         }
-        self.engine.write_nowait(&batch)
+        self.engine.write_owned_nowait(batch)
     }
 
     /// Deletes blocks below `height` (exclusive). Bounded work per call: at most `max` blocks.
@@ -206,7 +206,7 @@ impl BlockStore {
         if batch.is_empty() {
             return Ok(None);
         }
-        self.engine.write_nowait(&batch).map(Some)
+        self.engine.write_owned_nowait(batch).map(Some)
     }
 
     /// The state a restarted core resumes from. `committed` is the block the KV state is at

@@ -161,13 +161,20 @@ impl Engine {
     /// Queues `batch` in the WAL and applies it to the memtable; durable once
     /// [`Engine::wait_durable`] returns for the LSN.
     pub fn write_nowait(&self, batch: &WriteBatch) -> Result<Lsn> {
+        self.write_owned_nowait(batch.clone())
+    }
+
+    /// [`Engine::write_nowait`] of a batch the caller gives up: its keys and values move into
+    /// the memtable instead of being copied (the per-block state batch is the storage thread's
+    /// largest, and the copy and the later free of the original showed in its profile).
+    pub fn write_owned_nowait(&self, batch: WriteBatch) -> Result<Lsn> {
         self.inner.check_poisoned()?;
         let _writer = self.inner.write_lock.lock();
         let lsn = self.inner.wal.append(WRITE_BATCH_KIND, &batch.encode())?;
         {
             let mut active = self.inner.active.write();
-            for (key, slot) in &batch.ops {
-                active.apply(key, slot.clone(), lsn);
+            for (key, slot) in batch.ops {
+                active.apply(key, slot, lsn);
             }
         }
         self.inner.maybe_freeze()?;

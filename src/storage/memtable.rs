@@ -48,12 +48,13 @@ impl MemTable {
     }
 
     /// Records a write made by the WAL record `lsn`.
-    pub fn apply(&mut self, key: &[u8], slot: Slot, lsn: u64) {
+    pub fn apply(&mut self, key: Vec<u8>, slot: Slot, lsn: u64) {
         debug_assert!(lsn >= self.max_lsn, "memtable writes arrive in LSN order");
         self.max_lsn = lsn;
-        let added = key.len() + slot_len(&slot) + ENTRY_OVERHEAD_BYTES;
-        if let Some(old) = self.entries.insert(key.to_vec(), slot) {
-            self.approx_bytes -= key.len() + slot_len(&old) + ENTRY_OVERHEAD_BYTES;
+        let key_len = key.len();
+        let added = key_len + slot_len(&slot) + ENTRY_OVERHEAD_BYTES;
+        if let Some(old) = self.entries.insert(key, slot) {
+            self.approx_bytes -= key_len + slot_len(&old) + ENTRY_OVERHEAD_BYTES;
         }
         self.approx_bytes += added;
     }
@@ -115,10 +116,10 @@ mod tests {
     #[test]
     fn overwrite_adjusts_size_and_range_is_half_open() {
         let mut table = MemTable::new();
-        table.apply(b"a", Slot::Put(vec![0; 10]), 1);
-        table.apply(b"b", Slot::Delete, 2);
+        table.apply(b"a".to_vec(), Slot::Put(vec![0; 10]), 1);
+        table.apply(b"b".to_vec(), Slot::Delete, 2);
         let before = table.approx_bytes();
-        table.apply(b"a", Slot::Put(vec![0; 4]), 3);
+        table.apply(b"a".to_vec(), Slot::Put(vec![0; 4]), 3);
         assert_eq!(table.approx_bytes(), before - 6);
         assert_eq!(table.get(b"b"), Some(SlotRef::Delete));
         let keys: Vec<&[u8]> = table.range(b"a", Some(b"b")).map(|(k, _)| k).collect();

@@ -59,7 +59,7 @@ pub(super) fn recover(
             }
             if lsn > flushed_lsn {
                 for (key, slot) in WriteBatch::decode(body, lsn)?.ops {
-                    memtable.apply(&key, slot, lsn);
+                    memtable.apply(key, slot, lsn);
                 }
             }
             Ok(())

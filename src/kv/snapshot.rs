@@ -42,8 +42,8 @@ const SNAPSHOT_MAGIC: [u8; 8] = *b"BFTDSNP1";
 /// 2: the exactly-once table is kept per session (see `kv::keys`); 3: the header holds the
 /// state digest over the state tree root (`api::proof`), not the additive digest; 4: that
 /// tree groups a session's replies (`kv::leaves`), so a format 3 file's digest is not this
-/// build's.
-const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// build's; 5: the tree's nodes are hashed in BLAKE3's keyed mode (`api::proof`).
+const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 const END_MARKER: u32 = u32::MAX;
 /// Largest snapshot file read.
 pub const SNAPSHOT_BYTES_MAX: u64 = 8 * 1024 * 1024 * 1024;

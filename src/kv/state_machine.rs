@@ -34,14 +34,16 @@ use crate::api::proof::{StateProof, data_path, state_digest};
 use crate::api::verified_read::VerifiedRead;
 use crate::storage::{Engine, EngineOptions, Lsn, StorageError};
 
-/// The layout tag at the end of the meta entry: 4 = state tree root over the leaves of
-/// `kv::leaves` (a session's replies of 16 consecutive seqs share a leaf), tree stored in chunks
-/// of four levels (`kv::state_tree`). Layouts 2 and 3 committed to one leaf per reply: their
-/// roots are not this build's, so such a store is refused (as is the additive digest of
-/// layout 1, which had no tag).
-const META_LAYOUT: u32 = 4;
-/// The layouts whose tree had one leaf per reply (2: one engine entry per tree node, 3: chunks).
-const META_LAYOUTS_LEAF_PER_REPLY: [u32; 2] = [2, 3];
+/// The layout tag at the end of the meta entry: 5 = state tree root over the leaves of
+/// `kv::leaves` (a session's replies of 16 consecutive seqs share a leaf), nodes hashed with
+/// BLAKE3's keyed mode (`api::proof`), tree stored in chunks of four levels
+/// (`kv::state_tree`). Layout 4 hashed nodes with a domain prefix, and layouts 2 and 3
+/// committed to one leaf per reply: their roots are not this build's, so such a store is
+/// refused (as is the additive digest of layout 1, which had no tag).
+const META_LAYOUT: u32 = 5;
+/// The earlier tree layouts, whose roots differ from this build's (2: one engine entry per
+/// tree node, 3: chunks, both with one leaf per reply; 4: domain-prefixed node hashes).
+const META_LAYOUTS_OLDER_TREE: [u32; 3] = [2, 3, 4];
 const META_BYTES: usize = 8 + 32 + 4;
 
 /// One client request of a committed block, as the node runtime hands it over.
@@ -573,14 +575,13 @@ pub(super) fn load_meta(engine: &Engine) -> Result<(u64, [u8; 32]), StorageError
         .and_then(|b| b.try_into().ok())
         .ok_or_else(corrupt)?;
     let layout = u32::from_le_bytes(layout);
-    if META_LAYOUTS_LEAF_PER_REPLY.contains(&layout) {
+    if META_LAYOUTS_OLDER_TREE.contains(&layout) {
         return Err(StorageError::corrupt(
             engine.dir(),
             0,
             format!(
-                "the state has meta layout {layout}, whose state tree has one leaf per \
-                 exactly-once reply; this build's tree (layout {META_LAYOUT}) groups a \
-                 session's replies, so its roots differ and the cluster's certified roots \
+                "the state has meta layout {layout}, an earlier state tree whose roots differ \
+                 from this build's (layout {META_LAYOUT}), so the cluster's certified roots \
                  cannot be checked against it: start the cluster from empty data dirs"
             ),
         ));

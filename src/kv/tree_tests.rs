@@ -242,8 +242,8 @@ fn a_state_written_with_the_additive_digest_is_refused_clearly() {
 }
 
 #[test]
-fn a_store_whose_tree_had_a_leaf_per_reply_is_refused_clearly() {
-    for layout in [2u32, 3] {
+fn a_store_of_an_earlier_tree_layout_is_refused_clearly() {
+    for layout in [2u32, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path());
         random_blocks(&mut store, &mut SimRng::new(4), 1, 3, 50);

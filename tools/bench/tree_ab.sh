@@ -3,8 +3,9 @@
 # must hold on a noisy machine. Each variant is "label:BINDIR" (BINDIR holds bftd, bftctl and
 # loadgen of one build). Per rep and variant: a fresh 4-node testnet of real `bftd` processes
 # on 127.0.0.1 (ports 35301.., as tools/bench/stage_ab.sh), one warm-up put, then
-# `loadgen --clients 256 --duration DURATION`. Prints one RUN line per run, then per variant
-# the per-run ops/s and the median, and the ratio of each variant's median to the first's.
+# `loadgen --clients 256 --duration DURATION`. Prints one RUN line per run (with the four
+# nodes' CPU time per op, from /proc), then per variant the per-run ops/s and the medians of
+# ops/s and CPU per op, and their ratios to the first variant's.
 #
 # Usage, from the project root:
 #   tools/bench/tree_ab.sh 3 10s "pretree:/path/bin-pre" "tree:/path/bin-tree"
@@ -17,6 +18,8 @@ echo "work dir $W"
 PIDS=()
 stop() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done; for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done; PIDS=(); }
 trap stop EXIT
+# User + system clock ticks of the four nodes so far (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$t"; }
 for rep in $(seq 1 "$REPS"); do
   for V in "$@"; do
     label=${V%%:*}; BIN=${V#*:}
@@ -28,22 +31,29 @@ for rep in $(seq 1 "$REPS"); do
     if [ "${PERF:-0}" = 1 ]; then
       perf record -e cpu-clock -F 499 ${PERF_CG:--g} -p "${PIDS[0]}" -o "$W/perf.$label.$rep.data" >/dev/null 2>&1 & PERFPID=$!
     fi
+    cpu_before=$(cpu_ticks)
     "$BIN/loadgen" --config "$W/tn/client.toml" --clients 256 --duration "$DURATION" --json "$W/lg.json" >/dev/null 2>"$W/lg.err"
+    cpu_ticks_used=$(( $(cpu_ticks) - cpu_before ))
     [ -n "$PERFPID" ] && { kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null; }
-    python3 -c "import json;j=json.load(open('$W/lg.json'));print('RUN $label rep=$rep ops=%.1f p50_ms=%.2f p99_ms=%.2f errors=%s'%(j['ops_per_s'],j['latency_us_p50']/1e3,j['latency_us_p99']/1e3,j.get('errors','?')))" | tee -a "$W/runs.txt"
+    python3 -c "import json;j=json.load(open('$W/lg.json'));print('RUN $label rep=$rep ops=%.1f cpu_us_per_op=%.1f p50_ms=%.2f p99_ms=%.2f'%(j['ops_per_s'],$cpu_ticks_used*1e6/$(getconf CLK_TCK)/max(1,j.get('ops_ok',j.get('requests_ok',0))),j['latency_us_p50']/1e3,j['latency_us_p99']/1e3))" | tee -a "$W/runs.txt"
     stop
   done
 done
 python3 - "$W/runs.txt" <<'PY'
 import sys, statistics, collections
 runs = collections.OrderedDict()
+cpu = collections.OrderedDict()
 for line in open(sys.argv[1]):
     f = line.split()
     runs.setdefault(f[1], []).append(float(f[3].split('=')[1]))
-first = None
+    cpu.setdefault(f[1], []).append(float(f[4].split('=')[1]))
+first = first_cpu = None
 for label, ops in runs.items():
     med = statistics.median(ops)
+    med_cpu = statistics.median(cpu[label])
     first = first or med
-    print("MEDIAN %s runs=[%s] median=%.1f ratio_to_%s=%.3f" % (
-        label, ", ".join("%.1f" % o for o in ops), med, next(iter(runs)), med / first))
+    first_cpu = first_cpu or med_cpu
+    print("MEDIAN %s runs=[%s] median=%.1f ratio_to_%s=%.3f cpu_us_per_op=%.1f cpu_ratio=%.3f" % (
+        label, ", ".join("%.1f" % o for o in ops), med, next(iter(runs)), med / first,
+        med_cpu, med_cpu / first_cpu))
 PY

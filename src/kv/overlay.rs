@@ -46,6 +46,15 @@ impl<'e> BlockOverlay<'e> {
         }
     }
 
+    /// Whether `key` holds a value as of the block so far (no copy of the value is made).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self.writes.get(key) {
+            Some(slot) => slot.is_some(),
+            None if key.first() == Some(&DATA_PREFIX) => self.engine_before(key).is_some(),
+            None => self.engine.get_with(key, |value| value.is_some()),
+        }
+    }
+
     /// What the engine holds under data key `key` (the state before the block), read once.
     fn engine_before(&self, key: &[u8]) -> Option<Vec<u8>> {
         if let Some(old) = self.engine_data.borrow().get(key) {

@@ -196,6 +196,45 @@ fn exactly_once_window_out_of_order_and_too_old() {
     assert_eq!(store.get(b"k").unwrap().unwrap().value, b"f");
 }
 
+/// As a session's window slides (by one seq, by a few, and by a jump), exactly the replies of
+/// executed seqs inside the window stay stored: the point drops of small slides and the range
+/// drop of large ones leave nothing behind and remove nothing still in the window.
+#[test]
+fn a_sliding_window_keeps_exactly_the_replies_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let window = crate::api::CLIENT_WINDOW_SEQS;
+    let (mut seq, mut height) = (0u64, 0u64);
+    let mut executed = Vec::new();
+    for step in 0..(window + 80) {
+        // Mostly the next seq; every 37th step skips 3, every 101st jumps by 20.
+        seq += match step % 101 {
+            100 => 20,
+            _ if step % 37 == 36 => 4,
+            _ => 1,
+        };
+        height += 1;
+        apply(&mut store, height, &[(ALICE, seq, vec![put("k", "v")])]);
+        executed.push(seq);
+        let start = seq.saturating_sub(window - 1);
+        let expected: Vec<Vec<u8>> = (executed.iter())
+            .filter(|s| **s >= start)
+            .map(|s| keys::reply_key(&ALICE, SESSION, *s))
+            .collect();
+        let stored: Vec<Vec<u8>> = store
+            .engine()
+            .range(
+                &keys::reply_key(&ALICE, SESSION, 0),
+                Some(&keys::reply_key(&ALICE, SESSION, u64::MAX)),
+                usize::MAX,
+            )
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(stored, expected, "after seq {seq} (height {height})");
+    }
+}
+
 #[test]
 fn undecodable_ops_get_a_deterministic_rejection() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,9 @@
 //! - the store opens (a power cut is not corruption: refusing would keep a node down);
 //! - every acknowledged write is there, and nothing but a prefix of each writer's writes (at
 //!   most the one write in flight at the cut beyond the acknowledged ones);
-//! - the safety record never goes backwards; the KV state equals a clean replay's (digest).
+//! - the safety record never goes backwards; the KV state equals a clean replay's (digest);
+//! - a block acknowledged to clients that the state lost is in the consensus store, above the
+//!   state's block, so a restart replays it (replies do not wait for the state's sync).
 //!
 //! The engine test runs a second generation on each image (writes, then cuts again), because
 //! a mistake in recovery (such as reused WAL numbers) shows only at the open after the next.
@@ -342,12 +344,25 @@ fn node_persist(cluster: &ClusterId, blocks: &mut BlockStore, round: u64, block:
         .expect("persist")
 }
 
-/// One storage-thread group for block `height`, as `node/storage_loop.rs` does it: persist
-/// the block and the safety record (voted round = height) in consensus/, apply the block to
-/// state/ with the committed-block meta in the same batch, wait for both, then acknowledge.
-fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, height: u64) {
+/// Block `height` as the node handles it: the block and the safety record (voted round =
+/// height) are persisted in consensus/ and durable before the vote leaves; once the block is
+/// committed, one storage-thread group applies it to state/ with the committed-block meta and
+/// acknowledges at once, then waits for both engines (`node/storage_loop.rs::release`: replies
+/// do not wait for the state's sync, because a committed block is durable in the consensus
+/// store, here this node's own, and a restart replays the committed blocks the state lost).
+fn node_commit(
+    cluster: &ClusterId,
+    kv: &mut KvStore,
+    blocks: &mut BlockStore,
+    fs: &Fs,
+    height: u64,
+) {
     let block = node_block(cluster, height);
-    let blocks_lsn = node_persist(cluster, blocks, height, &block);
+    let persisted = node_persist(cluster, blocks, height, &block);
+    blocks
+        .engine()
+        .wait_durable(persisted)
+        .expect("consensus durable before the vote");
     let requests = node_requests(height);
     let meta = encode_header(&block.header(block.compute_id()));
     let (_, kv_lsn) = kv
@@ -361,10 +376,13 @@ fn node_commit(cluster: &ClusterId, kv: &mut KvStore, blocks: &mut BlockStore, h
     let pruned = blocks
         .prune_below(height.saturating_sub(8), 256)
         .expect("prune");
-    blocks
-        .engine()
-        .wait_durable(pruned.unwrap_or(blocks_lsn).max(blocks_lsn))
-        .expect("consensus durable");
+    fs.note(format!("h {height}"));
+    if let Some(lsn) = pruned {
+        blocks
+            .engine()
+            .wait_durable(lsn)
+            .expect("consensus durable");
+    }
     kv.engine().wait_durable(kv_lsn).expect("state durable");
 }
 
@@ -430,11 +448,11 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
         for &height in &steps[1..] {
             if height == NODE_INSTALL_TO {
                 node_install(&cluster, &mut kv, &mut blocks, &snapshot, height);
+                fs.note(format!("h {height}"));
             } else {
-                node_commit(&cluster, &mut kv, &mut blocks, height);
+                node_commit(&cluster, &mut kv, &mut blocks, &fs, height);
             }
             digests.insert(height, kv.state_digest());
-            fs.note(format!("h {height}"));
         }
     }
     let log = fs.power_log();
@@ -458,8 +476,8 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
             .unwrap_or_else(|e| panic!("{what}: consensus/ refused to open: {e}"));
         let applied = kv.applied_height();
         assert!(
-            allowed.contains(&applied),
-            "{what}: acknowledged up to height {acked}, state at height {applied}"
+            applied <= next,
+            "{what}: state at height {applied}, past the block in flight ({next})"
         );
         assert_eq!(
             Some(&kv.state_digest()),
@@ -477,6 +495,15 @@ fn node_storage_survives_power_cuts_and_the_safety_record_never_goes_back() {
         let durable = blocks
             .load(&cluster, committed, 8)
             .unwrap_or_else(|e| panic!("{what}: consensus state does not load: {e}"));
+        // Acknowledged blocks the state lost are in the consensus store, above the state's
+        // block: the restarted core commits them again and the state replays them.
+        for height in steps.iter().filter(|h| (applied + 1..=acked).contains(*h)) {
+            assert!(
+                durable.blocks.iter().any(|(_, b)| b.height == *height),
+                "{what}: block {height} was acknowledged, the state is at {applied}, and the \
+                 consensus store does not hold it to replay"
+            );
+        }
         let voted = durable.safety.highest_voted_round;
         assert!(
             allowed.contains(&voted),

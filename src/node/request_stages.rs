@@ -11,7 +11,8 @@
 //! - `qc`: to the block's QC being this node's high QC (proposal sent, votes back, verified);
 //! - `commit`: to the commit of the block (the next round's QC under 2-chain commit);
 //! - `apply`: to the storage thread having applied the block to the state;
-//! - `reply`: to the reply leaving, after the state WAL fsync;
+//! - `reply`: to the reply leaving (right after the apply: it does not wait for the state WAL's
+//!   fsync, see `storage_loop`);
 //! - `total`: arrival to reply (the same span as `bftd_commit_latency_seconds`).
 //!
 //! Timestamps come from the runtime threads (the consensus core has no clock): the consensus

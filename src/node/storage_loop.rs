@@ -4,13 +4,18 @@
 //! from disk go out from the serving thread (`serving`), so no peer's read ever sits
 //! inside a group commit that votes wait for.
 //!
-//! Group commit: it takes every job queued (up to `GROUP_JOBS_MAX`), queues all their WAL
-//! writes, then waits once per engine (the consensus engine and the KV engine sync in
-//! parallel, each with its own committer thread). Only then does it
-//! - publish the highest durable persist ticket (the consensus thread then releases the votes
-//!   and timeouts that waited for it: persist before speaking), and
-//! - send the replies of the applied blocks (a client never sees a result that a crash could
-//!   take back on this node).
+//! Group commit: it takes every job queued (up to `GROUP_JOBS_MAX`) and queues all their WAL
+//! writes (the consensus engine and the KV engine sync in parallel, each with its own
+//! committer thread). Then it
+//! - sends the replies of the applied blocks at once: a reply comes only from a committed
+//!   block, which `2f + 1` members persisted before voting for it or its child, and a
+//!   restarted node re-commits the stored chain above its state's block and replays it, so no
+//!   crash takes a sent result back (the state's own sync was a second fsync on every reply's
+//!   path; `tests/storage_powercut.rs` checks the rule at every cut point);
+//! - waits for the consensus engine, then publishes the highest durable persist ticket (the
+//!   consensus thread then releases the votes and timeouts that waited for it: persist before
+//!   speaking; they no longer wait for the state's sync either);
+//! - waits for the KV engine (so its WAL never runs more than one group behind).
 //!
 //! Fail-stop: any storage error stops the thread; the node stops acknowledging anything
 //! (STYLE rule 7) and `Node::wait` reports the error.
@@ -321,28 +326,19 @@ impl StorageCtx {
         }
     }
 
-    /// Waits for the group's writes, then lets its effects out.
+    /// Lets the group's effects out, each once what it depends on is durable: replies at once
+    /// (see below), the vote ticket once the consensus store's writes are durable, and then it
+    /// waits for the state's writes (which bounds how far the state WAL runs behind, and times
+    /// its fsync).
+    ///
+    /// Why replies need no sync: a reply comes from a committed block, and a block commits only
+    /// once `2f + 1` members persisted it (each persists a block before voting for it or for its
+    /// child), so it outlives any crash of this node; a restart replays the committed blocks the
+    /// state lost (the state's committed-block meta says where it stopped, and the core commits
+    /// the stored chain above it again), and applying is deterministic, so the state comes back
+    /// to the same replies. Votes wait for the consensus store only: they promise nothing about
+    /// the state.
     fn release(&mut self, group: Group) -> Result<(), StorageError> {
-        if let Some(lsn) = group.blocks_lsn {
-            let started = Instant::now();
-            self.blocks.engine().wait_durable(lsn)?;
-            let took = started.elapsed();
-            self.metrics.wal_fsync_consensus.observe(took);
-            self.metrics.slow_sync_seen("consensus", took);
-        }
-        if let Some(lsn) = group.kv_lsn {
-            let started = Instant::now();
-            self.kv.read().engine().wait_durable(lsn)?;
-            let took = started.elapsed();
-            self.metrics.wal_fsync_state.observe(took);
-            self.metrics.slow_sync_seen("state", took);
-        }
-        if let Some(ticket) = group.ticket {
-            self.to_consensus
-                .durable_ticket
-                .fetch_max(ticket, Ordering::SeqCst);
-            let _ = self.to_consensus.wake.try_send(());
-        }
         for reply in group.replies {
             let id = RequestId {
                 client: ClientKey(reply.client),
@@ -360,6 +356,26 @@ impl StorageCtx {
             if let Some(reply) = cached {
                 self.send_reply(id, ops_digest, false, || encode_reply(&reply));
             }
+        }
+        if let Some(lsn) = group.blocks_lsn {
+            let started = Instant::now();
+            self.blocks.engine().wait_durable(lsn)?;
+            let took = started.elapsed();
+            self.metrics.wal_fsync_consensus.observe(took);
+            self.metrics.slow_sync_seen("consensus", took);
+        }
+        if let Some(ticket) = group.ticket {
+            self.to_consensus
+                .durable_ticket
+                .fetch_max(ticket, Ordering::SeqCst);
+            let _ = self.to_consensus.wake.try_send(());
+        }
+        if let Some(lsn) = group.kv_lsn {
+            let started = Instant::now();
+            self.kv.read().engine().wait_durable(lsn)?;
+            let took = started.elapsed();
+            self.metrics.wal_fsync_state.observe(took);
+            self.metrics.slow_sync_seen("state", took);
         }
         Ok(())
     }

@@ -234,10 +234,7 @@ fn advance(
             // which the engine's bloom filters make far cheaper than a range scan over every
             // memtable and SSTable.
             for seq in old_start..new_start {
-                let key = reply_key(slot.client, slot.session, seq);
-                if overlay.contains(&key) {
-                    overlay.delete(key);
-                }
+                overlay.delete(reply_key(slot.client, slot.session, seq));
             }
         } else {
             let doomed = overlay.range(

@@ -75,7 +75,7 @@ impl<'e> BlockOverlay<'e> {
 
     /// Deletes a state entry (no-op if absent).
     pub fn delete(&mut self, key: Vec<u8>) {
-        if self.get(&key).is_some() {
+        if self.contains(&key) {
             self.writes.insert(key, None);
         }
     }

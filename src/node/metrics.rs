@@ -7,7 +7,7 @@
 //! - QC formation: the time between two high-QC advances of consecutive rounds, seen by the
 //!   consensus thread after each step of the core (so one steady-state round's length);
 //! - commit latency: from a request's first arrival (when its reply route was registered, see
-//!   [`super::routes`]) to its reply being released by the storage thread (durable);
+//!   [`super::routes`]) to its reply being released by the storage thread (once applied);
 //! - WAL fsync: each `wait_durable` of the storage thread, per engine;
 //! - request stages: the leader's latency budget per request, see [`super::request_stages`].
 //!
@@ -821,7 +821,7 @@ fn write_histograms(out: &mut String, m: &NodeMetrics) {
         out,
         "bftd_commit_latency_seconds",
         "histogram",
-        "From a request's first arrival at the node to its durable reply.",
+        "From a request's first arrival at the node to its reply.",
     );
     m.commit_latency
         .snapshot()

@@ -303,6 +303,8 @@ impl Node {
             },
             snapshot_interval_blocks: settings.snapshot_interval_blocks,
             blocks_retained: core_cfg.committed_blocks_retained as u64,
+            // Opened from disk: durable.
+            state_durable_height: kv.read().applied_height(),
             failure: failure.clone(),
             byzantine: serving_hook.clone(),
         };

@@ -7,15 +7,14 @@
 //! Group commit: it takes every job queued (up to `GROUP_JOBS_MAX`) and queues all their WAL
 //! writes (the consensus engine and the KV engine sync in parallel, each with its own
 //! committer thread). Then it
-//! - sends the replies of the applied blocks at once: a reply comes only from a committed
-//!   block, which `2f + 1` members persisted before voting for it or its child, and a
-//!   restarted node re-commits the stored chain above its state's block and replays it, so no
-//!   crash takes a sent result back (the state's own sync was a second fsync on every reply's
-//!   path; `tests/storage_powercut.rs` checks the rule at every cut point);
+//! - sends the replies of the blocks it applied at once, without waiting for any sync (why:
+//!   [`StorageCtx::release`]);
 //! - waits for the consensus engine, then publishes the highest durable persist ticket (the
 //!   consensus thread then releases the votes and timeouts that waited for it: persist before
-//!   speaking; they no longer wait for the state's sync either);
-//! - waits for the KV engine (so its WAL never runs more than one group behind).
+//!   speaking; they do not wait for the state's sync, which they promise nothing about);
+//! - answers retries of committed requests from the exactly-once table;
+//! - waits for the KV engine, so the state WAL is never more than one group behind, and the
+//!   block store is pruned only below what the state holds durably.
 //!
 //! Fail-stop: any storage error stops the thread; the node stops acknowledging anything
 //! (STYLE rule 7) and `Node::wait` reports the error.
@@ -99,17 +98,25 @@ pub struct StorageCtx {
     pub to_consensus: StorageToConsensus,
     pub snapshot_interval_blocks: u64,
     pub blocks_retained: u64,
+    /// The highest height whose state is durable (the KV store's height when opened, then
+    /// raised after each group's state sync). The block store is pruned below it, never below
+    /// the in-memory applied height: replies leave before the state's sync, and the blocks of a
+    /// state tail lost in a crash must still be in the store to be re-committed.
+    pub state_durable_height: u64,
     /// Set when the thread stopped on a storage error.
     pub failure: Arc<Mutex<Option<String>>>,
     /// Test-only Byzantine answers (a no-op unless built with the `byzantine` feature).
     pub byzantine: ServingHook,
 }
 
-/// The effects of one group, released once its writes are durable.
+/// The effects of one group, each released once what it depends on is durable
+/// ([`StorageCtx::release`]).
 #[derive(Default)]
 struct Group {
     blocks_lsn: Option<Lsn>,
     kv_lsn: Option<Lsn>,
+    /// The height the state reaches once `kv_lsn` is durable.
+    kv_height: u64,
     ticket: Option<u64>,
     replies: Vec<KvReply>,
     cached: Vec<(RequestId, [u8; 32])>,
@@ -200,6 +207,7 @@ impl StorageCtx {
             &[(COMMITTED_META_KEY, &meta)],
         )?;
         group.kv_lsn = Some(lsn);
+        group.kv_height = block.height;
         group.replies.extend(replies);
         self.counters.blocks_applied.bump();
         self.metrics.request_stages.applied(&id, Instant::now());
@@ -217,7 +225,8 @@ impl StorageCtx {
         });
         self.report_applied((block.height, digest, next_expiry_ms, expired));
         if let Some(lsn) = self.blocks.prune_below(
-            block.height.saturating_sub(self.blocks_retained),
+            self.state_durable_height
+                .saturating_sub(self.blocks_retained),
             PRUNE_BLOCKS_PER_GROUP,
         )? {
             group.blocks_lsn = Some(group.blocks_lsn.map_or(lsn, |l| l.max(lsn)));
@@ -326,17 +335,18 @@ impl StorageCtx {
         }
     }
 
-    /// Lets the group's effects out, each once what it depends on is durable: replies at once
-    /// (see below), the vote ticket once the consensus store's writes are durable, and then it
-    /// waits for the state's writes (which bounds how far the state WAL runs behind, and times
-    /// its fsync).
+    /// Lets the group's effects out, each once what it depends on is durable: fresh replies at
+    /// once, the vote ticket once the consensus store's writes are durable, then the answers to
+    /// retries; last it waits for the state's writes.
     ///
-    /// Why replies need no sync: a reply comes from a committed block, and a block commits only
-    /// once `2f + 1` members persisted it (each persists a block before voting for it or for its
-    /// child), so it outlives any crash of this node; a restart replays the committed blocks the
-    /// state lost (the state's committed-block meta says where it stopped, and the core commits
-    /// the stored chain above it again), and applying is deterministic, so the state comes back
-    /// to the same replies. Votes wait for the consensus store only: they promise nothing about
+    /// Why a reply needs no sync: it comes from a committed block `A`, and `A` is committed only
+    /// once a QC on its child exists, so `2f + 1` members persisted `A` and its child before
+    /// voting and are locked on `A`'s QC: every later certified block extends `A`, whatever
+    /// crashes. A node whose crash loses the tail of its state (or the block store writes of
+    /// this group) re-commits `A` from its stored chain or from its peers (a restarted core
+    /// broadcasts where it is, and a newer QC commits `A` again) and replays it; applying is
+    /// deterministic, so the same replies come back. The state's sync was a second fsync on
+    /// every reply's path. Votes wait for the consensus store only: they promise nothing about
     /// the state.
     fn release(&mut self, group: Group) -> Result<(), StorageError> {
         for reply in group.replies {
@@ -346,16 +356,6 @@ impl StorageCtx {
                 seq: reply.seq,
             };
             self.send_reply(id, reply.ops_digest, true, || encode_reply(&reply.reply));
-        }
-        for (id, ops_digest) in group.cached {
-            let cached =
-                self.kv
-                    .read()
-                    .cached_reply(&id.client.0, id.session, id.seq, &ops_digest)?;
-            // `None`: ordered but not applied here yet; the commit's own reply will answer.
-            if let Some(reply) = cached {
-                self.send_reply(id, ops_digest, false, || encode_reply(&reply));
-            }
         }
         if let Some(lsn) = group.blocks_lsn {
             let started = Instant::now();
@@ -370,12 +370,23 @@ impl StorageCtx {
                 .fetch_max(ticket, Ordering::SeqCst);
             let _ = self.to_consensus.wake.try_send(());
         }
+        for (id, ops_digest) in group.cached {
+            let cached =
+                self.kv
+                    .read()
+                    .cached_reply(&id.client.0, id.session, id.seq, &ops_digest)?;
+            // `None`: ordered but not applied here yet; the commit's own reply will answer.
+            if let Some(reply) = cached {
+                self.send_reply(id, ops_digest, false, || encode_reply(&reply));
+            }
+        }
         if let Some(lsn) = group.kv_lsn {
             let started = Instant::now();
             self.kv.read().engine().wait_durable(lsn)?;
             let took = started.elapsed();
             self.metrics.wal_fsync_state.observe(took);
             self.metrics.slow_sync_seen("state", took);
+            self.state_durable_height = self.state_durable_height.max(group.kv_height);
         }
         Ok(())
     }
@@ -468,6 +479,8 @@ impl StorageCtx {
         let digest = kv.state_digest();
         let next_expiry_ms = kv.next_expiry_ms();
         drop(kv);
+        // `replace_all` returned with the installed state durable.
+        self.state_durable_height = offer.height;
         self.status.update(|s| {
             s.applied_height = offer.height;
             s.state_digest = digest;

@@ -413,6 +413,39 @@ fn a_leader_waiting_for_its_apply_proposes_the_root_on_applied_without_a_view_ch
     one_write_is_certified_then_the_cluster_idles(true);
 }
 
+/// A client writing in a loop: its next write reaches the leader while the block that is to
+/// carry the last write's root lingers (`root_linger_ms`), and rides in that block. Two writes
+/// then cost five blocks, not six: write 1, the block that commits it, write 2 with write 1's
+/// root, the block that commits write 2, and write 2's root once the linger ran out.
+#[test]
+fn a_write_arriving_while_the_root_block_lingers_rides_in_it() {
+    let mut net = Net::new(None);
+    net.submit();
+    // Everything in flight, but no timer: the root-carrying leader is lingering.
+    let now = net.now;
+    net.run(now);
+    let proposals = |net: &Net| -> u64 { net.cores.iter().map(|c| c.stats().proposals_made).sum() };
+    assert_eq!(proposals(&net), 2, "write 1 and the block that commits it");
+    assert!(
+        net.cores.iter().all(|c| c.committed().height == 1),
+        "write 1 is committed everywhere"
+    );
+    assert!(net.cores.iter().all(|c| c.root_pending()), "its root waits");
+    net.submit();
+    let until = net.now + 30_000;
+    net.run(until);
+    assert_eq!(proposals(&net), 5, "blocks proposed after two writes");
+    for (i, core) in net.cores.iter().enumerate() {
+        let (h, r, _) = core
+            .roots()
+            .latest_certified()
+            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
+        assert_eq!((h, r), (3, root(3)), "node{i}: write 2's root is certified");
+        assert!(core.is_idle(), "node{i} still has work");
+        assert_eq!(core.stats().timeouts_sent, 0, "node{i} timed out");
+    }
+}
+
 /// Node 3 restarts right after applying a write, before a certified block carries the write's
 /// root. The next blocks carry that root, of a height node 3 applied before the restart.
 /// `remembered`: how many heights' roots its state gives back at start. Returns node 3's

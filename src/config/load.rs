@@ -191,6 +191,17 @@ impl NodeConfig {
                 "is below consensus.round_timeout_base_ms",
             ));
         }
+        if c.root_linger_ms >= c.round_timeout_base_ms {
+            return Err(ConfigError::field(
+                file,
+                "consensus.root_linger_ms",
+                format!(
+                    "is {}, must be below consensus.round_timeout_base_ms ({}): the other \
+                     members would time out a leader that waits that long",
+                    c.root_linger_ms, c.round_timeout_base_ms
+                ),
+            ));
+        }
         let ahead = c.block_time_ahead_max_ms;
         if !(BLOCK_TIME_AHEAD_MIN_MS..=BLOCK_TIME_AHEAD_MAX_MS).contains(&ahead) {
             return Err(ConfigError::field(

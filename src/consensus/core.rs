@@ -91,6 +91,9 @@ pub struct Core {
     /// The highest round a read barrier asked this node to see committed
     /// ([`Event::ReadsWaiting`]); while the committed root is below it, the chain has work.
     read_round_wanted: Round,
+    /// The round and time this node, as its leader, first found nothing to propose but
+    /// state roots: it waits `root_linger_ms` from then for a request to ride along.
+    root_linger: Option<(Round, TimeMs)>,
 }
 
 impl Core {
@@ -155,6 +158,7 @@ impl Core {
             wall_clock_ms: 0,
             next_expiry_ms: None,
             read_round_wanted: 0,
+            root_linger: None,
             cfg,
             committee,
             signer,
@@ -1182,13 +1186,13 @@ impl Core {
         // the leader has not applied the height yet, and waits for `Event::Applied`.
         let chain_short = committed < self.payload_height_committed;
         let carries_pending = (!state_roots.is_empty() || chain_short) && self.root_pending();
-        if payload.is_empty()
-            && !chain_pending
-            && !carries_pending
-            && !self.expiry_due(0)
-            && !self.reads_waiting()
-        {
+        let roots_only =
+            payload.is_empty() && !chain_pending && !self.expiry_due(0) && !self.reads_waiting();
+        if roots_only && !carries_pending {
             return; // nothing to order, certify or expire: let the cluster idle
+        }
+        if roots_only && self.roots_linger(round) {
+            return; // a request may yet ride along; `update_timer` wakes us at the end
         }
         // Consensus time moves forward on every block, and follows this leader's clock when
         // that is ahead of the parent (a parent this node holds only as a header, after a
@@ -1225,6 +1229,36 @@ impl Core {
         });
         self.defer(Deferred::Broadcast(Message::Proposal(block)));
         self.maybe_vote(&id);
+    }
+
+    /// Whether a leader whose block would carry only state roots still waits for requests
+    /// in `round`: for `root_linger_ms` from the first time it found itself so. Nothing
+    /// waits on this block but verified reads of the newest height, while a client writing in
+    /// a loop sends its next request as soon as the last one's replies arrive, which is just
+    /// when this block is due: waiting lets the root and the request share one block (and one
+    /// round of votes and fsyncs) instead of two. Safety does not depend on it (the block is
+    /// the same one, later); liveness neither (the wait is below the round timeout).
+    fn roots_linger(&mut self, round: Round) -> bool {
+        let since = match self.root_linger {
+            Some((r, since)) if r == round => since,
+            _ => {
+                self.root_linger = Some((round, self.now));
+                self.now
+            }
+        };
+        self.now < since.saturating_add(self.cfg.root_linger_ms)
+    }
+
+    /// When a lingering leader proposes its roots-only block (see [`Core::roots_linger`]).
+    fn linger_deadline(&self) -> Option<TimeMs> {
+        match self.root_linger {
+            Some((round, since))
+                if round == self.round && self.safety.highest_proposed_round < round =>
+            {
+                Some(since.saturating_add(self.cfg.root_linger_ms))
+            }
+            _ => None,
+        }
     }
 
     // ----- blocks and sync -----
@@ -1391,10 +1425,14 @@ impl Core {
     }
 
     fn update_timer(&mut self) {
-        let want = match (self.pacemaker.deadline(), self.sync.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let want = [
+            self.pacemaker.deadline(),
+            self.sync.next_deadline(),
+            self.linger_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         // An idle node wakes when the next expiry falls due by its clock (timers run on the
         // runtime's monotonic `now`, so the wall-clock distance is carried over).
         let expiry_wake = self

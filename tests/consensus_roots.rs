@@ -60,6 +60,8 @@ struct Net {
     damaged: Option<(u16, Height)>,
     /// Heights each node applied.
     applied_height: Vec<Height>,
+    /// The blocks node 0 committed, in order.
+    committed0: Vec<Block>,
     seq: u64,
 }
 
@@ -80,6 +82,7 @@ impl Net {
             now: 0,
             damaged,
             applied_height: vec![0; 4],
+            committed0: Vec::new(),
             seq: 0,
         };
         for i in 0..4u16 {
@@ -130,6 +133,9 @@ impl Net {
                 }
                 Action::Commit { block, .. } => {
                     assert_eq!(block.height, self.applied_height[node as usize] + 1);
+                    if node == 0 {
+                        self.committed0.push(block.clone());
+                    }
                     self.applied_height[node as usize] = block.height;
                     if self.slow == Some(node) {
                         self.slow_applied.push_back(block.height);
@@ -432,9 +438,17 @@ fn a_write_arriving_while_the_root_block_lingers_rides_in_it() {
     );
     assert!(net.cores.iter().all(|c| c.root_pending()), "its root waits");
     net.submit();
-    let until = net.now + 30_000;
+    // Within 10 ms: the only waits are the lingers (2 ms each), no round timeout (1 s).
+    let until = net.now + 10;
     net.run(until);
     assert_eq!(proposals(&net), 5, "blocks proposed after two writes");
+    let b3 = &net.committed0[2];
+    assert_eq!(b3.height, 3);
+    assert_eq!(b3.payload.len(), 1, "write 2 rides in the third block");
+    assert_eq!(b3.state_roots, vec![(1, root(1))], "with write 1's root");
+    let until = net.now + 30_000;
+    net.run(until);
+    assert_eq!(proposals(&net), 5, "nothing more once idle");
     for (i, core) in net.cores.iter().enumerate() {
         let (h, r, _) = core
             .roots()

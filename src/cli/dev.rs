@@ -15,6 +15,7 @@ use lexopt::prelude::*;
 
 use super::testnet::{TestnetSpec, metrics_addr, metrics_base, write_testnet};
 use crate::config::{LoadedConfig, NodeConfig};
+use crate::consensus::ROOT_LINGER_TIMEOUT_SHARE;
 use crate::node::Node;
 use crate::node::settings::FaultSettings;
 
@@ -195,6 +196,9 @@ fn load(spec: &DevSpec, i: usize, metrics_base: Option<u16>) -> Result<LoadedCon
         cfg.raw.consensus.round_timeout_base_ms = ms;
         let max = &mut cfg.raw.consensus.round_timeout_max_ms;
         *max = (*max).max(ms);
+        // The file was checked against its own timeout: keep the linger within the new one.
+        let linger = &mut cfg.raw.consensus.root_linger_ms;
+        *linger = (*linger).min(ms / ROOT_LINGER_TIMEOUT_SHARE);
     }
     if let Some(share) = spec.lossy {
         cfg.raw.faults = FaultSettings {

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::file::{ClientAllow, NodeConfig};
 use super::members::{self, Member};
-use crate::consensus::{BLOCK_TIME_AHEAD_MAX_MS, BLOCK_TIME_AHEAD_MIN_MS, CoreConfig};
+use crate::consensus::{
+    BLOCK_TIME_AHEAD_MAX_MS, BLOCK_TIME_AHEAD_MIN_MS, CoreConfig, ROOT_LINGER_TIMEOUT_SHARE,
+};
 use crate::crypto::{ClientPolicy, Committee, Signer};
 use crate::net::{ClientAccess, NetLimits, PeerConfig, TransportConfig};
 use crate::types::{ClusterId, NodeId};
@@ -191,13 +193,13 @@ impl NodeConfig {
                 "is below consensus.round_timeout_base_ms",
             ));
         }
-        if c.root_linger_ms >= c.round_timeout_base_ms {
+        if c.root_linger_ms > c.round_timeout_base_ms / ROOT_LINGER_TIMEOUT_SHARE {
             return Err(ConfigError::field(
                 file,
                 "consensus.root_linger_ms",
                 format!(
-                    "is {}, must be below consensus.round_timeout_base_ms ({}): the other \
-                     members would time out a leader that waits that long",
+                    "is {}, must be at most a quarter of consensus.round_timeout_base_ms ({} \
+                     ms): the other members would time out a leader that waits that long",
                     c.root_linger_ms, c.round_timeout_base_ms
                 ),
             ));

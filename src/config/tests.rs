@@ -279,12 +279,12 @@ fn consensus_and_limits_are_checked() {
         "consensus.block_time_ahead_max_ms",
         "is 5, must be between 100 and 86400000",
     );
-    let (err, path) = broken(|t| t.replace("[consensus]\n", "[consensus]\nroot_linger_ms = 500\n"));
+    let (err, path) = broken(|t| t.replace("[consensus]\n", "[consensus]\nroot_linger_ms = 126\n"));
     assert_field(
         &err,
         &path,
         "consensus.root_linger_ms",
-        "is 500, must be below consensus.round_timeout_base_ms (500)",
+        "is 126, must be at most a quarter of consensus.round_timeout_base_ms (500 ms)",
     );
     let (err, path) = broken(|t| t.replace("[limits]\n", "[limits]\nconnections_max = 0\n"));
     assert_eq!(

@@ -50,7 +50,9 @@ pub struct CoreConfig {
     /// request to ride along (0: propose at once). One client writing in a loop then costs two
     /// blocks a write instead of three: its next request reaches the leader while the root
     /// block waits, and the block that carries the root also orders the request. Bounded
-    /// below the round timeout (`check_consensus`), so a lingering leader is never timed out.
+    /// to a quarter of the round timeout (`check_consensus`): the other members start their
+    /// round timers about when the leader starts to wait, and still need the block's votes
+    /// and fsyncs after it.
     pub root_linger_ms: u64,
 }
 
@@ -67,6 +69,8 @@ pub const BLOCK_TIME_AHEAD_MAX_MS: u64 = 86_400_000;
 /// per write, p50 7.04 ms; 2 ms: 2.12, 4.71 ms; 5 ms: 2.00, 4.50 ms. Longer only delays the
 /// root of an idle cluster's last write (verified reads of that height), never a write.
 pub const ROOT_LINGER_MS_DEFAULT: u64 = 2;
+/// `root_linger_ms` may be at most the round timeout base divided by this.
+pub const ROOT_LINGER_TIMEOUT_SHARE: u64 = 4;
 
 impl Default for CoreConfig {
     fn default() -> Self {

@@ -1191,7 +1191,8 @@ impl Core {
         if roots_only && !carries_pending {
             return; // nothing to order, certify or expire: let the cluster idle
         }
-        if roots_only && self.roots_linger(round) {
+        // After a view change (`tc`) the round already cost a timeout: no waiting then.
+        if roots_only && tc.is_none() && self.roots_linger(round) {
             return; // a request may yet ride along; `update_timer` wakes us at the end
         }
         // Consensus time moves forward on every block, and follows this leader's clock when
@@ -1250,12 +1251,16 @@ impl Core {
     }
 
     /// When a lingering leader proposes its roots-only block (see [`Core::roots_linger`]).
+    /// Only a deadline still ahead: once it passed, `try_propose` proposed (or found it may
+    /// not, e.g. diverged or no longer the leader), and a stale deadline would stand in for
+    /// the round timer (the runtime keeps one timer, and `update_timer` sets each deadline
+    /// once).
     fn linger_deadline(&self) -> Option<TimeMs> {
         match self.root_linger {
             Some((round, since))
                 if round == self.round && self.safety.highest_proposed_round < round =>
             {
-                Some(since.saturating_add(self.cfg.root_linger_ms))
+                Some(since.saturating_add(self.cfg.root_linger_ms)).filter(|at| *at > self.now)
             }
             _ => None,
         }

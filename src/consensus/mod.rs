@@ -37,7 +37,9 @@ mod votes;
 
 pub use self::core::Core;
 pub use block_tree::{BlockTree, Segment, sync_bytes};
-pub use config::{BLOCK_TIME_AHEAD_MAX_MS, BLOCK_TIME_AHEAD_MIN_MS, CoreConfig};
+pub use config::{
+    BLOCK_TIME_AHEAD_MAX_MS, BLOCK_TIME_AHEAD_MIN_MS, CoreConfig, ROOT_LINGER_TIMEOUT_SHARE,
+};
 pub use events::{Action, DurableState, Event, PersistItem, RejectReason};
 pub use leader::LeaderDecision;
 pub use roots::{Divergence, RootBook, RootCheck};

@@ -7,9 +7,10 @@
 //! - after a commit, only descendants of the new root remain uncommitted (forks are pruned);
 //! - at most `uncommitted_max` uncommitted and `retain` committed blocks are held, and the
 //!   committed ones hold at most `retain_bytes` of payload, except that the newest
-//!   `retain_min` are kept whatever their size (the leader schedule reads them).
+//!   `retain_min` are kept whatever their size (the leader schedule reads them);
+//! - every stored block is in exactly one of `committed` and `uncommitted`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::types::{Block, BlockHeader, BlockId, Height};
 
@@ -18,6 +19,10 @@ pub struct BlockTree {
     root: BlockHeader,
     /// Ids of retained committed blocks, ascending by height.
     committed: VecDeque<BlockId>,
+    /// Ids of the stored blocks not committed: what a commit's pruning looks at (a scan of
+    /// every stored block, up to `retain` committed ones, was a top entry of the consensus
+    /// thread's profile at one client).
+    uncommitted: HashSet<BlockId>,
     retain: usize,
     /// Payload bytes of the retained committed blocks, and their cap.
     committed_bytes: usize,
@@ -67,6 +72,7 @@ impl BlockTree {
             blocks: HashMap::new(),
             root,
             committed: VecDeque::new(),
+            uncommitted: HashSet::new(),
             retain,
             committed_bytes: 0,
             retain_bytes: usize::MAX,
@@ -137,7 +143,7 @@ impl BlockTree {
     }
 
     fn uncommitted_len(&self) -> usize {
-        self.blocks.len() - self.committed.len()
+        self.uncommitted.len()
     }
 
     pub fn insert(&mut self, id: BlockId, block: Block) -> InsertOutcome {
@@ -162,6 +168,7 @@ impl BlockTree {
             return InsertOutcome::Rejected("too many uncommitted blocks");
         }
         self.blocks.insert(id, block);
+        self.uncommitted.insert(id);
         InsertOutcome::Inserted
     }
 
@@ -201,6 +208,7 @@ impl BlockTree {
                 self.committed_bytes += b.payload_bytes();
                 out.push((id, b.clone()));
                 self.committed.push_back(id);
+                self.uncommitted.remove(&id);
             }
         }
         self.prune();
@@ -217,29 +225,20 @@ impl BlockTree {
                 self.committed_bytes = self.committed_bytes.saturating_sub(b.payload_bytes());
             }
         }
-        let root = self.root;
-        let stale: Vec<BlockId> = self
-            .blocks
-            .iter()
-            .filter(|(id, b)| b.height > root.height && !self.extends_root(id))
-            .map(|(id, _)| *id)
+        // Uncommitted blocks that do not descend from the root: forks at or below its height
+        // (the committed ones left this set) and blocks above it on an abandoned branch.
+        let root_height = self.root.height;
+        let dropped: Vec<BlockId> = (self.uncommitted.iter())
+            .filter(|id| {
+                self.blocks
+                    .get(id)
+                    .is_none_or(|b| b.height <= root_height || !self.extends_root(id))
+            })
+            .copied()
             .collect();
-        // The retained committed blocks have consecutive heights, ending at the root, so the
-        // committed block of height h sits at index h - (root.height + 1 - len): an O(1) test
-        // (a set of all retained ids, rebuilt per commit, was a top entry of the profile).
-        let first_height = (root.height + 1).saturating_sub(self.committed.len() as u64);
-        let is_committed = |id: &BlockId, height: Height| {
-            height >= first_height
-                && self.committed.get((height - first_height) as usize) == Some(id)
-        };
-        let forks: Vec<BlockId> = self
-            .blocks
-            .iter()
-            .filter(|(id, b)| b.height <= root.height && !is_committed(id, b.height))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale.into_iter().chain(forks) {
+        for id in dropped {
             self.blocks.remove(&id);
+            self.uncommitted.remove(&id);
         }
     }
 
@@ -360,6 +359,54 @@ mod tests {
             t.commit(&a).is_empty(),
             "committing below the root is a no-op"
         );
+    }
+
+    /// A branch that forks below the new root goes whole (its blocks above the root's height
+    /// too), committed blocks stay up to `retain`, and only uncommitted blocks count against
+    /// `uncommitted_max` however many committed ones are retained.
+    #[test]
+    fn pruning_drops_abandoned_branches_and_counts_only_uncommitted_blocks() {
+        let mut t = BlockTree::new(root(), 3, 3);
+        let (a, ba) = child(root().id, 1, 1);
+        let (x, bx) = child(root().id, 2, 1);
+        let (y, by) = child(x, 3, 2);
+        for (id, b) in [(a, ba), (x, bx), (y, by)] {
+            assert_eq!(t.insert(id, b), InsertOutcome::Inserted);
+        }
+        assert_eq!(t.commit(&a).len(), 1);
+        assert!(t.get(&x).is_none(), "the fork at the root's height goes");
+        assert!(t.get(&y).is_none(), "and its child above the root's height");
+        assert_eq!(t.uncommitted_len(), 0);
+        t.uncommitted_max = 2;
+        let mut tip = a;
+        for round in 4..12 {
+            let (id, b) = child(tip, round, round - 2);
+            assert_eq!(t.insert(id, b), InsertOutcome::Inserted, "round {round}");
+            assert_eq!(t.commit(&id).len(), 1);
+            tip = id;
+        }
+        assert_eq!(
+            t.committed_blocks().count(),
+            3,
+            "retain bounds the committed ones"
+        );
+        // Two uncommitted children fit, a third does not, whatever is retained.
+        let (c1, b1) = child(tip, 20, t.root().height + 1);
+        let (c2, b2) = child(c1, 21, t.root().height + 2);
+        let (c3, b3) = child(c2, 22, t.root().height + 3);
+        assert_eq!(t.insert(c1, b1), InsertOutcome::Inserted);
+        assert_eq!(t.insert(c2, b2), InsertOutcome::Inserted);
+        assert!(matches!(t.insert(c3, b3), InsertOutcome::Rejected(_)));
+        // A sibling of c1 with a child: committing c1 drops both, c2 stays.
+        let (s1, bs1) = child(tip, 23, t.root().height + 1);
+        t.commit(&c1);
+        assert_eq!(
+            t.insert(s1, bs1),
+            InsertOutcome::Known,
+            "below the new root"
+        );
+        assert!(t.get(&c2).is_some());
+        assert_eq!(t.uncommitted_len(), 1);
     }
 
     #[test]

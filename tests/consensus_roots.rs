@@ -377,6 +377,22 @@ fn a_node_with_a_damaged_state_refuses_the_right_roots_is_found_diverged_and_sto
     );
 }
 
+/// Every core saw `height`'s root certified (as the stand-in state gives it), has nothing left
+/// to do and never changed view or timed out on the way.
+fn assert_certified_and_idle(net: &Net, height: Height) {
+    for (i, core) in net.cores.iter().enumerate() {
+        let (h, r, _) = core
+            .roots()
+            .latest_certified()
+            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
+        assert_eq!((h, r), (height, root(height)), "node{i}");
+        assert!(core.is_idle(), "node{i} still has work");
+        assert!(!core.root_pending(), "node{i}");
+        assert_eq!(core.stats().view_changes, 0, "node{i} changed view");
+        assert_eq!(core.stats().timeouts_sent, 0, "node{i} timed out");
+    }
+}
+
 /// One write on an idle cluster: the leaders go on with empty blocks until a certified block
 /// carries the write's root (a verified read can prove it), and then every node idles, with
 /// no timeout on the way. `late_apply`: every apply report arrives only once nothing else is
@@ -390,17 +406,7 @@ fn one_write_is_certified_then_the_cluster_idles(late_apply: bool) {
     // root, and the QC on height 3 certifies it. Nothing more.
     let proposals: u64 = net.cores.iter().map(|c| c.stats().proposals_made).sum();
     assert_eq!(proposals, 3, "blocks proposed after one write");
-    for (i, core) in net.cores.iter().enumerate() {
-        let (h, r, _) = core
-            .roots()
-            .latest_certified()
-            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
-        assert_eq!((h, r), (1, root(1)), "node{i}");
-        assert!(core.is_idle(), "node{i} still has work");
-        assert!(!core.root_pending(), "node{i}");
-        assert_eq!(core.stats().view_changes, 0, "node{i} changed view");
-        assert_eq!(core.stats().timeouts_sent, 0, "node{i} timed out");
-    }
+    assert_certified_and_idle(&net, 1);
     // Idle for good: a long quiet time brings no block and no timeout.
     let until = net.now + 600_000;
     net.run(until);
@@ -449,15 +455,7 @@ fn a_write_arriving_while_the_root_block_lingers_rides_in_it() {
     let until = net.now + 30_000;
     net.run(until);
     assert_eq!(proposals(&net), 5, "nothing more once idle");
-    for (i, core) in net.cores.iter().enumerate() {
-        let (h, r, _) = core
-            .roots()
-            .latest_certified()
-            .unwrap_or_else(|| panic!("node{i} saw no certified root"));
-        assert_eq!((h, r), (3, root(3)), "node{i}: write 2's root is certified");
-        assert!(core.is_idle(), "node{i} still has work");
-        assert_eq!(core.stats().timeouts_sent, 0, "node{i} timed out");
-    }
+    assert_certified_and_idle(&net, 3);
 }
 
 /// Node 3 restarts right after applying a write, before a certified block carries the write's
